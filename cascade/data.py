@@ -1,0 +1,281 @@
+"""Finding cases on disk, checking them, and splitting them into cross-validation folds.
+
+Three layouts are understood (images single-channel NIfTI, ``.nii.gz`` or ``.nii``):
+
+- MBAS: ``ROOT/MBAS_001/MBAS_001_gt.nii.gz`` is the image and ``MBAS_001_label.nii.gz`` the label
+  (test cases have only the image; prediction folders may have only the label);
+- nnU-Net raw: ``ROOT/imagesTr/X_0000.nii.gz`` with ``ROOT/labelsTr/X.nii.gz`` (or ``imagesTs``
+  without labels), or a bare ``imagesTs``-style folder of ``X_0000.nii.gz`` files;
+- flat: ``ROOT/<case>.nii.gz`` images and/or ``ROOT/<case>_label.nii.gz`` label maps (an image
+  named ``<case>_gt.nii.gz`` belongs to ``<case>`` as in MBAS).
+
+A datalist is a list of MONAI-style dictionaries ``{"case", "image", "label", "fold"}`` with
+paths as strings; ``cascade datalist`` writes one as JSON and every bundle accepts either a data
+folder or such a file as ``dataset_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from cascade.io import InputError, load_nifti, same_geometry
+
+__all__ = [
+    "discover_cases",
+    "validate_case",
+    "assign_folds",
+    "make_datalist",
+    "load_datalist",
+    "fold_datalist",
+    "attach_masks",
+    "write_datalist",
+]
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+DEFAULT_SEED = 12345  # fixed so folds are the same on every machine
+_SKIPPED_SUFFIXES = ("_mask",)  # stage-1 outputs written beside predictions
+
+
+def _strip_nifti_suffix(name: str) -> str | None:
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def _nifti_files(folder: Path) -> dict[str, Path]:
+    """Map ``stem -> path`` for the NIfTI files directly in ``folder`` (hidden files skipped)."""
+    files = {}
+    for path in sorted(folder.iterdir()):
+        stem = _strip_nifti_suffix(path.name)
+        if stem is not None and path.is_file() and not path.name.startswith("."):
+            files[stem] = path
+    return files
+
+
+def _case_entry(case: str, image: Path | None, label: Path | None) -> dict:
+    return {"case": case, "image": str(image) if image else None, "label": str(label) if label else None}
+
+
+def _nnunet_cases(images: Path, labels: Path | None) -> list[dict]:
+    label_files = _nifti_files(labels) if labels is not None and labels.is_dir() else {}
+    cases: dict[str, Path] = {}
+    for stem, path in _nifti_files(images).items():
+        match = re.fullmatch(r"(.+)_(\d{4})", stem)
+        if match is None:
+            raise InputError(f"{path}: nnU-Net image names end in a channel suffix like _0000")
+        if match.group(2) != "0000":
+            raise InputError(f"{path}: only single-channel data (_0000) is supported")
+        cases[match.group(1)] = path
+    return [_case_entry(case, path, label_files.get(case)) for case, path in sorted(cases.items())]
+
+
+def _flat_cases(folder: Path) -> list[dict]:
+    images: dict[str, Path] = {}
+    labels: dict[str, Path] = {}
+    for stem, path in _nifti_files(folder).items():
+        if stem.endswith(_SKIPPED_SUFFIXES):
+            continue
+        if stem.endswith("_label"):
+            labels[stem[: -len("_label")]] = path
+        else:
+            images[stem[: -len("_gt")] if stem.endswith("_gt") else stem] = path
+    return [_case_entry(case, images.get(case), labels.get(case)) for case in sorted(images.keys() | labels.keys())]
+
+
+def discover_cases(root: str | os.PathLike) -> list[dict]:
+    """List the cases in a data folder of any supported layout.
+
+    Args:
+        root: MBAS-layout folder, nnU-Net raw dataset folder (or its ``imagesTs``-style image
+            folder), or flat folder.
+
+    Returns:
+        ``[{"case": id, "image": path or None, "label": path or None}, ...]`` sorted by case id.
+
+    Raises:
+        InputError: ``root`` is missing or holds no NIfTI case.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: data folder not found")
+    if (root / "imagesTr").is_dir():
+        cases = _nnunet_cases(root / "imagesTr", root / "labelsTr")
+    elif (root / "imagesTs").is_dir():
+        cases = _nnunet_cases(root / "imagesTs", None)
+    elif any(re.fullmatch(r".+_0000", stem) for stem in _nifti_files(root)):
+        cases = _nnunet_cases(root, None)
+    else:
+        cases = _flat_cases(root)
+        for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            files = _nifti_files(sub)
+            image, label = files.get(f"{sub.name}_gt"), files.get(f"{sub.name}_label")
+            if image or label:
+                cases.append(_case_entry(sub.name, image, label))
+        cases.sort(key=lambda c: c["case"])
+    ids = [c["case"] for c in cases]
+    duplicated = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicated:
+        raise InputError(f"{root}: case ids found twice (flat file and sub-folder?): {duplicated}")
+    if not cases:
+        raise InputError(f"{root}: no NIfTI cases found (expected MBAS, nnU-Net raw or flat layout)")
+    return cases
+
+
+def _read_header(path: str) -> nib.Nifti1Image:
+    try:
+        img = nib.load(path)
+    except Exception as err:
+        raise InputError(f"{path}: not a readable NIfTI file ({type(err).__name__}: {err})") from err
+    shape = img.shape
+    if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)):
+        raise InputError(f"{path}: expected a 3D volume, got shape {tuple(shape)}")
+    return img
+
+
+def validate_case(case: dict, check_values: bool = True) -> None:
+    """Check that a case can be used for training or evaluation.
+
+    Args:
+        case: datalist entry with ``image`` and optionally ``label`` paths.
+        check_values: also read the voxels (finite intensities, labels in {0, 1, 2, 3}); without
+            it only headers are read (shape, dimensionality, geometry).
+
+    Raises:
+        InputError: one message naming the offending file and the problem.
+    """
+    read = (lambda p, label: load_nifti(p, label=label)) if check_values else (lambda p, label: _read_header(p))
+    image = read(case["image"], False) if case.get("image") else None
+    label = read(case["label"], True) if case.get("label") else None
+    if image is not None and label is not None and not same_geometry(image, label):
+        raise InputError(
+            f"{case['label']}: geometry differs from {case['image']} "
+            f"(shape {label.shape[:3]} vs {image.shape[:3]}, or affine beyond tolerance)"
+        )
+
+
+def assign_folds(case_ids: list[str], num_folds: int = 5, seed: int = DEFAULT_SEED) -> dict[str, int]:
+    """Deterministic k-fold assignment: every case is validated in exactly one fold.
+
+    Cases are sorted, shuffled with ``seed`` and dealt round-robin, so fold sizes differ by at
+    most one and the assignment does not depend on the order cases were found in.
+    """
+    if num_folds < 2:
+        raise ValueError(f"num_folds must be >= 2, got {num_folds}")
+    if len(case_ids) < num_folds:
+        raise ValueError(f"{len(case_ids)} cases cannot be split into {num_folds} folds")
+    order = np.random.default_rng(seed).permutation(len(case_ids))
+    ordered = sorted(case_ids)
+    return {ordered[i]: rank % num_folds for rank, i in enumerate(order)}
+
+
+def make_datalist(
+    root: str | os.PathLike, num_folds: int = 5, seed: int = DEFAULT_SEED, check_values: bool = True
+) -> list[dict]:
+    """Datalist of the labelled cases of ``root`` with their fold, each case validated.
+
+    Raises:
+        InputError: no labelled case, a case without image, or a case that fails validation.
+    """
+    cases = [c for c in discover_cases(root) if c["label"]]
+    if not cases:
+        raise InputError(f"{root}: no labelled cases found")
+    for case in cases:
+        if not case["image"]:
+            raise InputError(f"{case['label']}: label map without an image")
+        validate_case(case, check_values=check_values)
+    folds = assign_folds([c["case"] for c in cases], num_folds, seed)
+    return [{**c, "fold": folds[c["case"]]} for c in cases]
+
+
+def write_datalist(datalist: list[dict], path: str | os.PathLike, num_folds: int, seed: int) -> None:
+    """Write a datalist as JSON: ``{"num_folds", "seed", "training": [...]}``."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps({"num_folds": num_folds, "seed": seed, "training": datalist}, indent=2))
+
+
+def load_datalist(
+    source: str | os.PathLike, num_folds: int = 5, seed: int = DEFAULT_SEED, check_values: bool = False
+) -> list[dict]:
+    """Datalist from a data folder (cases discovered and split) or a JSON file from ``cascade datalist``.
+
+    A JSON file keeps the folds stored in it; ``num_folds`` and ``seed`` then only apply to
+    entries without a ``fold``.
+    """
+    source = Path(source)
+    if source.is_file() and source.suffix == ".json":
+        try:
+            content = json.loads(source.read_text())
+        except json.JSONDecodeError as err:
+            raise InputError(f"{source}: not a valid datalist JSON ({err})") from err
+        entries = content["training"] if isinstance(content, dict) else content
+        base = source.parent
+        datalist = []
+        for entry in entries:
+            entry = dict(entry)
+            for key in ("image", "label"):
+                if entry.get(key) and not os.path.isabs(entry[key]):
+                    entry[key] = str(base / entry[key])
+            datalist.append(entry)
+        if any("fold" not in e for e in datalist):
+            folds = assign_folds([e["case"] for e in datalist], num_folds, seed)
+            datalist = [{**e, "fold": e.get("fold", folds[e["case"]])} for e in datalist]
+        return datalist
+    return make_datalist(source, num_folds=num_folds, seed=seed, check_values=check_values)
+
+
+def fold_datalist(
+    source: str | os.PathLike,
+    fold: int,
+    split: str,
+    num_folds: int = 5,
+    seed: int = DEFAULT_SEED,
+    mask_dir: str | os.PathLike | None = None,
+) -> list[dict]:
+    """One side of a cross-validation split, as bundles' configs ask for it.
+
+    Args:
+        source: data folder or datalist JSON (see :func:`load_datalist`).
+        fold: the validation fold, ``0 <= fold < num_folds``; ``-1`` trains on every case and
+            validates on none (the paper's final, all-data models).
+        split: ``"train"`` (every other fold) or ``"validation"`` (this fold).
+        num_folds: number of folds.
+        seed: fold assignment seed.
+        mask_dir: optional folder of stage-1 masks ``<case>_mask.nii.gz`` added as key ``mask``.
+
+    Returns:
+        The entries of that split.
+    """
+    if split not in ("train", "validation"):
+        raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
+    if not -1 <= fold < num_folds:
+        raise ValueError(f"fold must be in [-1, {num_folds - 1}], got {fold}")
+    datalist = load_datalist(source, num_folds=num_folds, seed=seed)
+    if split == "train":
+        chosen = [e for e in datalist if e["fold"] != fold]
+    else:
+        chosen = [e for e in datalist if e["fold"] == fold]
+    return attach_masks(chosen, mask_dir) if mask_dir else chosen
+
+
+def attach_masks(datalist: list[dict], mask_dir: str | os.PathLike) -> list[dict]:
+    """Add each case's stage-1 mask ``mask_dir/<case>_mask.nii.gz`` under key ``mask``.
+
+    Raises:
+        InputError: a case has no mask file.
+    """
+    mask_dir = Path(mask_dir)
+    result = []
+    for entry in datalist:
+        candidates = [mask_dir / f"{entry['case']}_mask{suffix}" for suffix in NIFTI_SUFFIXES]
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            raise InputError(f"{candidates[0]}: stage-1 mask for case {entry['case']} not found")
+        result.append({**entry, "mask": str(found)})
+    return result

@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny NIfTI cases written with nibabel (no dependency on the phantom module)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+MBAS_AFFINE = np.array(
+    [[-0.625, 0, 0, 180.0], [0, -0.625, 0, 170.0], [0, 0, 2.5, -50.0], [0, 0, 0, 1]], dtype=np.float64
+)
+
+
+def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray = MBAS_AFFINE) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = nib.Nifti1Image(array, affine)
+    img.set_qform(affine, 1)
+    img.set_sform(affine, 1)
+    nib.save(img, str(path))
+    return path
+
+
+def toy_case(shape=(24, 20, 6), seed=0) -> tuple[np.ndarray, np.ndarray]:
+    """A small (X, Y, Z) image and a label map with all three classes."""
+    rng = np.random.default_rng(seed)
+    label = np.zeros(shape, np.uint8)
+    label[4:12, 4:14, 1:5] = 1
+    label[5:11, 5:9, 2:4] = 2
+    label[5:11, 10:13, 2:4] = 3
+    image = (rng.normal(100, 10, shape) + 50 * (label > 1)).astype(np.float32)
+    return image, label
+
+
+@pytest.fixture
+def mbas_dir(tmp_path: Path) -> Path:
+    """Five MBAS-layout cases, the last one without a label (a test case)."""
+    root = tmp_path / "mbas"
+    for i in range(1, 6):
+        case = f"MBAS_{i:03d}"
+        image, label = toy_case(seed=i)
+        write_nifti(root / case / f"{case}_gt.nii.gz", image)
+        if i < 5:
+            write_nifti(root / case / f"{case}_label.nii.gz", label)
+    return root
