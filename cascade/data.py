@@ -35,6 +35,8 @@ __all__ = [
     "fold_datalist",
     "attach_masks",
     "write_datalist",
+    "case_id",
+    "case_name_formatter",
 ]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -47,6 +49,18 @@ def _strip_nifti_suffix(name: str) -> str | None:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return None
+
+
+def case_id(path: str | os.PathLike) -> str:
+    """Case id of an image file: the name without ``.nii(.gz)``, MBAS ``_gt`` or nnU-Net ``_0000``."""
+    stem = _strip_nifti_suffix(Path(path).name) or Path(path).stem
+    match = re.fullmatch(r"(.+?)(_gt|_0000)", stem)
+    return match.group(1) if match else stem
+
+
+def case_name_formatter(metadict: dict, saver: object) -> dict:
+    """``output_name_formatter`` for MONAI's ``SaveImage``: outputs are named ``<case>_<postfix>``."""
+    return {"subject": case_id(metadict["filename_or_obj"]), "idx": metadict.get("patch_index")}
 
 
 def _nifti_files(folder: Path) -> dict[str, Path]:
