@@ -5,7 +5,7 @@ config makes ``cascade.data``, ``cascade.losses``, ``cascade.networks`` and
 ``cascade.transforms`` available to its expressions.
 """
 
-from cascade import data, io, labels, losses, networks, transforms
+from cascade import data, io, labels, losses, networks, overlap, transforms
 
 __version__ = "0.1.0"
-__all__ = ["data", "io", "labels", "losses", "networks", "transforms"]
+__all__ = ["data", "io", "labels", "losses", "networks", "overlap", "transforms"]
