@@ -33,6 +33,7 @@ __all__ = [
     "make_datalist",
     "load_datalist",
     "fold_datalist",
+    "image_datalist",
     "attach_masks",
     "write_datalist",
     "case_id",
@@ -276,6 +277,23 @@ def fold_datalist(
     else:
         chosen = [e for e in datalist if e["fold"] == fold]
     return attach_masks(chosen, mask_dir) if mask_dir else chosen
+
+
+def image_datalist(source: str | os.PathLike, mask_dir: str | os.PathLike | None = None) -> list[dict]:
+    """Every case of a data folder that has an image, for inference.
+
+    Returns:
+        ``{"case", "image"}`` entries, with ``"label"`` where the case has one and ``"mask"``
+        (see :func:`attach_masks`) when ``mask_dir`` is given.
+    """
+    entries = [
+        {key: value for key, value in case.items() if value is not None}
+        for case in discover_cases(source)
+        if case["image"]
+    ]
+    if not entries:
+        raise InputError(f"{source}: no images found")
+    return attach_masks(entries, mask_dir) if mask_dir else entries
 
 
 def attach_masks(datalist: list[dict], mask_dir: str | os.PathLike) -> list[dict]:
