@@ -6,6 +6,7 @@ Every subcommand turns bad input into one error line on stderr and exit status 1
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import fire
 
@@ -72,7 +73,89 @@ def evaluate(pred: str, gt: str, out: str, allow_missing: bool = False, workers:
     run_evaluation(pred, gt, out, allow_missing=allow_missing, workers=workers)
 
 
-COMMANDS = {"datalist": datalist, "phantom": phantom, "evaluate": evaluate}
+def _stage_checkpoints(bundle: Path, folds: str | int | tuple | None, demo: bool) -> list[Path]:
+    if demo:
+        return [bundle / "models" / "demo" / "model.pt"]
+    if folds is None or folds == "":
+        return [bundle / "models" / "model.pt"]
+    fold_ids = folds if isinstance(folds, (tuple, list)) else str(folds).split(",")
+    return [bundle / "models" / f"fold{int(k)}" / "model.pt" for k in fold_ids]
+
+
+def predict(
+    input: str,
+    out: str,
+    localizer: str | None = None,
+    segmenter: str | None = None,
+    device: str = "auto",
+    overlap: float = 0.5,
+    dilation: int = 2,
+    mask_region: bool = True,
+    save_masks: bool = False,
+    overwrite: bool = False,
+    resume: bool = False,
+    folds: str | None = None,
+    tta: bool = False,
+    demo: bool = False,
+) -> None:
+    """Segment wall, right atrium and left atrium: one ``<case>_label.nii.gz`` per input image.
+
+    Args:
+        input: a NIfTI file, or a folder in MBAS, nnU-Net (imagesTs) or flat layout.
+        out: output folder.
+        localizer: stage-1 bundle folder (default: the repository's ``bundles/atria_localizer``).
+        segmenter: stage-2 bundle folder (default: the repository's ``bundles/atria_segmenter``).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        overlap: sliding-window overlap of both stages (0.5; 0 is the paper's step 1.0).
+        dilation: radius in voxels of the ball dilating the stage-1 mask (2).
+        mask_region: run stage 2 only over the dilated mask's bounding box plus a margin
+            (default); false slides over the whole volume as the paper does.
+        save_masks: also write the stage-1 masks ``<case>_mask.nii.gz``.
+        overwrite: replace existing outputs (otherwise they are an error).
+        resume: skip cases whose output exists.
+        folds: comma-separated fold ids; their checkpoints ``models/fold<k>/model.pt`` of each
+            bundle are ensembled (softmax averaged).
+        tta: mirroring test-time augmentation (8 mirrorings per network).
+        demo: use the shipped demo weights, trained on phantoms only.
+    """
+    from cascade.runner import REPO_BUNDLES, BundlePredictor, CascadePredictor, MissingCheckpointError, list_inputs, resolve_device
+
+    stages = {
+        "localizer": Path(localizer) if localizer else REPO_BUNDLES / "atria_localizer",
+        "segmenter": Path(segmenter) if segmenter else REPO_BUNDLES / "atria_segmenter",
+    }
+    if demo:
+        print("cascade: using the DEMO weights, trained on synthetic phantoms only: not a model of real anatomy")
+    common = {"device": f"$torch.device('{resolve_device(device)}')", "overlap": overlap, "num_workers": 0}
+    stage_overrides = {
+        "localizer": common,
+        "segmenter": {**common, "dilation_radius": dilation, "crop_to_mask": bool(mask_region), "mask_from_label": False},
+    }
+    inputs = list_inputs(input)
+    predictors = {}
+    for stage, bundle in stages.items():
+        try:
+            predictors[stage] = BundlePredictor(
+                bundle,
+                _stage_checkpoints(bundle, folds, demo),
+                overrides=stage_overrides[stage],
+                extra_configs=["demo.json"] if demo else [],
+                mirror=tta,
+            )
+        except MissingCheckpointError as err:
+            raise MissingCheckpointError(
+                f"{err} (the {stage} has no trained weights: train it with `python -m monai.bundle run training` "
+                "in its bundle folder, see its docs/README.md, or pass --demo for the phantom demo weights)"
+            ) from err
+    report = CascadePredictor(predictors["localizer"], predictors["segmenter"]).predict(
+        inputs, out, overwrite=overwrite, resume=resume, save_masks=save_masks
+    )
+    print(report.summary())
+    if report.failed:
+        raise InputError(f"{len(report.failed)} of {len(inputs)} cases failed: " + "; ".join(report.failed.values()))
+
+
+COMMANDS = {"datalist": datalist, "phantom": phantom, "evaluate": evaluate, "predict": predict}
 
 
 def main(argv: list[str] | None = None) -> None:

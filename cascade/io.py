@@ -90,6 +90,7 @@ def save_nifti_atomic(
     path.parent.mkdir(parents=True, exist_ok=True)
     img = nib.Nifti1Image(array, affine, header=header)
     img.set_data_dtype(array.dtype)
+    img.header.set_slope_inter(1.0, 0.0)  # never inherit an input's intensity scaling
     qform_code = int(header["qform_code"]) if header is not None else 0
     sform_code = int(header["sform_code"]) if header is not None else 0
     img.set_qform(affine, code=qform_code or 1)
@@ -97,6 +98,7 @@ def save_nifti_atomic(
     suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary readable files
     try:
         nib.save(img, tmp)
         os.replace(tmp, path)

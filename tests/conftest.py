@@ -44,3 +44,13 @@ def mbas_dir(tmp_path: Path) -> Path:
         if i < 5:
             write_nifti(root / case / f"{case}_label.nii.gz", label)
     return root
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory) -> Path:
+    """Four reduced-grid phantom cases (24 x 160 x 160 at 2.5 x 1.25 x 1.25 mm) in the MBAS layout."""
+    from cascade.phantom import write_phantoms
+
+    root = tmp_path_factory.mktemp("phantoms")
+    write_phantoms(str(root), cases=4, seed=7, shape=(24, 160, 160), spacing=(2.5, 1.25, 1.25))
+    return root

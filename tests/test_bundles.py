@@ -1,0 +1,155 @@
+"""The two bundles through MONAI's own command line: metadata, network shapes, quick training,
+resuming, inference and evaluation on phantom data."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from scipy.ndimage import binary_dilation
+
+from cascade.transforms import ball
+from tests.bundle_utils import BUNDLES, SCHEMA, config_files, run_bundle
+
+QUICK_TRAIN = config_files("train", "quick")
+QUICK_INFER = config_files("inference", "quick")
+QUICK_EVAL = config_files("inference", "evaluate", "quick")
+
+
+@pytest.mark.parametrize("bundle", sorted(BUNDLES))
+def test_verify_metadata(bundle):
+    if not SCHEMA.is_file():
+        pytest.skip(f"no offline schema at {SCHEMA} (set CASCADE_METADATA_SCHEMA)")
+    result = run_bundle(bundle, "verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", str(SCHEMA))
+    assert "metadata is verified with no error" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("bundle", sorted(BUNDLES))
+def test_verify_net_in_out(bundle):
+    result = run_bundle(
+        bundle, "verify_net_in_out", "--net_id", "network_def", "--meta_file", "configs/metadata.json",
+        "--config_file", "configs/inference.json",
+    )
+    assert "data shape of network is verified with no error" in result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def localizer_run(phantom_dir, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("localizer")
+    run_bundle(
+        "atria_localizer", "run", "training", "--meta_file", "configs/metadata.json", "--config_file", QUICK_TRAIN,
+        "--bundle_root", str(root), "--dataset_dir", str(phantom_dir), "--num_folds", "2", "--fold", "0",
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def segmenter_run(phantom_dir, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("segmenter")
+    # MONAI Label's and the zoo's command form: `run` with the config's default run id.
+    run_bundle(
+        "atria_segmenter", "run", "--meta_file", "configs/metadata.json", "--config_file", QUICK_TRAIN,
+        "--bundle_root", str(root), "--dataset_dir", str(phantom_dir), "--num_folds", "2", "--mask_from_label", "true",
+    )
+    return root
+
+
+def assert_same_geometry(output: Path, reference: Path) -> None:
+    out, ref = nib.load(str(output)), nib.load(str(reference))
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out.affine, ref.affine, atol=1e-4)
+    assert nib.aff2axcodes(out.affine) == nib.aff2axcodes(ref.affine)
+
+
+def test_localizer_training_writes_checkpoints(localizer_run):
+    models = localizer_run / "models"
+    assert {"model.pt", "model_final.pt", "checkpoint_final.pt"} <= {p.name for p in models.iterdir()}
+    best = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
+    assert any(key.startswith("encoder.stem") for key in best)
+
+
+def test_localizer_resumes_from_checkpoint(localizer_run, phantom_dir):
+    result = run_bundle(
+        "atria_localizer", "run", "training", "--meta_file", "configs/metadata.json", "--config_file", QUICK_TRAIN,
+        "--bundle_root", str(localizer_run), "--dataset_dir", str(phantom_dir), "--num_folds", "2",
+        "--num_epochs", "5", "--resume_ckpt", str(localizer_run / "models" / "checkpoint_final.pt"),
+    )
+    log = result.stdout + result.stderr
+    epochs = {int(e) for e in re.findall(r"Epoch: (\d+)/5", log)}
+    assert epochs == {5}, f"the resumed run should train epoch 5 only, trained {sorted(epochs)}"
+
+
+def test_localizer_inference_keeps_geometry(localizer_run, phantom_dir):
+    out = localizer_run / "masks"
+    run_bundle(
+        "atria_localizer", "run", "--meta_file", "configs/metadata.json", "--config_file", QUICK_INFER,
+        "--bundle_root", str(localizer_run), "--dataset_dir", str(phantom_dir), "--output_dir", str(out),
+    )
+    for case_dir in sorted(phantom_dir.iterdir()):
+        mask = out / f"{case_dir.name}_mask.nii.gz"
+        assert_same_geometry(mask, case_dir / f"{case_dir.name}_gt.nii.gz")
+        values = np.unique(np.asanyarray(nib.load(str(mask)).dataobj))
+        assert set(values.tolist()) <= {0, 1}
+
+
+def test_localizer_evaluation_writes_per_case_metrics(localizer_run, phantom_dir):
+    out = localizer_run / "evaluation"
+    run_bundle(
+        "atria_localizer", "run", "--meta_file", "configs/metadata.json", "--config_file", QUICK_EVAL,
+        "--bundle_root", str(localizer_run), "--dataset_dir", str(phantom_dir), "--num_folds", "2",
+        "--output_dir", str(out),
+    )
+    for metric in ("mean_dice", "hd95_vox", "overlap"):
+        rows = list(csv.DictReader((out / f"{metric}_raw.csv").open()))
+        assert len(rows) == 2  # the two validation cases of fold 0
+        assert all(0 <= float(r["mean"]) for r in rows if r["mean"] != "nan")
+
+
+@pytest.mark.parametrize("crop_to_mask", ["true", "false"])
+def test_segmenter_gated_inference(segmenter_run, phantom_dir, crop_to_mask):
+    """Stage 2 over the mask region (default) or the whole volume never labels outside the mask."""
+    assert (segmenter_run / "models" / "model.pt").is_file()
+    out = segmenter_run / f"labels_crop_{crop_to_mask}"
+    run_bundle(
+        "atria_segmenter", "run", "--meta_file", "configs/metadata.json", "--config_file", QUICK_INFER,
+        "--bundle_root", str(segmenter_run), "--dataset_dir", str(phantom_dir), "--output_dir", str(out),
+        "--mask_from_label", "true", "--crop_to_mask", crop_to_mask,
+    )
+    for case_dir in sorted(phantom_dir.iterdir()):
+        label_file = case_dir / f"{case_dir.name}_label.nii.gz"
+        prediction = out / f"{case_dir.name}_label.nii.gz"
+        assert_same_geometry(prediction, label_file)
+        predicted = np.asanyarray(nib.load(str(prediction)).dataobj)
+        assert predicted.dtype == np.uint8 and set(np.unique(predicted).tolist()) <= {0, 1, 2, 3}
+        gate = binary_dilation(np.asanyarray(nib.load(str(label_file)).dataobj) > 0, structure=ball(2))
+        assert not (predicted[~gate] > 0).any(), "a voxel outside the dilated mask was labelled"
+
+
+def test_class_ratio_sampling():
+    """Patch centres fall on wall / right atrium / left atrium at about 0.5 / 0.25 / 0.25."""
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES["atria_segmenter"] / "configs" / "train.json"))
+    parser["patch_size"] = [8, 8, 4]
+    crop = next(
+        t for t in parser.get_parsed_content("train#random_transforms") if type(t).__name__ == "RandCropByLabelClassesd"
+    )
+    label = torch.zeros(1, 40, 40, 12)
+    label[0, 10:30, 10:30, 3:9] = 1
+    label[0, 12:20, 12:28, 4:8] = 2
+    label[0, 21:28, 12:28, 4:8] = 3
+    crop.set_random_state(seed=0)
+    counts = np.zeros(4)
+    draws = 2000
+    for _ in range(draws):
+        data = {"image": label.clone(), "label": label.clone(), "mask": label.clone()}
+        [patch] = crop(data)
+        counts[int(patch["label"][0, 4, 4, 2])] += 1
+    fractions = counts / draws
+    assert fractions[0] == 0
+    np.testing.assert_allclose(fractions[1:], [0.5, 0.25, 0.25], atol=0.04)
