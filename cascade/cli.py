@@ -155,7 +155,23 @@ def predict(
         raise InputError(f"{len(report.failed)} of {len(inputs)} cases failed: " + "; ".join(report.failed.values()))
 
 
-COMMANDS = {"datalist": datalist, "phantom": phantom, "evaluate": evaluate, "predict": predict}
+def crossval(data: str, work: str, folds: int = 5, quick: bool = False, seed: int | None = None) -> None:
+    """The paper's k-fold protocol through both bundles: train, out-of-fold masks and predictions, evaluation.
+
+    Args:
+        data: labelled data folder (MBAS, nnU-Net raw or flat layout).
+        work: working folder; every finished step found there is skipped (resumable).
+        folds: number of folds.
+        quick: use the bundles' quick.json smoke configuration (minutes on a CPU, not a model).
+        seed: fold assignment seed (default: the project's fixed seed).
+    """
+    from cascade.crossval import run_crossval
+    from cascade.data import DEFAULT_SEED
+
+    run_crossval(data, work, folds=folds, quick=quick, seed=DEFAULT_SEED if seed is None else seed)
+
+
+COMMANDS = {"datalist": datalist, "phantom": phantom, "evaluate": evaluate, "predict": predict, "crossval": crossval}
 
 
 def main(argv: list[str] | None = None) -> None:
