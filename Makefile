@@ -25,5 +25,4 @@ test-slow: setup
 	$(PY) -m pytest -q -m slow
 
 demo: setup
-	$(VENV)/bin/cascade phantom $(DEMO_DIR)/phantoms --cases 2 --seed 1000 --shape 24 160 160 --spacing 2.5 1.25 1.25
-	$(VENV)/bin/cascade evaluate $(DEMO_DIR)/phantoms $(DEMO_DIR)/phantoms --out $(DEMO_DIR)/evaluation
+	$(VENV)/bin/cascade demo --out $(DEMO_DIR)

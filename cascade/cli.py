@@ -171,13 +171,66 @@ def crossval(data: str, work: str, folds: int = 5, quick: bool = False, seed: in
     run_crossval(data, work, folds=folds, quick=quick, seed=DEFAULT_SEED if seed is None else seed)
 
 
-COMMANDS = {"datalist": datalist, "phantom": phantom, "evaluate": evaluate, "predict": predict, "crossval": crossval}
+def demo(out: str = "demo_out", cases: int = 2, seed: int = 1000) -> None:
+    """The main job on the embedded default: phantoms -> cascade predict --demo -> evaluation -> PNGs.
+
+    Args:
+        out: output folder (phantoms/, predictions/, evaluation/, png/).
+        cases: number of phantom cases (reduced grid 24 x 160 x 160 at 2.5 x 1.25 x 1.25 mm).
+        seed: phantom seed; the demo weights were trained on seed 0 phantoms, so these are unseen.
+    """
+    import time
+
+    from cascade.overlay import save_overlay_png
+
+    start = time.perf_counter()
+    root = Path(out)
+    phantom(str(root / "phantoms"), cases=cases, seed=seed, shape=(24, 160, 160), spacing=(2.5, 1.25, 1.25))
+    predict(str(root / "phantoms"), str(root / "predictions"), demo=True, overwrite=True, device="cpu")
+    evaluate(str(root / "predictions"), str(root / "phantoms"), str(root / "evaluation"))
+    for case_dir in sorted((root / "phantoms").iterdir()):
+        png = save_overlay_png(
+            case_dir / f"{case_dir.name}_gt.nii.gz",
+            root / "predictions" / f"{case_dir.name}_label.nii.gz",
+            root / "png" / f"{case_dir.name}.png",
+        )
+        print(f"overlay (axial | coronal | sagittal; wall yellow, right atrium blue, left atrium red): {png}")
+    print(f"demo finished in {time.perf_counter() - start:.0f} s")
+
+
+COMMANDS = {"demo": demo, "datalist": datalist, "phantom": phantom, "evaluate": evaluate, "predict": predict, "crossval": crossval}
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def join_multi_value_flags(argv: list[str]) -> list[str]:
+    """``--shape 24 160 160`` -> ``--shape=[24,160,160]``: fire reads one token per flag."""
+    joined: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        values = []
+        while token.startswith("--") and "=" not in token and i + 1 + len(values) < len(argv) and _is_number(argv[i + 1 + len(values)]):
+            values.append(argv[i + 1 + len(values)])
+        if len(values) > 1:
+            joined.append(f"{token}=[{','.join(values)}]")
+            i += 1 + len(values)
+        else:
+            joined.append(token)
+            i += 1
+    return joined
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``cascade`` console script."""
     try:
-        fire.Fire(COMMANDS, command=argv, name="cascade")
+        fire.Fire(COMMANDS, command=join_multi_value_flags(sys.argv[1:] if argv is None else argv), name="cascade")
     except (InputError, FileExistsError, FileNotFoundError, ValueError) as err:
         print(f"cascade: error: {err}", file=sys.stderr)
         sys.exit(1)
