@@ -126,7 +126,13 @@ def predict(
     }
     if demo:
         print("cascade: using the DEMO weights, trained on synthetic phantoms only: not a model of real anatomy")
-    common = {"device": f"$torch.device('{resolve_device(device)}')", "overlap": overlap, "num_workers": 0}
+    # inferer#progress: a tqdm bar over the sliding windows of each stage of each case
+    common = {
+        "device": f"$torch.device('{resolve_device(device)}')",
+        "overlap": overlap,
+        "num_workers": 0,
+        "inferer#progress": True,
+    }
     stage_overrides = {
         "localizer": common,
         "segmenter": {**common, "dilation_radius": dilation, "crop_to_mask": bool(mask_region), "mask_from_label": False},
@@ -151,8 +157,8 @@ def predict(
         inputs, out, overwrite=overwrite, resume=resume, save_masks=save_masks
     )
     print(report.summary())
-    if report.failed:
-        raise InputError(f"{len(report.failed)} of {len(inputs)} cases failed: " + "; ".join(report.failed.values()))
+    if report.failed:  # each failure was reported on its own error line
+        sys.exit(1)
 
 
 def crossval(data: str, work: str, folds: int = 5, quick: bool = False, seed: int | None = None) -> None:

@@ -1,9 +1,19 @@
 """Scoring folders of predicted label maps against ground truth: ``cascade evaluate PRED GT --out DIR``.
 
-Writes ``DIR/metrics.csv`` (columns ``case,class,dice,hd95_mm,hd95_monai_vox,status``; undefined
-values empty) and ``DIR/summary.json`` (per class and metric: mean, std, median, n_valid,
-n_undefined; the mean over the three classes; case counts), and prints a table in the paper's
-column order (Table 6: wall, right atrium, left atrium; Dice and HD95).
+Predictions and ground truth are paired by case id; either side may be any layout
+:func:`cascade.data.discover_cases` reads (flat ``<case>_label.nii.gz``, MBAS, nnU-Net raw), and
+only the label maps are used. Each pair must share shape and affine; the spacing comes from the
+ground truth's header, in array axis order. Outputs (written atomically):
+
+- ``DIR/metrics.csv``: columns ``case,class,dice,hd95_mm,hd95_monai_vox,status``, one row per case
+  and class (wall, right_atrium, left_atrium); undefined values are empty, never 0, and the row is
+  kept (see :mod:`cascade.metrics` for the conventions and statuses);
+- ``DIR/summary.json``: per class and metric the mean, std (population), median over the defined
+  values, ``n_valid`` and ``n_undefined``; per class the status counts; ``mean``: the mean over the
+  three classes of the per-class means; ``cases``, ``missing``, ``extra`` and their counts.
+
+A table in the paper's column order (wall, right atrium, left atrium; Dice then HD95 in both
+conventions) is printed.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ import io
 import json
 import math
 import os
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -21,49 +32,84 @@ import numpy as np
 from cascade.data import discover_cases
 from cascade.io import InputError, load_nifti, same_geometry, voxel_spacing
 from cascade.labels import CLASS_NAMES
-from cascade.metrics import score_case
+from cascade.metrics import STATUSES, score_case
 
-__all__ = ["METRIC_COLUMNS", "EvaluationError", "pair_cases", "score_pair", "summarize", "format_table", "evaluate"]
+__all__ = [
+    "METRIC_COLUMNS",
+    "CSV_COLUMNS",
+    "EvaluationError",
+    "pair_cases",
+    "score_pair",
+    "summarize",
+    "format_table",
+    "evaluate",
+]
 
 METRIC_COLUMNS = ("dice", "hd95_mm", "hd95_monai_vox")
 CSV_COLUMNS = ("case", "class", *METRIC_COLUMNS, "status")
+_TABLE_CLASSES = {"wall": "Wall", "right_atrium": "Right atrium", "left_atrium": "Left atrium"}
+_TABLE_METRICS = {"dice": "Dice", "hd95_mm": "HD95 mm", "hd95_monai_vox": "HD95 vox"}
 
 
 class EvaluationError(InputError):
-    """Predictions and ground truth cannot be paired or compared."""
+    """Predictions and ground truth cannot be paired or compared; the message names the files."""
 
 
-def _label_files(root: str | os.PathLike) -> dict[str, str]:
-    return {c["case"]: c["label"] for c in discover_cases(root) if c["label"]}
+def _label_files(root: str | os.PathLike, side: str) -> dict[str, str]:
+    cases = discover_cases(root)
+    labels = {c["case"]: c["label"] for c in cases if c["label"]}
+    if not labels:
+        raise EvaluationError(
+            f"{root}: no {side} label maps among {len(cases)} case(s) "
+            "(expected <case>_label.nii.gz files, MBAS folders or nnU-Net labelsTr)"
+        )
+    return labels
 
 
 def pair_cases(pred: str | os.PathLike, gt: str | os.PathLike) -> tuple[list[tuple[str, str, str]], list[str], list[str]]:
     """Pair prediction and ground-truth label maps by case id.
 
+    Args:
+        pred: folder of predicted label maps.
+        gt: folder of ground-truth label maps (cases without a label, e.g. test images, are ignored).
+
     Returns:
-        ``(pairs, missing, extra)``: ``(case, prediction, truth)`` triples, ground-truth cases
-        without a prediction, and predictions without a ground truth.
+        ``(pairs, missing, extra)``: ``(case, prediction path, truth path)`` sorted by case,
+        ground-truth cases without a prediction, and predictions without a ground truth.
+
+    Raises:
+        EvaluationError: either folder holds no label map.
+        InputError: a folder is missing or holds no NIfTI case.
     """
-    predictions, truths = _label_files(pred), _label_files(gt)
-    if not truths:
-        raise EvaluationError(f"{gt}: no ground-truth label maps found")
+    predictions, truths = _label_files(pred, "predicted"), _label_files(gt, "ground-truth")
     pairs = [(case, predictions[case], truths[case]) for case in sorted(truths) if case in predictions]
-    missing = sorted(set(truths) - set(predictions))
-    extra = sorted(set(predictions) - set(truths))
+    missing = sorted(truths.keys() - predictions.keys())
+    extra = sorted(predictions.keys() - truths.keys())
     return pairs, missing, extra
 
 
 def score_pair(case: str, prediction: str, truth: str) -> list[dict]:
     """Rows of ``metrics.csv`` for one case.
 
+    Args:
+        case: case id written in the ``case`` column.
+        prediction: predicted label map (NIfTI, values in {0, 1, 2, 3}).
+        truth: ground-truth label map of the same geometry.
+
+    Returns:
+        ``[{"case", "class", "dice", "hd95_mm", "hd95_monai_vox", "status"}, ...]``, one per class.
+
     Raises:
-        EvaluationError: unreadable files or differing geometry.
+        EvaluationError: the two files differ in shape or affine.
+        InputError: a file is unreadable or not a valid label map.
     """
     pred_img, truth_img = load_nifti(prediction, label=True), load_nifti(truth, label=True)
     if not same_geometry(pred_img, truth_img):
-        raise EvaluationError(
-            f"{prediction}: geometry differs from {truth} (shape {pred_img.shape} vs {truth_img.shape}, or affine)"
-        )
+        if pred_img.shape[:3] != truth_img.shape[:3]:
+            detail = f"shape {pred_img.shape[:3]} vs {truth_img.shape[:3]}"
+        else:
+            detail = f"affine\n{np.round(pred_img.affine, 4)}\nvs\n{np.round(truth_img.affine, 4)}"
+        raise EvaluationError(f"{prediction}: geometry differs from ground truth {truth}: {detail}")
     rows = score_case(
         np.asanyarray(pred_img.dataobj).astype(np.uint8),
         np.asanyarray(truth_img.dataobj).astype(np.uint8),
@@ -73,21 +119,28 @@ def score_pair(case: str, prediction: str, truth: str) -> list[dict]:
 
 
 def _statistics(values: list[float]) -> dict:
-    valid = [v for v in values if not math.isnan(v)]
-    stats = {"n_valid": len(valid), "n_undefined": len(values) - len(valid)}
-    if valid:
-        stats.update(mean=float(np.mean(valid)), std=float(np.std(valid)), median=float(np.median(valid)))
-    else:
-        stats.update(mean=None, std=None, median=None)
+    valid = np.array([v for v in values if not math.isnan(v)], dtype=np.float64)
+    stats = {"mean": None, "std": None, "median": None, "n_valid": int(valid.size), "n_undefined": len(values) - valid.size}
+    if valid.size:
+        stats.update(mean=float(valid.mean()), std=float(valid.std()), median=float(np.median(valid)))
     return stats
 
 
 def summarize(rows: list[dict]) -> dict:
-    """Per class and metric statistics over cases, plus the mean over the three classes."""
+    """Statistics over cases per class and metric, and the mean of the class means.
+
+    Args:
+        rows: rows as :func:`score_pair` returns them (NaN for undefined values).
+
+    Returns:
+        ``{class: {metric: {"mean", "std", "median", "n_valid", "n_undefined"}, "status_counts":
+        {status: n}}, "mean": {metric: value}}``; statistics of no defined value are ``None``.
+    """
     summary: dict = {}
     for name in CLASS_NAMES.values():
         class_rows = [r for r in rows if r["class"] == name]
         summary[name] = {m: _statistics([r[m] for r in class_rows]) for m in METRIC_COLUMNS}
+        summary[name]["status_counts"] = {s: sum(r["status"] == s for r in class_rows) for s in STATUSES}
     summary["mean"] = {}
     for metric in METRIC_COLUMNS:
         means = [summary[name][metric]["mean"] for name in CLASS_NAMES.values()]
@@ -96,26 +149,42 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def format_table(summary: dict) -> str:
-    """The paper's Table 6 layout: Dice and HD95 (both conventions) for wall, right and left atrium."""
-    header = f"{'':<22}" + "".join(f"{name:>14}" for name in CLASS_NAMES.values()) + f"{'mean':>10}"
-    lines = [header]
-    for metric, label in (("dice", "Dice"), ("hd95_mm", "HD95 [mm, MBAS]"), ("hd95_monai_vox", "HD95 [vox, paper]")):
+    """The paper's column order (wall, right atrium, left atrium; Dice, HD95), HD95 in both conventions.
+
+    Rows: mean, std, median and the number of undefined values over cases.
+    """
+    width = 9
+    group = width * len(_TABLE_METRICS)
+    lines = [
+        f"{'':<10}" + "".join(f"{_TABLE_CLASSES[name]:^{group}}" for name in CLASS_NAMES.values()),
+        f"{'':<10}" + "".join(f"{label:>{width}}" for _ in CLASS_NAMES for label in _TABLE_METRICS.values()),
+    ]
+    for stat in ("mean", "std", "median", "n_undefined"):
         cells = []
         for name in CLASS_NAMES.values():
-            stats = summary[name][metric]
-            value = "n/a" if stats["mean"] is None else f"{stats['mean']:.3f}"
-            if stats["n_undefined"]:
-                value += f" ({stats['n_undefined']}?)"
-            cells.append(f"{value:>14}")
-        mean = summary["mean"][metric]
-        lines.append(f"{label:<22}" + "".join(cells) + f"{'n/a' if mean is None else f'{mean:.3f}':>10}")
+            for metric in METRIC_COLUMNS:
+                value = summary[name][metric][stat]
+                cells.append("n/a" if value is None else str(value) if stat == "n_undefined" else f"{value:.3f}")
+        lines.append(f"{stat:<10}" + "".join(f"{cell:>{width}}" for cell in cells))
+    means = summary["mean"]
+    lines.append(
+        "mean of classes: "
+        + ", ".join(f"{_TABLE_METRICS[m]} {'n/a' if means[m] is None else f'{means[m]:.3f}'}" for m in METRIC_COLUMNS)
+    )
     return "\n".join(lines)
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _csv_text(rows: list[dict]) -> str:
@@ -127,50 +196,75 @@ def _csv_text(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
+def _single_threaded_worker() -> None:
+    """Pool initializer: one torch thread per worker process (the workers already use the cores)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _score_all(pairs: list[tuple[str, str, str]], workers: int) -> list[list[dict]]:
+    if workers == 1 or len(pairs) == 1:
+        return [score_pair(*pair) for pair in pairs]
+    with ProcessPoolExecutor(min(workers, len(pairs)), initializer=_single_threaded_worker) as pool:
+        futures = [pool.submit(score_pair, *pair) for pair in pairs]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # a bad pair stops the run without scoring the rest
+            raise
+
+
 def evaluate(pred: str, gt: str, out: str, allow_missing: bool = False, workers: int = 2) -> dict:
-    """Score every ground-truth case that has a prediction.
+    """Score every ground-truth case against its prediction and write ``metrics.csv`` and ``summary.json``.
 
     Args:
-        pred: predictions, flat (``<case>_label.nii.gz``) or MBAS-layout folder.
-        gt: ground truth, same layouts.
-        out: output folder for ``metrics.csv`` and ``summary.json``.
-        allow_missing: score what is there when ground-truth cases have no prediction.
-        workers: processes scoring cases in parallel (1: in this process).
+        pred: folder of predicted label maps: flat (``<case>_label.nii.gz``) or MBAS layout.
+        gt: folder of ground-truth label maps, same layouts (or nnU-Net raw).
+        out: output folder (created) for ``metrics.csv`` and ``summary.json``.
+        allow_missing: score the cases that have a prediction when some ground-truth cases have none
+            (they are listed under ``missing``).
+        workers: processes scoring cases in parallel; 1 scores in this process.
 
     Returns:
-        The summary written to ``summary.json``.
+        The summary written to ``summary.json`` (see the module docstring).
 
     Raises:
-        EvaluationError: a ground-truth case without prediction (unless ``allow_missing``),
-            unreadable files or differing geometry.
+        EvaluationError: a ground-truth case without prediction (unless ``allow_missing``), no case
+            to score, or a pair whose geometry differs.
+        InputError: a missing folder or an unreadable or invalid label map.
+        ValueError: ``workers`` below 1.
     """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     pairs, missing, extra = pair_cases(pred, gt)
     if missing and not allow_missing:
-        raise EvaluationError(f"{pred}: no prediction for {len(missing)} ground-truth case(s): {', '.join(missing[:10])}")
+        shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
+        raise EvaluationError(
+            f"{pred}: no prediction for {len(missing)} ground-truth case(s) of {gt}: {shown} "
+            "(--allow_missing scores the others)"
+        )
     if not pairs:
         raise EvaluationError(f"{pred}: no prediction matches a ground-truth case of {gt}")
-    if workers > 1 and len(pairs) > 1:
-        with ProcessPoolExecutor(min(workers, len(pairs))) as pool:
-            per_case = list(pool.map(score_pair, *zip(*pairs)))
-    else:
-        per_case = [score_pair(*pair) for pair in pairs]
-    rows = [row for case_rows in per_case for row in case_rows]
+    print(f"[evaluate] scoring {len(pairs)} case(s) with {min(workers, len(pairs))} worker(s)", flush=True)
+    rows = [row for case_rows in _score_all(pairs, workers) for row in case_rows]
     summary = {
         **summarize(rows),
         "cases": len(pairs),
+        "n_missing": len(missing),
+        "n_extra": len(extra),
         "missing": missing,
         "extra": extra,
-        "status_counts": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
     }
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_atomic(out_dir / "metrics.csv", _csv_text(rows))
-    _write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2))
+    _write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(format_table(summary))
-    notes = [f"{len(pairs)} cases scored"]
+    notes = [f"{len(pairs)} case(s) scored"]
     if missing:
-        notes.append(f"{len(missing)} missing: {', '.join(missing[:10])}")
+        notes.append(f"{len(missing)} without prediction: {', '.join(missing[:10])}")
     if extra:
-        notes.append(f"{len(extra)} predictions without ground truth: {', '.join(extra[:10])}")
-    print("; ".join(notes) + f" -> {out_dir / 'metrics.csv'}, {out_dir / 'summary.json'}")
+        notes.append(f"{len(extra)} prediction(s) without ground truth: {', '.join(extra[:10])}")
+    print("[evaluate] " + "; ".join(notes) + f" -> {out_dir / 'metrics.csv'}, {out_dir / 'summary.json'}")
     return summary

@@ -1,156 +1,458 @@
 """Synthetic LGE-MRI atrial phantoms in the MBAS layout, for tests, the demo and CI.
 
-Anatomy is modelled in mm in a heart frame (x patient left, y posterior, z superior) and
-rasterised at the voxel centres of the requested grid, so a reduced grid shows the same anatomy
-at its physical size:
+Everything is modelled in mm and rasterised at the voxel centres of the requested grid, so a
+reduced grid shows the same anatomy at its physical size (the atria, labels included, fit in a
+60 x 200 x 200 mm field of view around the volume centre; the default grid covers
+110 x 360 x 360 mm). Two frames are used: the patient frame (x to the patient's left, y
+posterior, z superior, origin at the volume centre) holds the body, lungs, liver and spine; the
+heart frame, placed in it by a random pose (rotation mainly about z, a small tilt, translation and
+a scale of 0.85-1.15), holds the heart:
 
-- left and right atrial cavities: ellipsoids with a low-frequency radial perturbation, split by
-  a septal plane; pulmonary-vein stubs and an appendage on the left atrium, caval stubs on the
-  right; a 2-3 mm wall shell around both cavities and across the septum (labels 3, 2, 1, one
-  connected component);
-- confounders: ventricles, aorta and pulmonary artery with blood as bright as atrial blood,
-  nulled (dark) ventricular myocardium, dark lungs, bright epicardial and subcutaneous fat, body
-  outline in air;
-- LGE-like appearance: patchy enhancement of the atrial wall, a smooth multiplicative bias
-  field, slight partial-volume blur and Rician noise.
+- labelled atria: left and right cavities (bumpy superellipsoids) that share a curved septum;
+  four or five pulmonary-vein stubs and an appendage on the left atrium, caval stubs on the
+  right; a 2-3 mm wall (the voxels within that distance of a cavity, and at least the cavity's
+  6-neighbours, so thin slices keep it closed); labels 1-3 form one connected component. The veins
+  go on, unlabelled, beyond the stubs, as they do in real labels.
+- confounders: ventricles, aorta and pulmonary arteries with blood as bright as atrial blood;
+  nulled (dark) ventricular myocardium; patchy bright epicardial fat; dark lungs; bright
+  subcutaneous fat; body outline in air.
+- appearance: patchy enhancement of the atrial wall (fibrosis-like), tissue texture, slight
+  partial-volume blur, a smooth multiplicative bias field and Rician noise. Levels, noise and
+  gain are drawn per case.
 
-Pose (rotation mainly about z, small tilt, translation), size and contrast are drawn per case.
-Images are written as float32, labels as uint8, both with the MBAS affine
-``diag(-sx, -sy, sz)`` plus an origin, arrays stored (X, Y, Z).
+Random fields are drawn on fixed physical lattices, so a case's image is also the same physical
+object on every grid (only the voxel noise differs). Images are written as float32 (arbitrary
+units, like scanner magnitudes after rescaling), labels as uint8; both carry the MBAS affine
+``diag(-sx, -sy, sz)`` plus an origin, with arrays stored (X, Y, Z).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from scipy.ndimage import distance_transform_edt, gaussian_filter
+from scipy.ndimage import binary_dilation, distance_transform_edt, gaussian_filter, generate_binary_structure
 
 from cascade.io import save_nifti_atomic
 from cascade.labels import LEFT_ATRIUM, RIGHT_ATRIUM, WALL
 
-__all__ = ["make_phantom", "write_phantoms", "phantom_affine"]
+__all__ = ["DEFAULT_SHAPE", "DEFAULT_SPACING", "case_seed", "make_phantom", "phantom_affine", "write_phantoms"]
 
 DEFAULT_SHAPE = (44, 576, 576)  # (Z, Y, X) voxels
 DEFAULT_SPACING = (2.5, 0.625, 0.625)  # (Z, Y, X) mm
+FIELD_HALF_EXTENT = (240.0, 240.0, 120.0)  # mm; random fields are defined on this patient-frame box
+ATRIA_HALF_EXTENT = (120.0, 120.0, 60.0)  # mm; a box that always holds the atria
+SIX_NEIGHBOURS = generate_binary_structure(3, 1)
 
 
 def phantom_affine(shape_zyx: tuple[int, int, int], spacing_zyx: tuple[float, float, float]) -> np.ndarray:
-    """MBAS-like affine for an (X, Y, Z) array: ``diag(-sx, -sy, sz)``, origin near the volume centre."""
+    """MBAS-like 4x4 affine of an (X, Y, Z) array: ``diag(-sx, -sy, sz)``, origin near the volume centre.
+
+    Args:
+        shape_zyx: grid size (Z, Y, X) in voxels.
+        spacing_zyx: voxel size (Z, Y, X) in mm.
+
+    Returns:
+        float64 (4, 4) voxel-to-world matrix (mm, RAS world); axis codes ("L", "P", "S").
+    """
     sz, sy, sx = spacing_zyx
     nz, ny, nx = shape_zyx
     affine = np.diag([-sx, -sy, sz, 1.0])
-    affine[:3, 3] = [sx * nx / 2 - 12.0, sy * ny / 2 + 30.0, -sz * nz / 2 - 40.0]
+    affine[:3, 3] = [sx * nx / 2 - 12.0, sy * ny / 2 + 30.0, -sz * nz / 2 - 40.0]  # scanner-like table offset
     return affine
 
 
+def case_seed(seed: int, index: int) -> int:
+    """Seed of case ``index`` (1-based) of a phantom set: independent of how many cases are made."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+class _Grid:
+    """Voxel centres of an (X, Y, Z) array in patient-frame mm, origin at the volume centre."""
+
+    def __init__(self, shape_xyz: tuple[int, int, int], spacing_xyz: tuple[float, float, float]) -> None:
+        self.shape = shape_xyz
+        self.spacing = np.asarray(spacing_xyz, np.float64)
+        self.axes = [((np.arange(n) - (n - 1) / 2) * s).astype(np.float32) for n, s in zip(shape_xyz, spacing_xyz)]
+
+    def box(self, low_mm: np.ndarray, high_mm: np.ndarray) -> tuple[slice, ...]:
+        """Voxel box of the patient-frame box ``[low_mm, high_mm]`` (possibly empty)."""
+        return tuple(
+            slice(int(np.searchsorted(a, lo)), int(np.searchsorted(a, hi, side="right")))
+            for a, lo, hi in zip(self.axes, low_mm, high_mm)
+        )
+
+    def mesh(self, box: tuple[slice, ...] | None = None) -> list[np.ndarray]:
+        """Broadcastable x, y, z coordinates (mm) of the voxels of ``box`` (the whole grid if None)."""
+        box = box or (slice(None),) * 3
+        x, y, z = (a[s] for a, s in zip(self.axes, box))
+        return [x[:, None, None], y[None, :, None], z[None, None, :]]
+
+
 def _rotation(rng: np.random.Generator) -> np.ndarray:
-    """Rotation mostly about z (±25°) with a small tilt about x and y (±8°)."""
-    az, ax, ay = np.deg2rad([rng.uniform(-25, 25), rng.uniform(-8, 8), rng.uniform(-8, 8)])
+    """Rotation about z (±20°) after a small tilt about x (±5°) and y (±3°)."""
+    az, ax, ay = np.deg2rad([rng.uniform(-20, 20), rng.uniform(-5, 5), rng.uniform(-3, 3)])
     rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
     rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
     ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
     return rz @ rx @ ry
 
 
-class _HeartFrame:
-    """Voxel-centre coordinates (mm) of a grid, expressed in a posed heart frame."""
+class _Pose:
+    """Placement of the heart frame in the patient frame: ``p = scale * R q + shift`` (mm)."""
 
-    def __init__(self, shape_xyz: tuple[int, ...], spacing_xyz: np.ndarray, rng: np.random.Generator) -> None:
-        axes = [(np.arange(n, dtype=np.float32) - (n - 1) / 2) * s for n, s in zip(shape_xyz, spacing_xyz)]
-        rotation = _rotation(rng).astype(np.float32)
-        shift = rng.uniform(-8, 8, 3).astype(np.float32)
-        self.scale = np.float32(rng.uniform(0.85, 1.15))
-        # q = R^T (p - shift) / scale, evaluated per axis so no (3, X, Y, Z) array is needed
-        x, y, z = (a - t for a, t in zip(axes, shift))
-        self.q = [
-            (rotation[0, k] * x[:, None, None] + rotation[1, k] * y[None, :, None] + rotation[2, k] * z[None, None, :])
-            / self.scale
-            for k in range(3)
-        ]
-        self.patient = (x[:, None, None], y[None, :, None])  # unposed in-plane coordinates (mm)
-        self.shape = tuple(shape_xyz)
-        self._rotation, self._shift, self._spacing = rotation, shift, np.asarray(spacing_xyz, np.float32)
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rotation = _rotation(rng)
+        self.scale = rng.uniform(0.85, 1.15)
+        self.shift = np.array([rng.uniform(-8, 8), rng.uniform(-8, 8), rng.uniform(-1.5, 1.5)])
 
-    def box(self, centre, radius_mm: float) -> tuple[slice, ...]:
-        """Voxel box holding the heart-frame ball of ``radius_mm`` around ``centre``."""
-        position = self._rotation @ np.asarray(centre, np.float32) * self.scale + self._shift
-        index = position / self._spacing + (np.asarray(self.shape) - 1) / 2
-        half = radius_mm * self.scale / self._spacing + 1
-        return tuple(
-            slice(int(np.clip(np.floor(i - h), 0, n)), int(np.clip(np.ceil(i + h) + 1, 0, n)))
-            for i, h, n in zip(index, half, self.shape)
+    def to_patient(self, points: np.ndarray) -> np.ndarray:
+        """(N, 3) heart-frame points to (N, 3) patient-frame points (mm)."""
+        return self.scale * np.atleast_2d(points) @ self.rotation.T + self.shift
+
+    def to_heart(self, xyz: list[np.ndarray]) -> list[np.ndarray]:
+        """Broadcastable patient-frame coordinates to three heart-frame coordinate arrays (mm)."""
+        rel = [c - t for c, t in zip(xyz, self.shift.astype(np.float32))]
+        r = (self.rotation / self.scale).astype(np.float32)
+        return [r[0, k] * rel[0] + r[1, k] * rel[1] + r[2, k] * rel[2] for k in range(3)]
+
+
+def _bumps(rng: np.random.Generator, amplitude: float) -> tuple[tuple[np.ndarray, float, float, float], ...]:
+    """Three low-frequency radial perturbation terms: (direction, frequency, phase, amplitude)."""
+    terms = []
+    for _ in range(3):
+        direction = rng.normal(size=3)
+        terms.append(
+            (direction / np.linalg.norm(direction), np.pi * rng.integers(1, 3), rng.uniform(0, 2 * np.pi),
+             rng.uniform(0.5, 1.0) * amplitude / 2)
         )
-
-    def _in_box(self, box: tuple[slice, ...], inside_box: np.ndarray) -> np.ndarray:
-        inside = np.zeros(self.shape, bool)
-        inside[box] = inside_box
-        return inside
-
-    def ellipsoid(self, centre, radii, rng: np.random.Generator | None = None, bumpiness: float = 0.0) -> np.ndarray:
-        """Inside of an ellipsoid (mm), optionally with a random low-frequency radial perturbation."""
-        box = self.box(centre, max(radii) * (1 + 3 * bumpiness))
-        d = [(qk[box] - c) / r for qk, c, r in zip(self.q, centre, radii)]
-        norm = np.sqrt(d[0] ** 2 + d[1] ** 2 + d[2] ** 2)
-        if rng is not None and bumpiness > 0:
-            u = [dk / np.maximum(norm, 1e-6) for dk in d]
-            radius = np.ones_like(norm)
-            for _ in range(3):
-                v = rng.normal(size=3)
-                v /= np.linalg.norm(v)
-                radius += rng.uniform(0.5, 1.0) * bumpiness * np.cos(
-                    np.pi * rng.integers(1, 3) * (u[0] * v[0] + u[1] * v[1] + u[2] * v[2]) + rng.uniform(0, 2 * np.pi)
-                )
-            return self._in_box(box, norm < radius)
-        return self._in_box(box, norm < 1.0)
-
-    def tube(self, start, end, radius: float) -> np.ndarray:
-        """Inside of a finite cylinder from ``start`` to ``end`` (mm)."""
-        start, end = np.asarray(start, np.float32), np.asarray(end, np.float32)
-        axis = end - start
-        length = np.linalg.norm(axis)
-        axis /= length
-        box = self.box((start + end) / 2, length / 2 + radius)
-        rel = [qk[box] - s for qk, s in zip(self.q, start)]
-        along = rel[0] * axis[0] + rel[1] * axis[1] + rel[2] * axis[2]
-        dist2 = rel[0] ** 2 + rel[1] ** 2 + rel[2] ** 2 - along**2
-        return self._in_box(box, (along >= 0) & (along <= length) & (dist2 < radius**2))
-
-    def plane_side(self, point, normal) -> np.ndarray:
-        """Signed distance (mm, heart frame) to a plane."""
-        normal = np.asarray(normal, np.float32) / np.linalg.norm(normal)
-        return sum((qk - p) * n for qk, p, n in zip(self.q, point, normal))
+    return tuple(terms)
 
 
-def _shell(inside: np.ndarray, thickness_mm: float, spacing_xyz: np.ndarray) -> np.ndarray:
-    """Voxels outside ``inside`` within ``thickness_mm`` of it (computed in its bounding box)."""
-    if not inside.any():
-        return np.zeros_like(inside)
-    margin = np.ceil(thickness_mm / spacing_xyz).astype(int) + 1
-    coords = np.nonzero(inside)
-    box = tuple(
-        slice(max(int(c.min()) - m, 0), min(int(c.max()) + m + 1, n)) for c, m, n in zip(coords, margin, inside.shape)
-    )
-    shell = np.zeros_like(inside)
-    distance = distance_transform_edt(~inside[box], sampling=spacing_xyz)
-    shell[box] = (distance > 0) & (distance <= thickness_mm)
-    return shell
+@dataclass(frozen=True)
+class _Blob:
+    """Superellipsoid in the heart frame (mm) with a radial perturbation; ``axes`` rows are its unit axes."""
+
+    centre: np.ndarray
+    radii: np.ndarray
+    axes: np.ndarray = field(default_factory=lambda: np.eye(3))
+    exponent: float = 2.0
+    bumps: tuple = ()
+
+    def extent(self) -> tuple[np.ndarray, float]:
+        """Heart-frame points and a padding (mm) whose padded bounding box holds the blob."""
+        return self.centre[None], max(self.radii) * (1 + sum(b[3] for b in self.bumps))
+
+    def grown(self, mm: float) -> _Blob:
+        """The blob with every radius longer by ``mm`` (an approximate offset surface)."""
+        return replace(self, radii=self.radii + mm)
+
+    def inside(self, q: list[np.ndarray]) -> np.ndarray:
+        # python floats keep the float32 coordinates float32
+        rel = [qk - c for qk, c in zip(q, self.centre.tolist())]
+        d = [sum(a * r for a, r in zip(axis, rel)) / radius for axis, radius in zip(self.axes.tolist(), self.radii.tolist())]
+        norm2 = d[0] ** 2 + d[1] ** 2 + d[2] ** 2
+        if self.exponent == 2.0:
+            norm = np.sqrt(norm2)
+        else:
+            norm = (np.abs(d[0]) ** self.exponent + np.abs(d[1]) ** self.exponent + np.abs(d[2]) ** self.exponent) ** (
+                1 / self.exponent
+            )
+        radius = 1.0
+        if self.bumps:
+            inverse = 1 / np.sqrt(np.maximum(norm2, 1e-6))
+            for direction, frequency, phase, amplitude in self.bumps:
+                ux, uy, uz = direction.tolist()
+                cosine = (d[0] * ux + d[1] * uy + d[2] * uz) * inverse
+                radius = radius + amplitude * np.cos(frequency * cosine + phase)
+        return norm < radius
 
 
-def _smooth_noise(shape_xyz, spacing_xyz, rng: np.random.Generator, scale_mm: float) -> np.ndarray:
-    """Zero-mean, unit-std smooth random field with features of about ``scale_mm``.
+@dataclass(frozen=True)
+class _Tube:
+    """Vessel segment in the heart frame (mm): radius tapering linearly from ``start`` to ``end``.
 
-    Drawn on a grid of ``scale_mm / 2`` cells, smoothed there and interpolated (trilinear) to the
-    full grid: far cheaper than smoothing full-resolution noise with a wide kernel.
+    ``rounded`` tubes end in half-balls (a capsule), others are cut flat at both ends.
     """
-    extent = np.asarray(shape_xyz) * spacing_xyz
-    coarse_shape = np.maximum(np.ceil(extent / (scale_mm / 2)).astype(int) + 2, 2)
-    coarse = gaussian_filter(rng.normal(size=tuple(coarse_shape)).astype(np.float32), sigma=2.0, mode="wrap")
-    field = F.interpolate(torch.from_numpy(coarse)[None, None], size=tuple(shape_xyz), mode="trilinear")[0, 0].numpy()
-    return (field - field.mean()) / (field.std() + 1e-6)
+
+    start: np.ndarray
+    end: np.ndarray
+    radius_start: float
+    radius_end: float
+    rounded: bool = False
+
+    def extent(self) -> tuple[np.ndarray, float]:
+        return np.stack([self.start, self.end]), max(self.radius_start, self.radius_end)
+
+    def grown(self, mm: float) -> _Tube:
+        return replace(self, radius_start=self.radius_start + mm, radius_end=self.radius_end + mm)
+
+    def inside(self, q: list[np.ndarray]) -> np.ndarray:
+        axis = (self.end - self.start).tolist()
+        length2 = sum(a * a for a in axis)
+        rel = [qk - s for qk, s in zip(q, self.start.tolist())]
+        t = (rel[0] * axis[0] + rel[1] * axis[1] + rel[2] * axis[2]) / length2
+        clamped = np.clip(t, 0, 1)
+        distance2 = sum((r - clamped * a) ** 2 for r, a in zip(rel, axis))
+        radius = self.radius_start + (self.radius_end - self.radius_start) * clamped
+        inside = distance2 < radius**2
+        return inside if self.rounded else inside & (t >= 0) & (t <= 1)
+
+
+class _HeartScene:
+    """Rasterises heart-frame shapes onto a grid, each within the voxel box that holds it."""
+
+    def __init__(self, grid: _Grid, pose: _Pose) -> None:
+        self.grid, self.pose = grid, pose
+
+    def box(self, points: np.ndarray, pad_mm: float) -> tuple[slice, ...]:
+        """Voxel box holding heart-frame ``points`` padded by ``pad_mm`` (heart-frame mm)."""
+        patient = self.pose.to_patient(points)
+        pad = pad_mm * self.pose.scale + self.grid.spacing.max()
+        return self.grid.box(patient.min(0) - pad, patient.max(0) + pad)
+
+    def coordinates(self, box: tuple[slice, ...]) -> list[np.ndarray]:
+        """Heart-frame coordinates (three arrays of the box's shape, mm) of the voxels of ``box``."""
+        q = self.pose.to_heart(self.grid.mesh(box))
+        shape = tuple(s.stop - s.start for s in box)
+        return [np.broadcast_to(qk, shape) for qk in q]
+
+    def paint(self, *shapes: _Blob | _Tube) -> np.ndarray:
+        """Full-grid mask of the union of ``shapes``."""
+        mask = np.zeros(self.grid.shape, bool)
+        for shape in shapes:
+            box = self.box(*shape.extent())
+            if all(s.stop > s.start for s in box):
+                mask[box] |= shape.inside(self.coordinates(box))
+        return mask
+
+
+def _unit(vector) -> np.ndarray:
+    vector = np.asarray(vector, np.float64)
+    return vector / np.linalg.norm(vector)
+
+
+def _bounding_box(mask: np.ndarray, margin: np.ndarray) -> tuple[slice, ...]:
+    """Bounding box of a non-empty mask, widened by ``margin`` voxels per axis and clipped to it."""
+    coords = np.nonzero(mask.any(axis=(1, 2))), np.nonzero(mask.any(axis=(0, 2))), np.nonzero(mask.any(axis=(0, 1)))
+    return tuple(
+        slice(max(int(c[0][0]) - m, 0), min(int(c[0][-1]) + m + 1, n)) for c, m, n in zip(coords, margin, mask.shape)
+    )
+
+
+def _draw_atria(rng: np.random.Generator) -> dict:
+    """Heart-frame shapes of the labelled atria and of the unlabelled vessels beyond their stubs."""
+    la_centre = np.array([19.0, 12.0, 0.0]) + rng.normal(0, (2.0, 2.0, 0.8))
+    ra_centre = np.array([-23.0, 2.0, -0.5]) + rng.normal(0, (2.0, 2.0, 0.8))
+    la_radii = np.array([40.0, 28.5, 17.5]) * rng.uniform((0.92, 0.92, 0.95), (1.08, 1.08, 1.03))
+    ra_radii = np.array([32.0, 32.0, 18.0]) * rng.uniform((0.92, 0.92, 0.95), (1.08, 1.08, 1.03))
+    la_body = _Blob(la_centre, la_radii, exponent=rng.uniform(2.5, 3.2), bumps=_bumps(rng, 0.08))
+    ra_body = _Blob(ra_centre, ra_radii, exponent=rng.uniform(2.5, 3.2), bumps=_bumps(rng, 0.08))
+
+    veins, vein_continuations = [], []
+    sides_and_levels = [(1, 1), (1, -1), (-1, 1), (-1, -1)]
+    if rng.uniform() < 0.25:  # a right middle vein, as in about a quarter of patients
+        sides_and_levels.append((-1, 0))
+    for side, level in sides_and_levels:
+        start = la_centre + (side * 0.4 * la_radii[0], 0.45 * la_radii[1], level * 0.35 * la_radii[2])
+        direction = _unit(np.array([side, 0.75, 0.15 * level]) + rng.normal(0, (0.12, 0.12, 0.05)))
+        radius = rng.uniform(5.0, 6.5) * (0.8 if level == 0 else 1.0)
+        end = start + direction * rng.uniform(26, 32)
+        veins.append(_Tube(start, end, radius, radius))
+        onward = _unit(direction + rng.normal(0, 0.25, 3))
+        vein_continuations.append(_Tube(end, end + onward * rng.uniform(25, 40), 0.85 * radius, 0.6 * radius))
+    appendage_base = la_centre + la_radii * (0.65, -0.6, 0.35)
+    appendage_axis = _unit(np.array([0.55, -1.0, 0.1]) + rng.normal(0, (0.15, 0.15, 0.06)))
+    appendage_tip = appendage_base + appendage_axis * rng.uniform(20, 28)
+    appendage = _Tube(appendage_base, appendage_tip, rng.uniform(8, 9.5), rng.uniform(3.5, 5), rounded=True)
+
+    svc_top = ra_centre + (3.0, 6.0, ra_radii[2] - 0.5)
+    ivc_bottom = ra_centre + (2.0, 10.0, -ra_radii[2] + 1.5)
+    svc_radius, ivc_radius = rng.uniform(8, 10), rng.uniform(9, 11)
+    cavae = [
+        _Tube(ra_centre + (3.0, 6.0, 0.0), svc_top, svc_radius, svc_radius),
+        _Tube(ra_centre + (2.0, 10.0, 0.0), ivc_bottom, ivc_radius, ivc_radius),
+    ]
+    cava_continuations = [
+        _Tube(svc_top, svc_top + (rng.normal(0, 5), rng.normal(0, 5), 150), svc_radius, svc_radius),
+        _Tube(ivc_bottom, ivc_bottom + (rng.normal(0, 5), rng.normal(5, 5), -150), ivc_radius, ivc_radius),
+    ]
+    midpoint = (la_centre + ra_centre) / 2 + rng.normal(0, 1.5, 3)
+    normal = _unit(la_centre - ra_centre + rng.normal(0, 3.0, 3))
+    return {
+        "la": [la_body], "la_parts": veins + [appendage], "ra": [ra_body], "ra_parts": cavae,
+        "continuations": vein_continuations + cava_continuations,
+        "septum": (midpoint, normal, rng.uniform(0.0, 0.006)),  # point, normal, curvature (1/mm)
+        "wall_mm": rng.uniform(2.0, 3.0),
+    }
+
+
+def _septal_side(q: list[np.ndarray], midpoint: np.ndarray, normal: np.ndarray, curvature: float) -> np.ndarray:
+    """Signed heart-frame distance (mm) to a septum bulging towards the right atrium; > 0 on the left."""
+    rel = [qk - m for qk, m in zip(q, midpoint.tolist())]
+    along = sum(r * n for r, n in zip(rel, normal.tolist()))
+    across2 = rel[0] ** 2 + rel[1] ** 2 + rel[2] ** 2 - along**2
+    return along + curvature * across2
+
+
+def _rasterise_atria(scene: _HeartScene, atria: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Left-atrial cavity, right-atrial cavity and wall masks on the full grid.
+
+    The right cavity keeps more than the wall thickness away from the left one, so the septum is
+    wall; the wall is every voxel within ``wall_mm`` of a cavity or 6-adjacent to one, except
+    beyond the cut ends of the vein stubs, where the unlabelled vessels go on (the stubs end open,
+    as in real labels).
+    """
+    grid, wall_mm = scene.grid, atria["wall_mm"]
+    shapes = atria["la"] + atria["la_parts"] + atria["ra"] + atria["ra_parts"]
+    points = np.concatenate([s.extent()[0] for s in shapes])
+    box = scene.box(points, max(s.extent()[1] for s in shapes) + wall_mm)
+    q = scene.coordinates(box)
+    side = _septal_side(q, *atria["septum"])
+    la = (atria["la"][0].inside(q) & (side > wall_mm / 2)) | np.logical_or.reduce([s.inside(q) for s in atria["la_parts"]])
+    ra = (atria["ra"][0].inside(q) & (side < -wall_mm / 2)) | np.logical_or.reduce([s.inside(q) for s in atria["ra_parts"]])
+    crop = _bounding_box(la | ra, np.ceil(wall_mm / grid.spacing).astype(int) + 2)
+    la, ra, q = la[crop], ra[crop], [qk[crop] for qk in q]
+    ra &= distance_transform_edt(~la, sampling=grid.spacing) > wall_mm
+    cavity = la | ra
+    near = (distance_transform_edt(~cavity, sampling=grid.spacing) <= wall_mm) | binary_dilation(cavity, SIX_NEIGHBOURS)
+    sleeves = [s.grown(wall_mm + grid.spacing.max()) for s in atria["continuations"]]
+    wall = near & ~cavity & ~np.logical_or.reduce([s.inside(q) for s in sleeves])
+    full_box = tuple(slice(b.start + c.start, b.start + c.stop) for b, c in zip(box, crop))
+    masks = []
+    for part in (la, ra, wall):
+        mask = np.zeros(grid.shape, bool)
+        mask[full_box] = part
+        masks.append(mask)
+    return tuple(masks)
+
+
+def _orthonormal_axes(first: np.ndarray) -> np.ndarray:
+    """Rows: ``first`` and two unit vectors completing a right-handed frame (the second horizontal)."""
+    second = _unit(np.cross([0.0, 0.0, 1.0], first))
+    return np.stack([first, second, np.cross(first, second)])
+
+
+def _draw_confounders(rng: np.random.Generator) -> dict:
+    """Heart-frame shapes of the ventricles and great vessels (blood as bright as atrial blood)."""
+    lv_base = np.array([18.0, -14.0, -8.0]) + rng.normal(0, 2.0, 3)
+    lv_axes = _orthonormal_axes(_unit(np.array([0.55, -0.55, -0.62]) + rng.normal(0, 0.08, 3)))
+    lv_length = rng.uniform(70, 85)
+    lv_centre = lv_base + lv_axes[0] * lv_length / 2
+    lv_blood = _Blob(lv_centre, np.array([lv_length / 2, *rng.uniform(22, 27, 2)]), lv_axes, bumps=_bumps(rng, 0.05))
+    lv_outer = lv_blood.grown(rng.uniform(8, 11))
+    rv_blood = _Blob(
+        lv_centre + lv_axes.T @ (rng.uniform(-8, -2), rng.uniform(-36, -30), rng.uniform(4, 10)),
+        np.array([lv_length * 0.45, rng.uniform(24, 30), rng.uniform(15, 19)]), lv_axes, bumps=_bumps(rng, 0.05),
+    )
+    root = np.array([0.0, -10.0, -6.0]) + rng.normal(0, 2.0, 3)
+    trunk_top = np.array([14.0, -20.0, 30.0]) + rng.normal(0, 2.0, 3)
+    vessels = [
+        _Tube(root, root + (-6, 6, 160) + rng.normal(0, 4, 3), rng.uniform(12, 15), rng.uniform(12, 15), rounded=True),
+        _Tube(np.array([26.0, 52.0, 150.0]), np.array([22.0, 48.0, -150.0]) + rng.normal(0, 3, 3), *[rng.uniform(10, 12)] * 2),
+        _Tube(np.array([8.0, -42.0, -6.0]) + rng.normal(0, 2, 3), trunk_top, *[rng.uniform(12, 14)] * 2, rounded=True),
+        _Tube(trunk_top, np.array([-60.0, 6.0, 26.0]) + rng.normal(0, 3, 3), rng.uniform(9, 10.5), 8.0, rounded=True),
+        _Tube(trunk_top, np.array([60.0, 10.0, 34.0]) + rng.normal(0, 3, 3), rng.uniform(9, 10.5), 8.0, rounded=True),
+    ]
+    return {"lv": lv_blood, "lv_outer": lv_outer, "rv": rv_blood, "rv_wall_mm": rng.uniform(2.5, 4), "vessels": vessels}
+
+
+def _draw_body(rng: np.random.Generator) -> dict:
+    """Patient-frame sizes (mm) of the body outline, fat, lungs, liver and spine."""
+    centre_y, half_x, half_y = rng.uniform(25, 35), rng.uniform(150, 172), rng.uniform(108, 122)
+    return {
+        "centre_y": centre_y, "half_x": half_x, "half_y": half_y,
+        "outline": [(k, rng.uniform(0, 0.02), rng.uniform(0, 2 * np.pi)) for k in (2, 3)],
+        "fat_mm": rng.uniform(8, 20), "chest_wall_mm": rng.uniform(12, 20),
+        "lungs": [(side * rng.uniform(78, 90), rng.uniform(25, 35), rng.uniform(60, 80), rng.uniform(52, 62),
+                   rng.uniform(72, 82), rng.uniform(140, 155)) for side in (-1, 1)],
+        "liver": (rng.uniform(-55, -35), rng.uniform(5, 25), rng.uniform(-125, -110), 120.0, 95.0, 75.0),
+        "spine_y": centre_y + 0.92 * half_y - rng.uniform(55, 62),
+        "disc_period": rng.uniform(26, 30), "disc_phase": rng.uniform(0, 30),
+    }
+
+
+def _ellipsoid_mask(grid: _Grid, centre_x, centre_y, centre_z, half_x, half_y, half_z) -> np.ndarray:
+    """Patient-frame axis-aligned ellipsoid (mm) on the full grid."""
+    x, y, z = grid.mesh()
+    return ((x - centre_x) / half_x) ** 2 + ((y - centre_y) / half_y) ** 2 + ((z - centre_z) / half_z) ** 2 < 1
+
+
+def _body_masks(grid: _Grid, body: dict) -> dict[str, np.ndarray]:
+    """Full-grid masks of the body (air outside), subcutaneous fat, lungs, liver and spine."""
+    x, y, z = grid.mesh()
+    x2d, y2d = x[:, :, 0], y[:, :, 0]
+    # posterior half flatter, like a supine patient's back
+    half_y = np.where(y2d > body["centre_y"], 0.92 * body["half_y"], body["half_y"])
+    dx, dy = x2d / body["half_x"], (y2d - body["centre_y"]) / half_y
+    angle = np.arctan2(dy, dx)
+    outline = 1 + sum(a * np.cos(k * angle + phase) for k, a, phase in body["outline"])
+    rho = np.sqrt(dx**2 + dy**2) / outline  # < 1 inside the body
+    depth = np.hypot(x2d, y2d - body["centre_y"]) * (1 / np.maximum(rho, 1e-6) - 1)  # mm below the skin, radially
+    liver = _ellipsoid_mask(grid, *body["liver"])
+    lungs = _ellipsoid_mask(grid, *body["lungs"][0]) | _ellipsoid_mask(grid, *body["lungs"][1])
+    lungs &= (depth > body["fat_mm"] + body["chest_wall_mm"])[..., None] & ~liver
+    vertebra = (x2d / 17) ** 2 + ((y2d - body["spine_y"]) / 14) ** 2 < 1
+    disc = ((z[0, 0] - body["disc_phase"]) % body["disc_period"]) < 6
+    canal = x2d**2 + (y2d - body["spine_y"] - 23) ** 2 < 7**2
+    inside = (rho < 1)[..., None]
+    return {
+        "body": np.broadcast_to(inside, grid.shape),
+        "subcutaneous_fat": np.broadcast_to(((depth < body["fat_mm"]) & (rho < 1))[..., None], grid.shape),
+        "liver": liver & inside,
+        "lungs": lungs,
+        "vertebra": np.broadcast_to(vertebra[..., None], grid.shape),
+        "disc": vertebra[..., None] & disc[None, None, :],
+        "canal": np.broadcast_to(canal[..., None], grid.shape),
+    }
+
+
+def _interpolate_axis(values: np.ndarray, axis: int, coords_mm: np.ndarray, low_mm: float, cell_mm: float) -> np.ndarray:
+    """Linear interpolation of a lattice along one axis at ``coords_mm`` (clamped to the lattice)."""
+    n = values.shape[axis]
+    position = np.clip((coords_mm - low_mm) / cell_mm, 0, n - 1 - 1e-4)
+    index = np.floor(position).astype(np.intp)
+    weight = (position - index).astype(np.float32).reshape([-1 if a == axis else 1 for a in range(values.ndim)])
+    lower = np.take(values, index, axis=axis)
+    return lower + (np.take(values, index + 1, axis=axis) - lower) * weight
+
+
+def _smooth_field(
+    rng: np.random.Generator, cell_mm: float, axes_mm: list[np.ndarray], half_extent_mm=FIELD_HALF_EXTENT
+) -> np.ndarray:
+    """Smooth random field (about unit variance, features of ~2 cells) at the grid points ``axes_mm``.
+
+    The field lives on a fixed patient-frame lattice of ``cell_mm`` cells over
+    ``[-half_extent_mm, half_extent_mm]`` (clamped beyond), so it does not depend on the grid it
+    is sampled on; the three 1D interpolations cost little more than one pass over the output.
+
+    Returns:
+        float32 array of shape ``(len(axes_mm[0]), len(axes_mm[1]), len(axes_mm[2]))``.
+    """
+    lattice_shape = tuple(int(np.ceil(2 * h / cell_mm)) + 1 for h in half_extent_mm)
+    lattice = gaussian_filter(rng.standard_normal(lattice_shape, dtype=np.float32), sigma=1.0)
+    field = lattice / lattice.std()
+    for axis in (2, 1, 0):  # shrinking z first keeps the intermediate arrays small
+        field = _interpolate_axis(field, axis, axes_mm[axis], -half_extent_mm[axis], cell_mm)
+    return field
+
+
+def _draw_levels(rng: np.random.Generator) -> dict[str, float]:
+    """LGE-like tissue levels (arbitrary units, blood about 200 before the per-case gain)."""
+    blood = rng.uniform(180, 240)
+    fat = rng.uniform(190, 260)
+    return {
+        "air": 0.0, "tissue": rng.uniform(70, 105), "fat": fat, "epicardial_fat": fat * rng.uniform(0.9, 1.05),
+        "lung": rng.uniform(8, 22), "liver": rng.uniform(85, 125), "marrow": rng.uniform(120, 170),
+        "disc": rng.uniform(40, 70), "csf": rng.uniform(15, 35), "blood": blood,
+        "atrial_blood": blood * rng.uniform(0.95, 1.05), "myocardium": rng.uniform(20, 45),
+        "atrial_wall": rng.uniform(55, 95), "fibrosis": blood * rng.uniform(0.9, 1.2),
+        "fibrosis_threshold": rng.uniform(0.3, 1.0), "fat_patch_threshold": rng.uniform(-0.5, 0.2),
+        "texture": rng.uniform(0.03, 0.08), "bias": rng.uniform(0.15, 0.3),
+        "noise": blood * rng.uniform(0.04, 0.09), "gain": rng.uniform(0.6, 1.6),
+    }
 
 
 def make_phantom(
@@ -161,92 +463,64 @@ def make_phantom(
     """One synthetic case.
 
     Args:
-        seed: the case's seed; the same seed gives identical arrays.
+        seed: the case's seed; the same seed gives identical arrays, and the same anatomy (in mm)
+            on every grid.
         shape_zyx: grid size (Z, Y, X) in voxels.
         spacing_zyx: voxel size (Z, Y, X) in mm.
 
     Returns:
-        ``(image, label, affine)``: float32 image and uint8 label of shape (X, Y, Z), and the
-        4x4 affine (mm).
+        ``(image, label, affine)``: float32 image and uint8 label (0 background, 1 wall, 2 right
+        atrium, 3 left atrium), both of shape (X, Y, Z), and the float64 (4, 4) affine (mm).
     """
-    rng = np.random.default_rng(seed)
-    shape_xyz = tuple(int(n) for n in shape_zyx[::-1])
-    spacing_xyz = np.asarray(spacing_zyx[::-1], np.float32)
-    frame = _HeartFrame(shape_xyz, spacing_xyz, rng)
-    jitter = lambda centre, sd=3.0: np.asarray(centre) + rng.normal(0, sd, 3)  # noqa: E731
+    if len(shape_zyx) != 3 or len(spacing_zyx) != 3 or min(shape_zyx) < 1 or min(spacing_zyx) <= 0:
+        raise ValueError(f"shape and spacing must be 3 positive values (Z, Y, X), got {shape_zyx} and {spacing_zyx}")
+    anatomy_rng, field_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    grid = _Grid(tuple(int(n) for n in shape_zyx[::-1]), tuple(float(s) for s in spacing_zyx[::-1]))
+    scene = _HeartScene(grid, _Pose(anatomy_rng))
+    atria, confounders = _draw_atria(anatomy_rng), _draw_confounders(anatomy_rng)
+    body, levels = _draw_body(anatomy_rng), _draw_levels(anatomy_rng)
 
-    # Atria: cavities split by a septal plane, veins and appendage on the LA, cavae on the RA.
-    la_centre, ra_centre = jitter((18, 22, 6)), jitter((-20, 10, 2))
-    la = frame.ellipsoid(la_centre, rng.uniform(0.85, 1.15, 3) * (33, 25, 22), rng, bumpiness=0.08)
-    ra = frame.ellipsoid(ra_centre, rng.uniform(0.85, 1.15, 3) * (29, 24, 25), rng, bumpiness=0.08)
-    septum = frame.plane_side((la_centre + ra_centre) / 2, la_centre - ra_centre + rng.normal(0, 2, 3))
-    wall_mm = rng.uniform(2.0, 3.0)
-    half_septum = wall_mm / 2
-    for side in (-1, 1):  # pulmonary veins: superior and inferior, left and right
-        for level in (-1, 1):
-            start = la_centre + (side * 14 + 6, 12, level * 9)
-            end = start + (side * 12, 16, level * 6) + rng.normal(0, 2, 3)
-            la |= frame.tube(start, end, rng.uniform(4.0, 6.0))
-    la |= frame.ellipsoid(la_centre + (24, -22, 10), (13, 7, 7), rng, bumpiness=0.1)  # appendage
-    ra |= frame.tube(ra_centre + (0, 0, 10), ra_centre + (2, 2, 32), rng.uniform(8, 10))  # superior vena cava
-    ra |= frame.tube(ra_centre - (0, 0, 10), ra_centre + (0, 4, -30), rng.uniform(9, 11))  # inferior vena cava
-    la_cavity = la & (septum > half_septum)
-    ra_cavity = ra & ~la_cavity & (septum < -half_septum)
-    cavities = la_cavity | ra_cavity
-    wall = (_shell(cavities, wall_mm, spacing_xyz) | ((la | ra) & ~cavities)) & ~cavities
+    la, ra, wall = _rasterise_atria(scene, atria)
+    lv_blood = scene.paint(confounders["lv"])
+    lv_outer = scene.paint(confounders["lv_outer"])
+    rv_blood = scene.paint(confounders["rv"]) & ~lv_outer
+    rv_outer = scene.paint(confounders["rv"].grown(confounders["rv_wall_mm"])) & ~lv_outer
+    blood = lv_blood | rv_blood | scene.paint(*confounders["vessels"], *atria["continuations"])
+    myocardium = (lv_outer | rv_outer) & ~lv_blood & ~rv_blood
+    fat_mm = 4.0  # pericardial fat pad around every heart structure
+    heart_outer = scene.paint(
+        *(shape.grown(fat_mm) for shape in atria["la"] + atria["ra"] + confounders["vessels"]),
+        confounders["lv_outer"].grown(fat_mm), confounders["rv"].grown(confounders["rv_wall_mm"] + fat_mm),
+    )
+    tissues = _body_masks(grid, body)
 
-    # Confounders.
-    lv_blood = frame.ellipsoid(jitter((28, -32, -28)), (26, 24, 34), rng, bumpiness=0.05)
-    lv_myocardium = _shell(lv_blood, rng.uniform(8, 11), spacing_xyz)
-    rv_blood = frame.ellipsoid(jitter((-22, -36, -22)), (26, 18, 30), rng, bumpiness=0.05)
-    rv_myocardium = _shell(rv_blood, 3.0, spacing_xyz)
-    aorta = frame.tube((4, -8, -10), jitter((2, -4, 70)), rng.uniform(11, 14))
-    aorta |= frame.tube(jitter((14, 46, 70)), (16, 48, -70), rng.uniform(9, 11))  # descending aorta
-    pulmonary_artery = frame.tube((-8, -28, -8), jitter((-2, -10, 45)), rng.uniform(10, 13))
-    blood = lv_blood | rv_blood | aorta | pulmonary_artery
-    heart = blood | lv_myocardium | rv_myocardium | cavities | wall
-    epicardial_fat = _shell(heart, rng.uniform(3, 6), spacing_xyz) & (_smooth_noise(shape_xyz, spacing_xyz, rng, 8.0) > -0.3)
+    fields = {name: _smooth_field(field_rng, cell, grid.axes) for name, cell in (("texture", 3.0), ("bias", 40.0))}
+    fibrosis = _smooth_field(field_rng, 2.0, grid.axes, ATRIA_HALF_EXTENT) > levels["fibrosis_threshold"]
+    fat_patches = _smooth_field(field_rng, 4.0, grid.axes) > levels["fat_patch_threshold"]
 
-    x, y = frame.patient
-    body_r = ((x / rng.uniform(150, 175)) ** 2 + ((y - 20) / rng.uniform(110, 130)) ** 2) + np.zeros(shape_xyz, np.float32)
-    body = body_r < 1
-    subcutaneous_fat = body & (body_r > rng.uniform(0.80, 0.86))
-    lungs = np.zeros(shape_xyz, bool)
-    for side in (-1, 1):
-        lungs |= ((x - side * 85) / 55) ** 2 + ((y - 25) / 75) ** 2 + np.zeros(shape_xyz, np.float32) < 1
-    lungs &= body & ~heart & ~epicardial_fat
+    values = np.full(grid.shape, levels["air"], np.float32)
+    for name, level in (("body", "tissue"), ("subcutaneous_fat", "fat"), ("liver", "liver"), ("lungs", "lung"),
+                        ("vertebra", "marrow"), ("disc", "disc"), ("canal", "csf")):
+        values[tissues[name]] = levels[level]
+    values[heart_outer & fat_patches & tissues["body"]] = levels["epicardial_fat"]
+    values[myocardium] = levels["myocardium"]
+    values[blood] = levels["blood"]
+    values[la | ra] = levels["atrial_blood"]
+    values[wall] = levels["atrial_wall"]
+    values[wall & fibrosis] = levels["fibrosis"]
+    fields["texture"][blood | la | ra] = 0  # blood pools are homogeneous
+    values *= 1 + levels["texture"] * fields["texture"]
+    values = gaussian_filter(values, sigma=0.5 / grid.spacing)  # partial volume
+    values *= levels["gain"] * np.exp(levels["bias"] * fields["bias"])
+    real = values + noise_rng.standard_normal(grid.shape, dtype=np.float32) * np.float32(levels["noise"] * levels["gain"])
+    imaginary = noise_rng.standard_normal(grid.shape, dtype=np.float32) * np.float32(levels["noise"] * levels["gain"])
+    image = np.sqrt(real**2 + imaginary**2)  # Rician magnitude
 
-    # LGE-like intensities.
-    blood_level = rng.uniform(190, 240)
-    values = np.full(shape_xyz, 5.0, np.float32)  # air
-    values[body] = rng.uniform(90, 120)  # muscle, liver, other tissue
-    values[subcutaneous_fat] = rng.uniform(240, 290)
-    values[lungs] = rng.uniform(15, 30)
-    values[epicardial_fat] = rng.uniform(230, 280)
-    values[lv_myocardium | rv_myocardium] = rng.uniform(25, 50)  # nulled myocardium
-    values[blood] = blood_level
-    values[cavities] = blood_level * rng.uniform(0.95, 1.05)
-    fibrosis = _smooth_noise(shape_xyz, spacing_xyz, rng, 4.0) > rng.uniform(0.2, 0.8)
-    values[wall] = rng.uniform(60, 90)
-    values[wall & fibrosis] = rng.uniform(200, 260)
-    values = gaussian_filter(values, sigma=0.5 / spacing_xyz)  # partial volume
-    bias = np.exp(0.25 * _smooth_noise(shape_xyz, spacing_xyz, rng, 80.0))
-    values *= bias.astype(np.float32)
-    noise_sd = rng.uniform(8, 18)
-    real = values + rng.normal(0, noise_sd, shape_xyz).astype(np.float32)
-    imaginary = rng.normal(0, noise_sd, shape_xyz).astype(np.float32)
-    image = np.sqrt(real**2 + imaginary**2).astype(np.float32)  # Rician magnitude
-
-    label = np.zeros(shape_xyz, np.uint8)
+    label = np.zeros(grid.shape, np.uint8)
     label[wall] = WALL
-    label[ra_cavity] = RIGHT_ATRIUM
-    label[la_cavity] = LEFT_ATRIUM
+    label[ra] = RIGHT_ATRIUM
+    label[la] = LEFT_ATRIUM
     return image, label, phantom_affine(tuple(shape_zyx), tuple(spacing_zyx))
-
-
-def case_seed(seed: int, index: int) -> int:
-    """Seed of case ``index`` (1-based) of a phantom set: independent of how many cases are made."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
 def write_phantoms(
@@ -256,22 +530,26 @@ def write_phantoms(
     shape: tuple[int, int, int] = DEFAULT_SHAPE,
     spacing: tuple[float, float, float] = DEFAULT_SPACING,
 ) -> list[str]:
-    """Write ``cases`` phantoms as ``OUT/MBAS_<nnn>/MBAS_<nnn>_gt.nii.gz`` and ``..._label.nii.gz``.
+    """Write ``cases`` phantoms as ``OUT/MBAS_<nnn>/MBAS_<nnn>_gt.nii.gz`` (image) and ``..._label.nii.gz``.
+
+    Case ``i`` is made from ``case_seed(seed, i)``, so it is the same whatever ``cases`` is. Each
+    file is written atomically (temporary file, then rename).
 
     Args:
-        out: output folder.
+        out: output folder (created).
         cases: number of cases, numbered from 001.
         seed: base seed.
-        shape: grid (Z, Y, X) in voxels.
+        shape: grid size (Z, Y, X) in voxels.
         spacing: voxel size (Z, Y, X) in mm.
 
     Returns:
-        The case ids written.
+        The case ids written, ``["MBAS_001", ...]``.
+
+    Raises:
+        ValueError: ``cases`` < 1, or ``shape`` / ``spacing`` not three positive values.
     """
     if cases < 1:
         raise ValueError(f"cases must be >= 1, got {cases}")
-    if len(shape) != 3 or len(spacing) != 3 or min(shape) < 1 or min(spacing) <= 0:
-        raise ValueError(f"shape and spacing must be 3 positive values (Z, Y, X), got {shape} and {spacing}")
     written = []
     for index in range(1, cases + 1):
         case = f"MBAS_{index:03d}"

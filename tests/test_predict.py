@@ -1,0 +1,164 @@
+"""``cascade predict`` end to end with the shipped phantom demo weights."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import binary_dilation
+
+from cascade.metrics import dice
+from cascade.phantom import make_phantom, write_phantoms
+from cascade.transforms import ball
+from tests.bundle_utils import BUNDLES
+from tests.conftest import write_nifti
+
+SMALL = dict(shape=(24, 160, 160), spacing=(2.5, 1.25, 1.25))
+
+
+def cascade_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cascade.cli", *args], capture_output=True, text=True, timeout=900,
+        env={**os.environ, "PYTHONWARNINGS": "default"},
+    )
+
+
+def predict(*args: str) -> subprocess.CompletedProcess:
+    result = cascade_cli("predict", *args, "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("cascade: error:")]
+
+
+@pytest.fixture(scope="module")
+def demo_cases(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("unseen")
+    write_phantoms(root, cases=2, seed=4242, **SMALL)
+    return root
+
+
+def test_geometry_round_trip_on_odd_shape_and_oblique_affine(tmp_path):
+    image, _, affine = make_phantom(77, (37, 201, 173), (2.5, 1.25, 1.25))
+    angle = np.deg2rad(20.0)
+    rotation = np.eye(4)
+    rotation[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    tilt = np.eye(4)
+    tilt[1:3, 1:3] = [[np.cos(0.1), -np.sin(0.1)], [np.sin(0.1), np.cos(0.1)]]
+    oblique = rotation @ tilt @ affine
+    source = write_nifti(tmp_path / "in" / "oblique_case.nii.gz", image, oblique)
+    before = source.read_bytes()
+    predict(str(source), str(tmp_path / "out"), "--demo")
+    output = nib.load(str(tmp_path / "out" / "oblique_case_label.nii.gz"))
+    reference = nib.load(str(source))
+    assert output.shape == reference.shape == (173, 201, 37)
+    np.testing.assert_allclose(output.affine, reference.affine, atol=1e-5)
+    assert nib.aff2axcodes(output.affine) == nib.aff2axcodes(reference.affine)
+    labels = np.asanyarray(output.dataobj)
+    assert labels.dtype == np.uint8 and set(np.unique(labels).tolist()) <= {0, 1, 2, 3}
+    assert source.read_bytes() == before  # the input is never modified
+
+
+def test_mbas_naming_overwrite_and_resume(demo_cases, tmp_path):
+    out = tmp_path / "out"
+    result = predict(str(demo_cases), str(out), "--demo", "--save_masks")
+    assert "DEMO weights" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == [
+        "MBAS_001_label.nii.gz", "MBAS_001_mask.nii.gz", "MBAS_002_label.nii.gz", "MBAS_002_mask.nii.gz",
+    ]
+    label = out / "MBAS_001_label.nii.gz"
+    stamp = label.stat().st_mtime_ns
+
+    again = cascade_cli("predict", str(demo_cases), str(out), "--demo", "--device", "cpu")
+    assert again.returncode == 1
+    assert len(error_lines(again)) == 1 and "MBAS_001_label.nii.gz: output exists" in error_lines(again)[0]
+    assert label.stat().st_mtime_ns == stamp
+
+    resumed = predict(str(demo_cases), str(out), "--demo", "--resume")
+    assert "0 cases done, 2 skipped" in resumed.stdout and label.stat().st_mtime_ns == stamp
+
+    predict(str(demo_cases), str(out), "--demo", "--overwrite")
+    assert label.stat().st_mtime_ns != stamp
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+
+
+def test_demo_predictions_are_gated_and_accurate(demo_cases, tmp_path):
+    """Stage 2 over the mask region agrees with stage 2 over the whole volume, never labels outside
+    the dilated stage-1 mask, and the demo weights segment unseen phantoms."""
+    outputs = {}
+    for region in ("true", "false"):
+        out = tmp_path / region
+        predict(str(demo_cases), str(out), "--demo", "--save_masks", "--mask_region", region)
+        outputs[region] = out
+    for case in ("MBAS_001", "MBAS_002"):
+        region = np.asanyarray(nib.load(str(outputs["true"] / f"{case}_label.nii.gz")).dataobj)
+        full = np.asanyarray(nib.load(str(outputs["false"] / f"{case}_label.nii.gz")).dataobj)
+        mask = np.asanyarray(nib.load(str(outputs["true"] / f"{case}_mask.nii.gz")).dataobj) > 0
+        truth = np.asanyarray(nib.load(str(demo_cases / case / f"{case}_label.nii.gz")).dataobj)
+        for value in (1, 2, 3):
+            assert dice(region == value, full == value) >= 0.99
+        assert not region[~binary_dilation(mask, structure=ball(2))].any()
+        assert dice(region == 2, truth == 2) > 0.7 and dice(region == 3, truth == 3) > 0.7
+
+
+def _background_only_localizer(tmp_path: Path) -> Path:
+    """A copy of the localizer bundle whose demo weights predict background everywhere."""
+    bundle = tmp_path / "localizer"
+    shutil.copytree(BUNDLES["atria_localizer"], bundle)
+    weights = bundle / "models" / "demo" / "model.pt"
+    state = torch.load(weights, weights_only=True)
+    for key in state:
+        if key.startswith("decoder.seg_layers"):
+            state[key] = torch.zeros_like(state[key])
+            if key.endswith("bias"):
+                state[key][0] = 10.0
+    torch.save(state, weights)
+    return bundle
+
+
+def test_empty_stage1_mask_gives_empty_label_map_and_warning(demo_cases, tmp_path):
+    localizer = _background_only_localizer(tmp_path)
+    case = demo_cases / "MBAS_001" / "MBAS_001_gt.nii.gz"
+    result = predict(str(case), str(tmp_path / "out"), "--demo", "--localizer", str(localizer))
+    assert "found no atria" in result.stderr
+    output = nib.load(str(tmp_path / "out" / "MBAS_001_label.nii.gz"))
+    assert output.shape == nib.load(str(case)).shape and not np.asanyarray(output.dataobj).any()
+
+
+@pytest.mark.parametrize(
+    "make_input, message",
+    [
+        (lambda p: write_nifti(p, np.full((40, 40, 8), np.nan, np.float32)), "NaN"),
+        (lambda p: write_nifti(p, np.zeros((40, 40, 8, 2), np.float32)), "expected a 3D volume"),
+        (lambda p: p.write_bytes(b"\x1f\x8b not really gzip"), "not a readable NIfTI"),
+    ],
+    ids=["nan", "4d", "corrupt"],
+)
+def test_bad_input_is_one_error_line_and_no_output(tmp_path, make_input, message):
+    source = tmp_path / "in" / "bad_case.nii.gz"
+    source.parent.mkdir()
+    make_input(source)
+    result = cascade_cli("predict", str(source), str(tmp_path / "out"), "--demo", "--device", "cpu")
+    assert result.returncode == 1
+    [line] = error_lines(result)
+    assert "bad_case.nii.gz" in line and message in line
+    assert not (tmp_path / "out" / "bad_case_label.nii.gz").exists()
+
+
+def test_missing_checkpoint_says_how_to_get_one(demo_cases, tmp_path):
+    bundle = tmp_path / "segmenter"
+    shutil.copytree(BUNDLES["atria_segmenter"], bundle, ignore=shutil.ignore_patterns("*.pt"))
+    result = cascade_cli("predict", str(demo_cases), str(tmp_path / "out"), "--segmenter", str(bundle), "--device", "cpu")
+    assert result.returncode == 1
+    [line] = error_lines(result)
+    assert "model.pt: checkpoint not found" in line and "--demo" in line and "monai.bundle run training" in line
+    assert not (tmp_path / "out").exists()
