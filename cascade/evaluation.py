@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from cascade.data import discover_cases
-from cascade.io import InputError, load_nifti, same_geometry, voxel_spacing
+from cascade.io import AFFINE_TOLERANCE, InputError, load_nifti, same_geometry, voxel_spacing
 from cascade.labels import CLASS_NAMES
 from cascade.metrics import STATUSES, score_case
 
@@ -66,7 +66,9 @@ def _label_files(root: str | os.PathLike, side: str) -> dict[str, str]:
     return labels
 
 
-def pair_cases(pred: str | os.PathLike, gt: str | os.PathLike) -> tuple[list[tuple[str, str, str]], list[str], list[str]]:
+def pair_cases(
+    pred: str | os.PathLike, gt: str | os.PathLike
+) -> tuple[list[tuple[str, str, str]], list[str], list[str]]:
     """Pair prediction and ground-truth label maps by case id.
 
     Args:
@@ -108,7 +110,8 @@ def score_pair(case: str, prediction: str, truth: str) -> list[dict]:
         if pred_img.shape[:3] != truth_img.shape[:3]:
             detail = f"shape {pred_img.shape[:3]} vs {truth_img.shape[:3]}"
         else:
-            detail = f"affine\n{np.round(pred_img.affine, 4)}\nvs\n{np.round(truth_img.affine, 4)}"
+            worst = float(np.abs(pred_img.affine - truth_img.affine).max())
+            detail = f"affine differs by up to {worst:.4g} (tolerance {AFFINE_TOLERANCE} mm)"
         raise EvaluationError(f"{prediction}: geometry differs from ground truth {truth}: {detail}")
     rows = score_case(
         np.asanyarray(pred_img.dataobj).astype(np.uint8),
@@ -120,7 +123,8 @@ def score_pair(case: str, prediction: str, truth: str) -> list[dict]:
 
 def _statistics(values: list[float]) -> dict:
     valid = np.array([v for v in values if not math.isnan(v)], dtype=np.float64)
-    stats = {"mean": None, "std": None, "median": None, "n_valid": int(valid.size), "n_undefined": len(values) - valid.size}
+    stats = {"mean": None, "std": None, "median": None}
+    stats.update(n_valid=int(valid.size), n_undefined=len(values) - int(valid.size))
     if valid.size:
         stats.update(mean=float(valid.mean()), std=float(valid.std()), median=float(np.median(valid)))
     return stats

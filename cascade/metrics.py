@@ -56,11 +56,14 @@ def _as_mask_pair(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.n
 def _union_box(a: np.ndarray, b: np.ndarray) -> tuple[slice, ...]:
     """Bounding box of ``a | b`` (non-empty) grown by one voxel on each side, clipped to the volume.
 
-    Cropping to this box leaves both surfaces and all distances unchanged: on every side the box
-    either ends at the real volume border (which stays the border, so border voxels stay surface)
-    or keeps at least one background voxel beyond the objects (so the crop's edge is background
-    and erodes nothing that the whole volume would not); distances between surface voxels do not
-    depend on the voxels around them.
+    Cropping to this box leaves both surfaces and all distances unchanged. Whether a voxel is
+    eroded depends on its six neighbours: those inside the box are unchanged, and those outside
+    it are background either way (beyond the real volume border the erosion assumes background,
+    ``border_value=0``, with or without the crop; elsewhere they lie outside the union). So a
+    voxel on the real border stays surface and no voxel becomes surface because of the crop (the
+    tight box would already be exact; the margin keeps a layer of background around the objects,
+    as MONAI's own crop does). Distances between surface voxels do not depend on the voxels around
+    them.
     """
     union = a | b
     box = []

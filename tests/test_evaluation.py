@@ -4,86 +4,150 @@ import math
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from cascade.evaluation import CSV_COLUMNS, EvaluationError, evaluate
 from tests.conftest import MBAS_AFFINE, toy_case, write_nifti
 
+CASES = ("MBAS_001", "MBAS_002", "MBAS_003")
+
 
 @pytest.fixture
 def truth_dir(tmp_path):
+    """Three MBAS-layout cases with image and label (spacing 0.625 x 0.625 x 2.5 mm, (X, Y, Z))."""
     root = tmp_path / "gt"
-    for i in (1, 2, 3):
+    for i, case in enumerate(CASES, 1):
         image, label = toy_case(seed=i)
-        write_nifti(root / f"MBAS_00{i}" / f"MBAS_00{i}_gt.nii.gz", image)
-        write_nifti(root / f"MBAS_00{i}" / f"MBAS_00{i}_label.nii.gz", label)
+        write_nifti(root / case / f"{case}_gt.nii.gz", image)
+        write_nifti(root / case / f"{case}_label.nii.gz", label)
     return root
 
 
-def flat_predictions(truth_dir, tmp_path, change=None):
+def flat_predictions(tmp_path, change=None, cases=CASES):
     root = tmp_path / "pred"
-    for i in (1, 2, 3):
-        _, label = toy_case(seed=i)
-        if change:
-            label = change(label)
-        write_nifti(root / f"MBAS_00{i}_label.nii.gz", label)
+    for i, case in enumerate(cases, 1):
+        label = toy_case(seed=i)[1]
+        write_nifti(root / f"{case}_label.nii.gz", change(label) if change else label)
     return root
 
 
-def test_identical_gives_perfect_scores_and_exact_columns(truth_dir, tmp_path):
-    summary = evaluate(str(truth_dir), str(truth_dir), str(tmp_path / "ev"), workers=2)
-    with (tmp_path / "ev" / "metrics.csv").open() as f:
+def read_rows(out):
+    with (out / "metrics.csv").open(newline="") as f:
         reader = csv.DictReader(f)
-        assert tuple(reader.fieldnames) == CSV_COLUMNS == ("case", "class", "dice", "hd95_mm", "hd95_monai_vox", "status")
-        rows = list(reader)
-    assert len(rows) == 9
-    assert all(float(r["dice"]) == 1.0 and float(r["hd95_mm"]) == 0.0 for r in rows)
-    stored = json.loads((tmp_path / "ev" / "summary.json").read_text())
-    assert stored["wall"]["dice"]["mean"] == 1.0 == summary["mean"]["dice"]
-    assert stored["cases"] == 3
+        return tuple(reader.fieldnames), list(reader)
 
 
-def test_flat_predictions_with_an_empty_class(truth_dir, tmp_path):
+def test_identical_folders_score_perfectly(truth_dir, tmp_path, capsys):
+    out = tmp_path / "ev"
+    summary = evaluate(str(truth_dir), str(truth_dir), str(out), workers=2)
+    columns, rows = read_rows(out)
+    assert columns == CSV_COLUMNS == ("case", "class", "dice", "hd95_mm", "hd95_monai_vox", "status")
+    assert [(r["case"], r["class"]) for r in rows] == [
+        (case, name) for case in CASES for name in ("wall", "right_atrium", "left_atrium")
+    ]
+    assert all(float(r["dice"]) == 1.0 and float(r["hd95_mm"]) == 0.0 == float(r["hd95_monai_vox"]) for r in rows)
+    assert all(r["status"] == "ok" for r in rows)
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert summary["cases"] == 3 and summary["n_missing"] == 0 == summary["n_extra"]
+    assert summary["mean"] == {"dice": 1.0, "hd95_mm": 0.0, "hd95_monai_vox": 0.0}
+    assert summary["wall"]["dice"] == {"mean": 1.0, "std": 0.0, "median": 1.0, "n_valid": 3, "n_undefined": 0}
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "summary.json"]  # no temporary files left
+    printed = capsys.readouterr().out
+    assert printed.index("Wall") < printed.index("Right atrium") < printed.index("Left atrium")
+    assert printed.index("Dice") < printed.index("HD95 mm") < printed.index("HD95 vox")
+
+
+def test_known_shift_scored_in_mm_along_the_header_axes(truth_dir, tmp_path):
+    """Moving the left atrium one slice along Z (2.5 mm) in MBAS_002: half its voxels still overlap."""
+
+    def shift_left_atrium(label):
+        label = label.copy()
+        label[label == 3] = 1
+        label[5:11, 10:13, 3:5] = 3  # the toy atrium is [5:11, 10:13, 2:4]
+        return label
+
+    pred = tmp_path / "pred"
+    for i, case in enumerate(CASES, 1):  # predictions in the MBAS layout too
+        label = toy_case(seed=i)[1]
+        write_nifti(pred / case / f"{case}_label.nii.gz", shift_left_atrium(label) if case == "MBAS_002" else label)
+    summary = evaluate(str(pred), str(truth_dir), str(tmp_path / "ev"), workers=1)
+    rows = {(r["case"], r["class"]): r for r in read_rows(tmp_path / "ev")[1]}
+    la = rows[("MBAS_002", "left_atrium")]
+    assert float(la["dice"]) == pytest.approx(0.5)
+    assert float(la["hd95_mm"]) == pytest.approx(2.5)  # not 0.625: the spacing follows the array axes
+    assert float(la["hd95_monai_vox"]) == pytest.approx(1.0)
+    assert summary["left_atrium"]["hd95_mm"]["mean"] == pytest.approx(2.5 / 3)
+    assert summary["left_atrium"]["hd95_mm"]["median"] == 0.0
+    assert float(rows[("MBAS_001", "left_atrium")]["dice"]) == 1.0
+
+
+def test_empty_class_is_undefined_not_dropped(truth_dir, tmp_path):
     def drop_right_atrium(label):
         label = label.copy()
         label[label == 2] = 0
         return label
 
-    pred = flat_predictions(truth_dir, tmp_path, drop_right_atrium)
+    pred = flat_predictions(tmp_path, drop_right_atrium)
     summary = evaluate(str(pred), str(truth_dir), str(tmp_path / "ev"), workers=1)
     ra = summary["right_atrium"]
-    assert ra["dice"]["mean"] == 0.0 and ra["dice"]["n_valid"] == 3
-    assert ra["hd95_mm"]["n_undefined"] == 3 and ra["hd95_mm"]["mean"] is None
-    rows = [r for r in csv.DictReader((tmp_path / "ev" / "metrics.csv").open()) if r["class"] == "right_atrium"]
-    assert [r["status"] for r in rows] == ["empty_prediction"] * 3 and all(r["hd95_mm"] == "" for r in rows)
+    assert ra["dice"]["mean"] == 0.0 and ra["dice"]["n_valid"] == 3 and ra["dice"]["n_undefined"] == 0
+    assert ra["hd95_mm"] == {"mean": None, "std": None, "median": None, "n_valid": 0, "n_undefined": 3}
+    assert ra["hd95_monai_vox"]["n_undefined"] == 3
+    assert ra["status_counts"]["empty_prediction"] == 3
+    assert summary["mean"]["dice"] == pytest.approx(2 / 3) and summary["mean"]["hd95_mm"] is None
+    rows = [r for r in read_rows(tmp_path / "ev")[1] if r["class"] == "right_atrium"]
+    assert len(rows) == 3
+    assert all(r["status"] == "empty_prediction" and r["dice"] == "0.0" for r in rows)
+    assert all(r["hd95_mm"] == "" and r["hd95_monai_vox"] == "" for r in rows)
+    assert not any(math.isnan(float(r["dice"])) for r in rows)
 
 
 def test_missing_case_is_an_error_unless_allowed(truth_dir, tmp_path):
-    pred = flat_predictions(truth_dir, tmp_path)
-    (pred / "MBAS_003_label.nii.gz").unlink()
-    with pytest.raises(EvaluationError, match="MBAS_003"):
-        evaluate(str(pred), str(truth_dir), str(tmp_path / "ev"))
-    assert not (tmp_path / "ev").exists()
-    summary = evaluate(str(pred), str(truth_dir), str(tmp_path / "ev"), allow_missing=True, workers=1)
-    assert summary["cases"] == 2 and summary["missing"] == ["MBAS_003"]
+    pred = flat_predictions(tmp_path, cases=CASES[:2])
+    out = tmp_path / "ev"
+    with pytest.raises(EvaluationError, match="no prediction for 1 ground-truth case.*MBAS_003"):
+        evaluate(str(pred), str(truth_dir), str(out), workers=1)
+    assert not out.exists()
+    summary = evaluate(str(pred), str(truth_dir), str(out), allow_missing=True, workers=1)
+    assert summary["cases"] == 2 and summary["missing"] == ["MBAS_003"] and summary["n_missing"] == 1
+    assert {r["case"] for r in read_rows(out)[1]} == {"MBAS_001", "MBAS_002"}
 
 
-def test_geometry_mismatch_names_the_file(truth_dir, tmp_path):
-    pred = flat_predictions(truth_dir, tmp_path)
-    shifted = MBAS_AFFINE.copy()
-    shifted[2, 3] += 2.5
-    write_nifti(pred / "MBAS_002_label.nii.gz", toy_case(seed=2)[1], shifted)
-    with pytest.raises(EvaluationError, match="MBAS_002_label.nii.gz: geometry differs"):
+def test_extra_prediction_is_reported(truth_dir, tmp_path, capsys):
+    pred = flat_predictions(tmp_path)
+    write_nifti(pred / "MBAS_099_label.nii.gz", toy_case(seed=9)[1])
+    summary = evaluate(str(pred), str(truth_dir), str(tmp_path / "ev"), workers=1)
+    assert summary["extra"] == ["MBAS_099"] and summary["n_extra"] == 1 and summary["cases"] == 3
+    assert "MBAS_099" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mismatch", ["affine", "shape"])
+def test_geometry_mismatch_names_the_file(truth_dir, tmp_path, mismatch):
+    pred = flat_predictions(tmp_path)
+    label, affine = toy_case(seed=2)[1], MBAS_AFFINE.copy()
+    if mismatch == "affine":
+        affine[2, 3] += 2.5
+    else:
+        label = label[:, :, :5]
+    write_nifti(pred / "MBAS_002_label.nii.gz", label, affine)
+    expected = f"MBAS_002_label.nii.gz: geometry differs from ground truth .*MBAS_002_label.nii.gz: {mismatch}"
+    with pytest.raises(EvaluationError, match=expected):
+        evaluate(str(pred), str(truth_dir), str(tmp_path / "ev"), workers=1)
+
+
+def test_prediction_folder_without_label_maps_is_explained(truth_dir, tmp_path):
+    pred = tmp_path / "pred"
+    write_nifti(pred / "MBAS_001.nii.gz", toy_case(seed=1)[1])  # nnU-Net naming, read as an image
+    with pytest.raises(EvaluationError, match="no predicted label maps"):
         evaluate(str(pred), str(truth_dir), str(tmp_path / "ev"), workers=1)
 
 
 def test_cli_exit_status_and_one_line_error(truth_dir, tmp_path):
-    pred = flat_predictions(truth_dir, tmp_path)
-    (pred / "MBAS_001_label.nii.gz").unlink()
+    pred = flat_predictions(tmp_path, cases=CASES[1:])
     result = subprocess.run(
         [sys.executable, "-m", "cascade.cli", "evaluate", str(pred), str(truth_dir), "--out", str(tmp_path / "ev")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("cascade: error:")]
