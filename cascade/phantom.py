@@ -11,8 +11,8 @@ a scale of 0.85-1.15), holds the heart:
 - labelled atria: left and right cavities (bumpy superellipsoids) that share a curved septum;
   four or five pulmonary-vein stubs and an appendage on the left atrium, caval stubs on the
   right; a 2-3 mm wall (the voxels within that distance of a cavity, and at least the cavity's
-  6-neighbours, so thin slices keep it closed); labels 1-3 form one connected component. The veins
-  go on, unlabelled, beyond the stubs, as they do in real labels.
+  6-neighbours, so thin slices keep it closed); labels 1-3 form one 6-connected component. The
+  veins go on, bright but unlabelled, beyond the labelled stubs.
 - confounders: ventricles, aorta and pulmonary arteries with blood as bright as atrial blood;
   nulled (dark) ventricular myocardium; patchy bright epicardial fat; dark lungs; bright
   subcutaneous fat; body outline in air.
@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import binary_dilation, distance_transform_edt, gaussian_filter, generate_binary_structure
+from scipy.ndimage import label as label_components
 
 from cascade.io import save_nifti_atomic
 from cascade.labels import LEFT_ATRIUM, RIGHT_ATRIUM, WALL
@@ -125,7 +126,7 @@ def _bumps(rng: np.random.Generator, amplitude: float) -> tuple[tuple[np.ndarray
     for _ in range(3):
         direction = rng.normal(size=3)
         terms.append(
-            (direction / np.linalg.norm(direction), np.pi * rng.integers(1, 3), rng.uniform(0, 2 * np.pi),
+            (direction / np.linalg.norm(direction), float(np.pi * rng.integers(1, 3)), rng.uniform(0, 2 * np.pi),
              rng.uniform(0.5, 1.0) * amplitude / 2)
         )
     return tuple(terms)
@@ -143,7 +144,8 @@ class _Blob:
 
     def extent(self) -> tuple[np.ndarray, float]:
         """Heart-frame points and a padding (mm) whose padded bounding box holds the blob."""
-        return self.centre[None], max(self.radii) * (1 + sum(b[3] for b in self.bumps))
+        corner = 3 ** max(0.5 - 1 / self.exponent, 0.0)  # farthest point of a unit p-ball, p >= 2
+        return self.centre[None], max(self.radii) * corner * (1 + sum(b[3] for b in self.bumps))
 
     def grown(self, mm: float) -> _Blob:
         """The blob with every radius longer by ``mm`` (an approximate offset surface)."""
@@ -152,7 +154,10 @@ class _Blob:
     def inside(self, q: list[np.ndarray]) -> np.ndarray:
         # python floats keep the float32 coordinates float32
         rel = [qk - c for qk, c in zip(q, self.centre.tolist())]
-        d = [sum(a * r for a, r in zip(axis, rel)) / radius for axis, radius in zip(self.axes.tolist(), self.radii.tolist())]
+        d = [
+            sum(a * r for a, r in zip(axis, rel)) / radius
+            for axis, radius in zip(self.axes.tolist(), self.radii.tolist())
+        ]
         norm2 = d[0] ** 2 + d[1] ** 2 + d[2] ** 2
         if self.exponent == 2.0:
             norm = np.sqrt(norm2)
@@ -282,11 +287,15 @@ def _draw_atria(rng: np.random.Generator) -> dict:
     midpoint = (la_centre + ra_centre) / 2 + rng.normal(0, 1.5, 3)
     normal = _unit(la_centre - ra_centre + rng.normal(0, 3.0, 3))
     return {
-        "la": [la_body], "la_parts": veins + [appendage], "ra": [ra_body], "ra_parts": cavae,
+        "la_body": la_body, "la_parts": veins + [appendage], "ra_body": ra_body, "ra_parts": cavae,
         "continuations": vein_continuations + cava_continuations,
         "septum": (midpoint, normal, rng.uniform(0.0, 0.006)),  # point, normal, curvature (1/mm)
         "wall_mm": rng.uniform(2.0, 3.0),
     }
+
+
+def _union(shapes: list[_Blob | _Tube], q: list[np.ndarray]) -> np.ndarray:
+    return np.logical_or.reduce([shape.inside(q) for shape in shapes])
 
 
 def _septal_side(q: list[np.ndarray], midpoint: np.ndarray, normal: np.ndarray, curvature: float) -> np.ndarray:
@@ -300,32 +309,34 @@ def _septal_side(q: list[np.ndarray], midpoint: np.ndarray, normal: np.ndarray, 
 def _rasterise_atria(scene: _HeartScene, atria: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Left-atrial cavity, right-atrial cavity and wall masks on the full grid.
 
-    The right cavity keeps more than the wall thickness away from the left one, so the septum is
-    wall; the wall is every voxel within ``wall_mm`` of a cavity or 6-adjacent to one, except
-    beyond the cut ends of the vein stubs, where the unlabelled vessels go on (the stubs end open,
-    as in real labels).
+    The right cavity keeps more than the wall thickness away from the left one (and off its
+    6-neighbours), so the septum is wall; the wall is every voxel within ``wall_mm`` of a cavity
+    or 6-adjacent to one, except in the lumen of the unlabelled vessels that go on beyond the
+    stubs (the stubs end open). Only the largest 6-connected component is kept.
     """
     grid, wall_mm = scene.grid, atria["wall_mm"]
-    shapes = atria["la"] + atria["la_parts"] + atria["ra"] + atria["ra_parts"]
+    masks = [np.zeros(grid.shape, bool) for _ in range(3)]
+    shapes = [atria["la_body"], atria["ra_body"], *atria["la_parts"], *atria["ra_parts"]]
     points = np.concatenate([s.extent()[0] for s in shapes])
     box = scene.box(points, max(s.extent()[1] for s in shapes) + wall_mm)
     q = scene.coordinates(box)
     side = _septal_side(q, *atria["septum"])
-    la = (atria["la"][0].inside(q) & (side > wall_mm / 2)) | np.logical_or.reduce([s.inside(q) for s in atria["la_parts"]])
-    ra = (atria["ra"][0].inside(q) & (side < -wall_mm / 2)) | np.logical_or.reduce([s.inside(q) for s in atria["ra_parts"]])
+    la = (atria["la_body"].inside(q) & (side > wall_mm / 2)) | _union(atria["la_parts"], q)
+    ra = (atria["ra_body"].inside(q) & (side < -wall_mm / 2)) | _union(atria["ra_parts"], q)
+    if not la.any() and not ra.any():  # a grid too coarse to hit the atria
+        return tuple(masks)
     crop = _bounding_box(la | ra, np.ceil(wall_mm / grid.spacing).astype(int) + 2)
     la, ra, q = la[crop], ra[crop], [qk[crop] for qk in q]
-    ra &= distance_transform_edt(~la, sampling=grid.spacing) > wall_mm
+    ra &= (distance_transform_edt(~la, sampling=grid.spacing) > wall_mm) & ~binary_dilation(la, SIX_NEIGHBOURS)
     cavity = la | ra
     near = (distance_transform_edt(~cavity, sampling=grid.spacing) <= wall_mm) | binary_dilation(cavity, SIX_NEIGHBOURS)
-    sleeves = [s.grown(wall_mm + grid.spacing.max()) for s in atria["continuations"]]
-    wall = near & ~cavity & ~np.logical_or.reduce([s.inside(q) for s in sleeves])
+    wall = near & ~cavity & ~_union(atria["continuations"], q)
+    components, _ = label_components(cavity | wall)  # 6-connected; the lumens can cut off single wall voxels
+    largest = np.argmax(np.bincount(components.ravel())[1:]) + 1
+    la, ra, wall = (part & (components == largest) for part in (la, ra, wall))
     full_box = tuple(slice(b.start + c.start, b.start + c.stop) for b, c in zip(box, crop))
-    masks = []
-    for part in (la, ra, wall):
-        mask = np.zeros(grid.shape, bool)
+    for mask, part in zip(masks, (la, ra, wall)):
         mask[full_box] = part
-        masks.append(mask)
     return tuple(masks)
 
 
@@ -347,14 +358,19 @@ def _draw_confounders(rng: np.random.Generator) -> dict:
         lv_centre + lv_axes.T @ (rng.uniform(-8, -2), rng.uniform(-36, -30), rng.uniform(4, 10)),
         np.array([lv_length * 0.45, rng.uniform(24, 30), rng.uniform(15, 19)]), lv_axes, bumps=_bumps(rng, 0.05),
     )
-    root = np.array([0.0, -10.0, -6.0]) + rng.normal(0, 2.0, 3)
-    trunk_top = np.array([14.0, -20.0, 30.0]) + rng.normal(0, 2.0, 3)
+    aortic_root = np.array([0.0, -10.0, -6.0]) + rng.normal(0, 2.0, 3)
+    pulmonary_bifurcation = np.array([14.0, -20.0, 30.0]) + rng.normal(0, 2.0, 3)
+    aorta_radius, descending_radius, trunk_radius = rng.uniform(12, 15), rng.uniform(10, 12), rng.uniform(12, 14)
     vessels = [
-        _Tube(root, root + (-6, 6, 160) + rng.normal(0, 4, 3), rng.uniform(12, 15), rng.uniform(12, 15), rounded=True),
-        _Tube(np.array([26.0, 52.0, 150.0]), np.array([22.0, 48.0, -150.0]) + rng.normal(0, 3, 3), *[rng.uniform(10, 12)] * 2),
-        _Tube(np.array([8.0, -42.0, -6.0]) + rng.normal(0, 2, 3), trunk_top, *[rng.uniform(12, 14)] * 2, rounded=True),
-        _Tube(trunk_top, np.array([-60.0, 6.0, 26.0]) + rng.normal(0, 3, 3), rng.uniform(9, 10.5), 8.0, rounded=True),
-        _Tube(trunk_top, np.array([60.0, 10.0, 34.0]) + rng.normal(0, 3, 3), rng.uniform(9, 10.5), 8.0, rounded=True),
+        _Tube(aortic_root, aortic_root + (-6, 6, 160) + rng.normal(0, 4, 3), aorta_radius, aorta_radius, rounded=True),
+        _Tube(np.array([26.0, 52.0, 150.0]), np.array([22.0, 48.0, -150.0]) + rng.normal(0, 3, 3),
+              descending_radius, descending_radius),
+        _Tube(np.array([8.0, -42.0, -6.0]) + rng.normal(0, 2, 3), pulmonary_bifurcation, trunk_radius, trunk_radius,
+              rounded=True),
+        _Tube(pulmonary_bifurcation, np.array([-60.0, 6.0, 26.0]) + rng.normal(0, 3, 3), rng.uniform(9, 10.5), 8.0,
+              rounded=True),  # right pulmonary artery, over the atrial roofs
+        _Tube(pulmonary_bifurcation, np.array([60.0, 10.0, 34.0]) + rng.normal(0, 3, 3), rng.uniform(9, 10.5), 8.0,
+              rounded=True),
     ]
     return {"lv": lv_blood, "lv_outer": lv_outer, "rv": rv_blood, "rv_wall_mm": rng.uniform(2.5, 4), "vessels": vessels}
 
@@ -409,7 +425,9 @@ def _body_masks(grid: _Grid, body: dict) -> dict[str, np.ndarray]:
     }
 
 
-def _interpolate_axis(values: np.ndarray, axis: int, coords_mm: np.ndarray, low_mm: float, cell_mm: float) -> np.ndarray:
+def _interpolate_axis(
+    values: np.ndarray, axis: int, coords_mm: np.ndarray, low_mm: float, cell_mm: float
+) -> np.ndarray:
     """Linear interpolation of a lattice along one axis at ``coords_mm`` (clamped to the lattice)."""
     n = values.shape[axis]
     position = np.clip((coords_mm - low_mm) / cell_mm, 0, n - 1 - 1e-4)
@@ -433,10 +451,10 @@ def _smooth_field(
     """
     lattice_shape = tuple(int(np.ceil(2 * h / cell_mm)) + 1 for h in half_extent_mm)
     lattice = gaussian_filter(rng.standard_normal(lattice_shape, dtype=np.float32), sigma=1.0)
-    field = lattice / lattice.std()
+    sampled = lattice / lattice.std()
     for axis in (2, 1, 0):  # shrinking z first keeps the intermediate arrays small
-        field = _interpolate_axis(field, axis, axes_mm[axis], -half_extent_mm[axis], cell_mm)
-    return field
+        sampled = _interpolate_axis(sampled, axis, axes_mm[axis], -half_extent_mm[axis], cell_mm)
+    return sampled
 
 
 def _draw_levels(rng: np.random.Generator) -> dict[str, float]:
@@ -455,6 +473,83 @@ def _draw_levels(rng: np.random.Generator) -> dict[str, float]:
     }
 
 
+def _check_grid(shape_zyx, spacing_zyx) -> _Grid:
+    if len(shape_zyx) != 3 or len(spacing_zyx) != 3 or min(shape_zyx) < 1 or min(spacing_zyx) <= 0:
+        raise ValueError(f"shape and spacing must be 3 positive values (Z, Y, X), got {shape_zyx} and {spacing_zyx}")
+    return _Grid(tuple(int(n) for n in shape_zyx[::-1]), tuple(float(s) for s in spacing_zyx[::-1]))
+
+
+def _case_generators(seed: int) -> list[np.random.Generator]:
+    """Independent generators for the anatomy, the intensity levels, the smooth fields and the noise.
+
+    Separate streams keep the anatomy and levels independent of the grid (field lattices and
+    noise arrays are drawn after them, in sizes that depend on the grid or the lattice).
+    """
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)]
+
+
+def _structure_masks(
+    seed: int, shape_zyx: tuple[int, int, int], spacing_zyx: tuple[float, float, float]
+) -> dict[str, np.ndarray]:
+    """Full-grid (X, Y, Z) bool masks of every structure of a case, by name.
+
+    Atria (``left_atrium``, ``right_atrium``, ``wall``), unlabelled ``blood`` (ventricles, great
+    vessels, veins beyond the stubs), ``myocardium`` (ventricular), ``pericardial`` (the 4 mm band
+    where patchy epicardial fat may lie), and the patient-frame ``body``, ``subcutaneous_fat``,
+    ``liver``, ``lungs``, ``vertebra``, ``disc`` and ``canal``. Masks may overlap; later
+    structures are painted over earlier ones in this order.
+    """
+    grid = _check_grid(shape_zyx, spacing_zyx)
+    rng = _case_generators(seed)[0]
+    scene = _HeartScene(grid, _Pose(rng))
+    atria, confounders, body = _draw_atria(rng), _draw_confounders(rng), _draw_body(rng)
+
+    masks = _body_masks(grid, body)
+    lv_outer = scene.paint(confounders["lv_outer"])
+    lv_blood = scene.paint(confounders["lv"])
+    rv_blood = scene.paint(confounders["rv"]) & ~lv_outer
+    rv_outer = scene.paint(confounders["rv"].grown(confounders["rv_wall_mm"])) & ~lv_outer
+    fat_mm = 4.0
+    masks["pericardial"] = scene.paint(
+        *(shape.grown(fat_mm) for shape in [atria["la_body"], atria["ra_body"], *confounders["vessels"]]),
+        confounders["lv_outer"].grown(fat_mm), confounders["rv"].grown(confounders["rv_wall_mm"] + fat_mm),
+    ) & masks["body"]
+    masks["myocardium"] = (lv_outer | rv_outer) & ~lv_blood & ~rv_blood
+    masks["blood"] = lv_blood | rv_blood | scene.paint(*confounders["vessels"], *atria["continuations"])
+    masks["left_atrium"], masks["right_atrium"], masks["wall"] = _rasterise_atria(scene, atria)
+    return masks
+
+
+def _render(masks: dict[str, np.ndarray], grid: _Grid, seed: int) -> np.ndarray:
+    """LGE-like float32 (X, Y, Z) magnitude image of the structures ``masks``."""
+    _, levels_rng, field_rng, noise_rng = _case_generators(seed)
+    levels = _draw_levels(levels_rng)
+    texture = _smooth_field(field_rng, 3.0, grid.axes)
+    bias = _smooth_field(field_rng, 40.0, grid.axes)
+    fibrosis = _smooth_field(field_rng, 2.0, grid.axes, ATRIA_HALF_EXTENT) > levels["fibrosis_threshold"]
+    fat_patches = _smooth_field(field_rng, 4.0, grid.axes) > levels["fat_patch_threshold"]
+
+    values = np.full(grid.shape, levels["air"], np.float32)
+    for name, level in (("body", "tissue"), ("subcutaneous_fat", "fat"), ("liver", "liver"), ("lungs", "lung"),
+                        ("vertebra", "marrow"), ("disc", "disc"), ("canal", "csf")):
+        values[masks[name]] = levels[level]
+    values[masks["pericardial"] & fat_patches] = levels["epicardial_fat"]
+    values[masks["myocardium"]] = levels["myocardium"]
+    values[masks["blood"]] = levels["blood"]
+    atrial_blood = masks["left_atrium"] | masks["right_atrium"]
+    values[atrial_blood] = levels["atrial_blood"]
+    values[masks["wall"]] = levels["atrial_wall"]
+    values[masks["wall"] & fibrosis] = levels["fibrosis"]
+    texture[masks["blood"] | atrial_blood] = 0  # blood pools are homogeneous
+    values *= 1 + levels["texture"] * texture
+    values = gaussian_filter(values, sigma=0.5 / grid.spacing)  # partial volume
+    values *= levels["gain"] * np.exp(levels["bias"] * bias)
+    noise_sd = np.float32(levels["noise"] * levels["gain"])
+    real = values + noise_rng.standard_normal(grid.shape, dtype=np.float32) * noise_sd
+    imaginary = noise_rng.standard_normal(grid.shape, dtype=np.float32) * noise_sd
+    return np.sqrt(real**2 + imaginary**2)  # Rician magnitude
+
+
 def make_phantom(
     seed: int,
     shape_zyx: tuple[int, int, int] = DEFAULT_SHAPE,
@@ -471,55 +566,17 @@ def make_phantom(
     Returns:
         ``(image, label, affine)``: float32 image and uint8 label (0 background, 1 wall, 2 right
         atrium, 3 left atrium), both of shape (X, Y, Z), and the float64 (4, 4) affine (mm).
+
+    Raises:
+        ValueError: ``shape_zyx`` or ``spacing_zyx`` not three positive values.
     """
-    if len(shape_zyx) != 3 or len(spacing_zyx) != 3 or min(shape_zyx) < 1 or min(spacing_zyx) <= 0:
-        raise ValueError(f"shape and spacing must be 3 positive values (Z, Y, X), got {shape_zyx} and {spacing_zyx}")
-    anatomy_rng, field_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
-    grid = _Grid(tuple(int(n) for n in shape_zyx[::-1]), tuple(float(s) for s in spacing_zyx[::-1]))
-    scene = _HeartScene(grid, _Pose(anatomy_rng))
-    atria, confounders = _draw_atria(anatomy_rng), _draw_confounders(anatomy_rng)
-    body, levels = _draw_body(anatomy_rng), _draw_levels(anatomy_rng)
-
-    la, ra, wall = _rasterise_atria(scene, atria)
-    lv_blood = scene.paint(confounders["lv"])
-    lv_outer = scene.paint(confounders["lv_outer"])
-    rv_blood = scene.paint(confounders["rv"]) & ~lv_outer
-    rv_outer = scene.paint(confounders["rv"].grown(confounders["rv_wall_mm"])) & ~lv_outer
-    blood = lv_blood | rv_blood | scene.paint(*confounders["vessels"], *atria["continuations"])
-    myocardium = (lv_outer | rv_outer) & ~lv_blood & ~rv_blood
-    fat_mm = 4.0  # pericardial fat pad around every heart structure
-    heart_outer = scene.paint(
-        *(shape.grown(fat_mm) for shape in atria["la"] + atria["ra"] + confounders["vessels"]),
-        confounders["lv_outer"].grown(fat_mm), confounders["rv"].grown(confounders["rv_wall_mm"] + fat_mm),
-    )
-    tissues = _body_masks(grid, body)
-
-    fields = {name: _smooth_field(field_rng, cell, grid.axes) for name, cell in (("texture", 3.0), ("bias", 40.0))}
-    fibrosis = _smooth_field(field_rng, 2.0, grid.axes, ATRIA_HALF_EXTENT) > levels["fibrosis_threshold"]
-    fat_patches = _smooth_field(field_rng, 4.0, grid.axes) > levels["fat_patch_threshold"]
-
-    values = np.full(grid.shape, levels["air"], np.float32)
-    for name, level in (("body", "tissue"), ("subcutaneous_fat", "fat"), ("liver", "liver"), ("lungs", "lung"),
-                        ("vertebra", "marrow"), ("disc", "disc"), ("canal", "csf")):
-        values[tissues[name]] = levels[level]
-    values[heart_outer & fat_patches & tissues["body"]] = levels["epicardial_fat"]
-    values[myocardium] = levels["myocardium"]
-    values[blood] = levels["blood"]
-    values[la | ra] = levels["atrial_blood"]
-    values[wall] = levels["atrial_wall"]
-    values[wall & fibrosis] = levels["fibrosis"]
-    fields["texture"][blood | la | ra] = 0  # blood pools are homogeneous
-    values *= 1 + levels["texture"] * fields["texture"]
-    values = gaussian_filter(values, sigma=0.5 / grid.spacing)  # partial volume
-    values *= levels["gain"] * np.exp(levels["bias"] * fields["bias"])
-    real = values + noise_rng.standard_normal(grid.shape, dtype=np.float32) * np.float32(levels["noise"] * levels["gain"])
-    imaginary = noise_rng.standard_normal(grid.shape, dtype=np.float32) * np.float32(levels["noise"] * levels["gain"])
-    image = np.sqrt(real**2 + imaginary**2)  # Rician magnitude
-
+    grid = _check_grid(shape_zyx, spacing_zyx)
+    masks = _structure_masks(seed, shape_zyx, spacing_zyx)
+    image = _render(masks, grid, seed)
     label = np.zeros(grid.shape, np.uint8)
-    label[wall] = WALL
-    label[ra] = RIGHT_ATRIUM
-    label[la] = LEFT_ATRIUM
+    label[masks["wall"]] = WALL
+    label[masks["right_atrium"]] = RIGHT_ATRIUM
+    label[masks["left_atrium"]] = LEFT_ATRIUM
     return image, label, phantom_affine(tuple(shape_zyx), tuple(spacing_zyx))
 
 
