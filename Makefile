@@ -5,7 +5,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 DEMO_DIR ?= demo_out
 
-.PHONY: setup demo test test-slow
+.PHONY: setup demo test test-slow demo-weights
 
 setup: $(VENV)/.installed
 
@@ -26,3 +26,17 @@ test-slow: setup
 
 demo: setup
 	$(VENV)/bin/cascade demo --out $(DEMO_DIR)
+
+# Retrain the shipped phantom demo weights (about an hour on 2 CPU cores; not run by CI).
+DEMO_TRAIN ?= demo_weights_run
+demo-weights: setup
+	$(VENV)/bin/cascade phantom $(DEMO_TRAIN)/phantoms --cases 24 --seed 0 --shape 24 160 160 --spacing 2.5 1.25 1.25
+	cd bundles/atria_localizer && OMP_NUM_THREADS=1 ../../$(PY) -m monai.bundle run training --meta_file configs/metadata.json \
+	  --config_file "['configs/train.json','configs/demo.json']" --bundle_root ../../$(DEMO_TRAIN)/localizer \
+	  --dataset_dir ../../$(DEMO_TRAIN)/phantoms --num_folds 6 --fold 0 & \
+	cd bundles/atria_segmenter && OMP_NUM_THREADS=1 ../../$(PY) -m monai.bundle run training --meta_file configs/metadata.json \
+	  --config_file "['configs/train.json','configs/demo.json']" --bundle_root ../../$(DEMO_TRAIN)/segmenter \
+	  --dataset_dir ../../$(DEMO_TRAIN)/phantoms --num_folds 6 --fold 0 --mask_from_label true & \
+	wait
+	cp $(DEMO_TRAIN)/localizer/models/model.pt bundles/atria_localizer/models/demo/model.pt
+	cp $(DEMO_TRAIN)/segmenter/models/model.pt bundles/atria_segmenter/models/demo/model.pt

@@ -1,0 +1,47 @@
+"""The command line as users type it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cascade.cli import join_multi_value_flags
+
+
+def cascade(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cascade.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_multi_value_flags_are_joined():
+    assert join_multi_value_flags(["phantom", "out", "--shape", "24", "160", "160", "--cases", "2"]) == [
+        "phantom", "out", "--shape=[24,160,160]", "--cases", "2",
+    ]
+    assert join_multi_value_flags(["evaluate", "--out", "dir", "a", "b"]) == ["evaluate", "--out", "dir", "a", "b"]
+
+
+def test_phantoms_evaluated_against_themselves_are_perfect(tmp_path):
+    made = cascade("phantom", str(tmp_path / "ph"), "--cases", "4", "--shape", "24", "160", "160", "--spacing", "2.5", "1.25", "1.25")
+    assert made.returncode == 0, made.stderr
+    scored = cascade("evaluate", str(tmp_path / "ph"), str(tmp_path / "ph"), "--out", str(tmp_path / "ev"))
+    assert scored.returncode == 0, scored.stderr
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    for name in ("wall", "right_atrium", "left_atrium"):
+        assert summary[name]["dice"]["mean"] == 1.0 and summary[name]["dice"]["n_valid"] == 4
+        assert summary[name]["hd95_mm"]["mean"] == 0.0 and summary[name]["hd95_monai_vox"]["mean"] == 0.0
+
+    listed = cascade("datalist", str(tmp_path / "ph"), "--folds", "2", "--out", str(tmp_path / "dl.json"))
+    assert listed.returncode == 0, listed.stderr
+    entries = json.loads((tmp_path / "dl.json").read_text())["training"]
+    assert sorted(e["fold"] for e in entries) == [0, 0, 1, 1]
+
+
+@pytest.mark.parametrize("args", [["evaluate", "/nonexistent/pred", "/nonexistent/gt", "--out", "x"], ["datalist", "/nonexistent"]])
+def test_errors_are_one_line_and_exit_1(args):
+    result = cascade(*args)
+    assert result.returncode == 1
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        line for line in result.stderr.splitlines() if line.startswith("cascade: error:")
+    ]
