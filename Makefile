@@ -5,7 +5,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 DEMO_DIR ?= demo_out
 
-.PHONY: setup demo test test-slow demo-weights
+.PHONY: setup demo test demo-weights
 
 setup: $(VENV)/.installed
 
@@ -19,10 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: setup
-	$(PY) -m pytest -q -m "not slow"
-
-test-slow: setup
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q
 
 demo: setup
 	$(VENV)/bin/cascade demo --out $(DEMO_DIR)
