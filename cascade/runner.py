@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -234,7 +235,7 @@ class CascadePredictor:
                     labels = self.predict_case(item["image"], mask_path)
                 except InputError as err:
                     report.failed[item["case"]] = str(err)
-                    tqdm.write(f"cascade: error: {err}")
+                    tqdm.write(f"cascade: error: {err}", file=sys.stderr)
                     continue
                 source = nib.load(item["image"])
                 save_nifti_atomic(labels, source.affine, target, header=source.header)
