@@ -1,89 +1,196 @@
-"""Stage-2 cost: whole volume vs mask region, at overlap 0.5 and 0, and the sliding-window overhead.
+"""Stage-2 cost: whole volume vs mask region, MONAI's inferer vs nnU-Net's, and seconds per case.
 
-On one full-size phantom (44 x 576 x 576 at 2.5 x 0.625 x 0.625 mm) with the segmenter network
-(random weights: the cost does not depend on them), this prints for each variant the number of
-windows evaluated, seconds, seconds per window and the ratio to the whole-volume pass, and the
-sliding-window overhead: total time minus the time of the same number of bare forward passes.
+Part 1, sliding window. One full-size phantom (44 x 576 x 576 at 2.5 x 0.625 x 0.625 mm), the
+segmenter network with random weights (the cost does not depend on them), for each overlap: stage 2
+over the whole volume and over the mask region, with
 
-    python bench/predict_speed.py                       # full network (slow on a CPU: ~40 s/window)
-    python bench/predict_speed.py --width 0.25 --threads 2   # features / 4, for CPU-only machines
+- ``monai``: the inferer of the segmenter's inference.json, parsed with MONAI's ConfigParser as
+  ``cascade predict`` parses it (``--sw_batch_sizes`` overrides its ``sw_batch_size``);
+- ``nnunet``: nnU-Net v2's ``nnUNetPredictor.predict_sliding_window_return_logits`` (Gaussian
+  weighting, ``tile_step_size = 1 - overlap``, no mirroring), when ``nnunetv2`` is importable
+  (``pip install nnunetv2``; it is not a dependency of this project).
 
-The mask is the phantom's labelled region dilated by a ball of radius 2 voxels, standing in for a
-stage-1 prediction; the region is its bounding box plus the segmenter's ``crop_margin``.
+Printed: windows, seconds, seconds per window, the time inside the network, the sliding-window
+overhead (total minus network time, as a fraction of network time) and the speed-up over the
+whole-volume pass of the same inferer.
+
+Part 2, the cascade per case (``--cascade``). Both stages through the runner's ``BundlePredictor``
+(the code ``cascade predict`` runs: preprocessing, inference, postprocessing of each bundle's
+inference.json) with random weights; stage 2 is gated by the phantom's own label (dilated), which
+stands in for a trained localizer's mask. Seconds per stage and step, mask region on and off,
+mirroring TTA off (and on with ``--tta``).
+
+    python bench/predict_speed.py                               # full networks (CPU: ~40 s/window)
+    python bench/predict_speed.py --width 0.25 --threads 2      # features / 4, for CPU-only machines
+    python bench/predict_speed.py --cascade --tta               # on a GPU: the whole-cascade table
+
+The mask region in part 1 is cut as the segmenter's inference.json cuts it: the phantom's label
+dilated by ``dilation_radius``, its bounding box plus ``crop_margin``, grown to at least one patch
+inside the volume.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
+import sys
+import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import nibabel as nib
 import numpy as np
 import torch
-from monai.inferers import SlidingWindowInferer
+from monai.bundle import ConfigParser
 
-from cascade.networks import segmenter_resenc_unet
-from cascade.phantom import make_phantom
-from cascade.transforms import dilate_mask
+from cascade.labels import LABEL_VALUES
+from cascade.phantom import case_seed, make_phantom, write_phantoms
+from cascade.runner import REPO_BUNDLES, BundlePredictor
+from cascade.transforms import CropForegroundMinSize, dilate_mask
 
-SEGMENTER_INFERENCE = Path(__file__).resolve().parents[1] / "bundles" / "atria_segmenter" / "configs" / "inference.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timed_network import TimedNetwork, synchronize  # noqa: E402
 
-
-class CountingNetwork(torch.nn.Module):
-    """Wraps a network and counts the windows it is called on."""
-
-    def __init__(self, network: torch.nn.Module) -> None:
-        super().__init__()
-        self.network = network
-        self.windows = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.windows += x.shape[0]
-        return self.network(x)
+STAGES = {"localizer": REPO_BUNDLES / "atria_localizer", "segmenter": REPO_BUNDLES / "atria_segmenter"}
 
 
-def mask_region(mask: torch.Tensor, margin: list[int]) -> tuple[slice, ...]:
-    """Bounding box of a (X, Y, Z) mask plus ``margin`` voxels per axis, clipped to the volume."""
-    nonzero = torch.nonzero(mask)
-    low = (nonzero.min(0).values - torch.tensor(margin)).clamp_min(0)
-    high = torch.minimum(nonzero.max(0).values + 1 + torch.tensor(margin), torch.tensor(mask.shape))
-    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+def stage_config(stage: str, overrides: dict) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config(str(STAGES[stage] / "configs" / "inference.json"))
+    parser.update({"bundle_root": str(STAGES[stage]), **overrides})
+    return parser
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def scaled_features(parser: ConfigParser, width: float) -> list[int]:
+    return [max(4, int(round(f * width))) for f in parser.get_parsed_content("features_per_stage")]
 
 
-def time_inference(network: CountingNetwork, image: torch.Tensor, inferer: SlidingWindowInferer, device) -> tuple[int, float]:
-    network.windows = 0
-    synchronize(device)
-    start = time.perf_counter()
+def mask_region(mask: torch.Tensor, margin: list[int], min_size: list[int]) -> tuple[slice, ...]:
+    """The segmenter's crop of an (X, Y, Z) mask: bounding box + ``margin``, at least ``min_size``."""
+    crop = CropForegroundMinSize(min_size, margin=margin, allow_smaller=True)
+    start, end = crop.compute_bounding_box(mask[None])
+    return tuple(slice(int(a), int(b)) for a, b in zip(start, end))
+
+
+def monai_inferer(overlap: float, sw_batch_size: int):
+    inferer = stage_config("segmenter", {"overlap": overlap, "sw_batch_size": sw_batch_size}).get_parsed_content("inferer")
+    return lambda image, network: inferer(image, network)
+
+
+def nnunet_inferer(overlap: float, patch: list[int], classes: int, device: torch.device):
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(
+        tile_step_size=1 - overlap, use_gaussian=True, use_mirroring=False,
+        perform_everything_on_device=device.type == "cuda", device=device, verbose=False, allow_tqdm=False,
+    )
+    # The parts of a trained-model setup that the sliding-window prediction reads.
+    predictor.configuration_manager = SimpleNamespace(patch_size=patch)
+    predictor.label_manager = SimpleNamespace(num_segmentation_heads=classes)
+    predictor.allowed_mirroring_axes = (0, 1, 2)
+
+    def infer(image: torch.Tensor, network: torch.nn.Module) -> torch.Tensor:
+        predictor.network = network
+        return predictor.predict_sliding_window_return_logits(image[0])
+
+    return infer
+
+
+def sliding_window_table(args: argparse.Namespace, device: torch.device) -> None:
+    features = scaled_features(stage_config("segmenter", {}), args.width)
+    config = stage_config("segmenter", {"features_per_stage": features})
+    patch, margin = config.get_parsed_content("patch_size"), config.get_parsed_content("crop_margin")
+    image, label, _ = make_phantom(case_seed(args.seed, 1))  # the case part 2 writes
+    image = torch.as_tensor(image, dtype=torch.float32)
+    image = ((image - image.mean()) / image.std())[None, None].to(device)
+    mask = dilate_mask(torch.as_tensor(label > 0)[None], radius=config.get_parsed_content("dilation_radius"))[0]
+    region = mask_region(mask, margin, patch)
+    network = TimedNetwork(config.get_parsed_content("network_def").to(device).eval())
+    print(f"segmenter features {features}; patch {patch}; volume {tuple(image.shape[2:])}; "
+          f"mask region {tuple(s.stop - s.start for s in region)} (crop_margin {margin})")
+
+    inferers = {}
+    for overlap in args.overlaps:
+        if "monai" in args.inferers:
+            for batch in args.sw_batch_sizes or [config.get_parsed_content("sw_batch_size")]:
+                inferers[overlap, f"monai b{batch}"] = monai_inferer(overlap, batch)
+        if "nnunet" in args.inferers:
+            try:
+                inferers[overlap, "nnunet"] = nnunet_inferer(overlap, patch, len(LABEL_VALUES), device)
+            except ImportError:
+                print("nnunet: skipped, nnunetv2 is not importable")
+    views = {"whole volume": image, "mask region": image[(slice(None), slice(None), *region)]}
     with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda"):
-        inferer(image, network)
-    synchronize(device)
-    return network.windows, time.perf_counter() - start
+        network(torch.zeros(1, 1, *patch, device=device))  # warm-up
+        rows = []
+        for (overlap, inferer_name), infer in inferers.items():
+            for view_name in args.regions:
+                network.reset()
+                synchronize(device)
+                start = time.perf_counter()
+                infer(views[view_name], network)
+                synchronize(device)
+                rows.append((overlap, inferer_name, view_name, network.windows, time.perf_counter() - start, network.seconds))
+
+    print(f"\n{'overlap':>7} {'inferer':<9} {'stage 2 over':<13} {'windows':>7} {'seconds':>9} {'s/window':>9} "
+          f"{'network s':>9} {'overhead':>8} {'vs whole':>8}")
+    for overlap, inferer_name, view_name, windows, seconds, network_seconds in rows:
+        whole = [r[4] for r in rows if r[:3] == (overlap, inferer_name, "whole volume")]
+        speedup = f"{whole[0] / seconds:>7.2f}x" if whole else f"{'':>8}"
+        print(f"{overlap:>7.2f} {inferer_name:<9} {view_name:<13} {windows:>7d} {seconds:>9.2f} {seconds / windows:>9.3f} "
+              f"{network_seconds:>9.2f} {(seconds - network_seconds) / network_seconds:>8.1%} {speedup}")
 
 
-def time_forward(network: torch.nn.Module, patch: list[int], windows: int, device) -> float:
-    """Seconds of ``windows`` bare forward passes on one patch each (after a warm-up pass)."""
-    x = torch.randn(1, 1, *patch, device=device)
-    with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda"):
-        network(x)
-        synchronize(device)
-        start = time.perf_counter()
-        for _ in range(windows):
-            network(x)
-        synchronize(device)
-    return time.perf_counter() - start
+def random_weights(stage: str, features: list[int], path: Path) -> Path:
+    network = stage_config(stage, {"features_per_stage": features}).get_parsed_content("network_def")
+    torch.save(network.state_dict(), path)
+    return path
+
+
+def cascade_table(args: argparse.Namespace, device: torch.device) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        case = scratch / "phantom" / "MBAS_001"
+        write_phantoms(case.parent, cases=1, seed=args.seed)
+        item = {"image": str(case / "MBAS_001_gt.nii.gz"), "label": str(case / "MBAS_001_label.nii.gz")}
+        features = {s: scaled_features(stage_config(s, {}), args.width) for s in STAGES}
+        weights = {s: random_weights(s, features[s], scratch / f"{s}.pt") for s in STAGES}
+        print(f"\ncascade on {nib.load(item['image']).shape}; features {features}; random weights, "
+              "stage 2 gated by the phantom's label")
+        print(f"{'overlap':>7} {'stage 2 over':<13} {'TTA':<4} {'stage':<10} {'windows':>7} {'prep s':>7} "
+              f"{'infer s':>8} {'post s':>7} {'total s':>8}")
+        for overlap in args.overlaps:
+            for crop in (False, True):
+                for tta in (False, True) if args.tta else (False,):
+                    total = 0.0
+                    for stage in STAGES:
+                        overrides = {"device": f"$torch.device('{device}')", "overlap": overlap, "num_workers": 0,
+                                     "features_per_stage": features[stage]}
+                        if stage == "segmenter":
+                            overrides |= {"crop_to_mask": crop, "mask_from_label": True}
+                        predictor = BundlePredictor(STAGES[stage], [weights[stage]], overrides=overrides, mirror=tta)
+                        predictor.networks = [TimedNetwork(n) for n in predictor.networks]
+                        predictor(item)
+                        steps = predictor.seconds
+                        total += sum(steps.values())
+                        print(f"{overlap:>7.2f} {'mask region' if crop else 'whole volume':<13} {'on' if tta else 'off':<4} "
+                              f"{stage:<10} {predictor.networks[0].windows:>7d} {steps['preprocessing']:>7.2f} "
+                              f"{steps['inference']:>8.2f} {steps['postprocessing']:>7.2f} {sum(steps.values()):>8.2f}",
+                              flush=True)
+                    print(f"{'':>7} {'':<13} {'':<4} {'cascade':<10} {'':>7} {'':>7} {'':>8} {'':>7} {total:>8.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--width", type=float, default=1.0, help="multiply the segmenter's features (1 = the paper's)")
+    parser.add_argument("--width", type=float, default=1.0, help="multiply both networks' features (1 = the paper's)")
     parser.add_argument("--overlaps", type=float, nargs="+", default=[0.5, 0.0])
+    parser.add_argument("--inferers", nargs="+", default=["monai", "nnunet"], choices=["monai", "nnunet"])
+    parser.add_argument("--regions", nargs="+", default=["whole volume", "mask region"], choices=["whole volume", "mask region"])
+    parser.add_argument("--sw_batch_sizes", type=int, nargs="+", help="MONAI sw_batch_size values (default: the config's)")
+    parser.add_argument("--cascade", action="store_true", help="also time the whole cascade per case (part 2)")
+    parser.add_argument("--tta", action="store_true", help="part 2 also with mirroring TTA (8x the windows)")
+    parser.add_argument("--no_windows", action="store_true", help="skip part 1")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--seed", type=int, default=0, help="phantom seed")
@@ -91,33 +198,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    config = json.loads(SEGMENTER_INFERENCE.read_text())
-    patch, margin = config["patch_size"], config["crop_margin"]
-
-    image, label, _ = make_phantom(args.seed)
-    image = torch.as_tensor(image, dtype=torch.float32)
-    image = ((image - image.mean()) / image.std())[None, None].to(device)
-    mask = dilate_mask(torch.as_tensor(label > 0)[None], radius=config["dilation_radius"])[0]
-    region = mask_region(mask, margin)
-
-    features = [max(4, int(round(f * args.width))) for f in config["features_per_stage"]]
-    network = CountingNetwork(segmenter_resenc_unet(features_per_stage=features).to(device).eval())
-    print(f"device {device} ({platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}); "
-          f"segmenter features {features}; patch {patch}; volume {tuple(image.shape[2:])}; "
-          f"mask region {tuple(s.stop - s.start for s in region)} (margin {margin})")
-    rows = []
-    for overlap in args.overlaps:
-        inferer = SlidingWindowInferer(roi_size=patch, sw_batch_size=1, overlap=overlap, mode="gaussian")
-        for name, view in (("whole volume", image), ("mask region", image[(slice(None), slice(None), *region)])):
-            windows, seconds = time_inference(network, view, inferer, device)
-            forward = time_forward(network.network, patch, windows, device)
-            rows.append((overlap, name, windows, seconds, forward))
-    print(f"{'overlap':>7} {'stage 2 over':<13} {'windows':>7} {'seconds':>9} {'s/window':>9} {'vs whole':>8} {'overhead':>9}")
-    for overlap, name, windows, seconds, forward in rows:
-        whole = next(r for r in rows if r[0] == overlap and r[1] == "whole volume")
-        overhead = (seconds - forward) / forward
-        print(f"{overlap:>7.2f} {name:<13} {windows:>7d} {seconds:>9.2f} {seconds / windows:>9.3f} "
-              f"{whole[3] / seconds:>7.2f}x {overhead:>8.1%}")
+    torch.backends.cudnn.benchmark = True  # as cascade predict and nnU-Net's predictor set it on CUDA
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"device {device} ({name}); torch {torch.__version__}, CPU threads {torch.get_num_threads()}; width {args.width}")
+    if not args.no_windows:
+        sliding_window_table(args, device)
+    if args.cascade:
+        cascade_table(args, device)
 
 
 if __name__ == "__main__":

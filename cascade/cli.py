@@ -15,6 +15,22 @@ from cascade.io import InputError
 __all__ = ["main"]
 
 
+def as_bool(value: bool | str | int, flag: str) -> bool:
+    """A boolean flag's value: fire passes ``--flag false`` on as the string ``"false"``, which is truthy.
+
+    Raises:
+        ValueError: the value is not one of true/false, yes/no, 1/0 (any case).
+    """
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1"):
+        return True
+    if text in ("false", "no", "0"):
+        return False
+    raise ValueError(f"--{flag}: expected true or false, got {value!r}")
+
+
 def datalist(data: str, folds: int = 5, out: str = "datalist.json", seed: int | None = None) -> None:
     """Validate every labelled case of DATA and write a k-fold datalist JSON.
 
@@ -70,7 +86,7 @@ def evaluate(pred: str, gt: str, out: str, allow_missing: bool = False, workers:
     """
     from cascade.evaluation import evaluate as run_evaluation
 
-    run_evaluation(pred, gt, out, allow_missing=allow_missing, workers=workers)
+    run_evaluation(pred, gt, out, allow_missing=as_bool(allow_missing, "allow_missing"), workers=workers)
 
 
 def _stage_checkpoints(bundle: Path, folds: str | int | tuple | None, demo: bool) -> list[Path]:
@@ -120,6 +136,11 @@ def predict(
     """
     from cascade.runner import REPO_BUNDLES, BundlePredictor, CascadePredictor, MissingCheckpointError, list_inputs, resolve_device
 
+    mask_region, save_masks, overwrite, resume, tta, demo = (
+        as_bool(value, flag)
+        for flag, value in [("mask_region", mask_region), ("save_masks", save_masks), ("overwrite", overwrite),
+                            ("resume", resume), ("tta", tta), ("demo", demo)]
+    )
     stages = {
         "localizer": Path(localizer) if localizer else REPO_BUNDLES / "atria_localizer",
         "segmenter": Path(segmenter) if segmenter else REPO_BUNDLES / "atria_segmenter",
@@ -135,7 +156,7 @@ def predict(
     }
     stage_overrides = {
         "localizer": common,
-        "segmenter": {**common, "dilation_radius": dilation, "crop_to_mask": bool(mask_region), "mask_from_label": False},
+        "segmenter": {**common, "dilation_radius": dilation, "crop_to_mask": mask_region, "mask_from_label": False},
     }
     inputs = list_inputs(input)
     predictors = {}
@@ -174,7 +195,7 @@ def crossval(data: str, work: str, folds: int = 5, quick: bool = False, seed: in
     from cascade.crossval import run_crossval
     from cascade.data import DEFAULT_SEED
 
-    run_crossval(data, work, folds=folds, quick=quick, seed=DEFAULT_SEED if seed is None else seed)
+    run_crossval(data, work, folds=folds, quick=as_bool(quick, "quick"), seed=DEFAULT_SEED if seed is None else seed)
 
 
 def demo(out: str = "demo_out", cases: int = 2, seed: int = 1000) -> None:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cascade.cli import join_multi_value_flags
+from cascade.cli import as_bool, join_multi_value_flags
 
 
 def cascade(*args: str) -> subprocess.CompletedProcess:
@@ -20,6 +20,15 @@ def test_multi_value_flags_are_joined():
         "phantom", "out", "--shape=[24,160,160]", "--cases", "2",
     ]
     assert join_multi_value_flags(["evaluate", "--out", "dir", "a", "b"]) == ["evaluate", "--out", "dir", "a", "b"]
+
+
+def test_boolean_flag_values():
+    """``--mask_region false`` reaches fire as the string "false", which Python counts as true."""
+    assert [as_bool(v, "f") for v in (True, False, "false", "False", "no", "0", "true", "YES", "1")] == [
+        True, False, False, False, False, False, True, True, True,
+    ]
+    with pytest.raises(ValueError, match="--mask_region: expected true or false, got 'maybe'"):
+        as_bool("maybe", "mask_region")
 
 
 def test_phantoms_evaluated_against_themselves_are_perfect(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -72,6 +73,7 @@ def test_mbas_naming_overwrite_and_resume(demo_cases, tmp_path):
     out = tmp_path / "out"
     result = predict(str(demo_cases), str(out), "--demo", "--save_masks")
     assert "DEMO weights" in result.stdout
+    assert re.search(r"2 cases done, 0 skipped, 0 failed, [\d.]+ s per case \(stage 1 [\d.]+ s, stage 2 [\d.]+ s\)", result.stdout)
     assert sorted(p.name for p in out.iterdir()) == [
         "MBAS_001_label.nii.gz", "MBAS_001_mask.nii.gz", "MBAS_002_label.nii.gz", "MBAS_002_mask.nii.gz",
     ]
@@ -92,8 +94,10 @@ def test_mbas_naming_overwrite_and_resume(demo_cases, tmp_path):
 
 
 def test_demo_predictions_are_gated_and_accurate(demo_cases, tmp_path):
-    """Stage 2 over the mask region agrees with stage 2 over the whole volume, never labels outside
-    the dilated stage-1 mask, and the demo weights segment unseen phantoms."""
+    """Stage 2 over the mask region is as accurate as stage 2 over the whole volume and agrees with
+    it up to window placement (bench/mask_region_agreement.py measures it: the windows sit at other
+    places on the anatomy, which moves the thin wall most), never labels outside the dilated
+    stage-1 mask, and the demo weights segment unseen phantoms."""
     outputs = {}
     for region in ("true", "false"):
         out = tmp_path / region
@@ -104,8 +108,9 @@ def test_demo_predictions_are_gated_and_accurate(demo_cases, tmp_path):
         full = np.asanyarray(nib.load(str(outputs["false"] / f"{case}_label.nii.gz")).dataobj)
         mask = np.asanyarray(nib.load(str(outputs["true"] / f"{case}_mask.nii.gz")).dataobj) > 0
         truth = np.asanyarray(nib.load(str(demo_cases / case / f"{case}_label.nii.gz")).dataobj)
-        for value in (1, 2, 3):
-            assert dice(region == value, full == value) >= 0.99
+        for value, agreement in ((1, 0.9), (2, 0.97), (3, 0.97)):
+            assert dice(region == value, full == value) >= agreement
+            assert dice(region == value, truth == value) >= dice(full == value, truth == value) - 0.02
         assert not region[~binary_dilation(mask, structure=ball(2))].any()
         assert dice(region == 2, truth == 2) > 0.7 and dice(region == 3, truth == 3) > 0.7
 
@@ -130,6 +135,7 @@ def test_empty_stage1_mask_gives_empty_label_map_and_warning(demo_cases, tmp_pat
     case = demo_cases / "MBAS_001" / "MBAS_001_gt.nii.gz"
     result = predict(str(case), str(tmp_path / "out"), "--demo", "--localizer", str(localizer))
     assert "found no atria" in result.stderr
+    assert "stage 2 0.0 s" in result.stdout
     output = nib.load(str(tmp_path / "out" / "MBAS_001_label.nii.gz"))
     assert output.shape == nib.load(str(case)).shape and not np.asanyarray(output.dataobj).any()
 

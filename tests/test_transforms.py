@@ -4,7 +4,9 @@ import torch
 from monai.data import MetaTensor
 from scipy.ndimage import binary_dilation
 
-from cascade.transforms import DilateMask, DilateMaskd, ball
+from monai.transforms import CropForegroundd
+
+from cascade.transforms import CropForegroundMinSized, DilateMask, DilateMaskd, ball
 
 
 def reference_ball(radius: int) -> np.ndarray:
@@ -49,3 +51,36 @@ def test_numpy_input_stays_numpy():
     mask[0, 2, 2, 2] = 1
     out = DilateMask(1)(mask)
     assert isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.sum() == 7
+
+
+def _box(data: dict) -> tuple[slice, ...]:
+    """Where the crop came from, read off an image whose voxel values are their flat indices."""
+    first, last = data["image"].flatten()[[0, -1]].long().tolist()
+    shape = (60, 50, 20)
+    return tuple(slice(a, b + 1) for a, b in zip(np.unravel_index(first, shape), np.unravel_index(last, shape)))
+
+
+def test_crop_grows_to_min_size_inside_the_image_and_inverts():
+    image = MetaTensor(torch.arange(60 * 50 * 20, dtype=torch.float32).reshape(1, 60, 50, 20))
+    mask = torch.zeros(1, 60, 50, 20)
+    mask[0, 2:10, 20:30, 8:12] = 1
+    crop = CropForegroundMinSized(["image", "mask"], source_key="mask", min_size=[16, 64, 4], margin=1, allow_smaller=True)
+    data = crop({"image": image, "mask": MetaTensor(mask)})
+    # x: box 1..11 grows to 16 about its centre, shifted back inside the image; y: the image (50)
+    # is smaller than 64, so all of it; z: box 7..13 is already longer than 4, unchanged
+    assert _box(data) == (slice(0, 16), slice(0, 50), slice(7, 13))
+    assert data["mask"].shape == data["image"].shape == (1, 16, 50, 6)
+    restored = crop.inverse(data)
+    assert restored["image"].shape == image.shape
+    assert torch.equal(restored["image"][:, :16, :, 7:13], image[:, :16, :, 7:13])
+    assert restored["image"][:, 16:].abs().sum() == 0 and torch.equal(restored["mask"], mask)
+
+
+def test_crop_larger_than_min_size_is_monai_crop_foreground():
+    image = MetaTensor(torch.arange(60 * 50 * 20, dtype=torch.float32).reshape(1, 60, 50, 20))
+    mask = torch.zeros(1, 60, 50, 20)
+    mask[0, 20:45, 10:40, 3:15] = 1
+    kwargs = {"keys": ["image", "mask"], "source_key": "mask", "margin": [2, 2, 1], "allow_smaller": True}
+    ours = CropForegroundMinSized(min_size=[8, 8, 4], **kwargs)({"image": image, "mask": MetaTensor(mask)})
+    monai = CropForegroundd(**kwargs)({"image": image, "mask": MetaTensor(mask)})
+    assert _box(ours) == _box(monai) == (slice(18, 47), slice(8, 42), slice(2, 16))
