@@ -33,20 +33,20 @@ import numpy as np
 import torch
 
 from cascade.data import image_datalist
-from cascade.io import save_nifti_atomic
 from cascade.labels import CLASS_NAMES
 from cascade.metrics import dice
 from cascade.phantom import write_phantoms
-from cascade.runner import REPO_BUNDLES, BundlePredictor
+from cascade.bundles import bundle_dir
+from cascade.engine import CascadeEngine, StagePredictor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timed_network import TimedNetwork  # noqa: E402
 
-def stage(bundle: Path, weights: str, overrides: dict) -> BundlePredictor:
+def stage(bundle: Path, weights: str, overrides: dict) -> StagePredictor:
     demo = weights == "demo"
     checkpoint = bundle / "models" / ("demo" if demo else "") / "model.pt"
-    predictor = BundlePredictor(bundle, [checkpoint], overrides=overrides, extra_configs=["demo.json"] if demo else [])
-    predictor.networks = [TimedNetwork(network) for network in predictor.networks]
+    predictor = StagePredictor(bundle, [checkpoint], overrides=overrides, configs=["demo"] if demo else [])
+    predictor.network.members = [TimedNetwork(network) for network in predictor.network.members]
     return predictor
 
 
@@ -73,13 +73,13 @@ def main() -> None:
             data = Path(scratch) / "phantoms"
             write_phantoms(data, cases=args.cases, seed=args.seed, shape=tuple(args.shape), spacing=tuple(args.spacing))
         cases = image_datalist(data)
-        localizer = stage(REPO_BUNDLES / "atria_localizer", args.weights, common)
-        whole = stage(REPO_BUNDLES / "atria_segmenter", args.weights, {**common, "crop_to_mask": False, "mask_from_label": False})
+        localizer = stage(bundle_dir("localizer"), args.weights, common)
+        whole = stage(bundle_dir("segmenter"), args.weights, {**common, "crop_to_mask": False, "mask_from_label": False})
         patch = whole.parser.get_parsed_content("patch_size")
         base_margin = whole.parser.get_parsed_content("crop_margin")
         margins = [[int(round(m * scale)) for m in base_margin] for scale in args.scales]
         regions = [
-            stage(REPO_BUNDLES / "atria_segmenter", args.weights, {**common, "crop_to_mask": True, "crop_margin": m, "mask_from_label": False})
+            stage(bundle_dir("segmenter"), args.weights, {**common, "crop_to_mask": True, "crop_margin": m, "mask_from_label": False})
             for m in margins
         ]
         pixdim = whole.parser.get_parsed_content("pixdim")
@@ -87,20 +87,18 @@ def main() -> None:
               f"segmenter grid {pixdim} mm, patch {patch}, overlap {args.overlap}")
 
         rows = {"whole volume": [], **{str(m): [] for m in margins}}
+        engine = CascadeEngine(localizer)
         for case in cases:
-            source = nib.load(case["image"])
-            mask = localizer({"image": case["image"]})["pred"][0].cpu().numpy() > 0
-            mask_path = Path(scratch) / f"{case['case']}_mask.nii.gz"
-            save_nifti_atomic(mask.astype(np.uint8), source.affine, mask_path, header=source.header)
-            item = {"image": case["image"], "mask": str(mask_path)}
+            image, _ = engine.read(case["image"])
+            mask = engine.localize(image)
             truth = np.asanyarray(nib.load(case["label"]).dataobj) if "label" in case else None
             reference = None
             for name, predictor in (("whole volume", whole), *zip(map(str, margins), regions)):
-                predictor.networks[0].reset()
-                labels = predictor(item)["pred"][0].cpu().numpy()
+                predictor.network.members[0].reset()
+                labels = CascadeEngine(localizer, predictor).segment(image, mask)[0]
                 reference = labels if reference is None else reference
                 rows[name].append({
-                    "windows": predictor.networks[0].windows,
+                    "windows": predictor.network.members[0].windows,
                     "seconds": sum(predictor.seconds.values()),
                     "agreement": [dice(labels == v, reference == v) for v in CLASS_NAMES],
                     "truth": [dice(labels == v, truth == v) for v in CLASS_NAMES] if truth is not None else [np.nan] * 3,

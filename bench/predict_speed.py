@@ -14,7 +14,7 @@ Printed: windows, seconds, seconds per window, the time inside the network, the 
 overhead (total minus network time, as a fraction of network time) and the speed-up over the
 whole-volume pass of the same inferer.
 
-Part 2, the cascade per case (``--cascade``). Both stages through the runner's ``BundlePredictor``
+Part 2, the cascade per case (``--cascade``). Both stages through the engine's ``StagePredictor``
 (the code ``cascade predict`` runs: preprocessing, inference, postprocessing of each bundle's
 inference.json) with random weights; stage 2 is gated by the phantom's own label (dilated), which
 stands in for a trained localizer's mask. Seconds per stage and step, mask region on and off,
@@ -46,13 +46,14 @@ from monai.bundle import ConfigParser
 
 from cascade.labels import LABEL_VALUES
 from cascade.phantom import case_seed, make_phantom, write_phantoms
-from cascade.runner import REPO_BUNDLES, BundlePredictor
+from cascade.bundles import bundle_dir
+from cascade.engine import StagePredictor
 from cascade.transforms import CropForegroundMinSize, dilate_mask
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timed_network import TimedNetwork, synchronize  # noqa: E402
 
-STAGES = {"localizer": REPO_BUNDLES / "atria_localizer", "segmenter": REPO_BUNDLES / "atria_segmenter"}
+STAGES = {stage: bundle_dir(stage) for stage in ("localizer", "segmenter")}
 
 
 def stage_config(stage: str, overrides: dict) -> ConfigParser:
@@ -169,13 +170,13 @@ def cascade_table(args: argparse.Namespace, device: torch.device) -> None:
                                      "features_per_stage": features[stage]}
                         if stage == "segmenter":
                             overrides |= {"crop_to_mask": crop, "mask_from_label": True}
-                        predictor = BundlePredictor(STAGES[stage], [weights[stage]], overrides=overrides, mirror=tta)
-                        predictor.networks = [TimedNetwork(n) for n in predictor.networks]
-                        predictor(item)
+                        predictor = StagePredictor(STAGES[stage], [weights[stage]], overrides={**overrides, "tta": tta})
+                        predictor.network.members = [TimedNetwork(n) for n in predictor.network.members]
+                        predictor(predictor.load(item))
                         steps = predictor.seconds
                         total += sum(steps.values())
                         print(f"{overlap:>7.2f} {'mask region' if crop else 'whole volume':<13} {'on' if tta else 'off':<4} "
-                              f"{stage:<10} {predictor.networks[0].windows:>7d} {steps['preprocessing']:>7.2f} "
+                              f"{stage:<10} {predictor.network.members[0].windows:>7d} {steps['preprocessing']:>7.2f} "
                               f"{steps['inference']:>8.2f} {steps['postprocessing']:>7.2f} {sum(steps.values()):>8.2f}",
                               flush=True)
                     print(f"{'':>7} {'':<13} {'':<4} {'cascade':<10} {'':>7} {'':>7} {'':>8} {'':>7} {total:>8.2f}")

@@ -5,11 +5,15 @@ Every subcommand turns bad input into one error line on stderr and exit status 1
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import signal
 import sys
 from pathlib import Path
 
 import fire
 
+from cascade.crossval import TrainingError
 from cascade.io import InputError
 
 __all__ = ["main"]
@@ -31,6 +35,30 @@ def as_bool(value: bool | str | int, flag: str) -> bool:
     raise ValueError(f"--{flag}: expected true or false, got {value!r}")
 
 
+def as_number(value: float | int | str | None, flag: str, low: float, high: float, integer: bool = False) -> float | int | None:
+    """A numeric flag's value checked against ``[low, high]``; ``None`` (not given) passes through.
+
+    Raises:
+        ValueError: not a number, not an integer where one is needed, or out of range.
+    """
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--{flag}: expected a number, got {value!r}") from None
+    if integer and not number.is_integer():
+        raise ValueError(f"--{flag}: expected a whole number, got {value!r}")
+    if not low <= number <= high:
+        raise ValueError(f"--{flag}: expected a value in [{low}, {high}], got {value!r}")
+    return int(number) if integer else number
+
+
+def report_line(line: str) -> None:
+    """Print a note about the input (a skipped file and why) on stderr."""
+    print(f"cascade: {line}", file=sys.stderr)
+
+
 def datalist(data: str, folds: int = 5, out: str = "datalist.json", seed: int | None = None) -> None:
     """Validate every labelled case of DATA and write a k-fold datalist JSON.
 
@@ -43,7 +71,9 @@ def datalist(data: str, folds: int = 5, out: str = "datalist.json", seed: int | 
     from cascade.data import DEFAULT_SEED, make_datalist, write_datalist
 
     seed = DEFAULT_SEED if seed is None else seed
-    entries = make_datalist(data, num_folds=folds, seed=seed, check_values=True)
+    if Path(out).is_dir():
+        raise InputError(f"{out}: --out is a folder; give the datalist file to write, e.g. {Path(out) / 'datalist.json'}")
+    entries = make_datalist(data, num_folds=folds, seed=seed, check_values=True, report=report_line)
     write_datalist(entries, out, num_folds=folds, seed=seed)
     sizes = [sum(e["fold"] == k for e in entries) for k in range(folds)]
     print(f"{len(entries)} cases, {folds} folds of sizes {sizes} -> {out}")
@@ -89,113 +119,106 @@ def evaluate(pred: str, gt: str, out: str, allow_missing: bool = False, workers:
     run_evaluation(pred, gt, out, allow_missing=as_bool(allow_missing, "allow_missing"), workers=workers)
 
 
-def _stage_checkpoints(bundle: Path, folds: str | int | tuple | None, demo: bool) -> list[Path]:
-    if demo:
-        return [bundle / "models" / "demo" / "model.pt"]
-    if folds is None or folds == "":
-        return [bundle / "models" / "model.pt"]
-    fold_ids = folds if isinstance(folds, (tuple, list)) else str(folds).split(",")
-    return [bundle / "models" / f"fold{int(k)}" / "model.pt" for k in fold_ids]
-
-
 def predict(
     input: str,
     out: str,
+    models: str | None = None,
+    folds: str | None = None,
+    demo: bool = False,
     localizer: str | None = None,
     segmenter: str | None = None,
-    device: str = "auto",
-    overlap: float = 0.5,
-    dilation: int = 2,
-    mask_region: bool = True,
+    device: str | None = None,
+    overlap: float | None = None,
+    dilation: int | None = None,
+    mask_region: bool | None = None,
+    tta: bool | None = None,
     save_masks: bool = False,
     overwrite: bool = False,
     resume: bool = False,
-    folds: str | None = None,
-    tta: bool = False,
-    demo: bool = False,
+    debug: bool = False,
 ) -> None:
     """Segment wall, right atrium and left atrium: one ``<case>_label.nii.gz`` per input image.
 
+    Settings not given here take the value of each bundle's configs/inference.json (and of the
+    overlays the weights come with).
+
     Args:
         input: a NIfTI file, or a folder in MBAS, nnU-Net (imagesTs) or flat layout.
-        out: output folder.
-        localizer: stage-1 bundle folder (default: the repository's ``bundles/atria_localizer``).
-        segmenter: stage-2 bundle folder (default: the repository's ``bundles/atria_segmenter``).
-        device: ``auto``, ``cpu`` or ``cuda``.
-        overlap: sliding-window overlap of both stages (0.5; 0 is the paper's step 1.0).
-        dilation: radius in voxels of the ball dilating the stage-1 mask (2).
-        mask_region: run stage 2 only over the dilated mask's bounding box plus a margin
-            (default); false slides over the whole volume as the paper does.
-        save_masks: also write the stage-1 masks ``<case>_mask.nii.gz``.
-        overwrite: replace existing outputs (otherwise they are an error).
-        resume: skip cases whose output exists.
-        folds: comma-separated fold ids; their checkpoints ``models/fold<k>/model.pt`` of each
-            bundle are ensembled (softmax averaged).
-        tta: mirroring test-time augmentation (8 mirrorings per network).
+        out: output folder (also gets predictions.csv, one QC row per case).
+        models: a work folder of `cascade crossval` or `cascade import-nnunet`: checkpoints
+            <stage>/fold<k>/models/model.pt, every fold found is ensembled (see --folds).
+        folds: comma-separated fold ids to ensemble (with --models, or the bundles'
+            models/fold<k>/model.pt).
         demo: use the shipped demo weights, trained on phantoms only.
+        localizer: stage-1 bundle folder (default: the installed atria_localizer).
+        segmenter: stage-2 bundle folder (default: the installed atria_segmenter).
+        device: auto, cpu, cuda or cuda:N (config default: CUDA when available).
+        overlap: sliding-window overlap of both stages (config default 0.5; 0 is the paper's step 1.0).
+        dilation: radius in voxels of the ball dilating the stage-1 mask (config default 2).
+        mask_region: run stage 2 only over the dilated mask's bounding box plus a margin (config
+            default true); false slides over the whole volume as the paper does.
+        tta: mirroring test-time augmentation, 8 mirrorings per window (config default false).
+        save_masks: also write <case>_mask.nii.gz (stage-1 mask) and <case>_gate.nii.gz (the region
+            stage 2 may label).
+        overwrite: replace existing outputs (never an input file).
+        resume: keep finished outputs, redo missing or unreadable ones.
+        debug: print tracebacks of unexpected errors.
     """
-    from cascade.runner import REPO_BUNDLES, BundlePredictor, CascadePredictor, MissingCheckpointError, list_inputs, resolve_device
+    from cascade.engine import CascadeEngine
+    from cascade.predict import list_inputs, predict_cases
 
-    mask_region, save_masks, overwrite, resume, tta, demo = (
+    demo, save_masks, overwrite, resume, debug = (
         as_bool(value, flag)
-        for flag, value in [("mask_region", mask_region), ("save_masks", save_masks), ("overwrite", overwrite),
-                            ("resume", resume), ("tta", tta), ("demo", demo)]
+        for flag, value in [("demo", demo), ("save_masks", save_masks), ("overwrite", overwrite), ("resume", resume), ("debug", debug)]
     )
-    stages = {
-        "localizer": Path(localizer) if localizer else REPO_BUNDLES / "atria_localizer",
-        "segmenter": Path(segmenter) if segmenter else REPO_BUNDLES / "atria_segmenter",
-    }
-    if demo:
-        print("cascade: using the DEMO weights, trained on synthetic phantoms only: not a model of real anatomy")
-    # inferer#progress: a tqdm bar over the sliding windows of each stage of each case
-    common = {
-        "device": f"$torch.device('{resolve_device(device)}')",
-        "overlap": overlap,
-        "num_workers": 0,
-        "inferer#progress": True,
-    }
-    stage_overrides = {
-        "localizer": common,
-        "segmenter": {**common, "dilation_radius": dilation, "crop_to_mask": mask_region, "mask_from_label": False},
+    settings = {
+        "device": None if device is None else str(device),
+        "overlap": as_number(overlap, "overlap", 0.0, 0.99),
+        "dilation": as_number(dilation, "dilation", 0, 50, integer=True),
+        "mask_region": None if mask_region is None else as_bool(mask_region, "mask_region"),
+        "tta": None if tta is None else as_bool(tta, "tta"),
     }
     inputs = list_inputs(input)
-    predictors = {}
-    for stage, bundle in stages.items():
-        try:
-            predictors[stage] = BundlePredictor(
-                bundle,
-                _stage_checkpoints(bundle, folds, demo),
-                overrides=stage_overrides[stage],
-                extra_configs=["demo.json"] if demo else [],
-                mirror=tta,
-            )
-        except MissingCheckpointError as err:
-            raise MissingCheckpointError(
-                f"{err} (the {stage} has no trained weights: train it with `python -m monai.bundle run training` "
-                "in its bundle folder, see its docs/README.md, or pass --demo for the phantom demo weights)"
-            ) from err
-    report = CascadePredictor(predictors["localizer"], predictors["segmenter"]).predict(
-        inputs, out, overwrite=overwrite, resume=resume, save_masks=save_masks
+    if demo:
+        print("cascade: using the DEMO weights, trained on synthetic phantoms only: not a model of real anatomy")
+    engine = CascadeEngine.from_options(
+        models=models, folds=folds, demo=demo, localizer=localizer, segmenter=segmenter, progress=sys.stderr.isatty(), **settings
     )
+    print("cascade: weights of " + "; ".join(f"the {stage}: {source}" for stage, source in engine.weights.items()))
+    report = predict_cases(engine, inputs, out, overwrite=overwrite, resume=resume, save_masks=save_masks, debug=debug)
     print(report.summary())
+    if report.interrupted:
+        raise KeyboardInterrupt(report.interrupted)
     if report.failed:  # each failure was reported on its own error line
         sys.exit(1)
 
 
-def crossval(data: str, work: str, folds: int = 5, quick: bool = False, seed: int | None = None) -> None:
-    """The paper's k-fold protocol through both bundles: train, out-of-fold masks and predictions, evaluation.
+def crossval(
+    data: str, work: str, folds: int = 5, config: str | None = None, quick: bool = False, seed: int | None = None
+) -> None:
+    """The paper's k-fold protocol: train both bundles, out-of-fold masks and cascade predictions, evaluation.
+
+    Then `cascade predict IN OUT --models WORK` ensembles the fold models on new cases.
 
     Args:
         data: labelled data folder (MBAS, nnU-Net raw or flat layout).
         work: working folder; every finished step found there is skipped (resumable).
         folds: number of folds.
-        quick: use the bundles' quick.json smoke configuration (minutes on a CPU, not a model).
+        config: a config overlay layered over both bundles for training and prediction: a
+            bundle's own by name (quick: a smoke run of minutes on a CPU; demo: the phantom demo
+            recipe) or a JSON file path (its keys must suit both bundles). Default: the paper's.
+        quick: shorthand for --config quick.
         seed: fold assignment seed (default: the project's fixed seed).
     """
     from cascade.crossval import run_crossval
     from cascade.data import DEFAULT_SEED
 
-    run_crossval(data, work, folds=folds, quick=as_bool(quick, "quick"), seed=DEFAULT_SEED if seed is None else seed)
+    if as_bool(quick, "quick"):
+        if config not in (None, "quick"):
+            raise ValueError(f"--quick and --config {config} exclude each other")
+        config = "quick"
+    folds = as_number(folds, "folds", 2, 1000, integer=True)
+    run_crossval(data, work, folds=folds, config=config, seed=DEFAULT_SEED if seed is None else seed)
 
 
 def demo(out: str = "demo_out", cases: int = 2, seed: int = 1000) -> None:
@@ -254,13 +277,51 @@ def join_multi_value_flags(argv: list[str]) -> list[str]:
     return joined
 
 
+def check_flags(argv: list[str]) -> None:
+    """Refuse a flag the command does not take before any work starts (fire would run the command
+    first and complain about the flag afterwards).
+
+    Raises:
+        ValueError: an unknown flag, naming the closest known one.
+    """
+    if not argv or argv[0] not in COMMANDS:
+        return
+    parameters = inspect.signature(COMMANDS[argv[0]]).parameters
+    for token in argv[1:]:
+        if token == "--":  # what follows is for fire itself (e.g. -- --help)
+            break
+        if not token.startswith("--") or _is_number(token):
+            continue
+        name = token[2:].split("=", 1)[0].replace("-", "_")
+        if name in parameters or name == "help" or (name.startswith("no") and name[2:] in parameters):
+            continue
+        close = difflib.get_close_matches(name, parameters, n=1)
+        hint = f" (did you mean --{close[0]}?)" if close else f" (known: {', '.join('--' + p for p in parameters)})"
+        raise ValueError(f"cascade {argv[0]}: unknown flag --{name}{hint}")
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``cascade`` console script."""
+    """Entry point of the ``cascade`` console script.
+
+    Bad input is one ``cascade: error:`` line and exit status 1; Ctrl-C and SIGTERM stop cleanly
+    (no partial output, one line) with status 130 and 143.
+    """
+    argv = join_multi_value_flags(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
-        fire.Fire(COMMANDS, command=join_multi_value_flags(sys.argv[1:] if argv is None else argv), name="cascade")
-    except (InputError, FileExistsError, FileNotFoundError, ValueError) as err:
+        check_flags(argv)
+        fire.Fire(COMMANDS, command=argv, name="cascade")
+    except (InputError, FileExistsError, FileNotFoundError, ValueError, TrainingError) as err:
         print(f"cascade: error: {err}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt as interrupt:
+        name = str(interrupt) or "SIGINT"
+        print(f"cascade: interrupted by {name}; no partial output was left (rerun with --resume to finish)", file=sys.stderr)
+        sys.exit(143 if name == "SIGTERM" else 130)
 
 
 if __name__ == "__main__":

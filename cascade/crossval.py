@@ -1,17 +1,23 @@
-"""The paper's k-fold cross-validation protocol, run through the two bundles.
+"""The paper's k-fold cross-validation protocol, run through the two bundles and the cascade engine.
 
-Every step is a ``python -m monai.bundle`` run of a bundle config (no second training loop) and
-is skipped when its outputs exist, so an interrupted run resumes where it stopped:
+Training is a ``python -m monai.bundle run training`` of each bundle's ``train.json`` (no second
+training loop); every prediction is made by :class:`cascade.engine.CascadeEngine` with the fold's
+checkpoints, exactly as ``cascade predict --models WORK --folds k`` makes it. Every step is
+skipped when its outputs exist, so an interrupted run resumes where it stopped:
 
-1. ``WORK/datalist.json``: validated cases and their folds;
+1. ``WORK/datalist.json``: validated cases and their folds; ``WORK/crossval.json``: the settings
+   (folds, seed, config overlay) a rerun must match;
 2. stage 1 for each fold: ``WORK/localizer/fold<k>/models/``;
 3. out-of-fold stage-1 masks: ``WORK/masks/<case>_mask.nii.gz``, each from the fold model that
    did not train on the case;
 4. stage 2 for each fold, trained on those masks: ``WORK/segmenter/fold<k>/models/``;
-5. out-of-fold cascade predictions: ``WORK/predictions/<case>_label.nii.gz``;
+5. out-of-fold cascade predictions: ``WORK/predictions/<case>_label.nii.gz`` (with the stage-1
+   mask and the gate of each case beside it);
 6. ``cascade evaluate``: ``WORK/evaluation/metrics.csv`` and ``WORK/summary.json``.
 
-Logs of every run go to ``WORK/logs/``.
+A named overlay (``--config quick``, ``demo`` or a file) is copied to ``WORK/<stage>/config.json``
+and layered over the bundle's configs for training and prediction, so ``cascade predict --models
+WORK`` later uses the same networks and grids. Logs of every training run go to ``WORK/logs/``.
 """
 
 from __future__ import annotations
@@ -24,83 +30,126 @@ import sys
 import time
 from pathlib import Path
 
+from cascade.bundles import STAGES, bundle_dir, overlay_path
 from cascade.data import DEFAULT_SEED, load_datalist, make_datalist, write_datalist
-from cascade.runner import REPO_BUNDLES
+from cascade.io import InputError, save_nifti_atomic
 
-__all__ = ["run_crossval"]
-
-STAGES = {"localizer": "atria_localizer", "segmenter": "atria_segmenter"}
+__all__ = ["TrainingError", "run_crossval"]
 
 
-def _bundle_run(bundle: str, configs: list[str], args: dict, log: Path) -> None:
-    """``python -m monai.bundle run`` in the bundle folder; raises with the log's tail on failure."""
-    bundle_dir = REPO_BUNDLES / bundle
-    config_files = "[" + ",".join(f"'configs/{c}.json'" for c in configs) + "]"
-    command = [sys.executable, "-m", "monai.bundle", "run", "--meta_file", "configs/metadata.json", "--config_file", config_files]
+class TrainingError(RuntimeError):
+    """A bundle training run failed; the message names its log and ends with the log's last lines."""
+
+
+def _bundle_training(stage: str, configs: list[Path], args: dict, log: Path) -> None:
+    """``python -m monai.bundle run training`` in the bundle folder; raises with the log's tail on failure."""
+    bundle = bundle_dir(stage)
+    config_files = "[" + ",".join(repr(str(c)) for c in configs) + "]"
+    command = [sys.executable, "-m", "monai.bundle", "run", "training", "--meta_file", "configs/metadata.json", "--config_file", config_files]
     for key, value in args.items():
         command += [f"--{key}", str(value)]
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    print(f"[crossval] {bundle}: {' '.join(configs)} -> log {log}", flush=True)
+    print(f"[crossval] training {stage} fold {args['fold']} -> log {log}", flush=True)
     with log.open("w") as stream:
-        result = subprocess.run(command, cwd=bundle_dir, stdout=stream, stderr=subprocess.STDOUT)
+        result = subprocess.run(command, cwd=bundle, stdout=stream, stderr=subprocess.STDOUT)
     if result.returncode != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
-        raise RuntimeError(f"{bundle} run failed (exit {result.returncode}), see {log}:\n{tail}")
+        raise TrainingError(f"{stage} training failed (exit {result.returncode}), see {log}:\n{tail}")
     print(f"[crossval]   done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def _all_exist(paths: list[Path]) -> bool:
-    return all(p.is_file() for p in paths)
+def _settings(work_dir: Path, folds: int, seed: int, config: str | None) -> None:
+    """Record the run's settings, or check that a rerun uses the same ones."""
+    path = work_dir / "crossval.json"
+    settings = {"folds": folds, "seed": seed, "config": config}
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        changed = {key: (stored.get(key), value) for key, value in settings.items() if stored.get(key) != value}
+        if changed:
+            detail = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items())
+            raise InputError(f"{path}: this work folder was made with other settings ({detail}); use another --work folder")
+        return
+    work_dir.mkdir(parents=True, exist_ok=True)
+    for stage in STAGES:
+        if config:
+            (work_dir / stage).mkdir(exist_ok=True)
+            shutil.copyfile(overlay_path(bundle_dir(stage), config), work_dir / stage / "config.json")
+    path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
-def run_crossval(data: str, work: str, folds: int = 5, quick: bool = False, seed: int = DEFAULT_SEED) -> dict:
+def _out_of_fold_masks(work_dir: Path, fold: int, cases: list[dict], masks: Path) -> None:
+    """Stage-1 masks of a fold's validation cases from that fold's localizer."""
+    from cascade.engine import CascadeEngine
+
+    missing = [case for case in cases if not (masks / f"{case['case']}_mask.nii.gz").is_file()]
+    if not missing:
+        return
+    print(f"[crossval] stage-1 masks of fold {fold}: {len(missing)} case(s)", flush=True)
+    engine = CascadeEngine.from_options(models=work_dir, folds=[fold], stages=("localizer",))
+    for case in missing:
+        image, source = engine.read(case["image"])
+        save_nifti_atomic(engine.localize(image), source.affine, masks / f"{case['case']}_mask.nii.gz", header=source.header)
+
+
+def _out_of_fold_predictions(work_dir: Path, fold: int, cases: list[dict], predictions: Path) -> list[dict]:
+    """Cascade predictions of a fold's validation cases with that fold's two models."""
+    from cascade.engine import CascadeEngine
+    from cascade.predict import predict_cases
+
+    print(f"[crossval] cascade predictions of fold {fold}: {len(cases)} case(s)", flush=True)
+    engine = CascadeEngine.from_options(models=work_dir, folds=[fold])
+    report = predict_cases(engine, cases, predictions, resume=True, save_masks=True, report_name=None)
+    if report.interrupted:
+        raise KeyboardInterrupt(report.interrupted)
+    if report.failed:
+        raise InputError(f"fold {fold}: {len(report.failed)} case(s) failed: " + "; ".join(r["message"] for r in report.failed))
+    return report.rows
+
+
+def run_crossval(data: str, work: str, folds: int = 5, config: str | None = None, seed: int = DEFAULT_SEED) -> dict:
     """Train and evaluate the cascade with k-fold cross-validation (see the module docstring).
 
     Args:
         data: data folder (any layout ``cascade.data`` reads) with labels.
         work: working folder for everything the protocol produces.
         folds: number of folds.
-        quick: layer each bundle's ``quick.json`` (a smoke configuration, minutes on a CPU).
+        config: overlay layered over both bundles' configs: a bundle's own by name (``quick``,
+            ``demo``) or a JSON file; ``None`` trains the paper's configuration.
         seed: fold assignment seed.
 
     Returns:
         The evaluation summary (also written to ``WORK/summary.json``).
     """
     from cascade.evaluation import evaluate
+    from cascade.predict import REPORT_NAME, PredictionReport
 
-    work_dir = Path(work).resolve()
-    logs = work_dir / "logs"
+    work_dir = Path(os.path.abspath(work))
+    _settings(work_dir, folds, seed, config)
     datalist_path = work_dir / "datalist.json"
     if not datalist_path.is_file():
-        write_datalist(make_datalist(data, num_folds=folds, seed=seed), datalist_path, folds, seed)
+        report = lambda line: print(f"[crossval] {line}", flush=True)  # noqa: E731
+        write_datalist(make_datalist(data, num_folds=folds, seed=seed, report=report), datalist_path, folds, seed)
     datalist = load_datalist(datalist_path)
-    stored_folds = 1 + max(e["fold"] for e in datalist)
-    if stored_folds != folds:
-        raise ValueError(f"{datalist_path}: holds {stored_folds} folds, not {folds}; use another --work folder")
-    extra = ["quick"] if quick else []
-    masks, predictions = work_dir / "masks", work_dir / "predictions"
+    logs, masks, predictions = work_dir / "logs", work_dir / "masks", work_dir / "predictions"
     common = {"dataset_dir": datalist_path, "num_folds": folds}
 
-    for stage, inputs in (("localizer", {}), ("segmenter", {"mask_dir": masks})):
-        bundle = STAGES[stage]
+    rows = []
+    for stage in STAGES:
+        overlay = [work_dir / stage / "config.json"] if config else []
         for k in range(folds):
             root = work_dir / stage / f"fold{k}"
             if not (root / "models" / "model_final.pt").is_file():
-                args = {"bundle_root": root, "fold": k, **common, **inputs}
-                _bundle_run(bundle, ["train", *extra], {"run_id": "training", **args}, logs / f"{stage}_fold{k}_train.log")
-            validation = [e for e in datalist if e["fold"] == k]
-            out_dir = masks if stage == "localizer" else predictions
-            postfix = "mask" if stage == "localizer" else "label"
-            if _all_exist([out_dir / f"{e['case']}_{postfix}.nii.gz" for e in validation]):
-                continue
-            args = {
-                "bundle_root": root,
-                "output_dir": out_dir,
-                "datalist": f"$cascade.data.fold_datalist({str(datalist_path)!r}, {k}, 'validation', mask_dir={str(masks)!r} if {stage == 'segmenter'} else None)",
-                "num_workers": 0,
-            }
-            _bundle_run(bundle, ["inference", *extra], args, logs / f"{stage}_fold{k}_inference.log")
+                args = {"bundle_root": root, "fold": k, **common}
+                if stage == "segmenter":
+                    args["mask_dir"] = masks
+                _bundle_training(stage, [Path("configs/train.json"), *overlay], args, logs / f"{stage}_fold{k}_train.log")
+            validation = [{"case": e["case"], "image": e["image"], "label": e["label"]} for e in datalist if e["fold"] == k]
+            if stage == "localizer":
+                _out_of_fold_masks(work_dir, k, validation, masks)
+            else:
+                rows += _out_of_fold_predictions(work_dir, k, validation, predictions)
+    PredictionReport(rows).write(work_dir / REPORT_NAME)
 
     summary = evaluate(str(predictions), data, str(work_dir / "evaluation"))
     shutil.copyfile(work_dir / "evaluation" / "summary.json", work_dir / "summary.json")

@@ -19,14 +19,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
-from cascade.io import InputError, load_nifti, same_geometry
+from cascade.io import InputError, load_nifti, read_header, same_geometry, write_text_atomic
 
 __all__ = [
+    "FolderScan",
+    "scan_folder",
     "discover_cases",
     "validate_case",
     "assign_folds",
@@ -42,12 +46,15 @@ __all__ = [
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 DEFAULT_SEED = 12345  # fixed so folds are the same on every machine
-_SKIPPED_SUFFIXES = ("_mask",)  # stage-1 outputs written beside predictions
+_SKIPPED_SUFFIXES = ("_mask", "_gate")  # stage-1 outputs written beside predictions
+_PATH_KEYS = ("image", "label", "mask")
 
 
 def _strip_nifti_suffix(name: str) -> str | None:
+    """The name without ``.nii.gz`` / ``.nii`` (matched in any letter case), or None for other files."""
+    lower = name.lower()
     for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix):
+        if lower.endswith(suffix):
             return name[: -len(suffix)]
     return None
 
@@ -64,12 +71,34 @@ def case_name_formatter(metadict: dict, saver: object) -> dict:
     return {"subject": case_id(metadict["filename_or_obj"]), "idx": metadict.get("patch_index")}
 
 
-def _nifti_files(folder: Path) -> dict[str, Path]:
-    """Map ``stem -> path`` for the NIfTI files directly in ``folder`` (hidden files skipped)."""
-    files = {}
+@dataclass
+class FolderScan:
+    """What a data folder holds: the cases found, and every entry not used with the reason."""
+
+    cases: list[dict] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def skip(self, path: Path, reason: str) -> None:
+        self.skipped.append((str(path), reason))
+
+
+def _nifti_files(folder: Path, scan: FolderScan) -> dict[str, Path]:
+    """Map ``stem -> path`` for the NIfTI files directly in ``folder``; other files go to ``scan.skipped``.
+
+    Hidden files (names starting with ``.``) are ignored; sub-folders are left to the caller.
+    """
+    files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.is_dir():
+            continue
         stem = _strip_nifti_suffix(path.name)
-        if stem is not None and path.is_file() and not path.name.startswith("."):
+        if stem is None:
+            scan.skip(path, "not a NIfTI file (.nii or .nii.gz)")
+        elif not path.exists():
+            scan.skip(path, "broken symbolic link")
+        elif stem in files:
+            scan.skip(path, f"same name as {files[stem].name}; only one of them is read")
+        else:
             files[stem] = path
     return files
 
@@ -78,80 +107,104 @@ def _case_entry(case: str, image: Path | None, label: Path | None) -> dict:
     return {"case": case, "image": str(image) if image else None, "label": str(label) if label else None}
 
 
-def _nnunet_cases(images: Path, labels: Path | None) -> list[dict]:
-    label_files = _nifti_files(labels) if labels is not None and labels.is_dir() else {}
+def _nnunet_cases(images: Path, labels: Path | None, scan: FolderScan) -> None:
+    label_files = _nifti_files(labels, scan) if labels is not None and labels.is_dir() else {}
     cases: dict[str, Path] = {}
-    for stem, path in _nifti_files(images).items():
+    for stem, path in _nifti_files(images, scan).items():
         match = re.fullmatch(r"(.+)_(\d{4})", stem)
         if match is None:
             raise InputError(f"{path}: nnU-Net image names end in a channel suffix like _0000")
         if match.group(2) != "0000":
             raise InputError(f"{path}: only single-channel data (_0000) is supported")
         cases[match.group(1)] = path
-    return [_case_entry(case, path, label_files.get(case)) for case, path in sorted(cases.items())]
+    for case in sorted(label_files.keys() - cases.keys()):
+        scan.skip(label_files[case], "label map without an image")
+    scan.cases += [_case_entry(case, path, label_files.get(case)) for case, path in sorted(cases.items())]
 
 
-def _flat_cases(folder: Path) -> list[dict]:
-    images: dict[str, Path] = {}
+def _flat_cases(folder: Path, scan: FolderScan) -> None:
+    candidates: dict[str, list[Path]] = {}
     labels: dict[str, Path] = {}
-    for stem, path in _nifti_files(folder).items():
-        if stem.endswith(_SKIPPED_SUFFIXES):
-            continue
-        if stem.endswith("_label"):
+    for stem, path in _nifti_files(folder, scan).items():
+        lower = stem.lower()
+        if lower.endswith(_SKIPPED_SUFFIXES):
+            scan.skip(path, "a stage-1 mask or gate written by cascade predict")
+        elif lower.endswith("_label"):
             labels[stem[: -len("_label")]] = path
         else:
-            images[stem[: -len("_gt")] if stem.endswith("_gt") else stem] = path
-    return [_case_entry(case, images.get(case), labels.get(case)) for case in sorted(images.keys() | labels.keys())]
+            candidates.setdefault(stem[: -len("_gt")] if lower.endswith("_gt") else stem, []).append(path)
+    images = {}
+    for case, paths in candidates.items():
+        if len(paths) == 1:
+            images[case] = paths[0]
+            continue
+        names = " and ".join(p.name for p in paths)
+        for path in paths + ([labels.pop(case)] if case in labels else []):
+            scan.skip(path, f"case {case!r} is given by {names}; none of them is read")
+    scan.cases += [_case_entry(case, images.get(case), labels.get(case)) for case in sorted(images.keys() | labels.keys())]
 
 
-def discover_cases(root: str | os.PathLike) -> list[dict]:
-    """List the cases in a data folder of any supported layout.
+def _mbas_cases(root: Path, scan: FolderScan) -> None:
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = _nifti_files(sub, scan)
+        image, label = files.pop(f"{sub.name}_gt", None), files.pop(f"{sub.name}_label", None)
+        for path in files.values():
+            scan.skip(path, f"not {sub.name}_gt or {sub.name}_label (the MBAS layout)")
+        if image or label:
+            scan.cases.append(_case_entry(sub.name, image, label))
+        elif not files:
+            scan.skip(sub, f"folder without {sub.name}_gt.nii.gz or {sub.name}_label.nii.gz")
+
+
+def _skip_beside(root: Path, read: set[str], scan: FolderScan) -> None:
+    """Report what sits beside the folders of an nnU-Net raw dataset (its JSON files excepted)."""
+    for path in sorted(root.iterdir()):
+        if path.name not in read and not path.name.startswith(".") and path.suffix.lower() != ".json":
+            scan.skip(path, f"beside {'/'.join(sorted(read))} of an nnU-Net raw dataset: not read")
+
+
+def scan_folder(root: str | os.PathLike) -> FolderScan:
+    """Find the cases in a data folder of any supported layout, and what is not used.
 
     Args:
         root: MBAS-layout folder, nnU-Net raw dataset folder (or its ``imagesTs``-style image
             folder), or flat folder.
 
     Returns:
-        ``[{"case": id, "image": path or None, "label": path or None}, ...]`` sorted by case id.
+        ``cases``: ``[{"case": id, "image": path or None, "label": path or None}, ...]`` sorted by
+        case id; ``skipped``: ``(path, reason)`` for every file or folder not used.
 
     Raises:
-        InputError: ``root`` is missing or holds no NIfTI case.
+        InputError: ``root`` is missing or holds no NIfTI case; a case id found twice.
     """
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: data folder not found")
+    scan = FolderScan()
     if (root / "imagesTr").is_dir():
-        cases = _nnunet_cases(root / "imagesTr", root / "labelsTr")
+        _nnunet_cases(root / "imagesTr", root / "labelsTr", scan)
+        _skip_beside(root, {"imagesTr", "labelsTr", "imagesTs"}, scan)
     elif (root / "imagesTs").is_dir():
-        cases = _nnunet_cases(root / "imagesTs", None)
-    elif any(re.fullmatch(r".+_0000", stem) for stem in _nifti_files(root)):
-        cases = _nnunet_cases(root, None)
+        _nnunet_cases(root / "imagesTs", None, scan)
+        _skip_beside(root, {"imagesTs"}, scan)
+    elif any(re.fullmatch(r".+_0000", stem) for stem in _nifti_files(root, FolderScan())):
+        _nnunet_cases(root, None, scan)
     else:
-        cases = _flat_cases(root)
-        for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            files = _nifti_files(sub)
-            image, label = files.get(f"{sub.name}_gt"), files.get(f"{sub.name}_label")
-            if image or label:
-                cases.append(_case_entry(sub.name, image, label))
-        cases.sort(key=lambda c: c["case"])
-    ids = [c["case"] for c in cases]
+        _flat_cases(root, scan)
+        _mbas_cases(root, scan)
+        scan.cases.sort(key=lambda c: c["case"])
+    ids = [c["case"] for c in scan.cases]
     duplicated = sorted({i for i in ids if ids.count(i) > 1})
     if duplicated:
         raise InputError(f"{root}: case ids found twice (flat file and sub-folder?): {duplicated}")
-    if not cases:
+    if not scan.cases:
         raise InputError(f"{root}: no NIfTI cases found (expected MBAS, nnU-Net raw or flat layout)")
-    return cases
+    return scan
 
 
-def _read_header(path: str) -> nib.Nifti1Image:
-    try:
-        img = nib.load(path)
-    except Exception as err:
-        raise InputError(f"{path}: not a readable NIfTI file ({type(err).__name__}: {err})") from err
-    shape = img.shape
-    if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)):
-        raise InputError(f"{path}: expected a 3D volume, got shape {tuple(shape)}")
-    return img
+def discover_cases(root: str | os.PathLike) -> list[dict]:
+    """The cases of :func:`scan_folder`."""
+    return scan_folder(root).cases
 
 
 def validate_case(case: dict, check_values: bool = True) -> None:
@@ -165,7 +218,7 @@ def validate_case(case: dict, check_values: bool = True) -> None:
     Raises:
         InputError: one message naming the offending file and the problem.
     """
-    read = (lambda p, label: load_nifti(p, label=label)) if check_values else (lambda p, label: _read_header(p))
+    read = (lambda p, label: load_nifti(p, label=label)) if check_values else (lambda p, label: read_header(p))
     image = read(case["image"], False) if case.get("image") else None
     label = read(case["label"], True) if case.get("label") else None
     if image is not None and label is not None and not same_geometry(image, label):
@@ -190,15 +243,41 @@ def assign_folds(case_ids: list[str], num_folds: int = 5, seed: int = DEFAULT_SE
     return {ordered[i]: rank % num_folds for rank, i in enumerate(order)}
 
 
+def _report_skipped(scan: FolderScan, report: Callable[[str], None] | None) -> None:
+    for path, reason in scan.skipped:
+        (report or _warn)(f"{path}: skipped: {reason}")
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
+
+
 def make_datalist(
-    root: str | os.PathLike, num_folds: int = 5, seed: int = DEFAULT_SEED, check_values: bool = True
+    root: str | os.PathLike,
+    num_folds: int = 5,
+    seed: int = DEFAULT_SEED,
+    check_values: bool = True,
+    report: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Datalist of the labelled cases of ``root`` with their fold, each case validated.
+
+    Args:
+        root: data folder of any supported layout.
+        num_folds: number of folds.
+        seed: fold assignment seed.
+        check_values: read the voxels too (see :func:`validate_case`).
+        report: called with one line for every file not used (images without labels included);
+            default: a Python warning each.
 
     Raises:
         InputError: no labelled case, a case without image, or a case that fails validation.
     """
-    cases = [c for c in discover_cases(root) if c["label"]]
+    scan = scan_folder(root)
+    for case in scan.cases:
+        if not case["label"]:
+            scan.skip(Path(case["image"]), "image without a label map: not used for training")
+    _report_skipped(scan, report)
+    cases = [c for c in scan.cases if c["label"]]
     if not cases:
         raise InputError(f"{root}: no labelled cases found")
     for case in cases:
@@ -210,9 +289,17 @@ def make_datalist(
 
 
 def write_datalist(datalist: list[dict], path: str | os.PathLike, num_folds: int, seed: int) -> None:
-    """Write a datalist as JSON: ``{"num_folds", "seed", "training": [...]}``."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps({"num_folds": num_folds, "seed": seed, "training": datalist}, indent=2))
+    """Write a datalist as JSON: ``{"num_folds", "seed", "training": [...]}``.
+
+    File paths are stored relative to the JSON's folder (as :func:`load_datalist` reads them), so
+    the file means the same from any working folder and moves with its data.
+    """
+    folder = Path(os.path.abspath(path)).parent
+    entries = [
+        {key: os.path.relpath(os.path.abspath(value), folder) if key in _PATH_KEYS and value else value for key, value in entry.items()}
+        for entry in datalist
+    ]
+    write_text_atomic(folder / Path(path).name, json.dumps({"num_folds": num_folds, "seed": seed, "training": entries}, indent=2) + "\n")
 
 
 def load_datalist(
@@ -234,7 +321,7 @@ def load_datalist(
         datalist = []
         for entry in entries:
             entry = dict(entry)
-            for key in ("image", "label"):
+            for key in _PATH_KEYS:
                 if entry.get(key) and not os.path.isabs(entry[key]):
                     entry[key] = str(base / entry[key])
             datalist.append(entry)
@@ -279,18 +366,27 @@ def fold_datalist(
     return attach_masks(chosen, mask_dir) if mask_dir else chosen
 
 
-def image_datalist(source: str | os.PathLike, mask_dir: str | os.PathLike | None = None) -> list[dict]:
+def image_datalist(
+    source: str | os.PathLike, mask_dir: str | os.PathLike | None = None, report: Callable[[str], None] | None = None
+) -> list[dict]:
     """Every case of a data folder that has an image, for inference.
+
+    Args:
+        source: data folder of any supported layout.
+        mask_dir: folder of stage-1 masks to attach (see :func:`attach_masks`).
+        report: called with one line for every file not used (label maps without an image
+            included); default: a Python warning each.
 
     Returns:
         ``{"case", "image"}`` entries, with ``"label"`` where the case has one and ``"mask"``
-        (see :func:`attach_masks`) when ``mask_dir`` is given.
+        when ``mask_dir`` is given.
     """
-    entries = [
-        {key: value for key, value in case.items() if value is not None}
-        for case in discover_cases(source)
-        if case["image"]
-    ]
+    scan = scan_folder(source)
+    for case in scan.cases:
+        if not case["image"]:
+            scan.skip(Path(case["label"]), "label map without an image: nothing to predict")
+    _report_skipped(scan, report)
+    entries = [{key: value for key, value in case.items() if value is not None} for case in scan.cases if case["image"]]
     if not entries:
         raise InputError(f"{source}: no images found")
     return attach_masks(entries, mask_dir) if mask_dir else entries

@@ -23,14 +23,13 @@ import io
 import json
 import math
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from cascade.data import discover_cases
-from cascade.io import AFFINE_TOLERANCE, InputError, load_nifti, same_geometry, voxel_spacing
+from cascade.io import AFFINE_TOLERANCE, InputError, load_nifti, same_geometry, voxel_spacing, write_text_atomic
 from cascade.labels import CLASS_NAMES
 from cascade.metrics import STATUSES, score_case
 
@@ -178,19 +177,6 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _csv_text(rows: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
@@ -262,8 +248,8 @@ def evaluate(pred: str, gt: str, out: str, allow_missing: bool = False, workers:
     }
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out_dir / "metrics.csv", _csv_text(rows))
-    _write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out_dir / "metrics.csv", _csv_text(rows))
+    write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(format_table(summary))
     notes = [f"{len(pairs)} case(s) scored"]
     if missing:

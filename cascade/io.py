@@ -2,24 +2,93 @@
 
 Arrays stay in nibabel's storage order, (X, Y, Z), which is also the order MONAI's ``LoadImage``
 returns; spacing is given in that order, in mm.
+
+An image is usable when its header describes one single-component 3D volume (a trailing
+singleton 4th axis is accepted) on a finite, invertible affine whose voxel sizes lie in
+:data:`PLAUSIBLE_SPACING_MM`, and its intensities are finite. The spacing range excludes headers
+written in metres or micrometres (0.000625 or 625 for a 0.625 mm voxel), which would otherwise be
+resampled to a grid a thousand times too coarse or too fine and segmented without a word.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-__all__ = ["InputError", "load_nifti", "save_nifti_atomic", "same_geometry", "voxel_spacing"]
+from cascade.labels import LABEL_VALUES
+
+__all__ = [
+    "InputError",
+    "AFFINE_TOLERANCE",
+    "PLAUSIBLE_SPACING_MM",
+    "read_header",
+    "load_nifti",
+    "write_atomic",
+    "write_text_atomic",
+    "save_nifti_atomic",
+    "same_geometry",
+    "voxel_spacing",
+]
 
 AFFINE_TOLERANCE = 1e-3  # mm; MBAS headers round-trip through float32
+PLAUSIBLE_SPACING_MM = (0.1, 20.0)  # smallest and largest voxel edge of a human cardiac MRI
 
 
 class InputError(ValueError):
     """A file that cannot be used as given; the message names the file and the problem."""
+
+
+def _format_zooms(zooms: tuple[float, ...]) -> str:
+    return " x ".join(f"{z:.6g}" for z in zooms)
+
+
+def read_header(path: str | os.PathLike) -> nib.Nifti1Image:
+    """Open a NIfTI file and check its header (no voxel data is read).
+
+    Args:
+        path: ``.nii`` or ``.nii.gz`` file.
+
+    Returns:
+        The image proxy (data not loaded).
+
+    Raises:
+        InputError: missing or unreadable file; not one 3D volume (multi-component such as RGB,
+            vector-valued, or several volumes); a non-finite or singular affine; voxel sizes
+            outside :data:`PLAUSIBLE_SPACING_MM`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        img = nib.load(str(path))
+    except Exception as err:  # nibabel raises many types for truncated or foreign files
+        raise InputError(f"{path}: not a readable NIfTI file ({type(err).__name__}: {err})") from err
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputError(f"{path}: not a NIfTI image ({type(img).__name__})")
+    dtype = img.get_data_dtype()
+    if dtype.fields is not None or dtype.kind == "c":
+        raise InputError(f"{path}: multi-component voxels ({dtype}); expected one intensity per voxel")
+    shape = img.shape
+    if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)):
+        raise InputError(f"{path}: expected a 3D volume, got shape {tuple(shape)}")
+    if min(shape[:3]) < 1:
+        raise InputError(f"{path}: empty volume of shape {tuple(shape)}")
+    affine = img.affine
+    if not np.isfinite(affine).all():
+        raise InputError(f"{path}: the affine holds non-finite values")
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError(f"{path}: the affine is singular (voxel axes are not independent)")
+    zooms = tuple(float(z) for z in np.linalg.norm(affine[:3, :3], axis=0))
+    low, high = PLAUSIBLE_SPACING_MM
+    if not all(low <= z <= high for z in zooms):
+        hint = " (metres instead of millimetres?)" if max(zooms) < low else ""
+        raise InputError(f"{path}: voxel size {_format_zooms(zooms)} mm is outside the plausible {low:g}-{high:g} mm{hint}")
+    return img
 
 
 def load_nifti(path: str | os.PathLike, *, label: bool = False) -> nib.Nifti1Image:
@@ -27,34 +96,29 @@ def load_nifti(path: str | os.PathLike, *, label: bool = False) -> nib.Nifti1Ima
 
     Args:
         path: ``.nii`` or ``.nii.gz`` file.
-        label: check label-map rules (integer values in {0, 1, 2, 3}) instead of image rules
-            (finite intensities).
+        label: check label-map rules (values in :data:`cascade.labels.LABEL_VALUES`) instead of
+            image rules (finite intensities).
 
     Returns:
-        The image with its data loaded (``get_fdata`` cached).
+        The image with its data loaded, squeezed to 3D.
 
     Raises:
-        InputError: unreadable or corrupt file, not 3D (a trailing singleton 4th axis is accepted),
-            non-finite intensities, or label values outside {0, 1, 2, 3}.
+        InputError: any header problem of :func:`read_header`, a corrupt data block, non-finite
+            intensities, or label values outside the label set.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
+    img = read_header(path)
     try:
-        img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
-    except Exception as err:  # nibabel raises many types for truncated or foreign files
+    except Exception as err:
         raise InputError(f"{path}: not a readable NIfTI file ({type(err).__name__}: {err})") from err
-    if data.ndim == 4 and data.shape[3] == 1:
+    if data.ndim == 4:
         data = data[..., 0]
         img = nib.Nifti1Image(data, img.affine, img.header)
-    if data.ndim != 3:
-        raise InputError(f"{path}: expected a 3D volume, got shape {tuple(data.shape)}")
     if label:
         values = np.unique(data)
-        unexpected = [v for v in values.tolist() if v not in (0, 1, 2, 3)]
+        unexpected = [v for v in values.tolist() if v not in LABEL_VALUES]
         if unexpected:
-            raise InputError(f"{path}: label values must be in {{0, 1, 2, 3}}, found {unexpected[:5]}")
+            raise InputError(f"{path}: label values must be in {set(LABEL_VALUES)}, found {unexpected[:5]}")
     elif not np.isfinite(data).all():
         raise InputError(f"{path}: image contains NaN or infinite intensities")
     return img
@@ -70,12 +134,44 @@ def same_geometry(a: nib.Nifti1Image, b: nib.Nifti1Image, tol: float = AFFINE_TO
     return a.shape[:3] == b.shape[:3] and np.allclose(a.affine, b.affine, atol=tol)
 
 
+def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Create ``path`` so that it either holds the complete file or does not exist.
+
+    ``write`` fills a temporary file in the same folder (keeping ``path``'s suffixes, so writers
+    that choose a format by suffix choose the same one), which is then renamed over ``path``; on
+    any error or interruption the temporary file is removed.
+
+    Args:
+        path: destination; its folder is created.
+        write: called with the temporary file's path.
+
+    Returns:
+        The destination path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary readable files
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file (UTF-8, newlines as given) with :func:`write_atomic`."""
+    return write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8", newline=""))
+
+
 def save_nifti_atomic(
     array: np.ndarray, affine: np.ndarray, path: str | os.PathLike, header: nib.Nifti1Header | None = None
 ) -> Path:
-    """Write a NIfTI file so that ``path`` either holds the complete file or does not exist.
-
-    The data goes to a temporary file in the same folder first and is then renamed over ``path``.
+    """Write a NIfTI file with :func:`write_atomic`.
 
     Args:
         array: volume in (X, Y, Z) order; its dtype is kept.
@@ -86,8 +182,7 @@ def save_nifti_atomic(
     Returns:
         The destination path.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    header = nib.Nifti1Header.from_header(header) if header is not None else None
     img = nib.Nifti1Image(array, affine, header=header)
     img.set_data_dtype(array.dtype)
     img.header.set_slope_inter(1.0, 0.0)  # never inherit an input's intensity scaling
@@ -95,14 +190,4 @@ def save_nifti_atomic(
     sform_code = int(header["sform_code"]) if header is not None else 0
     img.set_qform(affine, code=qform_code or 1)
     img.set_sform(affine, code=sform_code or 1)
-    suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary readable files
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda tmp: nib.save(img, tmp))

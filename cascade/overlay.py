@@ -13,9 +13,10 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
-__all__ = ["CLASS_COLOURS", "overlay_planes", "save_overlay_png"]
+from cascade.labels import CLASS_COLOURS
 
-CLASS_COLOURS = {1: (255, 220, 0), 2: (40, 90, 255), 3: (235, 40, 40)}  # wall, right atrium, left atrium
+__all__ = ["overlay_planes", "save_overlay_png"]
+
 PIXEL_MM = 0.5  # output resolution of the snapshot
 
 

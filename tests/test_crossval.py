@@ -1,4 +1,5 @@
-"""`cascade crossval --quick`: the paper's protocol on 6 phantom cases, 2 folds, through the bundles."""
+"""`cascade crossval --quick` then `cascade predict --models WORK`: the paper's protocol on 6 phantom
+cases, 2 folds, from another working folder with relative paths, and the fold ensemble on unseen cases."""
 
 from __future__ import annotations
 
@@ -12,18 +13,22 @@ import numpy as np
 import pytest
 
 from cascade.phantom import write_phantoms
-from cascade.runner import BundlePredictor
-from tests.bundle_utils import BUNDLES
+
+SMALL = dict(shape=(24, 160, 160), spacing=(2.5, 1.25, 1.25))
+
+
+def cascade(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cascade.cli", *args], capture_output=True, text=True, timeout=1800, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
 def crossval_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("crossval")
-    write_phantoms(root / "data", cases=6, seed=50, shape=(24, 160, 160), spacing=(2.5, 1.25, 1.25))
-    command = [sys.executable, "-m", "cascade.cli", "crossval", str(root / "data"), "--work", str(root / "work"), "--folds", "2", "--quick"]
-    first = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    write_phantoms(root / "data", cases=6, seed=50, **SMALL)
+    command = ("crossval", "data", "--work", "work", "--folds", "2", "--quick")
+    first = cascade(*command, cwd=root)  # relative paths, resolved from the working folder
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    second = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    second = cascade(*command, cwd=root)
     assert second.returncode == 0, second.stderr[-3000:]
     return root, first, second
 
@@ -31,37 +36,75 @@ def crossval_run(tmp_path_factory):
 def test_protocol_outputs(crossval_run):
     root, first, _ = crossval_run
     work = root / "work"
-    datalist = json.loads((work / "datalist.json").read_text())["training"]
-    assert sorted(e["fold"] for e in datalist) == [0, 0, 0, 1, 1, 1]
-    for entry in datalist:
+    stored = json.loads((work / "datalist.json").read_text())["training"]
+    assert sorted(e["fold"] for e in stored) == [0, 0, 0, 1, 1, 1]
+    assert all(not e["image"].startswith("/") for e in stored)  # relative to the JSON's folder
+    for entry in stored:
+        assert (work / entry["image"]).resolve() == (root / "data" / entry["case"] / f"{entry['case']}_gt.nii.gz").resolve()
+        for kind in ("label", "mask", "gate"):
+            assert (work / "predictions" / f"{entry['case']}_{kind}.nii.gz").is_file()
         assert (work / "masks" / f"{entry['case']}_mask.nii.gz").is_file()
-        assert (work / "predictions" / f"{entry['case']}_label.nii.gz").is_file()
     for stage in ("localizer", "segmenter"):
+        assert json.loads((work / stage / "config.json").read_text())["num_epochs"] == 4  # the quick overlay
         for fold in (0, 1):
             assert (work / stage / f"fold{fold}" / "models" / "model.pt").is_file()
     rows = list(csv.DictReader((work / "evaluation" / "metrics.csv").open()))
     assert len(rows) == 18 and {r["class"] for r in rows} == {"wall", "right_atrium", "left_atrium"}
+    report = list(csv.DictReader((work / "predictions.csv").open()))
+    assert sorted(r["case"] for r in report) == sorted(e["case"] for e in stored)
     summary = json.loads((work / "summary.json").read_text())
-    assert summary["cases"] == 6 and set(summary["mean"]) == {"dice", "hd95_mm", "hd95_monai_vox"}
-    # the Table 6 layout is printed
+    assert summary["cases"] == 6 and set(summary["mean"]) >= {"dice", "hd95_mm", "hd95_monai_vox"}
     assert "HD95 mm" in first.stdout and "HD95 vox" in first.stdout and "Right atrium" in first.stdout
 
 
 def test_masks_are_out_of_fold(crossval_run):
-    """A case's stage-1 mask is the prediction of the fold model that did not train on it."""
+    """A case's stage-1 mask comes from the fold model that did not train on it: the other fold's
+    localizer gives another mask."""
     root, _, _ = crossval_run
     work = root / "work"
-    datalist = json.loads((work / "datalist.json").read_text())["training"]
-    case = next(e for e in datalist if e["fold"] == 1)
+    from cascade.engine import CascadeEngine
+
+    case = next(e for e in json.loads((work / "datalist.json").read_text())["training"] if e["fold"] == 1)
     stored = np.asanyarray(nib.load(str(work / "masks" / f"{case['case']}_mask.nii.gz")).dataobj)
-    localizer = BundlePredictor(
-        BUNDLES["atria_localizer"], [work / "localizer" / "fold1" / "models" / "model.pt"],
-        extra_configs=["quick.json"], overrides={"num_workers": 0},
-    )
-    predicted = localizer({"image": case["image"]})["pred"][0].numpy().astype(stored.dtype)
-    np.testing.assert_array_equal(stored, predicted)
+    masks = {}
+    for fold in (0, 1):
+        engine = CascadeEngine.from_options(models=work, folds=[fold], stages=("localizer",))
+        masks[fold] = engine.localize(engine.read(work / case["image"])[0])
+    np.testing.assert_array_equal(stored, masks[1])
+    assert (masks[0] != masks[1]).any()
+
+
+def test_crossval_prediction_equals_cascade_predict_with_the_fold_model(crossval_run, tmp_path):
+    root, _, _ = crossval_run
+    work = root / "work"
+    case = next(e for e in json.loads((work / "datalist.json").read_text())["training"] if e["fold"] == 0)
+    result = cascade("predict", str(work / case["image"]), str(tmp_path / "p"), "--models", "work", "--folds", "0", "--device", "cpu", cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ours = np.asanyarray(nib.load(str(tmp_path / "p" / f"{case['case']}_label.nii.gz")).dataobj)
+    crossval = np.asanyarray(nib.load(str(work / "predictions" / f"{case['case']}_label.nii.gz")).dataobj)
+    np.testing.assert_array_equal(ours, crossval)
+
+
+def test_fold_ensemble_predicts_unseen_cases(crossval_run, tmp_path):
+    """`--models WORK` ensembles every fold found there; the label maps keep the input's geometry."""
+    root, _, _ = crossval_run
+    write_phantoms(tmp_path / "unseen", cases=2, seed=9090, **SMALL)
+    result = cascade("predict", str(tmp_path / "unseen"), str(tmp_path / "out"), "--models", str(root / "work"), "--device", "cpu", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "the localizer: " in result.stdout and "folds [0, 1]" in result.stdout
+    for case in ("MBAS_001", "MBAS_002"):
+        output = nib.load(str(tmp_path / "out" / f"{case}_label.nii.gz"))
+        source = nib.load(str(tmp_path / "unseen" / case / f"{case}_gt.nii.gz"))
+        assert output.shape == source.shape and np.allclose(output.affine, source.affine, atol=1e-5)
 
 
 def test_rerun_skips_finished_steps(crossval_run):
     _, _, second = crossval_run
-    assert "train quick" not in second.stdout and "inference quick" not in second.stdout
+    assert "training" not in second.stdout and "stage-1 masks of fold" not in second.stdout
+
+
+def test_rerun_with_other_settings_is_refused(crossval_run):
+    root, _, _ = crossval_run
+    result = cascade("crossval", "data", "--work", "work", "--folds", "3", "--quick", cwd=root)
+    assert result.returncode == 1
+    assert "other settings" in result.stderr and "folds 2 -> 3" in result.stderr

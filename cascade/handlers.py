@@ -1,4 +1,4 @@
-"""The paper's stage-1 overlap, |A ∩ B| / |B|, as a MONAI cumulative metric and Ignite handler.
+"""Ignite handlers for bundle validation: the paper's stage-1 overlap, |A ∩ B| / |B|, per case and class.
 
 MONAI's ``ConfusionMatrix(metric_name="sensitivity")`` aggregates the same ratio but stores raw
 confusion counts as per-case details; this metric stores the per-case ratio itself, so

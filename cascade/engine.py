@@ -1,0 +1,382 @@
+"""The cascade engine: localizer -> largest component -> dilation -> gated segmenter, per image.
+
+One engine serves ``cascade predict``, ``cascade crossval`` (out-of-fold masks and predictions)
+and the MONAI Label app. It is thin: each stage is a bundle's ``inference.json`` (plus overlay
+files) parsed with MONAI's ``ConfigParser``, whose ``initialize``, ``loading``,
+``preprocessing_transforms``, ``network_def``, ``inferer``, ``postprocessing``, ``device`` and
+``amp`` are used as the bundle defines them, so a value edited in a config takes effect here. The
+engine adds what a single bundle run lacks: one read of each image for both stages, the in-memory
+hand-off of the stage-1 mask to stage 2, and checkpoint ensembles with mirroring inside each
+sliding window (:class:`EnsembleNetwork`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from copy import deepcopy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.bundle import ConfigParser
+from monai.data import MetaTensor
+from monai.transforms import Compose
+
+from cascade.bundles import STAGES, MissingCheckpointError, bundle_dir, overlay_path, stage_weights
+from cascade.io import InputError, read_header
+
+__all__ = ["EnsembleNetwork", "StagePredictor", "CaseResult", "CascadeEngine", "resolve_device", "load_checkpoint"]
+
+
+def resolve_device(device: str) -> str:
+    """Check a device name: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Returns:
+        A config expression creating the device, for the bundles' ``device`` key.
+
+    Raises:
+        InputError: an unknown name, or CUDA asked for on a machine without it.
+    """
+    if device == "auto":
+        device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise InputError(f"--device {device}: expected auto, cpu, cuda or cuda:N") from err
+    if parsed.type not in ("cpu", "cuda"):
+        raise InputError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device}: CUDA is not available on this machine")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return f"$torch.device('{parsed}')"
+
+
+def load_checkpoint(network: torch.nn.Module, checkpoint: str | os.PathLike) -> torch.nn.Module:
+    """Load a weight file (a state dict, or a MONAI checkpoint with a ``model`` entry) into ``network``.
+
+    Raises:
+        InputError: the file is not a readable checkpoint or does not fit the network.
+    """
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for truncated or foreign files
+        raise InputError(f"{checkpoint}: not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0]})") from err
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise InputError(f"{checkpoint}: not a state dict ({type(state).__name__})")
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as err:
+        raise InputError(f"{checkpoint}: weights do not fit the configured network ({str(err).splitlines()[0]})") from err
+    return network
+
+
+class EnsembleNetwork(torch.nn.Module):
+    """Mean logits of several networks and of the mirrorings of each window.
+
+    Handed to a sliding-window inferer in place of one network, so each window is predicted by
+    every member on every mirroring before the windows are blended, as nnU-Net's predictor does
+    with its mirroring. The averaged quantity is the logits, as nnU-Net averages both mirrorings
+    and folds: the blended logits then go through the bundle's postprocessing (softmax, argmax)
+    unchanged, and with one member and no mirroring the ensemble is exactly that member.
+
+    Args:
+        members: callables mapping a (B, C, X, Y, Z) window batch to (B, K, X, Y, Z) logits:
+            torch modules (put in eval mode) or compiled runtime models.
+        mirror_axes: spatial axes (0, 1, 2 for X, Y, Z) to mirror; every subset is predicted,
+            2^len(mirror_axes) passes per member.
+    """
+
+    def __init__(self, members: Sequence[Callable[[torch.Tensor], torch.Tensor]], mirror_axes: Sequence[int] = ()) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        if any(axis not in (0, 1, 2) for axis in mirror_axes):
+            raise ValueError(f"mirror_axes must be spatial axes 0, 1, 2; got {list(mirror_axes)}")
+        self.members = list(members)
+        # registered so that .to(), .eval() and state dicts reach the torch members
+        self.modules_ = torch.nn.ModuleList([m for m in members if isinstance(m, torch.nn.Module)])
+        dims = [axis + 2 for axis in sorted(set(mirror_axes))]
+        self.flips = [combo for n in range(len(dims) + 1) for combo in itertools.combinations(dims, n)]
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        total = None
+        for member in self.members:
+            for dims in self.flips:
+                logits = member(torch.flip(windows, dims) if dims else windows)
+                logits = torch.flip(logits, dims) if dims else logits
+                total = logits.float() if total is None else total + logits.float()
+        return total / (len(self.members) * len(self.flips))
+
+
+class StagePredictor:
+    """One cascade stage: a bundle's inference config with its checkpoints loaded.
+
+    Args:
+        bundle: bundle folder (holding ``configs/inference.json``).
+        checkpoints: weight files; more than one are ensembled.
+        overrides: config ids and values applied after reading (e.g. ``{"overlap": 0}``).
+        configs: overlay config files layered over ``inference.json``, in order: a bundle's own
+            by name (``"demo"``) or paths.
+
+    The config's ``tta`` (bool) and ``mirror_axes`` set the mirroring, its ``amp`` the autocast
+    of inference; its ``initialize`` expressions run once here.
+
+    Attributes:
+        parser: the parsed config.
+        device: where the network runs.
+        network: the :class:`EnsembleNetwork` of the checkpoints.
+        seconds: ``preprocessing``, ``inference`` and ``postprocessing`` seconds of the last call.
+
+    Raises:
+        InputError: a missing config file; an unreadable or unfitting checkpoint.
+        MissingCheckpointError: a checkpoint file does not exist.
+    """
+
+    def __init__(
+        self,
+        bundle: str | os.PathLike,
+        checkpoints: Sequence[str | os.PathLike],
+        overrides: Mapping | None = None,
+        configs: Sequence[str | os.PathLike] = (),
+    ) -> None:
+        self.bundle = Path(bundle)
+        files = [self.bundle / "configs" / "inference.json", *(overlay_path(self.bundle, c) for c in configs)]
+        for config in files:
+            if not config.is_file():
+                raise InputError(f"{config}: bundle config not found")
+        for checkpoint in checkpoints:
+            if not Path(checkpoint).is_file():
+                raise MissingCheckpointError(f"{checkpoint}: checkpoint not found")
+        self.parser = ConfigParser()
+        self.parser.read_config([str(c) for c in files])
+        self.parser.update({"bundle_root": str(self.bundle), **(overrides or {})})
+        if "initialize" in self.parser:
+            self.parser.get_parsed_content("initialize")
+        self.device = self.parser.get_parsed_content("device")
+        self.amp = bool(self.parser.get_parsed_content("amp")) if "amp" in self.parser else False
+        self.loading = Compose(self.parser.get_parsed_content("loading"))
+        self.preprocessing = Compose(self.parser.get_parsed_content("preprocessing_transforms"))
+        self.inferer = self.parser.get_parsed_content("inferer")
+        self.postprocessing = self.parser.get_parsed_content("postprocessing")
+        tta = bool(self.parser.get_parsed_content("tta")) if "tta" in self.parser else False
+        mirror_axes = self.parser.get_parsed_content("mirror_axes") if tta else ()
+        members = [self._network(checkpoint) for checkpoint in checkpoints]
+        self.network = EnsembleNetwork(members, mirror_axes).to(self.device).eval()
+        self.seconds: dict[str, float] = {}
+
+    def _network(self, checkpoint: str | os.PathLike) -> torch.nn.Module:
+        network = self.parser.get_parsed_content("network_def", lazy=False)
+        return load_checkpoint(network, checkpoint).eval()
+
+    def load(self, item: Mapping[str, str]) -> dict:
+        """Read the files of an item (e.g. ``{"image": path}``) with the config's ``loading`` transforms."""
+        return self.loading(dict(item))
+
+    @torch.no_grad()
+    def __call__(self, data: Mapping) -> dict:
+        """Preprocess, infer and postprocess one loaded case.
+
+        Args:
+            data: the config's input keys as loaded channel-first MetaTensors (``image``, and
+                ``mask`` for the segmenter), e.g. from :meth:`load`.
+
+        Returns:
+            The postprocessed dictionary; ``pred`` is on the input grid.
+        """
+        start = time.perf_counter()
+        data = self.preprocessing(dict(data))
+        image = data["image"]
+        preprocessed = time.perf_counter()
+        batch = image.as_tensor()[None].to(self.device)
+        with torch.autocast(self.device.type, enabled=self.amp):
+            logits = self.inferer(batch, self.network)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        inferred = time.perf_counter()
+        data["pred"] = MetaTensor(logits[0].float().cpu(), meta=image.meta, applied_operations=list(image.applied_operations))
+        result = self.postprocessing(data)
+        self.seconds = {
+            "preprocessing": preprocessed - start,
+            "inference": inferred - preprocessed,
+            "postprocessing": time.perf_counter() - inferred,
+        }
+        return result
+
+
+@dataclass
+class CaseResult:
+    """What the cascade made of one image; arrays are (X, Y, Z) on the input grid.
+
+    Attributes:
+        labels: uint8 label map (0 background, 1 wall, 2 right atrium, 3 left atrium).
+        mask: uint8 stage-1 mask after the largest-component step.
+        gate: uint8 region stage 2 may label (the mask after the segmenter's hand-off: dilation).
+        affine: the input's 4x4 affine.
+        header: the input's NIfTI header (geometry codes for the outputs).
+        seconds: wall-clock seconds per stage (``stage 1``, ``stage 2``).
+        warnings: plausibility warnings, one line each, naming the file.
+    """
+
+    labels: np.ndarray
+    mask: np.ndarray
+    gate: np.ndarray
+    affine: np.ndarray
+    header: nib.Nifti1Header
+    seconds: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _channel(tensor: torch.Tensor) -> np.ndarray:
+    """Channel 0 of a (1, X, Y, Z) result as a uint8 (X, Y, Z) array."""
+    return np.asarray(tensor[0].detach().cpu().numpy(), dtype=np.uint8)
+
+
+class CascadeEngine:
+    """Localizer and gated segmenter, chained per image.
+
+    Args:
+        localizer: stage-1 predictor.
+        segmenter: stage-2 predictor; ``None`` for an engine that only localizes (the
+            out-of-fold masks of cross-validation, the localizer task of MONAI Label).
+    """
+
+    def __init__(self, localizer: StagePredictor, segmenter: StagePredictor | None = None) -> None:
+        self.localizer = localizer
+        self.segmenter = segmenter
+        self.weights: dict[str, str] = {}  # stage -> where its weights came from, for messages
+
+    @classmethod
+    def from_options(
+        cls,
+        models: str | os.PathLike | None = None,
+        folds: str | int | Sequence[int] | None = None,
+        demo: bool = False,
+        localizer: str | os.PathLike | None = None,
+        segmenter: str | os.PathLike | None = None,
+        stages: Sequence[str] = STAGES,
+        **settings,
+    ) -> CascadeEngine:
+        """Build the engine from the options ``cascade predict`` takes.
+
+        Args:
+            models: work folder with ``<stage>/fold<k>/models/model.pt`` (see :mod:`cascade.bundles`).
+            folds: fold ids to ensemble (default: every fold in ``models``, else ``models/model.pt``).
+            demo: the shipped phantom demo weights.
+            localizer: stage-1 bundle folder (default: the installed ``atria_localizer``).
+            segmenter: stage-2 bundle folder (default: the installed ``atria_segmenter``).
+            stages: the stages to build; ``("localizer",)`` for a localize-only engine.
+            **settings: config values given by the user; ``None`` values are left to the configs:
+                ``device`` (a name, see :func:`resolve_device`), ``overlap``, ``tta``,
+                ``dilation`` (segmenter ``dilation_radius``), ``mask_region`` (segmenter
+                ``crop_to_mask``), ``progress`` (a progress bar over the windows).
+
+        Raises:
+            InputError: a bad option, a missing bundle, config or checkpoint (the message says
+                how to get weights).
+        """
+        unknown = set(settings) - {"device", "overlap", "tta", "dilation", "mask_region", "progress"}
+        if unknown:
+            raise TypeError(f"unknown engine settings: {sorted(unknown)}")
+        common = {
+            "device": resolve_device(settings["device"]) if settings.get("device") is not None else None,
+            "overlap": settings.get("overlap"),
+            "tta": settings.get("tta"),
+            "inferer#progress": settings.get("progress"),
+        }
+        per_stage = {
+            "localizer": common,
+            "segmenter": {
+                **common,
+                "dilation_radius": settings.get("dilation"),
+                "crop_to_mask": settings.get("mask_region"),
+                "mask_from_label": False,
+            },
+        }
+        bundles = {"localizer": localizer, "segmenter": segmenter}
+        predictors, sources = {}, {}
+        for stage in stages:
+            bundle = Path(bundles[stage]) if bundles[stage] else bundle_dir(stage)
+            if not (bundle / "configs" / "inference.json").is_file():
+                raise InputError(f"{bundle}: not a bundle folder (no configs/inference.json)")
+            try:
+                weights = stage_weights(stage, bundle, models=models, folds=folds, demo=demo)
+            except MissingCheckpointError as err:
+                raise MissingCheckpointError(
+                    f"{err} (the {stage} has no trained weights there: train with `cascade crossval` or "
+                    "`python -m monai.bundle run training` (see the bundle's docs/README.md) and pass --models "
+                    "or --localizer/--segmenter, or pass --demo for the phantom demo weights)"
+                ) from err
+            overrides = {key: value for key, value in per_stage[stage].items() if value is not None}
+            predictors[stage] = StagePredictor(bundle, weights.checkpoints, overrides, weights.configs)
+            sources[stage] = weights.source
+        engine = cls(predictors["localizer"], predictors.get("segmenter"))
+        engine.weights = sources
+        return engine
+
+    def read(self, image_path: str | os.PathLike) -> tuple[MetaTensor, nib.Nifti1Image]:
+        """Check and load an image once for both stages.
+
+        Returns:
+            The channel-first image as the localizer's ``loading`` transforms read it, and the
+            file's header proxy.
+
+        Raises:
+            InputError: a header problem (see :func:`cascade.io.read_header`), a corrupt data
+                block or non-finite intensities.
+        """
+        source = read_header(image_path)
+        try:
+            image = self.localizer.load({"image": str(image_path)})["image"]
+        except Exception as err:  # MONAI wraps reader errors in RuntimeError chains
+            raise InputError(f"{image_path}: not a readable NIfTI file ({type(err).__name__})") from err
+        if not torch.isfinite(image).all():
+            raise InputError(f"{image_path}: image contains NaN or infinite intensities")
+        return image, source
+
+    def localize(self, image: MetaTensor) -> np.ndarray:
+        """Stage-1 mask (X, Y, Z) uint8 of a loaded image, on its grid."""
+        return _channel(self.localizer({"image": image.clone()})["pred"])
+
+    def segment(self, image: MetaTensor, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Stage 2 gated by a stage-1 mask: (labels, gate), uint8 (X, Y, Z) on the image's grid."""
+        if self.segmenter is None:
+            raise RuntimeError("this engine has no segmenter")
+        mask_tensor = MetaTensor(torch.as_tensor(mask[None], dtype=torch.float32), meta=deepcopy(image.meta))
+        result = self.segmenter({"image": image.clone(), "mask": mask_tensor})
+        return _channel(result["pred"]), _channel(result["mask"] > 0)
+
+    def predict_image(self, image_path: str | os.PathLike) -> CaseResult:
+        """Run the cascade on one image file.
+
+        Raises:
+            InputError: the image cannot be used (see :meth:`read`).
+        """
+        start = time.perf_counter()
+        image, source = self.read(image_path)
+        shape = tuple(source.shape[:3])
+        low, high = float(image.min()), float(image.max())
+        if low == high:
+            empty = np.zeros(shape, np.uint8)
+            warning = f"{image_path}: constant intensity {low:g}, not a scan; the label map is empty"
+            return CaseResult(empty, empty, empty, source.affine, source.header, {"stage 1": 0.0, "stage 2": 0.0}, [warning])
+        mask = self.localize(image)
+        if mask.shape != shape:
+            raise RuntimeError(f"{image_path}: stage-1 output shape {mask.shape} differs from the input {shape}")
+        seconds = {"stage 1": time.perf_counter() - start, "stage 2": 0.0}
+        result = CaseResult(np.zeros(shape, np.uint8), mask, np.zeros(shape, np.uint8), source.affine, source.header, seconds)
+        if not mask.any():
+            result.warnings.append(f"{image_path}: the localizer found no atria; the label map is empty")
+            return result
+        start = time.perf_counter()
+        result.labels, result.gate = self.segment(image, mask)
+        seconds["stage 2"] = time.perf_counter() - start
+        return result

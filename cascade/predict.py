@@ -1,0 +1,238 @@
+"""Predicting a folder of images: output safety, per-case isolation, resume, and the QC report.
+
+For every case the engine's label map is written as ``OUT/<case>_label.nii.gz`` (with
+``--save_masks`` also the stage-1 mask ``<case>_mask.nii.gz`` and the gate stage 2 was confined
+to, ``<case>_gate.nii.gz``), each atomically, on the input's exact grid. ``OUT/predictions.csv``
+holds one row per case (:data:`REPORT_COLUMNS`).
+
+Rules, checked before any case runs:
+
+- an output path that is one of the inputs (an image or a label found beside it) is refused,
+  ``--overwrite`` or not, so ground truth can never be replaced by a prediction;
+- an existing output is an error unless ``--overwrite`` (replace it) or ``--resume`` (keep it when
+  it is a readable label map with the input's geometry, redo it otherwise); not both.
+
+A case that fails, for any reason, is one error line naming the file; the others still run, the
+summary lists the failures, and the exit status is 1. An interruption (Ctrl-C, SIGTERM) stops
+after removing the partial file of the case in flight; ``--resume`` completes the folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cascade.data import case_id, image_datalist
+from cascade.engine import CascadeEngine, CaseResult
+from cascade.io import InputError, load_nifti, read_header, same_geometry, save_nifti_atomic, write_text_atomic
+from cascade.qc import class_volumes_ml, volume_warnings
+
+__all__ = ["REPORT_COLUMNS", "PredictionReport", "list_inputs", "output_paths", "check_outputs", "predict_cases"]
+
+REPORT_COLUMNS = (
+    "case", "image", "status", "shape", "spacing_mm", "stage1_ml", "wall_ml", "right_atrium_ml", "left_atrium_ml",
+    "seconds", "message",
+)
+REPORT_NAME = "predictions.csv"
+
+
+def output_paths(case: str, out_dir: Path, save_masks: bool) -> dict[str, Path]:
+    """The files written for a case: ``label`` (and ``mask``, ``gate`` with ``save_masks``)."""
+    kinds = ("label", "mask", "gate") if save_masks else ("label",)
+    return {kind: out_dir / f"{case}_{kind}.nii.gz" for kind in kinds}
+
+
+def _real(path: str | os.PathLike) -> str:
+    return os.path.realpath(os.fspath(path))
+
+
+def check_outputs(inputs: Sequence[dict], out_dir: Path, save_masks: bool, overwrite: bool, resume: bool) -> None:
+    """Refuse outputs that are inputs, and existing outputs without ``overwrite``/``resume``.
+
+    Raises:
+        InputError: ``overwrite`` with ``resume``; an output path that is an input file; an existing
+            output (only without ``overwrite`` or ``resume``); two cases with the same output.
+    """
+    if overwrite and resume:
+        raise InputError("--overwrite and --resume exclude each other: --resume keeps finished outputs, --overwrite replaces them")
+    protected = {_real(item[key]): item[key] for item in inputs for key in ("image", "label", "mask") if item.get(key)}
+    seen: dict[str, str] = {}
+    for item in inputs:
+        for path in output_paths(item["case"], out_dir, save_masks).values():
+            real = _real(path)
+            if real in protected:
+                raise InputError(f"{path}: this output would replace the input {protected[real]}; choose another output folder")
+            if real in seen:
+                raise InputError(f"{path}: output of both {seen[real]} and {item['image']} (same case id)")
+            seen[real] = item["image"]
+            if path.exists() and not (overwrite or resume):
+                raise InputError(f"{path}: output exists (--resume keeps finished cases, --overwrite replaces them)")
+
+
+def _finished(item: dict, paths: dict[str, Path]) -> bool:
+    """Whether every output of a case exists, is a readable label map, and has the input's geometry."""
+    try:
+        source = read_header(item["image"])
+        return all(same_geometry(load_nifti(path, label=True), source) for path in paths.values())
+    except InputError:
+        return False
+
+
+@dataclass
+class PredictionReport:
+    """What a prediction run did: one row per case (see :data:`REPORT_COLUMNS`)."""
+
+    rows: list[dict] = field(default_factory=list)
+    interrupted: str = ""
+
+    def count(self, status: str) -> int:
+        return sum(row["status"] == status for row in self.rows)
+
+    @property
+    def failed(self) -> list[dict]:
+        return [row for row in self.rows if row["status"] == "failed"]
+
+    def summary(self) -> str:
+        done = [row for row in self.rows if row["status"] in ("ok", "warning")]
+        text = (
+            f"{len(done)} cases done ({self.count('warning')} with warnings), {self.count('resumed')} kept from an "
+            f"earlier run, {len(self.failed)} failed"
+        )
+        if done:
+            text += f", {np.mean([float(row['seconds']) for row in done]):.1f} s per case"
+        if self.failed:
+            text += "; failed: " + ", ".join(row["case"] for row in self.failed)
+        return text
+
+    def write(self, path: Path) -> Path:
+        """Write the rows as CSV atomically, keeping rows of an earlier report for cases not run now."""
+        rows = {row["case"]: row for row in _read_report(path)}
+        for row in self.rows:
+            if row["status"] != "resumed" or row["case"] not in rows:
+                rows[row["case"]] = row
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=REPORT_COLUMNS, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        for case in sorted(rows):
+            writer.writerow(rows[case])
+        return write_text_atomic(path, buffer.getvalue())
+
+
+def _read_report(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    try:
+        with path.open(newline="") as stream:
+            return [row for row in csv.DictReader(stream) if row.get("case")]
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
+
+
+def _row(item: dict, result: CaseResult | None = None, seconds: float = 0.0) -> dict:
+    row = {key: "" for key in REPORT_COLUMNS} | {"case": item["case"], "image": item["image"]}
+    if result is not None:
+        volumes = class_volumes_ml(result.labels, result.mask, result.affine)
+        spacing = np.linalg.norm(result.affine[:3, :3], axis=0)
+        row.update(
+            shape="x".join(str(n) for n in result.labels.shape),
+            spacing_mm="x".join(f"{s:.4g}" for s in spacing),
+            seconds=f"{seconds:.2f}",
+            **{f"{name}_ml": f"{volume:.2f}" for name, volume in volumes.items()},
+        )
+    return row
+
+
+def _save(result: CaseResult, paths: dict[str, Path]) -> None:
+    arrays = {"label": result.labels, "mask": result.mask, "gate": result.gate}
+    for kind, path in paths.items():
+        save_nifti_atomic(arrays[kind], result.affine, path, header=result.header)
+
+
+def predict_cases(
+    engine: CascadeEngine,
+    inputs: Sequence[dict],
+    out_dir: str | os.PathLike,
+    overwrite: bool = False,
+    resume: bool = False,
+    save_masks: bool = False,
+    debug: bool = False,
+    report_name: str | None = REPORT_NAME,
+) -> PredictionReport:
+    """Predict every case, isolating failures, and write the outputs and the QC report.
+
+    Args:
+        engine: a cascade engine with both stages.
+        inputs: ``{"case", "image"}`` entries (``label`` entries name files to protect).
+        out_dir: output folder (created).
+        overwrite: replace existing outputs.
+        resume: keep finished outputs (see :func:`_finished`), redo the others.
+        save_masks: also write each case's stage-1 mask and gate.
+        debug: print the traceback of unexpected errors.
+        report_name: file name of the QC report in ``out_dir``; ``None`` writes none.
+
+    Returns:
+        The report; ``interrupted`` names the signal when the run was stopped.
+
+    Raises:
+        InputError: the output rules of :func:`check_outputs`.
+    """
+    out_dir = Path(out_dir)
+    check_outputs(inputs, out_dir, save_masks, overwrite, resume)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = PredictionReport()
+    try:
+        for item in tqdm(inputs, desc="cases", unit="case", file=sys.stderr, disable=None):  # no bar unless a terminal
+            paths = output_paths(item["case"], out_dir, save_masks)
+            if resume and _finished(item, paths):
+                report.rows.append(_row(item) | {"status": "resumed"})
+                continue
+            start = time.perf_counter()
+            try:
+                result = engine.predict_image(item["image"])
+                warnings = result.warnings or volume_warnings(item["image"], class_volumes_ml(result.labels, result.mask, result.affine))
+                _save(result, paths)
+            except Exception as err:  # one bad case must not stop the folder
+                message = str(err) if isinstance(err, InputError) else f"{item['image']}: unexpected {type(err).__name__}: {err}"
+                tqdm.write(f"cascade: error: {message}", file=sys.stderr)
+                if debug:
+                    traceback.print_exc()
+                elif not isinstance(err, InputError):
+                    tqdm.write("cascade: (run with --debug for the traceback)", file=sys.stderr)
+                report.rows.append(_row(item) | {"status": "failed", "message": message})
+                continue
+            for warning in warnings:
+                tqdm.write(f"cascade: warning: {warning}", file=sys.stderr)
+            row = _row(item, result, time.perf_counter() - start)
+            report.rows.append(row | {"status": "warning" if warnings else "ok", "message": "; ".join(warnings)})
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI
+        report.interrupted = str(interrupt) or "SIGINT"
+    finally:
+        if report_name:
+            report.write(out_dir / report_name)
+    return report
+
+
+def list_inputs(source: str | os.PathLike) -> list[dict]:
+    """Cases to predict: a single NIfTI file, or every image of a data folder of any layout.
+
+    Every file of a folder that is not used is reported on stderr with the reason.
+
+    Raises:
+        InputError: the input does not exist or holds no image.
+    """
+    source = Path(source)
+    if source.is_file():
+        return [{"case": case_id(source), "image": str(source)}]
+    if not source.exists():
+        raise InputError(f"{source}: input not found")
+    return image_datalist(source, report=lambda line: tqdm.write(f"cascade: {line}", file=sys.stderr))

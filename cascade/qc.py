@@ -1,0 +1,66 @@
+"""Plausibility of a cascade result: class volumes against generous physiological bounds.
+
+A network answers every input, a blank or foreign image included; these checks turn an answer
+that cannot be an adult's atria into a warning naming the file. The bounds are deliberately wide
+(several times beyond the normal limits, so enlarged atria of atrial-fibrillation patients pass):
+
+- left and right atrial cavity 10-400 ml. In CMR reference ranges for adults the normal maximal
+  volume of each atrium is of the order of 50-150 ml (Kawel-Boehm et al., "Reference ranges for
+  cardiovascular magnetic resonance in adults and children: 2020 update", JCMR 22:87; Maceira et
+  al., JCMR 2010 12:65 for the left and 2013 15:29 for the right atrium); severely enlarged atria
+  reach a few hundred ml.
+- atrial walls (both atria) 2-200 ml: a 2-3 mm wall over the two atrial surfaces is some tens of
+  ml.
+- stage-1 mask (the union of the three) at least :data:`MIN_STAGE1_ML`: below it the localizer
+  found no atria worth segmenting.
+
+The MBAS cases hold about 270k labelled voxels of 0.98 mm^3 (about 260 ml, the paper's appendix
+A.2), inside every bound.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cascade.labels import CLASS_NAMES
+
+__all__ = ["VOLUME_RANGES_ML", "MIN_STAGE1_ML", "voxel_volume_ml", "class_volumes_ml", "volume_warnings"]
+
+VOLUME_RANGES_ML = {"wall": (2.0, 200.0), "right_atrium": (10.0, 400.0), "left_atrium": (10.0, 400.0)}
+MIN_STAGE1_ML = 20.0
+
+
+def voxel_volume_ml(affine: np.ndarray) -> float:
+    """Volume of one voxel in ml of a 4x4 affine in mm."""
+    return float(abs(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
+
+
+def class_volumes_ml(labels: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> dict[str, float]:
+    """Volumes in ml of the stage-1 mask (``stage1``) and of each class of a label map.
+
+    Args:
+        labels: (X, Y, Z) label map.
+        mask: (X, Y, Z) stage-1 mask.
+        affine: the grid's 4x4 affine (mm).
+    """
+    voxel = voxel_volume_ml(affine)
+    counts = np.bincount(labels.ravel(), minlength=max(CLASS_NAMES) + 1)
+    volumes = {"stage1": float(np.count_nonzero(mask)) * voxel}
+    volumes.update({name: float(counts[value]) * voxel for value, name in CLASS_NAMES.items()})
+    return volumes
+
+
+def volume_warnings(source: str, volumes: dict[str, float]) -> list[str]:
+    """One warning line per volume outside its bound (see the module docstring).
+
+    Args:
+        source: the image file, named in each line.
+        volumes: as :func:`class_volumes_ml` returns them.
+    """
+    if volumes["stage1"] < MIN_STAGE1_ML:
+        return [f"{source}: stage-1 mask of {volumes['stage1']:.1f} ml, below {MIN_STAGE1_ML:g} ml: no plausible atria"]
+    warnings = []
+    for name, (low, high) in VOLUME_RANGES_ML.items():
+        if not low <= volumes[name] <= high:
+            warnings.append(f"{source}: {name.replace('_', ' ')} of {volumes[name]:.1f} ml is outside the plausible {low:g}-{high:g} ml")
+    return warnings

@@ -1,0 +1,139 @@
+"""The cascade engine: ensembles and mirroring per window, and the bundle configs ruling the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import binary_dilation
+
+from cascade.engine import CascadeEngine, EnsembleNetwork, StagePredictor
+from cascade.networks import ResEncUNet
+from cascade.phantom import write_phantoms
+from cascade.transforms import ball
+from tests.bundle_utils import BUNDLES
+
+SMALL = dict(shape=(24, 160, 160), spacing=(2.5, 1.25, 1.25))
+DEMO = {stage: BUNDLES[f"atria_{stage}"] / "models" / "demo" / "model.pt" for stage in ("localizer", "segmenter")}
+
+
+def tiny_network(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    network = ResEncUNet(
+        in_channels=1, out_channels=3, features_per_stage=[4, 8], kernel_sizes=[[3, 3, 3]] * 2,
+        strides=[[1, 1, 1], [2, 2, 2]], n_blocks_per_stage=[1, 1], n_conv_per_stage_decoder=[1],
+    )
+    for parameter in network.parameters():  # random norm affines too, so nothing is symmetric by chance
+        torch.nn.init.normal_(parameter, std=0.3)
+    return network.eval()
+
+
+@pytest.fixture(scope="module")
+def windows() -> torch.Tensor:
+    return torch.randn(2, 1, 8, 12, 6, generator=torch.Generator().manual_seed(0))
+
+
+@torch.no_grad()
+def test_single_member_without_mirroring_is_the_member(windows):
+    network = tiny_network(0)
+    assert torch.equal(EnsembleNetwork([network])(windows), network(windows))
+
+
+@torch.no_grad()
+def test_members_are_averaged_as_logits(windows):
+    a, b = tiny_network(0), tiny_network(1)
+    expected = (a(windows) + b(windows)) / 2
+    torch.testing.assert_close(EnsembleNetwork([a, b])(windows), expected)
+
+
+@torch.no_grad()
+def test_mirroring_averages_every_flip_and_is_flip_equivariant(windows):
+    network = tiny_network(2)
+    ensemble = EnsembleNetwork([network], mirror_axes=(0, 1, 2))
+    assert len(ensemble.flips) == 8
+    expected = sum(torch.flip(network(torch.flip(windows, d)), d) for d in ensemble.flips) / 8
+    mirrored = ensemble(windows)
+    torch.testing.assert_close(mirrored, expected)
+    # averaging over all mirrorings makes the prediction of a flipped window the flipped prediction
+    torch.testing.assert_close(ensemble(torch.flip(windows, (2, 4))), torch.flip(mirrored, (2, 4)), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(network(torch.flip(windows, (2, 4))), torch.flip(network(windows), (2, 4)), atol=1e-3)
+
+
+def test_mirror_axes_are_checked():
+    with pytest.raises(ValueError, match="mirror_axes"):
+        EnsembleNetwork([tiny_network(0)], mirror_axes=(3,))
+
+
+def stage(name: str, checkpoints: list[Path], **overrides) -> StagePredictor:
+    return StagePredictor(BUNDLES[f"atria_{name}"], checkpoints, {"device": "$torch.device('cpu')", **overrides}, ["demo"])
+
+
+def test_stage_settings_come_from_the_config(tmp_path):
+    predictor = stage("localizer", [DEMO["localizer"]] * 2, tta=True, overlap=0.25)
+    assert len(predictor.network.members) == 2 and len(predictor.network.flips) == 8
+    assert predictor.inferer.overlap == 0.25
+    default = stage("localizer", [DEMO["localizer"]])
+    assert len(default.network.flips) == 1 and default.inferer.overlap == 0.5
+
+
+def test_initialize_runs_and_amp_is_honoured(phantom_dir):
+    key = "CASCADE_TEST_INITIALIZED"
+    os.environ.pop(key, None)
+    seen = []
+    for amp in (False, True):
+        predictor = stage("localizer", [DEMO["localizer"]], amp=amp, initialize=[f"$os.environ.__setitem__('{key}', '1')"])
+        predictor.network.members[0].register_forward_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
+        image = predictor.load({"image": str(next(phantom_dir.glob("*/*_gt.nii.gz")))})["image"]
+        predictor({"image": image})
+    assert os.environ.pop(key) == "1"
+    assert not any(seen[: len(seen) // 2]) and all(seen[len(seen) // 2 :]) and seen
+
+
+def test_checkpoint_ensemble_of_one_model_twice_equals_the_model(phantom_dir):
+    image_path = str(next(phantom_dir.glob("*/*_gt.nii.gz")))
+    results = []
+    for checkpoints in ([DEMO["localizer"]], [DEMO["localizer"]] * 2):
+        predictor = stage("localizer", checkpoints)
+        results.append(predictor(predictor.load({"image": image_path}))["pred"])
+    assert torch.equal(results[0], results[1]) and results[0].any()
+
+
+def test_corrupt_checkpoint_is_an_input_error(tmp_path):
+    from cascade.io import InputError
+
+    broken = tmp_path / "model.pt"
+    broken.write_bytes(DEMO["localizer"].read_bytes()[:5000])
+    with pytest.raises(InputError, match="model.pt: not a readable checkpoint"):
+        stage("localizer", [broken])
+
+
+def test_edited_config_values_take_effect_through_cascade_predict(tmp_path):
+    """Overlap and dilation edited in copies of the bundles rule `cascade predict` when no flag is given."""
+    copies = {}
+    for name, edits in (("localizer", {"overlap": 0.25}), ("segmenter", {"overlap": 0.25, "dilation_radius": 4})):
+        copies[name] = tmp_path / name
+        shutil.copytree(BUNDLES[f"atria_{name}"], copies[name])
+        config = copies[name] / "configs" / "inference.json"
+        config.write_text(json.dumps({**json.loads(config.read_text()), **edits}, indent=1))
+    engine = CascadeEngine.from_options(demo=True, localizer=copies["localizer"], segmenter=copies["segmenter"], device="cpu")
+    assert engine.localizer.inferer.overlap == engine.segmenter.inferer.overlap == 0.25
+    flagged = CascadeEngine.from_options(demo=True, localizer=copies["localizer"], segmenter=copies["segmenter"], overlap=0.0)
+    assert flagged.localizer.inferer.overlap == 0.0
+
+    write_phantoms(tmp_path / "data", cases=1, seed=31, **SMALL)
+    command = [sys.executable, "-m", "cascade.cli", "predict", str(tmp_path / "data"), str(tmp_path / "out"), "--demo",
+               "--localizer", str(copies["localizer"]), "--segmenter", str(copies["segmenter"]), "--save_masks"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    mask = np.asanyarray(nib.load(str(tmp_path / "out" / "MBAS_001_mask.nii.gz")).dataobj) > 0
+    gate = np.asanyarray(nib.load(str(tmp_path / "out" / "MBAS_001_gate.nii.gz")).dataobj) > 0
+    # the demo grid of the segmenter is the phantom's grid, so the gate is the mask dilated by radius 4 exactly
+    np.testing.assert_array_equal(gate, binary_dilation(mask, structure=ball(4)))
