@@ -59,6 +59,21 @@ def report_line(line: str) -> None:
     print(f"cascade: {line}", file=sys.stderr)
 
 
+def as_margin(value: float | str | tuple | list | None) -> float | list[float] | None:
+    """``--gate_margin_mm``: one margin in mm or three (X Y Z), each in [0, 50]; ``None`` passes through.
+
+    Raises:
+        ValueError: not 1 or 3 numbers in range.
+    """
+    if value is None:
+        return None
+    values = list(value) if isinstance(value, (tuple, list)) else [value]
+    if len(values) not in (1, 3):
+        raise ValueError(f"--gate_margin_mm: expected one value or three (X Y Z), got {value!r}")
+    margins = [as_number(v, "gate_margin_mm", 0.0, 50.0) for v in values]
+    return margins[0] if len(margins) == 1 else margins
+
+
 def datalist(data: str, folds: int = 5, out: str = "datalist.json", seed: int | None = None) -> None:
     """Validate every labelled case of DATA and write a k-fold datalist JSON.
 
@@ -104,7 +119,7 @@ def phantom(
     print(f"{len(written)} phantom cases in {time.perf_counter() - start:.1f} s -> {out}")
 
 
-def evaluate(pred: str, gt: str, out: str, allow_missing: bool = False, workers: int = 2) -> None:
+def evaluate(pred: str, gt: str, out: str, allow_missing: bool = False, workers: int = 2, masks: str | None = None) -> None:
     """Score predicted label maps against ground truth (Dice, HD95 in both conventions).
 
     Args:
@@ -113,10 +128,12 @@ def evaluate(pred: str, gt: str, out: str, allow_missing: bool = False, workers:
         out: folder for ``metrics.csv`` and ``summary.json``.
         allow_missing: score what is there when a ground-truth case has no prediction.
         workers: processes scoring cases in parallel.
+        masks: folder of <case>_mask.nii.gz / <case>_gate.nii.gz (cascade predict --save_masks):
+            also the share of each true class inside the stage-1 mask and the gate (gate.csv).
     """
     from cascade.evaluation import evaluate as run_evaluation
 
-    run_evaluation(pred, gt, out, allow_missing=as_bool(allow_missing, "allow_missing"), workers=workers)
+    run_evaluation(pred, gt, out, allow_missing=as_bool(allow_missing, "allow_missing"), workers=workers, masks=masks)
 
 
 def predict(
@@ -129,7 +146,8 @@ def predict(
     segmenter: str | None = None,
     device: str | None = None,
     overlap: float | None = None,
-    dilation: int | None = None,
+    mask_threshold: float | None = None,
+    gate_margin_mm: float | tuple[float, float, float] | None = None,
     mask_region: bool | None = None,
     tta: bool | None = None,
     save_masks: bool = False,
@@ -154,7 +172,11 @@ def predict(
         segmenter: stage-2 bundle folder (default: the installed atria_segmenter).
         device: auto, cpu, cuda or cuda:N (config default: CUDA when available).
         overlap: sliding-window overlap of both stages (config default 0.5; 0 is the paper's step 1.0).
-        dilation: radius in voxels of the ball dilating the stage-1 mask (config default 2).
+        mask_threshold: stage-1 foreground probability at or above which a voxel is in the mask
+            (config default 0.5, the argmax of the paper).
+        gate_margin_mm: the stage-1 mask is dilated by this margin in mm, one value or X Y Z (config
+            default 1.25 1.25 5, the paper's 2 voxels at 0.625 x 0.625 x 2.5 mm), giving the gate
+            stage 2 may label.
         mask_region: run stage 2 only over the dilated mask's bounding box plus a margin (config
             default true); false slides over the whole volume as the paper does.
         tta: mirroring test-time augmentation, 8 mirrorings per window (config default false).
@@ -174,7 +196,8 @@ def predict(
     settings = {
         "device": None if device is None else str(device),
         "overlap": as_number(overlap, "overlap", 0.0, 0.99),
-        "dilation": as_number(dilation, "dilation", 0, 50, integer=True),
+        "mask_threshold": as_number(mask_threshold, "mask_threshold", 0.01, 0.99),
+        "gate_margin_mm": as_margin(gate_margin_mm),
         "mask_region": None if mask_region is None else as_bool(mask_region, "mask_region"),
         "tta": None if tta is None else as_bool(tta, "tta"),
     }
@@ -194,7 +217,13 @@ def predict(
 
 
 def crossval(
-    data: str, work: str, folds: int = 5, config: str | None = None, quick: bool = False, seed: int | None = None
+    data: str,
+    work: str,
+    folds: int = 5,
+    config: str | None = None,
+    quick: bool = False,
+    seed: int | None = None,
+    single_stage: bool = False,
 ) -> None:
     """The paper's k-fold protocol: train both bundles, out-of-fold masks and cascade predictions, evaluation.
 
@@ -209,6 +238,8 @@ def crossval(
             recipe) or a JSON file path (its keys must suit both bundles). Default: the paper's.
         quick: shorthand for --config quick.
         seed: fold assignment seed (default: the project's fixed seed).
+        single_stage: also train and evaluate the single-stage baseline (the segmenter without a
+            gate, same budget) in WORK/single_stage/: the paper's cascade-vs-single comparison.
     """
     from cascade.crossval import run_crossval
     from cascade.data import DEFAULT_SEED
@@ -218,7 +249,8 @@ def crossval(
             raise ValueError(f"--quick and --config {config} exclude each other")
         config = "quick"
     folds = as_number(folds, "folds", 2, 1000, integer=True)
-    run_crossval(data, work, folds=folds, config=config, seed=DEFAULT_SEED if seed is None else seed)
+    seed = DEFAULT_SEED if seed is None else seed
+    run_crossval(data, work, folds=folds, config=config, seed=seed, single_stage=as_bool(single_stage, "single_stage"))
 
 
 def demo(out: str = "demo_out", cases: int = 2, seed: int = 1000) -> None:

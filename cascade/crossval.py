@@ -13,7 +13,11 @@ skipped when its outputs exist, so an interrupted run resumes where it stopped:
 4. stage 2 for each fold, trained on those masks: ``WORK/segmenter/fold<k>/models/``;
 5. out-of-fold cascade predictions: ``WORK/predictions/<case>_label.nii.gz`` (with the stage-1
    mask and the gate of each case beside it);
-6. ``cascade evaluate``: ``WORK/evaluation/metrics.csv`` and ``WORK/summary.json``.
+6. ``cascade evaluate``: ``WORK/evaluation/metrics.csv``, ``WORK/evaluation/gate.csv`` (how much of
+   each true class the stage-1 mask and the gate held) and ``WORK/summary.json``;
+7. with ``--single_stage``, the paper's baseline with the same budget: the segmenter trained and
+   evaluated without a gate (``configs/single_stage.json``: all-ones mask, nnU-Net's default
+   one-third foreground sampling) in ``WORK/single_stage/``, its summary under ``single_stage``.
 
 A named overlay (``--config quick``, ``demo`` or a file) is copied to ``WORK/<stage>/config.json``
 and layered over the bundle's configs for training and prediction, so ``cascade predict --models
@@ -32,9 +36,11 @@ from pathlib import Path
 
 from cascade.bundles import STAGES, bundle_dir, overlay_path
 from cascade.data import DEFAULT_SEED, load_datalist, make_datalist, write_datalist
-from cascade.io import InputError, save_nifti_atomic
+from cascade.io import InputError, save_nifti_atomic, write_text_atomic
 
 __all__ = ["TrainingError", "run_crossval"]
+
+SINGLE_STAGE = "single_stage"  # the work folder's sub-folder of the single-stage baseline
 
 
 class TrainingError(RuntimeError):
@@ -59,8 +65,8 @@ def _bundle_training(stage: str, configs: list[Path], args: dict, log: Path) -> 
     print(f"[crossval]   done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def _settings(work_dir: Path, folds: int, seed: int, config: str | None) -> None:
-    """Record the run's settings, or check that a rerun uses the same ones."""
+def _settings(work_dir: Path, folds: int, seed: int, config: str | None, single_stage: bool) -> None:
+    """Record the run's settings, or check that a rerun uses the same ones (a baseline may be added)."""
     path = work_dir / "crossval.json"
     settings = {"folds": folds, "seed": seed, "config": config}
     if path.is_file():
@@ -69,13 +75,18 @@ def _settings(work_dir: Path, folds: int, seed: int, config: str | None) -> None
         if changed:
             detail = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items())
             raise InputError(f"{path}: this work folder was made with other settings ({detail}); use another --work folder")
-        return
-    work_dir.mkdir(parents=True, exist_ok=True)
-    for stage in STAGES:
+    else:
+        work_dir.mkdir(parents=True, exist_ok=True)
         if config:
-            (work_dir / stage).mkdir(exist_ok=True)
-            shutil.copyfile(overlay_path(bundle_dir(stage), config), work_dir / stage / "config.json")
-    path.write_text(json.dumps(settings, indent=2) + "\n")
+            for stage in STAGES:
+                (work_dir / stage).mkdir(exist_ok=True)
+                shutil.copyfile(overlay_path(bundle_dir(stage), config), work_dir / stage / "config.json")
+        path.write_text(json.dumps(settings, indent=2) + "\n")
+    if single_stage and not (work_dir / SINGLE_STAGE / "config.json").is_file():
+        overlays = [overlay_path(bundle_dir("segmenter"), c) for c in ([config] if config else []) + ["single_stage"]]
+        merged = {key: value for overlay in overlays for key, value in json.loads(overlay.read_text()).items()}
+        (work_dir / SINGLE_STAGE).mkdir(exist_ok=True)
+        (work_dir / SINGLE_STAGE / "config.json").write_text(json.dumps(merged, indent=2) + "\n")
 
 
 def _out_of_fold_masks(work_dir: Path, fold: int, cases: list[dict], masks: Path) -> None:
@@ -92,13 +103,17 @@ def _out_of_fold_masks(work_dir: Path, fold: int, cases: list[dict], masks: Path
         save_nifti_atomic(engine.localize(image), source.affine, masks / f"{case['case']}_mask.nii.gz", header=source.header)
 
 
-def _out_of_fold_predictions(work_dir: Path, fold: int, cases: list[dict], predictions: Path) -> list[dict]:
-    """Cascade predictions of a fold's validation cases with that fold's two models."""
-    from cascade.engine import CascadeEngine
+def _out_of_fold_predictions(work_dir: Path, fold: int, cases: list[dict], predictions: Path, single_stage: bool = False) -> list[dict]:
+    """Cascade predictions of a fold's validation cases with that fold's two models (or its single-stage model)."""
+    from cascade.engine import CascadeEngine, StagePredictor
     from cascade.predict import predict_cases
 
-    print(f"[crossval] cascade predictions of fold {fold}: {len(cases)} case(s)", flush=True)
-    engine = CascadeEngine.from_options(models=work_dir, folds=[fold])
+    print(f"[crossval] {'single-stage' if single_stage else 'cascade'} predictions of fold {fold}: {len(cases)} case(s)", flush=True)
+    if single_stage:
+        root = work_dir / SINGLE_STAGE
+        engine = CascadeEngine(None, StagePredictor(bundle_dir("segmenter"), [root / f"fold{fold}" / "models" / "model.pt"], configs=[root / "config.json"]))
+    else:
+        engine = CascadeEngine.from_options(models=work_dir, folds=[fold])
     report = predict_cases(engine, cases, predictions, resume=True, save_masks=True, report_name=None)
     if report.interrupted:
         raise KeyboardInterrupt(report.interrupted)
@@ -107,7 +122,9 @@ def _out_of_fold_predictions(work_dir: Path, fold: int, cases: list[dict], predi
     return report.rows
 
 
-def run_crossval(data: str, work: str, folds: int = 5, config: str | None = None, seed: int = DEFAULT_SEED) -> dict:
+def run_crossval(
+    data: str, work: str, folds: int = 5, config: str | None = None, seed: int = DEFAULT_SEED, single_stage: bool = False
+) -> dict:
     """Train and evaluate the cascade with k-fold cross-validation (see the module docstring).
 
     Args:
@@ -117,6 +134,7 @@ def run_crossval(data: str, work: str, folds: int = 5, config: str | None = None
         config: overlay layered over both bundles' configs: a bundle's own by name (``quick``,
             ``demo``) or a JSON file; ``None`` trains the paper's configuration.
         seed: fold assignment seed.
+        single_stage: also train and evaluate the single-stage baseline (step 7).
 
     Returns:
         The evaluation summary (also written to ``WORK/summary.json``).
@@ -125,7 +143,7 @@ def run_crossval(data: str, work: str, folds: int = 5, config: str | None = None
     from cascade.predict import REPORT_NAME, PredictionReport
 
     work_dir = Path(os.path.abspath(work))
-    _settings(work_dir, folds, seed, config)
+    _settings(work_dir, folds, seed, config, single_stage)
     datalist_path = work_dir / "datalist.json"
     if not datalist_path.is_file():
         report = lambda line: print(f"[crossval] {line}", flush=True)  # noqa: E731
@@ -151,6 +169,18 @@ def run_crossval(data: str, work: str, folds: int = 5, config: str | None = None
                 rows += _out_of_fold_predictions(work_dir, k, validation, predictions)
     PredictionReport(rows).write(work_dir / REPORT_NAME)
 
-    summary = evaluate(str(predictions), data, str(work_dir / "evaluation"))
-    shutil.copyfile(work_dir / "evaluation" / "summary.json", work_dir / "summary.json")
+    summary = evaluate(str(predictions), data, str(work_dir / "evaluation"), masks=str(predictions))
+    if single_stage:
+        root = work_dir / SINGLE_STAGE
+        rows = []
+        for k in range(folds):
+            if not (root / f"fold{k}" / "models" / "model_final.pt").is_file():
+                args = {"bundle_root": root / f"fold{k}", "fold": k, **common}
+                _bundle_training("segmenter", [Path("configs/train.json"), root / "config.json"], args, logs / f"single_stage_fold{k}_train.log")
+            validation = [{"case": e["case"], "image": e["image"], "label": e["label"]} for e in datalist if e["fold"] == k]
+            rows += _out_of_fold_predictions(work_dir, k, validation, root / "predictions", single_stage=True)
+        PredictionReport(rows).write(root / REPORT_NAME)
+        print("[crossval] single-stage baseline (no gate), the same budget:", flush=True)
+        summary["single_stage"] = evaluate(str(root / "predictions"), data, str(root / "evaluation"))
+    write_text_atomic(work_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

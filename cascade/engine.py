@@ -244,12 +244,15 @@ class CascadeEngine:
     """Localizer and gated segmenter, chained per image.
 
     Args:
-        localizer: stage-1 predictor.
+        localizer: stage-1 predictor; ``None`` for the single-stage baseline, whose segmenter
+            (trained with ``configs/single_stage.json``) is given an all-ones gate.
         segmenter: stage-2 predictor; ``None`` for an engine that only localizes (the
             out-of-fold masks of cross-validation, the localizer task of MONAI Label).
     """
 
-    def __init__(self, localizer: StagePredictor, segmenter: StagePredictor | None = None) -> None:
+    def __init__(self, localizer: StagePredictor | None, segmenter: StagePredictor | None = None) -> None:
+        if localizer is None and segmenter is None:
+            raise ValueError("an engine needs a localizer, a segmenter or both")
         self.localizer = localizer
         self.segmenter = segmenter
         self.weights: dict[str, str] = {}  # stage -> where its weights came from, for messages
@@ -276,14 +279,14 @@ class CascadeEngine:
             stages: the stages to build; ``("localizer",)`` for a localize-only engine.
             **settings: config values given by the user; ``None`` values are left to the configs:
                 ``device`` (a name, see :func:`resolve_device`), ``overlap``, ``tta``,
-                ``dilation`` (segmenter ``dilation_radius``), ``mask_region`` (segmenter
-                ``crop_to_mask``), ``progress`` (a progress bar over the windows).
+                ``mask_threshold`` (localizer), ``gate_margin_mm`` (segmenter), ``mask_region``
+                (segmenter ``crop_to_mask``), ``progress`` (a progress bar over the windows).
 
         Raises:
             InputError: a bad option, a missing bundle, config or checkpoint (the message says
                 how to get weights).
         """
-        unknown = set(settings) - {"device", "overlap", "tta", "dilation", "mask_region", "progress"}
+        unknown = set(settings) - {"device", "overlap", "tta", "mask_threshold", "gate_margin_mm", "mask_region", "progress"}
         if unknown:
             raise TypeError(f"unknown engine settings: {sorted(unknown)}")
         common = {
@@ -293,10 +296,10 @@ class CascadeEngine:
             "inferer#progress": settings.get("progress"),
         }
         per_stage = {
-            "localizer": common,
+            "localizer": {**common, "mask_threshold": settings.get("mask_threshold")},
             "segmenter": {
                 **common,
-                "dilation_radius": settings.get("dilation"),
+                "gate_margin_mm": settings.get("gate_margin_mm"),
                 "crop_to_mask": settings.get("mask_region"),
                 "mask_from_label": False,
             },
@@ -318,7 +321,7 @@ class CascadeEngine:
             overrides = {key: value for key, value in per_stage[stage].items() if value is not None}
             predictors[stage] = StagePredictor(bundle, weights.checkpoints, overrides, weights.configs)
             sources[stage] = weights.source
-        engine = cls(predictors["localizer"], predictors.get("segmenter"))
+        engine = cls(predictors.get("localizer"), predictors.get("segmenter"))
         engine.weights = sources
         return engine
 
@@ -335,7 +338,7 @@ class CascadeEngine:
         """
         source = read_header(image_path)
         try:
-            image = self.localizer.load({"image": str(image_path)})["image"]
+            image = (self.localizer or self.segmenter).load({"image": str(image_path)})["image"]
         except Exception as err:  # MONAI wraps reader errors in RuntimeError chains
             raise InputError(f"{image_path}: not a readable NIfTI file ({type(err).__name__})") from err
         if not torch.isfinite(image).all():
@@ -344,14 +347,21 @@ class CascadeEngine:
 
     def localize(self, image: MetaTensor) -> np.ndarray:
         """Stage-1 mask (X, Y, Z) uint8 of a loaded image, on its grid."""
+        if self.localizer is None:
+            raise RuntimeError("this engine has no localizer")
         return _channel(self.localizer({"image": image.clone()})["pred"])
 
-    def segment(self, image: MetaTensor, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Stage 2 gated by a stage-1 mask: (labels, gate), uint8 (X, Y, Z) on the image's grid."""
+    def segment(self, image: MetaTensor, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Stage 2 gated by a stage-1 mask: (labels, gate), uint8 (X, Y, Z) on the image's grid.
+
+        ``mask`` is ``None`` for the single-stage segmenter, whose config makes an all-ones gate.
+        """
         if self.segmenter is None:
             raise RuntimeError("this engine has no segmenter")
-        mask_tensor = MetaTensor(torch.as_tensor(mask[None], dtype=torch.float32), meta=deepcopy(image.meta))
-        result = self.segmenter({"image": image.clone(), "mask": mask_tensor})
+        data = {"image": image.clone()}
+        if mask is not None:
+            data["mask"] = MetaTensor(torch.as_tensor(mask[None], dtype=torch.float32), meta=deepcopy(image.meta))
+        result = self.segmenter(data)
         return _channel(result["pred"]), _channel(result["mask"] > 0)
 
     def predict_image(self, image_path: str | os.PathLike) -> CaseResult:
@@ -368,6 +378,10 @@ class CascadeEngine:
             empty = np.zeros(shape, np.uint8)
             warning = f"{image_path}: constant intensity {low:g}, not a scan; the label map is empty"
             return CaseResult(empty, empty, empty, source.affine, source.header, {"stage 1": 0.0, "stage 2": 0.0}, [warning])
+        if self.localizer is None:  # the single-stage baseline: no gate
+            labels, gate = self.segment(image, None)
+            seconds = {"stage 1": 0.0, "stage 2": time.perf_counter() - start}
+            return CaseResult(labels, gate, gate, source.affine, source.header, seconds)
         mask = self.localize(image)
         if mask.shape != shape:
             raise RuntimeError(f"{image_path}: stage-1 output shape {mask.shape} differs from the input {shape}")

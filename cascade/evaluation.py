@@ -10,7 +10,12 @@ ground truth's header, in array axis order. Outputs (written atomically):
   kept (see :mod:`cascade.metrics` for the conventions and statuses);
 - ``DIR/summary.json``: per class and metric the mean, std (population), median over the defined
   values, ``n_valid`` and ``n_undefined``; per class the status counts; ``mean``: the mean over the
-  three classes of the per-class means; ``cases``, ``missing``, ``extra`` and their counts.
+  three classes of the per-class means; ``cases``, ``missing``, ``extra`` and their counts;
+- with ``--masks DIR`` (the ``<case>_mask.nii.gz`` and ``<case>_gate.nii.gz`` that ``cascade
+  predict --save_masks`` and ``cascade crossval`` write): ``DIR/gate.csv``, per case and class
+  (wall, right_atrium, left_atrium and their union ``atria``) the share of the true class inside the
+  stage-1 mask (``mask_recall``; for ``atria`` the paper's stage-1 overlap) and inside the gate stage
+  2 was confined to (``gate_recall``), and their statistics under ``gate`` in the summary.
 
 A table in the paper's column order (wall, right atrium, left atrium; Dice then HD95 in both
 conventions) is printed.
@@ -31,7 +36,7 @@ import numpy as np
 from cascade.data import discover_cases
 from cascade.io import AFFINE_TOLERANCE, InputError, load_nifti, same_geometry, voxel_spacing, write_text_atomic
 from cascade.labels import CLASS_NAMES
-from cascade.metrics import STATUSES, score_case
+from cascade.metrics import STATUSES, region_recall, score_case
 
 __all__ = [
     "METRIC_COLUMNS",
@@ -41,11 +46,17 @@ __all__ = [
     "score_pair",
     "summarize",
     "format_table",
+    "score_gate",
+    "summarize_gates",
+    "format_gate_table",
     "evaluate",
 ]
 
 METRIC_COLUMNS = ("dice", "hd95_mm", "hd95_monai_vox")
 CSV_COLUMNS = ("case", "class", *METRIC_COLUMNS, "status")
+GATE_METRICS = ("mask_recall", "gate_recall")
+GATE_COLUMNS = ("case", "class", *GATE_METRICS)
+GATE_CLASSES = (*CLASS_NAMES.values(), "atria")
 _TABLE_CLASSES = {"wall": "Wall", "right_atrium": "Right atrium", "left_atrium": "Left atrium"}
 _TABLE_METRICS = {"dice": "Dice", "hd95_mm": "HD95 mm", "hd95_monai_vox": "HD95 vox"}
 
@@ -122,10 +133,10 @@ def score_pair(case: str, prediction: str, truth: str) -> list[dict]:
 
 def _statistics(values: list[float]) -> dict:
     valid = np.array([v for v in values if not math.isnan(v)], dtype=np.float64)
-    stats = {"mean": None, "std": None, "median": None}
+    stats = {"mean": None, "std": None, "median": None, "min": None}
     stats.update(n_valid=int(valid.size), n_undefined=len(values) - int(valid.size))
     if valid.size:
-        stats.update(mean=float(valid.mean()), std=float(valid.std()), median=float(np.median(valid)))
+        stats.update(mean=float(valid.mean()), std=float(valid.std()), median=float(np.median(valid)), min=float(valid.min()))
     return stats
 
 
@@ -177,13 +188,74 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _csv_text(rows: list[dict]) -> str:
+def _csv_text(rows: list[dict], columns: tuple[str, ...] = CSV_COLUMNS) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if isinstance(row[k], float) and math.isnan(row[k]) else row[k] for k in CSV_COLUMNS})
+        writer.writerow({k: "" if isinstance(row[k], float) and math.isnan(row[k]) else row[k] for k in columns})
     return buffer.getvalue()
+
+
+def score_gate(case: str, truth: str, regions: dict[str, str]) -> list[dict]:
+    """Rows of ``gate.csv`` for one case: how much of each true class the stage-1 mask and the gate hold.
+
+    Args:
+        case: case id.
+        truth: ground-truth label map.
+        regions: ``{"mask": path, "gate": path}`` (either may be absent).
+
+    Raises:
+        EvaluationError: a region's geometry differs from the truth's.
+        InputError: an unreadable file or values outside {0, 1, 2, 3}.
+    """
+    truth_img = load_nifti(truth, label=True)
+    truth_labels = np.asanyarray(truth_img.dataobj).astype(np.uint8)
+    recalls = {}
+    for kind in ("mask", "gate"):
+        if kind not in regions:
+            recalls[kind] = dict.fromkeys(GATE_CLASSES, float("nan"))
+            continue
+        region = load_nifti(regions[kind], label=True)
+        if not same_geometry(region, truth_img):
+            raise EvaluationError(f"{regions[kind]}: geometry differs from ground truth {truth}")
+        recalls[kind] = region_recall(np.asanyarray(region.dataobj) > 0, truth_labels)
+    return [{"case": case, "class": name, "mask_recall": recalls["mask"][name], "gate_recall": recalls["gate"][name]} for name in GATE_CLASSES]
+
+
+def _gate_regions(masks: str | os.PathLike, cases: list[str]) -> dict[str, dict[str, str]]:
+    """``<case>_mask.nii.gz`` / ``<case>_gate.nii.gz`` of each case in a folder.
+
+    Raises:
+        EvaluationError: the folder is missing, or a case has neither file.
+    """
+    folder = Path(masks)
+    if not folder.is_dir():
+        raise EvaluationError(f"{folder}: --masks folder not found")
+    regions = {}
+    for case in cases:
+        found = {kind: str(folder / f"{case}_{kind}.nii.gz") for kind in ("mask", "gate") if (folder / f"{case}_{kind}.nii.gz").is_file()}
+        if not found:
+            raise EvaluationError(f"{folder / (case + '_gate.nii.gz')}: no stage-1 mask or gate for case {case}")
+        regions[case] = found
+    return regions
+
+
+def summarize_gates(rows: list[dict]) -> dict:
+    """Statistics over cases of ``mask_recall`` and ``gate_recall`` per class (see :func:`score_gate`)."""
+    return {name: {m: _statistics([r[m] for r in rows if r["class"] == name]) for m in GATE_METRICS} for name in GATE_CLASSES}
+
+
+def format_gate_table(gates: dict) -> str:
+    """Mean (min) recall per class of the stage-1 mask and of the gate."""
+    lines = [f"{'recall':<12}" + "".join(f"{name:>18}" for name in GATE_CLASSES)]
+    for metric, label in (("mask_recall", "stage-1 mask"), ("gate_recall", "gate")):
+        cells = []
+        for name in GATE_CLASSES:
+            stats = gates[name][metric]
+            cells.append("n/a" if stats["mean"] is None else f"{stats['mean']:.4f} ({stats['min']:.3f})")
+        lines.append(f"{label:<12}" + "".join(f"{cell:>18}" for cell in cells))
+    return "\n".join(lines)
 
 
 def _single_threaded_worker() -> None:
@@ -205,7 +277,9 @@ def _score_all(pairs: list[tuple[str, str, str]], workers: int) -> list[list[dic
             raise
 
 
-def evaluate(pred: str, gt: str, out: str, allow_missing: bool = False, workers: int = 2) -> dict:
+def evaluate(
+    pred: str, gt: str, out: str, allow_missing: bool = False, workers: int = 2, masks: str | None = None
+) -> dict:
     """Score every ground-truth case against its prediction and write ``metrics.csv`` and ``summary.json``.
 
     Args:
@@ -215,6 +289,8 @@ def evaluate(pred: str, gt: str, out: str, allow_missing: bool = False, workers:
         allow_missing: score the cases that have a prediction when some ground-truth cases have none
             (they are listed under ``missing``).
         workers: processes scoring cases in parallel; 1 scores in this process.
+        masks: folder of each case's stage-1 mask and gate: adds ``gate.csv`` and ``gate`` in the
+            summary (see the module docstring).
 
     Returns:
         The summary written to ``summary.json`` (see the module docstring).
@@ -236,8 +312,10 @@ def evaluate(pred: str, gt: str, out: str, allow_missing: bool = False, workers:
         )
     if not pairs:
         raise EvaluationError(f"{pred}: no prediction matches a ground-truth case of {gt}")
+    regions = _gate_regions(masks, [case for case, _, _ in pairs]) if masks else {}
     print(f"[evaluate] scoring {len(pairs)} case(s) with {min(workers, len(pairs))} worker(s)", flush=True)
     rows = [row for case_rows in _score_all(pairs, workers) for row in case_rows]
+    gate_rows = [row for case, _, truth in pairs if case in regions for row in score_gate(case, truth, regions[case])]
     summary = {
         **summarize(rows),
         "cases": len(pairs),
@@ -249,8 +327,13 @@ def evaluate(pred: str, gt: str, out: str, allow_missing: bool = False, workers:
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "metrics.csv", _csv_text(rows))
+    if gate_rows:
+        summary["gate"] = summarize_gates(gate_rows)
+        write_text_atomic(out_dir / "gate.csv", _csv_text(gate_rows, GATE_COLUMNS))
     write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(format_table(summary))
+    if gate_rows:
+        print(format_gate_table(summary["gate"]))
     notes = [f"{len(pairs)} case(s) scored"]
     if missing:
         notes.append(f"{len(missing)} without prediction: {', '.join(missing[:10])}")

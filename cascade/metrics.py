@@ -40,6 +40,7 @@ __all__ = [
     "case_status",
     "score_binary",
     "score_case",
+    "region_recall",
 ]
 
 STATUSES = ("ok", "empty_prediction", "empty_truth", "both_empty")
@@ -220,3 +221,21 @@ def score_case(pred_labels: np.ndarray, truth_labels: np.ndarray, spacing: Seque
         del scores["overlap"]
         rows.append({"class": name, **scores})
     return rows
+
+
+def region_recall(region: np.ndarray, truth_labels: np.ndarray) -> dict[str, float]:
+    """Share of each true class, and of their union ``atria``, inside a region (e.g. the gate).
+
+    Whatever a class has outside the gate stage 2 can never label, so this bounds stage 2's recall;
+    for the stage-1 mask and ``atria`` it is the paper's stage-1 overlap |A ∩ B| / |B|.
+
+    Args:
+        region: mask (X, Y, Z), e.g. the stage-1 mask or the gate after dilation.
+        truth_labels: label map of the same shape, values in {0, 1, 2, 3}.
+
+    Returns:
+        ``{"wall", "right_atrium", "left_atrium", "atria"}`` -> recall in [0, 1]; NaN for an absent class.
+    """
+    recall = {name: overlap(region, truth_labels == value) for value, name in CLASS_NAMES.items()}
+    recall["atria"] = overlap(region, truth_labels > 0)
+    return recall

@@ -1,9 +1,10 @@
 """Transforms MONAI lacks, for gating stage 2 by the stage-1 mask.
 
-- Binary dilation with a spherical element. MONAI's ``monai.transforms.utils.dilate`` uses a cube;
-  the paper dilates with a ball of radius r voxels (r = 2 in the final model). The radius is in
-  voxels on every axis, as the authors' nnU-Net-based code does, so on the anisotropic MBAS grid
-  (0.625 x 0.625 x 2.5 mm) radius 2 adds 1.25 mm in-plane and 5 mm through-plane.
+- Binary dilation with a spherical or ellipsoidal element. MONAI's ``monai.transforms.utils.dilate``
+  uses a cube; the paper dilates with a ball of radius r voxels (r = 2 in the final model, the
+  authors' nnU-Net-based code), which on the anisotropic MBAS grid (0.625 x 0.625 x 2.5 mm) adds
+  1.25 mm in-plane and 5 mm through-plane. A radius per axis (in voxels, fractional allowed) gives
+  an ellipsoid, so a radius in mm becomes ``mm / spacing`` per axis.
 - A foreground crop of at least a given size. MONAI's ``CropForegroundd`` can only round its box up
   to a multiple of ``k_divisible``; the mask-region stage 2 needs a box of at least one patch, so
   that the sliding window sees image around a small mask instead of the zero padding the inferer
@@ -22,51 +23,63 @@ from monai.data import MetaTensor
 from monai.transforms import CropForeground, CropForegroundd, MapTransform, Transform
 from monai.utils import convert_to_dst_type, ensure_tuple_rep
 
-__all__ = ["ball", "dilate_mask", "DilateMask", "DilateMaskd", "CropForegroundMinSize", "CropForegroundMinSized"]
+__all__ = ["ball", "margin_voxels", "dilate_mask", "DilateMask", "DilateMaskd", "CropForegroundMinSize", "CropForegroundMinSized"]
 
 
-def ball(radius: int) -> np.ndarray:
-    """Spherical structuring element: voxels whose offset (i, j, k) has i² + j² + k² <= radius².
+def ball(radius: float | Sequence[float]) -> np.ndarray:
+    """Spherical or ellipsoidal structuring element in voxels.
+
+    Args:
+        radius: one radius, or one per axis (X, Y, Z), in voxels; fractions allowed. The element
+            holds the offsets (i, j, k) with (i/rx)² + (j/ry)² + (k/rz)² <= 1 (an axis of radius 0
+            only its 0 offset); for a whole radius r that is i² + j² + k² <= r².
 
     Returns:
-        bool array of shape (2r+1, 2r+1, 2r+1); radius 0 is the single voxel.
+        bool array of shape (2⌊rx⌋+1, 2⌊ry⌋+1, 2⌊rz⌋+1); radius 0 is the single voxel.
+
+    Raises:
+        ValueError: a negative radius, or not 1 or 3 radii.
     """
-    if radius < 0:
-        raise ValueError(f"dilation radius must be >= 0 voxels, got {radius}")
-    offsets = np.arange(-radius, radius + 1)
-    i, j, k = np.meshgrid(offsets, offsets, offsets, indexing="ij")
-    return i**2 + j**2 + k**2 <= radius**2
+    radii = np.asarray(ensure_tuple_rep(radius, 3), dtype=np.float64)
+    if radii.shape != (3,) or (radii < 0).any():
+        raise ValueError(f"dilation radius must be >= 0 voxels (one value, or one per axis), got {radius}")
+    half = np.floor(radii + 1e-9).astype(int)
+    offsets = np.meshgrid(*(np.arange(-h, h + 1) for h in half), indexing="ij")
+    scaled = [o / r if r > 0 else np.where(o == 0, 0.0, np.inf) for o, r in zip(offsets, radii)]
+    return sum(s**2 for s in scaled) <= 1 + 1e-9
 
 
-def dilate_mask(mask: torch.Tensor, radius: int) -> torch.Tensor:
+def dilate_mask(mask: torch.Tensor, radius: float | Sequence[float]) -> torch.Tensor:
     """Binary dilation of a mask with :func:`ball` of ``radius`` voxels (outside the volume is empty).
 
-    Computed as a convolution with the ball, so it runs on the mask's device (CPU or GPU).
+    Computed as a convolution with the element, so it runs on the mask's device (CPU or GPU).
 
     Args:
         mask: (C, X, Y, Z) or (B, C, X, Y, Z); nonzero voxels are foreground.
-        radius: ball radius in voxels.
+        radius: radius in voxels, one or per axis (X, Y, Z).
 
     Returns:
         Float tensor of the same shape with values 0 and 1.
     """
     foreground = (mask != 0).float()
-    if radius == 0:
+    element = ball(radius)
+    if element.size == 1:
         return foreground
     batched = foreground if foreground.ndim == 5 else foreground[None]
     b, c = batched.shape[:2]
-    kernel = torch.as_tensor(ball(radius), dtype=torch.float32, device=mask.device)[None, None]
-    hits = F.conv3d(batched.reshape(b * c, 1, *batched.shape[2:]), kernel, padding=radius)
+    kernel = torch.as_tensor(element, dtype=torch.float32, device=mask.device)[None, None]
+    padding = tuple(n // 2 for n in element.shape)
+    hits = F.conv3d(batched.reshape(b * c, 1, *batched.shape[2:]), kernel, padding=padding)
     dilated = (hits > 0.5).float().reshape(batched.shape)
     return dilated if foreground.ndim == 5 else dilated[0]
 
 
 class DilateMask(Transform):
-    """Dilate a channel-first binary mask with a ball of ``radius`` voxels; see :func:`dilate_mask`."""
+    """Dilate a channel-first binary mask with a ball of ``radius`` voxels (one, or per axis); see :func:`dilate_mask`."""
 
     backend = [torch.Tensor, np.ndarray]
 
-    def __init__(self, radius: int = 2) -> None:
+    def __init__(self, radius: float | Sequence[float] = 2) -> None:
         ball(radius)  # validates the radius early
         self.radius = radius
 
@@ -81,7 +94,7 @@ class DilateMaskd(MapTransform):
 
     backend = DilateMask.backend
 
-    def __init__(self, keys: KeysCollection, radius: int = 2, allow_missing_keys: bool = False) -> None:
+    def __init__(self, keys: KeysCollection, radius: float | Sequence[float] = 2, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.dilate = DilateMask(radius)
 
@@ -142,3 +155,18 @@ class CropForegroundMinSized(CropForegroundd):
             lazy=built.lazy,
         )
         self.cropper.padder = built.padder  # carries the padding mode and arguments
+
+
+def margin_voxels(margin_mm: float | Sequence[float], pixdim: Sequence[float]) -> tuple[float, ...]:
+    """A margin in mm (one value, or one per axis) as a radius in voxels per axis of a grid.
+
+    Args:
+        margin_mm: the margin in mm, isotropic or per axis (X, Y, Z).
+        pixdim: voxel size in mm per axis (X, Y, Z).
+
+    Returns:
+        ``margin / pixdim`` per axis, for :class:`DilateMask` (e.g. 1.25 mm in-plane and 5 mm
+        through-plane at 0.625 x 0.625 x 2.5 mm is the paper's radius of 2 voxels).
+    """
+    margins = ensure_tuple_rep(margin_mm, len(pixdim))
+    return tuple(float(m) / float(p) for m, p in zip(margins, pixdim))

@@ -3,8 +3,10 @@
 The stages differ by design (the paper's Tables 27 and 28) in: the network and its grid
 (``network_def``, ``features_per_stage``, ``n_blocks_per_stage``, ``dropout``, ``pixdim``,
 ``patch_size``); the loss (``DiceCELoss`` vs the gated ``MaskedDiceCELoss``); the patch sampler
-(25% foreground vs wall/RA/LA class ratios); the validation postprocessing and secondary metric;
-and the stage-1 mask the segmenter carries as an extra key through every transform. Everything
+(25% foreground vs wall/RA/LA class ratios); the validation postprocessing and secondary metrics;
+the stage-1 mask the segmenter carries as an extra key through every transform (made from the
+label, or all ones for the single-stage baseline); and the copy of the label classes the localizer
+keeps for its gate-recall metric. ``gate_margin_mm``, the hand-off's dilation, is shared. Everything
 else (optimizer, schedule, augmentations, handlers, trainer and evaluator, training budget,
 sliding-window settings, how images are loaded and oriented) must be the same.
 """
@@ -21,13 +23,13 @@ from tests.bundle_utils import BUNDLES
 SHARED_TRAIN = [
     "imports", "ckpt_dir", "output_dir", "fold", "num_folds", "seed", "resume_ckpt", "device", "amp", "num_epochs",
     "iterations_per_epoch", "val_interval", "batch_size", "num_workers", "cache_rate", "learning_rate", "axcodes",
-    "sw_batch_size", "val_window_overlap", "optimizer", "lr_scheduler", "initialize", "run", "training",
+    "sw_batch_size", "val_window_overlap", "gate_margin_mm", "optimizer", "lr_scheduler", "initialize", "run", "training",
     "train#preprocessing", "train#dataset", "train#sampler", "train#dataloader", "train#inferer", "train#handlers",
     "train#trainer", "validate#preprocessing", "validate#dataset", "validate#dataloader", "validate#inferer",
     "validate#handlers", "validate#key_metric", "validate#evaluator",
 ]
 SHARED_INFERENCE = [
-    "bundle_root", "output_dir", "device", "amp", "num_workers", "axcodes", "sw_batch_size", "overlap", "tta",
+    "bundle_root", "output_dir", "device", "amp", "num_workers", "axcodes", "sw_batch_size", "overlap", "tta", "gate_margin_mm",
     "mirror_axes", "loading", "preprocessing", "dataset", "dataloader", "inferer", "handlers", "evaluator", "initialize", "run",
 ]
 
@@ -42,8 +44,12 @@ def get(content: dict, path: str):
     return content
 
 
+STAGE_KEYS = ("mask", "label_classes")  # the segmenter's gate; the localizer's copy of the classes for gate recall
+
+
 def without_mask(item):
-    """The config fragment with the segmenter's extra ``mask`` key (and its per-key arguments) removed."""
+    """The config fragment without the stage-specific keys (and their per-key arguments):
+    the segmenter's ``mask`` and the localizer's ``label_classes``."""
     if isinstance(item, list):
         return [without_mask(i) for i in item]
     if not isinstance(item, dict):
@@ -53,10 +59,11 @@ def without_mask(item):
     if not isinstance(keys, list):
         return item
     per_key = [name for name, value in item.items() if isinstance(value, list) and len(value) == len(keys) and name != "keys"]
-    if "mask" in keys:
-        index = keys.index("mask")
-        for name in per_key + ["keys"]:
-            item[name] = item[name][:index] + item[name][index + 1 :]
+    for key in STAGE_KEYS:
+        if key in item["keys"]:
+            index = item["keys"].index(key)
+            for name in per_key + ["keys"]:
+                item[name] = item[name][:index] + item[name][index + 1 :]
     if len(item["keys"]) == 1:  # ["image"] and "image" mean the same to MONAI
         for name in per_key + ["keys"]:
             item[name] = item[name][0]
@@ -77,7 +84,7 @@ def test_shared_training_sections_are_equal(path):
 
 
 def test_augmentations_are_equal_apart_from_the_patch_sampler():
-    localizer = without_mask(config("atria_localizer", "train")["train"]["random_transforms"])
+    localizer = [t for t in without_mask(config("atria_localizer", "train")["train"]["random_transforms"]) if t["_target_"] != "DeleteItemsd"]
     segmenter = without_mask(config("atria_segmenter", "train")["train"]["random_transforms"])
     samplers = {"RandCropByPosNegLabeld", "RandCropByLabelClassesd"}
     assert [t for t in localizer if t["_target_"] not in samplers] == [
@@ -89,11 +96,11 @@ def test_augmentations_are_equal_apart_from_the_patch_sampler():
 def test_deterministic_training_transforms_differ_only_by_the_mask():
     localizer = without_mask(config("atria_localizer", "train")["train"]["deterministic_transforms"])
     segmenter = without_mask(config("atria_segmenter", "train")["train"]["deterministic_transforms"])
-    mask_only = {"CopyItemsd", "cascade.transforms.DilateMaskd"}
+    mask_only = {"CopyItemsd", "Lambdad", "cascade.transforms.DilateMaskd"}
     binarize = {"_target_": "AsDiscreted", "keys": "label", "threshold": 0.5}  # the localizer's one target class
     # the segmenter's mask file is absent when the mask comes from the label
     segmenter = [{k: v for k, v in t.items() if k != "allow_missing_keys"} for t in segmenter]
-    assert [t for t in localizer if t != binarize] == [t for t in segmenter if t["_target_"] not in mask_only]
+    assert [t for t in localizer if t != binarize and t["_target_"] != "CopyItemsd"] == [t for t in segmenter if t["_target_"] not in mask_only]
 
 
 @pytest.mark.parametrize("path", SHARED_INFERENCE)
@@ -105,5 +112,5 @@ def test_shared_inference_sections_are_equal(path):
 def test_image_preprocessing_is_equal_apart_from_the_gate():
     localizer = without_mask(config("atria_localizer", "inference")["preprocessing_transforms"])
     segmenter = without_mask(config("atria_segmenter", "inference")["preprocessing_transforms"])
-    gate = {"CopyItemsd", "AsDiscreted", "cascade.transforms.DilateMaskd", "cascade.transforms.CropForegroundMinSized"}
+    gate = {"CopyItemsd", "Lambdad", "AsDiscreted", "cascade.transforms.DilateMaskd", "cascade.transforms.CropForegroundMinSized"}
     assert localizer == [t for t in segmenter if t["_target_"] not in gate]

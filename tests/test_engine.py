@@ -116,9 +116,9 @@ def test_corrupt_checkpoint_is_an_input_error(tmp_path):
 
 
 def test_edited_config_values_take_effect_through_cascade_predict(tmp_path):
-    """Overlap and dilation edited in copies of the bundles rule `cascade predict` when no flag is given."""
+    """Overlap and the gate margin edited in copies of the bundles rule `cascade predict` when no flag is given."""
     copies = {}
-    for name, edits in (("localizer", {"overlap": 0.25}), ("segmenter", {"overlap": 0.25, "dilation_radius": 4})):
+    for name, edits in (("localizer", {"overlap": 0.25}), ("segmenter", {"overlap": 0.25, "gate_margin_mm": 5.0})):
         copies[name] = tmp_path / name
         shutil.copytree(BUNDLES[f"atria_{name}"], copies[name])
         config = copies[name] / "configs" / "inference.json"
@@ -135,5 +135,17 @@ def test_edited_config_values_take_effect_through_cascade_predict(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     mask = np.asanyarray(nib.load(str(tmp_path / "out" / "MBAS_001_mask.nii.gz")).dataobj) > 0
     gate = np.asanyarray(nib.load(str(tmp_path / "out" / "MBAS_001_gate.nii.gz")).dataobj) > 0
-    # the demo grid of the segmenter is the phantom's grid, so the gate is the mask dilated by radius 4 exactly
-    np.testing.assert_array_equal(gate, binary_dilation(mask, structure=ball(4)))
+    # the demo grid of the segmenter is the phantom's (1.25 x 1.25 x 2.5 mm), so the gate is the mask
+    # dilated by the 5 mm ellipsoid of radii 4, 4, 2 voxels exactly
+    np.testing.assert_array_equal(gate, binary_dilation(mask, structure=ball((4, 4, 2))))
+
+
+def test_lower_mask_threshold_gives_a_larger_stage1_mask(phantom_dir):
+    """The hand-off's threshold on the stage-1 foreground probability (0.5 is the paper's argmax)."""
+    image_path = str(next(phantom_dir.glob("*/*_gt.nii.gz")))
+    masks = {}
+    for threshold in (0.5, 0.2):
+        engine = CascadeEngine.from_options(demo=True, stages=("localizer",), device="cpu", mask_threshold=threshold)
+        masks[threshold] = engine.localize(engine.read(image_path)[0]).astype(bool)
+    assert masks[0.5].any() and masks[0.2].sum() > masks[0.5].sum()
+    assert not (masks[0.5] & ~masks[0.2]).any()

@@ -50,7 +50,7 @@ def test_identical_folders_score_perfectly(truth_dir, tmp_path, capsys):
     assert json.loads((out / "summary.json").read_text()) == summary
     assert summary["cases"] == 3 and summary["n_missing"] == 0 == summary["n_extra"]
     assert summary["mean"] == {"dice": 1.0, "hd95_mm": 0.0, "hd95_monai_vox": 0.0}
-    assert summary["wall"]["dice"] == {"mean": 1.0, "std": 0.0, "median": 1.0, "n_valid": 3, "n_undefined": 0}
+    assert summary["wall"]["dice"] == {"mean": 1.0, "std": 0.0, "median": 1.0, "min": 1.0, "n_valid": 3, "n_undefined": 0}
     assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "summary.json"]  # no temporary files left
     printed = capsys.readouterr().out
     assert printed.index("Wall") < printed.index("Right atrium") < printed.index("Left atrium")
@@ -91,7 +91,7 @@ def test_empty_class_is_undefined_not_dropped(truth_dir, tmp_path):
     summary = evaluate(str(pred), str(truth_dir), str(tmp_path / "ev"), workers=1)
     ra = summary["right_atrium"]
     assert ra["dice"]["mean"] == 0.0 and ra["dice"]["n_valid"] == 3 and ra["dice"]["n_undefined"] == 0
-    assert ra["hd95_mm"] == {"mean": None, "std": None, "median": None, "n_valid": 0, "n_undefined": 3}
+    assert ra["hd95_mm"] == {"mean": None, "std": None, "median": None, "min": None, "n_valid": 0, "n_undefined": 3}
     assert ra["hd95_monai_vox"]["n_undefined"] == 3
     assert ra["status_counts"]["empty_prediction"] == 3
     assert summary["mean"]["dice"] == pytest.approx(2 / 3) and summary["mean"]["hd95_mm"] is None
@@ -152,3 +152,41 @@ def test_cli_exit_status_and_one_line_error(truth_dir, tmp_path):
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("cascade: error:")]
     assert len(errors) == 1 and "MBAS_001" in errors[0]
+
+
+def test_gate_recall_of_known_regions(truth_dir, tmp_path, capsys):
+    """The stage-1 mask holds the cavities but not the wall; the gate holds everything but one wall slab."""
+    import numpy as np
+
+    from cascade.labels import LEFT_ATRIUM, RIGHT_ATRIUM, WALL
+
+    masks = tmp_path / "masks"
+    expected = {}
+    for i, case in enumerate(CASES, 1):
+        label = toy_case(seed=i)[1]
+        write_nifti(masks / f"{case}_mask.nii.gz", np.isin(label, (RIGHT_ATRIUM, LEFT_ATRIUM)).astype(np.uint8))
+        gate = (label > 0).astype(np.uint8)
+        gate[:, :, 1] = 0  # the wall's bottom slab is outside the gate
+        write_nifti(masks / f"{case}_gate.nii.gz", gate)
+        wall = label == WALL
+        expected[case] = {
+            "wall": (0.0, wall[:, :, 2:].sum() / wall.sum()),
+            "right_atrium": (1.0, 1.0),
+            "left_atrium": (1.0, 1.0),
+            "atria": ((label > 1).sum() / (label > 0).sum(), (label[:, :, 2:] > 0).sum() / (label > 0).sum()),
+        }
+    summary = evaluate(str(flat_predictions(tmp_path)), str(truth_dir), str(tmp_path / "ev"), workers=1, masks=str(masks))
+    with (tmp_path / "ev" / "gate.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 * len(CASES)
+    for row in rows:
+        mask_recall, gate_recall = expected[row["case"]][row["class"]]
+        assert float(row["mask_recall"]) == pytest.approx(mask_recall) and float(row["gate_recall"]) == pytest.approx(gate_recall)
+    assert summary["gate"]["right_atrium"]["gate_recall"]["mean"] == 1.0
+    assert summary["gate"]["wall"]["mask_recall"]["mean"] == 0.0
+    assert "stage-1 mask" in capsys.readouterr().out
+
+    (masks / "MBAS_002_mask.nii.gz").unlink()
+    (masks / "MBAS_002_gate.nii.gz").unlink()
+    with pytest.raises(EvaluationError, match="no stage-1 mask or gate for case MBAS_002"):
+        evaluate(str(flat_predictions(tmp_path)), str(truth_dir), str(tmp_path / "ev2"), workers=1, masks=str(masks))

@@ -208,11 +208,11 @@ def test_discovery_reports_what_it_skips(tmp_path):
     [
         (["predict", "IN", "OUT", "--ressume"], "unknown flag --ressume (did you mean --resume?)"),
         (["predict", "IN", "OUT", "--device", "gpu"], "--device gpu: expected auto, cpu, cuda or cuda:N"),
-        (["predict", "IN", "OUT", "--dilation", "-1"], "--dilation: expected a value in [0, 50], got -1"),
+        (["predict", "IN", "OUT", "--gate_margin_mm", "-1"], "--gate_margin_mm: expected a value in [0.0, 50.0], got -1"),
         (["predict", "IN", "OUT", "--overlap", "1.5"], "--overlap: expected a value in [0.0, 0.99]"),
         (["datalist", "IN", "--out", "OUT_DIR"], "--out is a folder"),
     ],
-    ids=["misspelled-flag", "device", "dilation", "overlap", "datalist-out-folder"],
+    ids=["misspelled-flag", "device", "gate-margin", "overlap", "datalist-out-folder"],
 )
 def test_bad_options_are_one_line_before_any_work(phantom, tmp_path, args, message):
     image, label, affine = phantom
