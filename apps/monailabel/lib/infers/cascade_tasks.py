@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from abc import abstractmethod
 import time
 from pathlib import Path
 
@@ -61,9 +62,14 @@ class _CascadeStageTask(BasicInferTask):
     def post_transforms(self, data=None) -> list:
         return []
 
+    @abstractmethod
     def predict(self, image_path: str, settings: InferSettings) -> tuple[np.ndarray, dict]:
-        """Label map (X, Y, Z) uint8 on the input grid and per-stage seconds."""
-        raise NotImplementedError
+        """Label map (X, Y, Z) uint8 on the input grid and per-stage seconds.
+
+        Raises:
+            InputError: the image cannot be used (one line naming the file).
+            MissingCheckpointError: a stage has no weights.
+        """
 
     def __call__(self, request: dict, callbacks=None) -> tuple[str, dict]:
         """Run on ``request["image"]`` (a NIfTI path); returns the label file and the result JSON.
