@@ -76,6 +76,13 @@ class Server:
         self.process = subprocess.Popen(command, stdout=self.log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
     def __enter__(self) -> Server:
+        try:
+            return self._wait_until_up()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _wait_until_up(self) -> Server:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -221,9 +228,10 @@ def check_training_route(server: Server, model_dir: Path, case: str) -> None:
         params = {"max_epochs": 1, "iterations_per_epoch": 1, "val_split": 0.5}
         status, content = server.post(f"/train/{task}", body=params)
         check(status == 200, f"/train/{task} {params} accepted")
+        task_id = json.loads(content)["id"]
         deadline = time.monotonic() + 900
         while True:
-            state = server.get("/train/")
+            state = next(t for t in server.get("/train/?all=true") if t["id"] == task_id)
             if state.get("status") not in ("SUBMITTED", "RUNNING"):
                 break
             if time.monotonic() > deadline:
@@ -295,6 +303,7 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="monailabel-live-"))
     step = "set-up"
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("interrupted by SIGTERM"))  # stop the servers on a kill too
     try:
         phantoms, studies, cases = make_data(work)
         step = "reference predictions"
@@ -314,7 +323,7 @@ def main() -> int:
         check_pretrained_loaded(studies, work)
         step = "missing weights"
         check_missing_weights(studies, work, cases[0])
-    except Exception as err:  # any failure is reported on the closing line
+    except BaseException as err:  # any failure or interruption is reported on the closing line
         traceback.print_exc()
         print(f"monailabel live test: FAIL ({step}: {str(err).splitlines()[0] if str(err) else type(err).__name__})", flush=True)
         return 1

@@ -71,6 +71,9 @@ class CascadeStageTrainTask(BasicTrainTask):
         defaults = self._bundle_parser({}).get
         served = weights.checkpoints[0] if weights.checkpoints else None
         published = os.path.join(model_dir, "model.pt")
+        pretrained = published if os.path.isfile(published) else str(served) if served else None
+        if pretrained is None or not os.path.isfile(pretrained):
+            logger.warning(f"{pretrained}: no pretrained weights there; training {weights.bundle.name} starts from random weights")
         super().__init__(
             model_dir,
             description,
@@ -87,7 +90,7 @@ class CascadeStageTrainTask(BasicTrainTask):
                 "tracking": "None",  # MLflow is not installed with the app
             },
             amp=torch.cuda.is_available(),
-            load_path=published if os.path.isfile(published) else str(served) if served else None,
+            load_path=pretrained,
             publish_path=published,
             load_strict=True,
         )
