@@ -48,9 +48,9 @@ def log(message: str) -> None:
     print(f"[live] {message}", flush=True)
 
 
-def run(command: list[str], **kwargs) -> None:
+def run(command: list[str], cwd: Path) -> None:
     log("$ " + " ".join(command))
-    subprocess.run(command, check=True, **kwargs)
+    subprocess.run(command, check=True, cwd=cwd)
 
 
 def free_port() -> int:
@@ -73,7 +73,9 @@ class Server:
         env = {**os.environ, "MONAI_LABEL_SESSION_PATH": str(work / "sessions")}
         log("$ " + " ".join(command) + f"  (log {self.log_path})")
         self.log_file = self.log_path.open("w")
-        self.process = subprocess.Popen(command, stdout=self.log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.process = subprocess.Popen(
+            command, stdout=self.log_file, stderr=subprocess.STDOUT, env=env, cwd=work, start_new_session=True
+        )
 
     def __enter__(self) -> Server:
         try:
@@ -172,7 +174,7 @@ def infer_to_file(server: Server, task: str, out: Path, image_id: str | None = N
 def make_data(work: Path) -> tuple[Path, Path, list[str]]:
     """Phantoms (MBAS layout) and a MONAI Label studies folder of the same files."""
     phantoms, studies = work / "phantoms", work / "studies"
-    run([sys.executable, "-m", "cascade.cli", "phantom", str(phantoms), "--cases", str(CASES), "--seed", "1000", *PHANTOM_GRID])
+    run([sys.executable, "-m", "cascade.cli", "phantom", str(phantoms), "--cases", str(CASES), "--seed", "1000", *PHANTOM_GRID], work)
     (studies / "labels" / "final").mkdir(parents=True)
     cases = sorted(p.name for p in phantoms.iterdir())
     for case in cases:
@@ -182,15 +184,14 @@ def make_data(work: Path) -> tuple[Path, Path, list[str]]:
 
 
 def check_info(server: Server) -> None:
-    from cascade.labels import CLASS_NAMES
-    from cascade.overlay import CLASS_COLOURS
+    from cascade.labels import CLASS_COLOURS, CLASS_NAMES
 
     info = server.get("/info/")
     models = info.get("models", {})
     check({"atria_cascade", "atria_localizer"} <= set(models), f"/info/ lists the infer tasks {sorted(models)}")
     cascade_info = models["atria_cascade"]
     check(cascade_info["labels"] == {name: value for value, name in CLASS_NAMES.items()}, f"labels {cascade_info['labels']}")
-    check(cascade_info["label_colors"] == {CLASS_NAMES[v]: list(c) for v, c in CLASS_COLOURS.items()}, "label colours of cascade.overlay")
+    check(cascade_info["label_colors"] == {CLASS_NAMES[v]: list(c) for v, c in CLASS_COLOURS.items()}, "label colours of cascade.labels")
     check({"overlap", "tta", "mask_region"} <= set(cascade_info["config"]), f"client settings {cascade_info['config']}")
     check({"atria_localizer", "atria_segmenter"} <= set(info.get("trainers", {})), f"/info/ lists the train tasks {sorted(info['trainers'])}")
 
@@ -275,16 +276,17 @@ def check_pretrained_loaded(studies: Path, work: Path) -> None:
             self.recorder = FirstIterationState(lambda: context.network)
             return [*super().train_handlers(context), self.recorder]
 
-    weights = weights_from_conf({"demo": "true"}).stages["localizer"]
-    checkpoint = torch.load(weights.checkpoints[0], map_location="cpu", weights_only=True)
     datastore = LocalDatastore(str(studies), extensions=["*.nii.gz"], auto_reload=False)
     for pretrained in (True, False):
-        task = RecordingTrainTask(weights, str(work / f"train-pretrained-{pretrained}"), num_classes=2)
+        weights = weights_from_conf({"demo": "true"}, work / f"model-pretrained-{pretrained}", "")
+        served = weights.served("localizer").checkpoints[0]
+        checkpoint = torch.load(served, map_location="cpu", weights_only=True)
+        task = RecordingTrainTask(weights, "localizer", num_classes=2)
         stats = task({"max_epochs": 1, "iterations_per_epoch": 1, "val_split": 0.0, "pretrained": pretrained}, datastore)
         equal = all(torch.equal(task.recorder.state[k], v) for k, v in checkpoint.items())
         dice = stats["train"]["metrics"]["train_mean_dice"]
         check(equal == pretrained, f"pretrained={pretrained}: weights at iteration 1 {'equal' if equal else 'differ from'} "
-                                   f"{weights.checkpoints[0]} (first-epoch train Dice {dice:.3f})")
+                                   f"{served} (first-epoch train Dice {dice:.3f})")
 
 
 def check_missing_weights(studies: Path, work: Path, case: str) -> None:
@@ -294,7 +296,7 @@ def check_missing_weights(studies: Path, work: Path, case: str) -> None:
         check("atria_cascade" in server.get("/info/")["models"], "without weights atria_cascade is still listed")
         status, content = server.post(f"/infer/atria_cascade?image={case}&output=json")
         detail = json.loads(content).get("detail", "") if content.startswith(b"{") else content.decode()
-        check(status == 503 and "checkpoint not found" in detail and "--conf demo true" in detail, f"missing weights -> HTTP {status} {detail}")
+        check(status == 503 and str(empty) in detail and "--conf demo true" in detail, f"missing weights -> HTTP {status} {detail}")
 
 
 def main() -> int:
@@ -305,11 +307,14 @@ def main() -> int:
     step = "set-up"
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("interrupted by SIGTERM"))  # stop the servers on a kill too
     try:
+        # subprocesses run in the work folder, so they import the installed atria-cascade, not a checkout
+        run([sys.executable, "-c", "import cascade; print('[live] atria-cascade imported from', cascade.__file__)"], work)
         phantoms, studies, cases = make_data(work)
         step = "reference predictions"
-        run([sys.executable, "-m", "cascade.cli", "predict", str(phantoms), str(work / "reference" / "default"), "--demo", "--device", "cpu", "--save_masks"])
-        run([sys.executable, "-m", "cascade.cli", "predict", str(phantoms / cases[0] / f"{cases[0]}_gt.nii.gz"), str(work / "reference" / "overlap0-whole"),
-             "--demo", "--device", "cpu", "--overlap", "0", "--mask_region", "false"])
+        run([sys.executable, "-m", "cascade.cli", "predict", str(phantoms), str(work / "reference" / "default"),
+             "--demo", "--device", "cpu", "--save_masks"], work)
+        run([sys.executable, "-m", "cascade.cli", "predict", str(phantoms / cases[0] / f"{cases[0]}_gt.nii.gz"),
+             str(work / "reference" / "overlap0-whole"), "--demo", "--device", "cpu", "--overlap", "0", "--mask_region", "false"], work)
         model_dir = work / "model"
         step = "server with demo weights"
         with Server(studies, {"demo": "true", "model_dir": str(model_dir)}, work, "demo") as server:

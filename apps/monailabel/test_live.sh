@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Opt-in live test of the MONAI Label app (`make monailabel-test`; not part of `make test`).
-# Builds its own virtualenv (default .venv-monailabel, about 2 GB, reused while requirements.txt
-# is unchanged), then runs test_live.py: a real server on 127.0.0.1 with the demo weights and
+# Builds its own virtualenv (default .venv-monailabel, about 2 GB, reused while requirements.txt and
+# pyproject.toml are unchanged), installs the working tree's atria-cascade into it, then runs test_live.py: a real server on 127.0.0.1 with the demo weights and
 # phantom studies, checked over HTTP against `cascade predict --demo`. The last line says PASS or FAIL.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,9 +22,11 @@ if [ ! -f "$VENV/.installed" ] || [ "$REQUIREMENTS" -nt "$VENV/.installed" ] || 
   # add what its server imports (requirements.txt).
   pip_install --no-deps "monailabel==0.8.5"
   pip_install -r "$REQUIREMENTS"
-  pip_install -e .
+  pip_install .  # atria-cascade's dependencies
   touch "$VENV/.installed"
 fi
+# The working tree's atria-cascade, installed as a user would (bundles as package data), every run.
+pip_install --no-deps --force-reinstall .
 "$PY" - <<'PY'
 import sys, torch
 if torch.__version__ != "2.13.0+cpu":

@@ -1,26 +1,27 @@
-"""Request settings and cached stage predictors shared by the app's infer tasks.
+"""Request settings and the cached cascade engine shared by the app's infer tasks.
 
-Each stage is a ``cascade`` bundle predictor (the bundle's ``inference.json`` parsed with MONAI's
-``ConfigParser``), built with the same overrides as ``cascade predict`` and kept while the
-request's settings and the checkpoint files stay the same.
+Each stage is a :class:`cascade.engine.StagePredictor` (the bundle's ``inference.json`` and the
+weights' overlays, parsed with MONAI's ``ConfigParser``) built with the overrides
+``cascade predict`` applies for the same settings, and kept while the settings and the checkpoint
+files stay the same.
 """
 
 from __future__ import annotations
 
-import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from cascade.cli import as_bool
+from monai.bundle import ConfigParser
+
+from cascade.bundles import STAGES
+from cascade.cli import as_bool, as_number
+from cascade.engine import CascadeEngine, StagePredictor, resolve_device
 from cascade.io import InputError
-from cascade.runner import BundlePredictor, MissingCheckpointError
 
-from lib.weights import CascadeWeights
+from lib.weights import ServedWeights
 
-__all__ = ["InferSettings", "settings_from_request", "StagePredictors", "DEFAULT_SETTINGS"]
-
-DEFAULT_SETTINGS = {"overlap": 0.5, "tta": False, "mask_region": True}
+__all__ = ["InferSettings", "settings_from_request", "default_settings", "EngineCache"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class InferSettings:
     """What a client may choose per request.
 
     Attributes:
-        overlap: sliding-window overlap of both stages, in [0, 1) (0 is the paper's step 1.0).
+        overlap: sliding-window overlap of both stages, in [0, 0.99] (0 is the paper's step 1.0).
         tta: average over the 8 mirrorings of the three spatial axes.
         mask_region: stage 2 over the dilated stage-1 mask's bounding box only (else the whole volume).
         device: torch device name (``cpu``, ``cuda``, ``cuda:1``).
@@ -40,69 +41,79 @@ class InferSettings:
     device: str
 
 
+def default_settings(weights: ServedWeights) -> dict:
+    """``overlap``, ``tta`` and ``mask_region`` as the segmenter's inference config (and the served
+    weights' overlays) set them, so a request without settings runs as ``cascade predict`` does."""
+    parser = ConfigParser()
+    try:
+        overlays = weights.served("segmenter").configs
+    except InputError:  # no weights: the bundle's own values
+        overlays = []
+    parser.read_config([str(weights.bundles["segmenter"] / "configs" / "inference.json"), *map(str, overlays)])
+    return {"overlap": float(parser["overlap"]), "tta": bool(parser["tta"]), "mask_region": bool(parser["crop_to_mask"])}
+
+
 def settings_from_request(request: Mapping, device: str) -> InferSettings:
     """Read ``overlap``, ``tta`` and ``mask_region`` from a MONAI Label request (values may be strings).
 
     Raises:
-        InputError: a value is not a number in [0, 1) or not a boolean.
+        InputError: a value out of range or not a boolean (one line naming the setting).
     """
     try:
-        overlap = float(request.get("overlap", DEFAULT_SETTINGS["overlap"]))
-    except (TypeError, ValueError) as err:
-        raise InputError(f"overlap: expected a number in [0, 1), got {request.get('overlap')!r}") from err
-    if not 0.0 <= overlap < 1.0:
-        raise InputError(f"overlap: expected a number in [0, 1), got {overlap}")
-    try:
-        tta = as_bool(request.get("tta", DEFAULT_SETTINGS["tta"]), "tta")
-        mask_region = as_bool(request.get("mask_region", DEFAULT_SETTINGS["mask_region"]), "mask_region")
+        return InferSettings(
+            overlap=as_number(request["overlap"], "overlap", 0.0, 0.99),
+            tta=as_bool(request["tta"], "tta"),
+            mask_region=as_bool(request["mask_region"], "mask_region"),
+            device=device,
+        )
     except ValueError as err:
-        raise InputError(str(err).lstrip("-")) from err
-    return InferSettings(overlap=overlap, tta=tta, mask_region=mask_region, device=device)
+        raise InputError(str(err).removeprefix("--")) from err
 
 
-class StagePredictors:
-    """Stage predictors of one set of weights, rebuilt only when settings or checkpoint files change.
+class EngineCache:
+    """Stage predictors of the served weights, rebuilt only when settings or checkpoint files change.
 
     Args:
-        weights: the configured stages.
-        model_dir: where the app's train tasks publish (``<model_dir>/atria_<stage>/model.pt``);
-            a published model replaces its stage's configured checkpoints from the next request on.
-        hint: what to do about missing weights, appended to the missing-checkpoint message.
+        weights: the served weights (a model published by the app's training is picked up on the
+            next request).
     """
 
-    def __init__(self, weights: CascadeWeights, model_dir: str | os.PathLike, hint: str) -> None:
+    def __init__(self, weights: ServedWeights) -> None:
         self.weights = weights
-        self.model_dir = model_dir
-        self.hint = hint
-        self._cache: dict[str, tuple[tuple, BundlePredictor]] = {}
+        self._stages: dict[str, tuple[tuple, StagePredictor]] = {}
         self._lock = threading.Lock()
 
-    def get(self, stage: str, settings: InferSettings) -> BundlePredictor:
+    def stage(self, stage: str, settings: InferSettings) -> StagePredictor:
         """The predictor of ``stage`` (``localizer`` or ``segmenter``) for these settings.
 
         Raises:
-            MissingCheckpointError: a checkpoint of the stage does not exist (message names it and
-                says how to serve weights).
-            InputError: the weights do not fit the configured network.
+            MissingCheckpointError: the stage has no weights (the message names the file and says
+                how to serve weights).
+            InputError: a bad device, or weights that do not fit the configured network.
         """
-        weights = self.served().stages[stage]
-        missing = weights.missing()
-        if missing:
-            raise MissingCheckpointError(f"{missing[0]}: {stage} checkpoint not found ({self.hint})")
-        key = (settings, tuple((str(p), p.stat().st_mtime_ns) for p in weights.checkpoints))
+        weights = self.weights.served(stage)
+        key = (settings, tuple((str(p), p.stat().st_mtime_ns) for p in weights.checkpoints), tuple(weights.configs))
         with self._lock:
-            cached = self._cache.get(stage)
+            cached = self._stages.get(stage)
             if cached is None or cached[0] != key:
-                overrides = {"device": f"$torch.device('{settings.device}')", "overlap": settings.overlap, "num_workers": 0}
+                overrides = {"device": resolve_device(settings.device), "overlap": settings.overlap, "tta": settings.tta}
                 if stage == "segmenter":
                     overrides.update({"crop_to_mask": settings.mask_region, "mask_from_label": False})
-                predictor = BundlePredictor(
-                    weights.bundle, weights.checkpoints, overrides=overrides,
-                    extra_configs=weights.extra_configs, mirror=settings.tta,
-                )
-                self._cache[stage] = cached = (key, predictor)
+                predictor = StagePredictor(self.weights.bundles[stage], weights.checkpoints, overrides, weights.configs)
+                self._stages[stage] = cached = (key, predictor)
         return cached[1]
 
-    def served(self) -> CascadeWeights:
-        """The configured weights with the app's published models in place."""
-        return self.weights.with_published(self.model_dir)
+    def engine(self, settings: InferSettings, stages: Sequence[str] = STAGES) -> CascadeEngine:
+        """The cascade engine of ``stages`` (``("localizer",)`` for stage 1 alone)."""
+        predictors = [self.stage(stage, settings) for stage in stages]
+        return CascadeEngine(*predictors)
+
+    def checkpoints(self) -> dict[str, list[str]]:
+        """Stage -> the checkpoint files served now (empty for a stage without weights)."""
+        served = {}
+        for stage in STAGES:
+            try:
+                served[stage] = [str(p) for p in self.weights.served(stage).checkpoints]
+            except InputError:
+                served[stage] = []
+        return served

@@ -19,7 +19,6 @@ the loss), the setting of the paper's Table 5.
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 from monai.bundle import ConfigParser
@@ -28,7 +27,9 @@ from monai.inferers import SimpleInferer
 from monai.transforms import Activationsd, AsDiscreted, Lambdad
 from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 
-from lib.weights import StageWeights
+from cascade.io import InputError
+
+from lib.weights import ServedWeights
 
 __all__ = ["CascadeStageTrainTask"]
 
@@ -49,9 +50,11 @@ class CascadeStageTrainTask(BasicTrainTask):
     """Train the localizer or the segmenter on the datastore's labelled images.
 
     Args:
-        weights: the stage's bundle, layered configs and served checkpoints.
-        model_dir: MONAI Label's folder for this task (runs in ``model_dir/<name>``); the best model
-            is published to ``model_dir/model.pt``, which the infer tasks then serve.
+        weights: the served weights; the stage's overlays are layered over ``train.json`` and its
+            checkpoint (the first of an ensemble) is the pretrained start. The task runs in
+            ``<model_dir>/atria_<stage>/<name>`` and publishes its best model to
+            ``<model_dir>/atria_<stage>/model.pt``, which the infer tasks then serve.
+        stage: ``localizer`` or ``segmenter``.
         num_classes: output channels of the network (2 for the localizer, 4 for the segmenter).
         overrides: config ids and values applied over ``train.json`` (e.g. ``{"mask_from_label": True}``).
         description: shown by MONAI Label's ``/info/``.
@@ -59,23 +62,25 @@ class CascadeStageTrainTask(BasicTrainTask):
 
     def __init__(
         self,
-        weights: StageWeights,
-        model_dir: str,
+        weights: ServedWeights,
+        stage: str,
         num_classes: int,
         overrides: dict | None = None,
         description: str = "",
     ) -> None:
-        self.weights = weights
+        self.bundle = weights.bundles[stage]
         self.num_classes = num_classes
         self.overrides = dict(overrides or {})
+        try:
+            served = weights.served(stage)
+            self.overlays, pretrained = list(served.configs), str(served.checkpoints[0])
+        except InputError as err:
+            logger.warning(f"{err}; training the {stage} starts from random weights")
+            self.overlays, pretrained = [], None
         defaults = self._bundle_parser({}).get
-        served = weights.checkpoints[0] if weights.checkpoints else None
-        published = os.path.join(model_dir, "model.pt")
-        pretrained = published if os.path.isfile(published) else str(served) if served else None
-        if pretrained is None or not os.path.isfile(pretrained):
-            logger.warning(f"{pretrained}: no pretrained weights there; training {weights.bundle.name} starts from random weights")
+        published = weights.published(stage)
         super().__init__(
-            model_dir,
+            str(published.parent),
             description,
             config={
                 "max_epochs": int(defaults("num_epochs")),
@@ -91,14 +96,14 @@ class CascadeStageTrainTask(BasicTrainTask):
             },
             amp=torch.cuda.is_available(),
             load_path=pretrained,
-            publish_path=published,
+            publish_path=str(published),
             load_strict=True,
         )
 
     def _bundle_parser(self, values: dict) -> ConfigParser:
         parser = ConfigParser()
-        parser.read_config([str(path) for path in self.weights.config_files("train.json")])
-        parser.update({"bundle_root": str(self.weights.bundle), **self.overrides, **values})
+        parser.read_config([str(self.bundle / "configs" / "train.json"), *map(str, self.overlays)])
+        parser.update({"bundle_root": str(self.bundle), **self.overrides, **values})
         return parser
 
     def parser(self, context: Context) -> ConfigParser:
