@@ -5,7 +5,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 DEMO_DIR ?= demo_out
 
-.PHONY: setup demo test demo-weights
+.PHONY: setup demo test demo-weights monailabel-test
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,11 @@ $(VENV)/.installed: pyproject.toml
 
 test: setup
 	$(PY) -m pytest -q
+
+# Opt-in: the MONAI Label app against a live server on 127.0.0.1, in its own virtualenv
+# (.venv-monailabel, about 2 GB; see apps/monailabel/README.md). Not part of `make test`.
+monailabel-test:
+	bash apps/monailabel/test_live.sh
 
 demo: setup
 	$(VENV)/bin/cascade demo --out $(DEMO_DIR)

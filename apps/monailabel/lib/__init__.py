@@ -1,0 +1,1 @@
+"""Tasks of the atria-cascade MONAI Label app."""

@@ -1,0 +1,119 @@
+"""Request settings and the cached cascade engine shared by the app's infer tasks.
+
+Each stage is a :class:`cascade.engine.StagePredictor` (the bundle's ``inference.json`` and the
+weights' overlays, parsed with MONAI's ``ConfigParser``) built with the overrides
+``cascade predict`` applies for the same settings, and kept while the settings and the checkpoint
+files stay the same.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from monai.bundle import ConfigParser
+
+from cascade.bundles import STAGES
+from cascade.cli import as_bool, as_number
+from cascade.engine import CascadeEngine, StagePredictor, resolve_device
+from cascade.io import InputError
+
+from lib.weights import ServedWeights
+
+__all__ = ["InferSettings", "settings_from_request", "default_settings", "EngineCache"]
+
+
+@dataclass(frozen=True)
+class InferSettings:
+    """What a client may choose per request.
+
+    Attributes:
+        overlap: sliding-window overlap of both stages, in [0, 0.99] (0 is the paper's step 1.0).
+        tta: average over the 8 mirrorings of the three spatial axes.
+        mask_region: stage 2 over the dilated stage-1 mask's bounding box only (else the whole volume).
+        device: torch device name (``cpu``, ``cuda``, ``cuda:1``).
+    """
+
+    overlap: float
+    tta: bool
+    mask_region: bool
+    device: str
+
+
+def default_settings(weights: ServedWeights) -> dict:
+    """``overlap``, ``tta`` and ``mask_region`` as the segmenter's inference config (and the served
+    weights' overlays) set them, so a request without settings runs as ``cascade predict`` does."""
+    parser = ConfigParser()
+    try:
+        overlays = weights.served("segmenter").configs
+    except InputError:  # no weights: the bundle's own values
+        overlays = []
+    parser.read_config([str(weights.bundles["segmenter"] / "configs" / "inference.json"), *map(str, overlays)])
+    return {"overlap": float(parser["overlap"]), "tta": bool(parser["tta"]), "mask_region": bool(parser["crop_to_mask"])}
+
+
+def settings_from_request(request: Mapping, device: str) -> InferSettings:
+    """Read ``overlap``, ``tta`` and ``mask_region`` from a MONAI Label request (values may be strings).
+
+    Raises:
+        InputError: a value out of range or not a boolean (one line naming the setting).
+    """
+    try:
+        return InferSettings(
+            overlap=as_number(request["overlap"], "overlap", 0.0, 0.99),
+            tta=as_bool(request["tta"], "tta"),
+            mask_region=as_bool(request["mask_region"], "mask_region"),
+            device=device,
+        )
+    except ValueError as err:
+        raise InputError(str(err).removeprefix("--")) from err
+
+
+class EngineCache:
+    """Stage predictors of the served weights, rebuilt only when settings or checkpoint files change.
+
+    Args:
+        weights: the served weights (a model published by the app's training is picked up on the
+            next request).
+    """
+
+    def __init__(self, weights: ServedWeights) -> None:
+        self.weights = weights
+        self._stages: dict[str, tuple[tuple, StagePredictor]] = {}
+        self._lock = threading.Lock()
+
+    def stage(self, stage: str, settings: InferSettings) -> StagePredictor:
+        """The predictor of ``stage`` (``localizer`` or ``segmenter``) for these settings.
+
+        Raises:
+            MissingCheckpointError: the stage has no weights (the message names the file and says
+                how to serve weights).
+            InputError: a bad device, or weights that do not fit the configured network.
+        """
+        weights = self.weights.served(stage)
+        key = (settings, tuple((str(p), p.stat().st_mtime_ns) for p in weights.checkpoints), tuple(weights.configs))
+        with self._lock:
+            cached = self._stages.get(stage)
+            if cached is None or cached[0] != key:
+                overrides = {"device": resolve_device(settings.device), "overlap": settings.overlap, "tta": settings.tta}
+                if stage == "segmenter":
+                    overrides.update({"crop_to_mask": settings.mask_region, "mask_from_label": False})
+                predictor = StagePredictor(self.weights.bundles[stage], weights.checkpoints, overrides, weights.configs)
+                self._stages[stage] = cached = (key, predictor)
+        return cached[1]
+
+    def engine(self, settings: InferSettings, stages: Sequence[str] = STAGES) -> CascadeEngine:
+        """The cascade engine of ``stages`` (``("localizer",)`` for stage 1 alone)."""
+        predictors = [self.stage(stage, settings) for stage in stages]
+        return CascadeEngine(*predictors)
+
+    def checkpoints(self) -> dict[str, list[str]]:
+        """Stage -> the checkpoint files served now (empty for a stage without weights)."""
+        served = {}
+        for stage in STAGES:
+            try:
+                served[stage] = [str(p) for p in self.weights.served(stage).checkpoints]
+            except InputError:
+                served[stage] = []
+        return served

@@ -1,0 +1,345 @@
+"""Live test of the MONAI Label app: a real server on 127.0.0.1, real HTTP requests.
+
+Run by ``test_live.sh`` inside the app's own virtualenv (MONAI Label 0.8.5 installed). It
+1. writes phantom cases (reduced grid) and a MONAI Label studies folder of them (labels in
+   ``labels/final/``), and runs ``cascade predict --demo`` on them as the reference;
+2. starts ``monailabel start_server`` with the demo weights and checks ``/info/``, then
+   ``/infer/atria_cascade`` and ``/infer/atria_localizer`` against the reference voxel for voxel
+   (values, shape, affine), by datastore id and by upload, with client settings, and the one-line
+   HTTP 400 answers to bad input;
+3. trains both stages through ``/train/<task>`` (one short epoch each) and checks that the
+   published localizer is then served;
+4. in this process, proves that training starts from the pretrained weights (the network's state
+   at the first iteration equals the checkpoint; with ``pretrained: false`` it does not);
+5. restarts the server with a work folder holding no checkpoints and checks the HTTP 503 message.
+
+The server is stopped on every exit path. The last line is ``monailabel live test: PASS`` or
+``monailabel live test: FAIL (...)``; the exit status is 0 or 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+APP_DIR = Path(__file__).resolve().parent
+CASES = 2
+PHANTOM_GRID = ["--shape", "24", "160", "160", "--spacing", "2.5", "1.25", "1.25"]
+
+
+def log(message: str) -> None:
+    print(f"[live] {message}", flush=True)
+
+
+def run(command: list[str], cwd: Path) -> None:
+    log("$ " + " ".join(command))
+    subprocess.run(command, check=True, cwd=cwd)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """``monailabel start_server`` in its own process group, stopped on exit (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, studies: Path, conf: dict[str, str], work: Path, name: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = work / f"server-{name}.log"
+        command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR),
+                   "--studies", str(studies), "--host", "127.0.0.1", "--port", str(self.port)]
+        for key, value in conf.items():
+            command += ["--conf", key, value]
+        env = {**os.environ, "MONAI_LABEL_SESSION_PATH": str(work / "sessions")}
+        log("$ " + " ".join(command) + f"  (log {self.log_path})")
+        self.log_file = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            command, stdout=self.log_file, stderr=subprocess.STDOUT, env=env, cwd=work, start_new_session=True
+        )
+
+    def __enter__(self) -> Server:
+        try:
+            return self._wait_until_up()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _wait_until_up(self) -> Server:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode} while starting:\n{self.tail()}")
+            try:
+                with urllib.request.urlopen(self.url + "/info/", timeout=5) as response:
+                    if response.status == 200:
+                        log(f"server up on {self.url}")
+                        return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(1)
+        raise RuntimeError(f"server not answering /info/ after 180 s:\n{self.tail()}")
+
+    def __exit__(self, *exc) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log_file.close()
+        log(f"server on port {self.port} stopped (exit {self.process.returncode})")
+
+    def tail(self, lines: int = 30) -> str:
+        self.log_file.flush()
+        return "".join(self.log_path.read_text().splitlines(keepends=True)[-lines:])
+
+    def get(self, path: str) -> dict:
+        with urllib.request.urlopen(self.url + path, timeout=60) as response:
+            return json.loads(response.read())
+
+    def post(self, path: str, params: dict | None = None, upload: Path | None = None, body: dict | None = None,
+             timeout: float = 900) -> tuple[int, bytes]:
+        """POST a multipart form (``params`` JSON and an optional file) or a JSON body; (status, content)."""
+        if body is not None:
+            data, content_type = json.dumps(body).encode(), "application/json"
+        else:
+            boundary = uuid.uuid4().hex
+            parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n\r\n{json.dumps(params or {})}\r\n'.encode()]
+            if upload is not None:
+                parts.append(
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{upload.name}"\r\n'
+                    f"Content-Type: application/octet-stream\r\n\r\n".encode() + upload.read_bytes() + b"\r\n"
+                )
+            data, content_type = b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+        request = urllib.request.Request(self.url + path, data=data, method="POST", headers={"Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise AssertionError(message)
+    log(f"ok: {message}")
+
+
+def check_same_nifti(result: Path, reference: Path, image: Path, what: str) -> None:
+    """Values, dtype, shape and affine of ``result`` equal ``reference``; geometry equals ``image``."""
+    got, want, source = nib.load(result), nib.load(reference), nib.load(image)
+    got_array, want_array = np.asanyarray(got.dataobj), np.asanyarray(want.dataobj)
+    check(got_array.dtype == np.uint8, f"{what}: uint8 label map")
+    check(got.shape == source.shape and np.allclose(got.affine, source.affine, atol=1e-6), f"{what}: input's shape {got.shape} and affine")
+    check(np.array_equal(got.affine, want.affine), f"{what}: affine equals the reference's")
+    differ = int(np.count_nonzero(got_array != want_array)) if got.shape == want.shape else -1
+    check(differ == 0, f"{what}: equals `cascade predict` voxel for voxel ({differ} voxels differ, labels {np.unique(got_array).tolist()})")
+
+
+def infer_to_file(server: Server, task: str, out: Path, image_id: str | None = None, upload: Path | None = None,
+                  params: dict | None = None) -> dict:
+    """Run an infer task; write the returned label map to ``out``; return the result JSON."""
+    query = urllib.parse.urlencode({"image": image_id or "", "output": "image"})
+    status, content = server.post(f"/infer/{task}?{query}", params=params, upload=upload)
+    if status != 200:
+        raise AssertionError(f"/infer/{task} answered {status}: {content[:500]!r}\n{server.tail()}")
+    out.write_bytes(content)
+    query = urllib.parse.urlencode({"image": image_id or "", "output": "json"})
+    status, content = server.post(f"/infer/{task}?{query}", params=params, upload=upload)
+    check(status == 200, f"/infer/{task} ({image_id or upload.name}, {params or 'default settings'}) answers 200")
+    return json.loads(content)
+
+
+def make_data(work: Path) -> tuple[Path, Path, list[str]]:
+    """Phantoms (MBAS layout) and a MONAI Label studies folder of the same files."""
+    phantoms, studies = work / "phantoms", work / "studies"
+    run([sys.executable, "-m", "cascade.cli", "phantom", str(phantoms), "--cases", str(CASES), "--seed", "1000", *PHANTOM_GRID], work)
+    (studies / "labels" / "final").mkdir(parents=True)
+    cases = sorted(p.name for p in phantoms.iterdir())
+    for case in cases:
+        shutil.copyfile(phantoms / case / f"{case}_gt.nii.gz", studies / f"{case}.nii.gz")
+        shutil.copyfile(phantoms / case / f"{case}_label.nii.gz", studies / "labels" / "final" / f"{case}.nii.gz")
+    return phantoms, studies, cases
+
+
+def check_info(server: Server) -> None:
+    from cascade.labels import CLASS_COLOURS, CLASS_NAMES
+
+    info = server.get("/info/")
+    models = info.get("models", {})
+    check({"atria_cascade", "atria_localizer"} <= set(models), f"/info/ lists the infer tasks {sorted(models)}")
+    cascade_info = models["atria_cascade"]
+    check(cascade_info["labels"] == {name: value for value, name in CLASS_NAMES.items()}, f"labels {cascade_info['labels']}")
+    check(cascade_info["label_colors"] == {CLASS_NAMES[v]: list(c) for v, c in CLASS_COLOURS.items()}, "label colours of cascade.labels")
+    check({"overlap", "tta", "mask_region"} <= set(cascade_info["config"]), f"client settings {cascade_info['config']}")
+    check({"atria_localizer", "atria_segmenter"} <= set(info.get("trainers", {})), f"/info/ lists the train tasks {sorted(info['trainers'])}")
+
+
+def check_inference(server: Server, work: Path, phantoms: Path, cases: list[str]) -> None:
+    reference, results = work / "reference", work / "results"
+    results.mkdir()
+    for case in cases:
+        image = phantoms / case / f"{case}_gt.nii.gz"
+        infer_to_file(server, "atria_cascade", results / f"{case}_label.nii.gz", image_id=case)
+        check_same_nifti(results / f"{case}_label.nii.gz", reference / "default" / f"{case}_label.nii.gz", image, f"atria_cascade {case}")
+        infer_to_file(server, "atria_localizer", results / f"{case}_mask.nii.gz", image_id=case)
+        check_same_nifti(results / f"{case}_mask.nii.gz", reference / "default" / f"{case}_mask.nii.gz", image, f"atria_localizer {case}")
+    case = cases[0]
+    image = phantoms / case / f"{case}_gt.nii.gz"
+    infer_to_file(server, "atria_cascade", results / "upload_label.nii.gz", upload=image)
+    check_same_nifti(results / "upload_label.nii.gz", reference / "default" / f"{case}_label.nii.gz", image, f"atria_cascade {case} uploaded")
+    settings = {"overlap": 0, "mask_region": False}
+    answer = infer_to_file(server, "atria_cascade", results / "settings_label.nii.gz", image_id=case, params=settings)
+    check(answer["settings"] == {"overlap": 0.0, "tta": False, "mask_region": False}, f"settings echoed {answer['settings']}")
+    check_same_nifti(results / "settings_label.nii.gz", reference / "overlap0-whole" / f"{case}_label.nii.gz", image,
+                     f"atria_cascade {case} with {settings}")
+
+    status, content = server.post(f"/infer/atria_cascade?image={case}&output=json", params={"overlap": 1.5})
+    check(status == 400 and b"overlap" in content, f"overlap 1.5 -> HTTP {status} {content.decode()}")
+    broken = work / "broken.nii.gz"
+    broken.write_bytes(b"not an image")
+    status, content = server.post("/infer/atria_cascade?output=json", upload=broken)
+    check(status == 400 and b"not a readable NIfTI" in content, f"broken upload -> HTTP {status} {content.decode()}")
+
+
+def check_training_route(server: Server, model_dir: Path, case: str) -> None:
+    """Both stages train through MONAI Label's REST API; the published localizer is then served."""
+    for task in ("atria_localizer", "atria_segmenter"):
+        params = {"max_epochs": 1, "iterations_per_epoch": 1, "val_split": 0.5}
+        status, content = server.post(f"/train/{task}", body=params)
+        check(status == 200, f"/train/{task} {params} accepted")
+        task_id = json.loads(content)["id"]
+        deadline = time.monotonic() + 900
+        while True:
+            state = next(t for t in server.get("/train/?all=true") if t["id"] == task_id)
+            if state.get("status") not in ("SUBMITTED", "RUNNING"):
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"/train/{task} still running after 900 s")
+            time.sleep(3)
+        details = "".join(state.get("details", []))
+        check(state.get("status") == "DONE", f"/train/{task} finished with status {state.get('status')}" + ("" if state.get("status") == "DONE" else f"\n{details}"))
+        published = model_dir / task / "model.pt"
+        check(published.is_file(), f"{task} published {published}")
+        stats = server.get("/info/")["train_stats"][task]
+        check("val_mean_dice" in stats.get("eval", {}).get("metrics", {}), f"{task} train stats {json.dumps(stats.get('eval', {}).get('metrics'))}")
+    status, content = server.post(f"/infer/atria_localizer?image={case}&output=json")
+    served = json.loads(content)["checkpoints"]["localizer"] if status == 200 else content
+    check(served == [str(model_dir / "atria_localizer" / "model.pt")], f"the published localizer is served: {served}")
+
+
+def check_pretrained_loaded(studies: Path, work: Path) -> None:
+    """The localizer's training starts from its served checkpoint (and not with pretrained false)."""
+    import torch
+    from ignite.engine import Events
+    from monailabel.datastore.local import LocalDatastore
+
+    sys.path.insert(0, str(APP_DIR))
+    from lib.trainers.stage_train import CascadeStageTrainTask
+    from lib.weights import weights_from_conf
+
+    class FirstIterationState:
+        """Copies the network's weights when the first training iteration starts."""
+
+        def __init__(self, network_of) -> None:
+            self.network_of, self.state = network_of, None
+
+        def attach(self, engine) -> None:
+            engine.add_event_handler(Events.ITERATION_STARTED(once=1), self.capture)
+
+        def capture(self, engine) -> None:
+            self.state = {k: v.detach().clone() for k, v in self.network_of().state_dict().items()}
+
+    class RecordingTrainTask(CascadeStageTrainTask):
+        def train_handlers(self, context):
+            self.recorder = FirstIterationState(lambda: context.network)
+            return [*super().train_handlers(context), self.recorder]
+
+    datastore = LocalDatastore(str(studies), extensions=["*.nii.gz"], auto_reload=False)
+    for pretrained in (True, False):
+        weights = weights_from_conf({"demo": "true"}, work / f"model-pretrained-{pretrained}", "")
+        served = weights.served("localizer").checkpoints[0]
+        checkpoint = torch.load(served, map_location="cpu", weights_only=True)
+        task = RecordingTrainTask(weights, "localizer", num_classes=2)
+        stats = task({"max_epochs": 1, "iterations_per_epoch": 1, "val_split": 0.0, "pretrained": pretrained}, datastore)
+        equal = all(torch.equal(task.recorder.state[k], v) for k, v in checkpoint.items())
+        dice = stats["train"]["metrics"]["train_mean_dice"]
+        check(equal == pretrained, f"pretrained={pretrained}: weights at iteration 1 {'equal' if equal else 'differ from'} "
+                                   f"{served} (first-epoch train Dice {dice:.3f})")
+
+
+def check_missing_weights(studies: Path, work: Path, case: str) -> None:
+    empty = work / "empty-work"
+    empty.mkdir()
+    with Server(studies, {"models": str(empty), "model_dir": str(work / "model-empty")}, work, "no-weights") as server:
+        check("atria_cascade" in server.get("/info/")["models"], "without weights atria_cascade is still listed")
+        status, content = server.post(f"/infer/atria_cascade?image={case}&output=json")
+        detail = json.loads(content).get("detail", "") if content.startswith(b"{") else content.decode()
+        check(status == 503 and str(empty) in detail and "--conf demo true" in detail, f"missing weights -> HTTP {status} {detail}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="monailabel-live-"))
+    step = "set-up"
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("interrupted by SIGTERM"))  # stop the servers on a kill too
+    try:
+        # subprocesses run in the work folder, so they import the installed atria-cascade, not a checkout
+        run([sys.executable, "-c", "import cascade; print('[live] atria-cascade imported from', cascade.__file__)"], work)
+        phantoms, studies, cases = make_data(work)
+        step = "reference predictions"
+        run([sys.executable, "-m", "cascade.cli", "predict", str(phantoms), str(work / "reference" / "default"),
+             "--demo", "--device", "cpu", "--save_masks"], work)
+        run([sys.executable, "-m", "cascade.cli", "predict", str(phantoms / cases[0] / f"{cases[0]}_gt.nii.gz"),
+             str(work / "reference" / "overlap0-whole"), "--demo", "--device", "cpu", "--overlap", "0", "--mask_region", "false"], work)
+        model_dir = work / "model"
+        step = "server with demo weights"
+        with Server(studies, {"demo": "true", "model_dir": str(model_dir)}, work, "demo") as server:
+            step = "/info/"
+            check_info(server)
+            step = "inference"
+            check_inference(server, work, phantoms, cases)
+            step = "training through /train/"
+            check_training_route(server, model_dir, cases[0])
+        step = "pretrained weights"
+        check_pretrained_loaded(studies, work)
+        step = "missing weights"
+        check_missing_weights(studies, work, cases[0])
+    except BaseException as err:  # any failure or interruption is reported on the closing line
+        traceback.print_exc()
+        print(f"monailabel live test: FAIL ({step}: {str(err).splitlines()[0] if str(err) else type(err).__name__})", flush=True)
+        return 1
+    finally:
+        if args.keep:
+            log(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print("monailabel live test: PASS", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
