@@ -39,6 +39,7 @@ __all__ = [
     "fold_datalist",
     "image_datalist",
     "attach_masks",
+    "gate_masks",
     "write_datalist",
     "case_id",
     "case_name_formatter",
@@ -390,6 +391,27 @@ def image_datalist(
     if not entries:
         raise InputError(f"{source}: no images found")
     return attach_masks(entries, mask_dir) if mask_dir else entries
+
+
+def gate_masks(mask_dir: str | os.PathLike | None, gate_from_config: bool) -> str | None:
+    """The segmenter's mask folder for a bundle run, or ``None`` when its config makes the gate.
+
+    A guard for ``python -m monai.bundle run`` of the segmenter's configs: without a gate stage 2 has
+    nothing to be confined to, so the run stops here with one line saying how to give one (as
+    ``SystemExit``, which MONAI's config parser lets through without a traceback).
+
+    Args:
+        mask_dir: folder of stage-1 masks ``<case>_mask.nii.gz`` (``--mask_dir``), or empty.
+        gate_from_config: the config builds the gate itself (``mask_from_label`` or ``single_stage``).
+    """
+    if gate_from_config:
+        return None
+    if not mask_dir:
+        raise SystemExit(
+            "atria_segmenter: stage 2 needs its gate: pass --mask_dir DIR (stage-1 masks <case>_mask.nii.gz, "
+            "e.g. from the localizer bundle's inference) or --mask_from_label true (the label, dilated)"
+        )
+    return str(mask_dir)
 
 
 def attach_masks(datalist: list[dict], mask_dir: str | os.PathLike) -> list[dict]:

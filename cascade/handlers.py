@@ -18,12 +18,20 @@ import torch
 from monai.handlers import IgniteMetricHandler
 from monai.metrics import CumulativeIterationMetric
 from monai.metrics.utils import do_metric_reduction, ignore_background
+from monai.networks.utils import one_hot
 from monai.utils import MetricReduction
 
 from cascade.labels import CLASS_NAMES
 from cascade.transforms import dilate_mask, margin_voxels
 
-__all__ = ["OverlapMetric", "Overlap", "GateRecallMetric", "GateRecall"]
+__all__ = ["pred_and_atria", "OverlapMetric", "Overlap", "GateRecallMetric", "GateRecall"]
+
+
+def pred_and_atria(output: list[dict]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """``output_transform`` of the localizer's metrics: each case's one-hot ``pred`` and its label's
+    union of classes (the localizer's target) one-hot, (2, X, Y, Z). The label itself stays a
+    multi-class map so that :class:`GateRecall` can score each class."""
+    return [o["pred"] for o in output], [one_hot(o["label"] > 0, num_classes=2, dim=0) for o in output]
 
 
 class OverlapMetric(CumulativeIterationMetric):

@@ -18,6 +18,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.ndimage import distance_transform_edt
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.transforms import CropForeground, CropForegroundd, MapTransform, Transform
@@ -52,14 +53,18 @@ def ball(radius: float | Sequence[float]) -> np.ndarray:
 def dilate_mask(mask: torch.Tensor, radius: float | Sequence[float]) -> torch.Tensor:
     """Binary dilation of a mask with :func:`ball` of ``radius`` voxels (outside the volume is empty).
 
-    Computed as a convolution with the element, so it runs on the mask's device (CPU or GPU).
+    Only the foreground's bounding box grown by the element is computed (nothing outside it can
+    change, and a mask of the atria is a small part of a scan). On a CPU the box is dilated through
+    a Euclidean distance transform scaled by the radii (a voxel joins when its scaled distance to
+    the foreground is at most 1: the element's own definition), whose cost does not grow with the
+    radius; on a GPU as a convolution with the element. Both give exactly the element's dilation.
 
     Args:
         mask: (C, X, Y, Z) or (B, C, X, Y, Z); nonzero voxels are foreground.
         radius: radius in voxels, one or per axis (X, Y, Z).
 
     Returns:
-        Float tensor of the same shape with values 0 and 1.
+        Float tensor of the same shape with values 0 and 1, on the mask's device.
     """
     foreground = (mask != 0).float()
     element = ball(radius)
@@ -67,10 +72,27 @@ def dilate_mask(mask: torch.Tensor, radius: float | Sequence[float]) -> torch.Te
         return foreground
     batched = foreground if foreground.ndim == 5 else foreground[None]
     b, c = batched.shape[:2]
-    kernel = torch.as_tensor(element, dtype=torch.float32, device=mask.device)[None, None]
-    padding = tuple(n // 2 for n in element.shape)
-    hits = F.conv3d(batched.reshape(b * c, 1, *batched.shape[2:]), kernel, padding=padding)
-    dilated = (hits > 0.5).float().reshape(batched.shape)
+    flat = batched.reshape(b * c, *batched.shape[2:])
+    present = torch.nonzero(flat.amax(0))
+    dilated = torch.zeros_like(flat)
+    if len(present):
+        half = [n // 2 for n in element.shape]
+        low = [max(int(v) - h, 0) for v, h in zip(present.amin(0), half)]
+        high = [min(int(v) + h + 1, n) for v, h, n in zip(present.amax(0), half, flat.shape[1:])]
+        box = (slice(None), *(slice(lo, hi) for lo, hi in zip(low, high)))
+        region = flat[box]
+        if region.device.type == "cpu":
+            radii = ensure_tuple_rep(radius, 3)
+            sampling = [1.0 / r if r > 0 else 1e6 for r in radii]  # an axis of radius 0 never reaches
+            for index, channel in enumerate(region):
+                if channel.any():  # a transform of nothing but background is not defined
+                    grown = distance_transform_edt(channel.numpy() == 0, sampling=sampling) <= 1 + 1e-9
+                    dilated[index][box[1:]] = torch.as_tensor(grown, dtype=torch.float32)
+        else:
+            kernel = torch.as_tensor(element, dtype=torch.float32, device=mask.device)[None, None]
+            hits = F.conv3d(region[:, None], kernel, padding=tuple(half))[:, 0]
+            dilated[box] = (hits > 0.5).float()
+    dilated = dilated.reshape(batched.shape)
     return dilated if foreground.ndim == 5 else dilated[0]
 
 

@@ -6,7 +6,7 @@ from scipy.ndimage import binary_dilation
 
 from monai.transforms import CropForegroundd
 
-from cascade.transforms import CropForegroundMinSized, DilateMask, DilateMaskd, ball
+from cascade.transforms import CropForegroundMinSized, DilateMask, DilateMaskd, ball, dilate_mask, margin_voxels
 
 
 def reference_ball(radius: int) -> np.ndarray:
@@ -84,3 +84,20 @@ def test_crop_larger_than_min_size_is_monai_crop_foreground():
     ours = CropForegroundMinSized(min_size=[8, 8, 4], **kwargs)({"image": image, "mask": MetaTensor(mask)})
     monai = CropForegroundd(**kwargs)({"image": image, "mask": MetaTensor(mask)})
     assert _box(ours) == _box(monai) == (slice(18, 47), slice(8, 42), slice(2, 16))
+
+
+@pytest.mark.parametrize("radius", [(3, 2.5, 1.2), (2, 2, 0), (4.8, 4.8, 1.2)])
+def test_ellipsoidal_dilation_matches_scipy(radius):
+    """Radii per axis (a margin in mm over an anisotropic grid); an empty channel stays empty."""
+    rng = np.random.default_rng(1)
+    mask = rng.random((40, 31, 12)) > 0.985
+    mask[-1, 3, 0] = True
+    out = dilate_mask(torch.as_tensor(np.stack([mask, np.zeros_like(mask)])[None], dtype=torch.float32), radius)
+    np.testing.assert_array_equal(out[0, 0].numpy() > 0, binary_dilation(mask, structure=ball(radius)))
+    assert not out[0, 1].any()
+
+
+def test_margin_in_mm_is_the_papers_radius_on_the_mbas_grid():
+    assert margin_voxels([1.25, 1.25, 5.0], [0.625, 0.625, 2.5]) == (2.0, 2.0, 2.0)
+    assert margin_voxels(7.5, [1.25, 1.25, 2.5]) == (6.0, 6.0, 3.0)
+    assert ball(margin_voxels([1.25, 1.25, 5.0], [0.625, 0.625, 2.5])).sum() == ball(2).sum()
