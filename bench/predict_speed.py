@@ -32,6 +32,7 @@ inside the volume.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 import tempfile
@@ -180,6 +181,10 @@ def cascade_table(args: argparse.Namespace, device: torch.device) -> None:
                               f"{steps['inference']:>8.2f} {steps['postprocessing']:>7.2f} {sum(steps.values()):>8.2f}",
                               flush=True)
                     print(f"{'':>7} {'':<13} {'':<4} {'cascade':<10} {'':>7} {'':>7} {'':>8} {'':>7} {total:>8.2f}")
+                    if args.json:
+                        with args.json.open("a") as f:
+                            row = {"overlap": overlap, "mask region": crop, "tta": tta, "seconds": total, "width": args.width}
+                            f.write(json.dumps(row) + "\n")
 
 
 def main() -> None:
@@ -195,6 +200,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--seed", type=int, default=0, help="phantom seed")
+    parser.add_argument("--json", type=Path, help="part 2: append one JSON line per cascade setting to this file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
