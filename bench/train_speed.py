@@ -30,6 +30,7 @@ import argparse
 import json
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -129,8 +130,15 @@ def main() -> None:
     if not 0 <= args.warmup < args.iterations:
         parser.error("--warmup must be smaller than --iterations")
     set_determinism(seed=args.seed)
+    failed = []
     for mode in args.modes:
-        row = run_mode(args.stage, mode, args)
+        try:
+            row = run_mode(args.stage, mode, args)
+        except Exception as err:  # one failing mode should not cost the others' numbers
+            print(f"{args.stage} {mode}: failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", flush=True)
+            traceback.print_exc()
+            failed.append(mode)
+            continue
         print(f"{row['stage']} {row['mode']}: {row['it/s']:.2f} it/s over {row['iterations']} iterations "
               f"(batch {row['batch']}, {row['workers']} workers, amp {row['amp']}), waiting for data "
               f"{row['wait share']:.0%}, peak GPU {row['peak GiB']:.1f} GiB, setup {row['setup s']:.0f} s, "
@@ -138,6 +146,8 @@ def main() -> None:
         if args.json:
             with args.json.open("a") as f:
                 f.write(json.dumps(row) + "\n")
+    if failed:
+        raise SystemExit(f"failed modes: {' '.join(failed)}")
 
 
 if __name__ == "__main__":
