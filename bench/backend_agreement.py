@@ -49,9 +49,9 @@ def main() -> None:
         images = sorted(Path(scratch).glob("*/*_gt.nii.gz"))
         results = {}
         for name in ["torch/fp32", *(s for s in args.settings if s != "torch/fp32")]:
-            backend, *precisions = SETTINGS[name]
+            backend, localizer, segmenter = SETTINGS[name]
             engine = CascadeEngine.from_options(demo=True, device="cpu", overlap=args.overlap, backend=backend,
-                                                precision=tuple(precisions))
+                                                precision={"localizer": localizer, "segmenter": segmenter})
             results[name] = [engine.predict_image(image) for image in images]
     reference = results["torch/fp32"]
     classes = list(CLASS_NAMES.items())

@@ -28,6 +28,7 @@ without bf16 support the hint bf16 falls back to fp32 (with a warning).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -42,7 +43,9 @@ from monai.utils import optional_import
 
 from cascade.io import InputError
 
-__all__ = ["BACKENDS", "PRECISIONS", "OpenVINONetwork", "compile_network", "default_cache_dir", "network_fingerprint"]
+__all__ = [
+    "BACKENDS", "PRECISIONS", "OpenVINONetwork", "compile_network", "default_cache_dir", "default_precision", "network_fingerprint",
+]
 
 BACKENDS = ("torch", "openvino")
 PRECISIONS = ("fp32", "bf16")
@@ -52,6 +55,9 @@ OPENVINO_EXTRA_HINT = "pip install 'atria-cascade[openvino]'"
 CACHE_FORMAT = 1  # bump when the export route changes what an IR holds
 ONNX_OPSET = 17
 _OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+# Stages whose OpenVINO bf16 label maps agreed with fp32 at Dice >= 0.99 per class on the demo
+# weights and unseen phantoms (bench/backend_agreement.py; docs/benchmarks.md): bf16 is their default.
+BF16_BY_DEFAULT = ("localizer", "segmenter")
 
 
 def default_cache_dir() -> Path:
@@ -82,6 +88,29 @@ def network_fingerprint(network: torch.nn.Module, input_shape: Sequence[int], *v
         digest.update(f"\n{name} {tensor.dtype} {list(tensor.shape)}\n".encode())
         digest.update(tensor.view(torch.uint8).numpy().data if tensor.numel() else b"")
     return digest.hexdigest()
+
+
+def default_precision(backend: str, stage: str) -> str:
+    """The precision a stage runs at when none is given.
+
+    Args:
+        backend: ``torch`` or ``openvino``.
+        stage: ``localizer`` or ``segmenter``.
+
+    Returns:
+        ``bf16`` for OpenVINO on a CPU with native bf16 (AVX-512 BF16 or AMX) for the stages in
+        ``BF16_BY_DEFAULT``; ``fp32`` otherwise (and whenever OpenVINO is not installed, which
+        :func:`compile_network` then reports).
+    """
+    if backend != "openvino" or stage not in BF16_BY_DEFAULT:
+        return "fp32"
+    return "bf16" if _cpu_has_bf16() else "fp32"
+
+
+@functools.cache
+def _cpu_has_bf16() -> bool:
+    openvino, has_openvino = optional_import("openvino")
+    return has_openvino and "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def _import_openvino():
@@ -136,7 +165,7 @@ class OpenVINONetwork:
     def __init__(self, path: Path, input_shape: tuple[int, ...], precision: str, exported: bool) -> None:
         openvino = _import_openvino()
         core = openvino.Core()
-        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        if precision == "bf16" and not _cpu_has_bf16():
             warnings.warn("--precision bf16: this CPU has no native bf16; OpenVINO runs fp32", stacklevel=3)
         config = {
             "INFERENCE_PRECISION_HINT": _OPENVINO_PRECISION[precision],
@@ -165,7 +194,7 @@ def compile_network(
     patch_size: Sequence[int],
     backend: str = "torch",
     precision: str = "fp32",
-    in_channels: int = 1,
+    in_channels: int | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """A stage network ready for sliding-window inference on the chosen runtime.
@@ -177,7 +206,7 @@ def compile_network(
         patch_size: the window shape (X, Y, Z) every call gets (the config's ``patch_size``).
         backend: ``torch`` (the module itself, on whatever device it is) or ``openvino`` (CPU).
         precision: ``fp32``, or ``bf16`` (openvino only).
-        in_channels: window channels C.
+        in_channels: window channels C (default: the network's ``in_channels`` attribute, else 1).
         cache_dir: where exported networks are kept (default :func:`default_cache_dir`).
 
     Returns:
@@ -198,6 +227,7 @@ def compile_network(
             raise InputError(f"--precision {precision}: the torch backend runs fp32 (use --backend openvino)")
         return network
     openvino = _import_openvino()
+    in_channels = in_channels or getattr(network, "in_channels", 1)
     input_shape = (1, in_channels, *(int(s) for s in patch_size))
     network = network.to("cpu")
     key = network_fingerprint(network, input_shape, f"torch {torch.__version__}", f"openvino {openvino.__version__}")

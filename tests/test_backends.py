@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,15 @@ import pytest
 import torch
 from monai.utils import optional_import
 
-from cascade.backends import compile_network
+from cascade.backends import compile_network, default_precision
+from cascade.bundles import bundle_dir
+from cascade.engine import CascadeEngine, StagePredictor
 from cascade.io import InputError
+from cascade.labels import CLASS_NAMES
+from cascade.metrics import dice
 from cascade.networks import localizer_resenc_unet, segmenter_resenc_unet
+from cascade.phantom import write_phantoms
+from tests.conftest import toy_case, write_nifti
 
 _, has_openvino = optional_import("openvino")
 _, has_onnx = optional_import("onnx")
@@ -117,25 +124,60 @@ def test_openvino_network_rejects_other_window_shapes(tmp_path):
 
 
 def test_missing_openvino_extra_is_a_one_line_error(tmp_path):
-    # A fresh interpreter where importing the package fails, as it does where the extra is not installed.
+    # `cascade predict --backend openvino` in an interpreter where importing the package fails, as
+    # it does where the extra is not installed: the CLI's one error line, exit status 1.
+    image = write_nifti(tmp_path / "case.nii.gz", toy_case()[0])
     script = (
         "import sys\n"
-        "from cascade.backends import compile_network\n"
-        "from cascade.networks import localizer_resenc_unet\n"
-        "from cascade.io import InputError\n"
+        "from cascade.cli import main\n"
         "for blocked in ('openvino', 'onnx'):\n"
         "    sys.modules[blocked] = None\n"
+        f"    sys.argv = ['cascade', 'predict', {str(image)!r}, {str(tmp_path / 'out')!r}, '--demo', '--backend', 'openvino']\n"
         "    try:\n"
-        "        compile_network(localizer_resenc_unet(features_per_stage=[4, 8]), (64, 64, 8), backend='openvino',\n"
-        f"                        cache_dir={str(tmp_path)!r})\n"
-        "    except InputError as err:\n"
-        "        print(err)\n"
+        "        main()\n"
+        "    except SystemExit as stop:\n"
+        "        print(f'exit {stop.code}', flush=True)\n"
         "    sys.modules.pop(blocked)\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.splitlines() == [
-        f"--backend openvino: the {blocked} package is not installed (pip install 'atria-cascade[openvino]')"
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "CASCADE_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    assert result.stdout.count("exit 1") == 2, result.stdout + result.stderr[-2000:]
+    assert [line for line in result.stderr.splitlines() if "error" in line.lower()] == [
+        f"cascade: error: --backend openvino: the {blocked} package is not installed (pip install 'atria-cascade[openvino]')"
         for blocked in ("openvino", "onnx")
     ]
-    assert not any(Path(tmp_path).iterdir())
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def torch_predictions(tmp_path_factory) -> list[tuple[Path, object]]:
+    """Two phantoms on the demo weights' training grid that they were not trained on, and the
+    cascade's results on them with the demo weights in torch fp32."""
+    root = tmp_path_factory.mktemp("unseen")
+    write_phantoms(root, cases=2, seed=4242, shape=(24, 160, 160), spacing=(2.5, 1.25, 1.25))
+    reference = CascadeEngine.from_options(demo=True, device="cpu")
+    return [(image, reference.predict_image(image)) for image in sorted(root.glob("*/*_gt.nii.gz"))]
+
+
+@needs_openvino
+@pytest.mark.parametrize("precision", ["fp32", None], ids=["fp32", "default"])
+def test_openvino_label_maps_agree_with_torch_on_demo_weights(precision, torch_predictions, tmp_path, monkeypatch):
+    monkeypatch.setenv("CASCADE_CACHE_DIR", str(tmp_path))
+    engine = CascadeEngine.from_options(demo=True, backend="openvino", precision=precision)
+    expected_precisions = {stage: precision or default_precision("openvino", stage) for stage in ("localizer", "segmenter")}
+    assert {"localizer": engine.localizer.precision, "segmenter": engine.segmenter.precision} == expected_precisions
+    assert engine.localizer.device.type == "cpu"  # openvino's default device
+    for image, expected in torch_predictions:
+        result = engine.predict_image(image)
+        assert result.labels.shape == expected.labels.shape
+        assert dice(result.mask, expected.mask) >= 0.99
+        for value in CLASS_NAMES:
+            assert (expected.labels == value).any()  # the demo weights find every class here
+            assert dice(result.labels == value, expected.labels == value) >= 0.99, (image.name, CLASS_NAMES[value])
+
+
+def test_openvino_is_refused_on_a_gpu_device():
+    with pytest.raises(InputError, match="--backend openvino runs on the CPU; use --device cpu"):
+        StagePredictor(bundle_dir("localizer"), [], overrides={"device": "$torch.device('cuda:0')"}, backend="openvino")
