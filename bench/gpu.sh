@@ -80,7 +80,7 @@ if [ "$MODE" = full ]; then
   TRAIN_RUNS=("--modes config --iterations 60 --warmup 10" "--modes fast_loader gpu_augmentation preloaded --iterations 200 --warmup 20")
 else
   PHANTOM_ARGS=(--cases 2 --seed 0 --shape 24 160 160 --spacing 2.5 1.25 1.25)
-  CASCADE_ARGS=(--overlaps 0 --tta --configs demo --shape 24 160 160 --spacing 2.5 1.25 1.25)
+  CASCADE_ARGS=(--overlaps 0 --tta --regions "mask region" --width 0.5 --configs demo --shape 24 160 160 --spacing 2.5 1.25 1.25)
   TRAIN_RUNS=("--iterations 3 --warmup 1 --num_workers 1")
 fi
 step() {  # step NAME LOG COMMAND...: run unless over budget; a failure is noted, not fatal

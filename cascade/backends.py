@@ -17,13 +17,15 @@ both precisions, which are chosen when the IR is compiled.
 Export route (chosen by measurement, see docs/benchmarks.md): ``torch.onnx.export`` (TorchScript
 exporter, opset 17), read by OpenVINO's ONNX frontend. Its graph keeps instance normalisation as
 one fused MVN operation; ``torch.export`` followed by ``openvino.convert_model`` decomposes it into
-reductions and element-wise operations (1.5-2x slower per window here), and ``convert_model`` on
-the torch module (TorchScript tracing inside OpenVINO) takes minutes. ``openvino.convert_model``
+reductions and element-wise operations (1.6-2.1x slower per window in one measurement), and
+``convert_model`` on the torch module (TorchScript tracing inside OpenVINO) exported in 108 s
+against 16-18 s. ``openvino.convert_model``
 is not used at all: it sends usage telemetry, ``Core.read_model`` does not.
 
 OpenVINO runs bf16 wherever the CPU supports it natively (AVX-512 BF16 or AMX) unless told
-otherwise, so fp32 is always requested explicitly (``INFERENCE_PRECISION_HINT``). On a CPU
-without bf16 support the hint bf16 falls back to fp32 (with a warning).
+otherwise, so the precision is always requested explicitly (``INFERENCE_PRECISION_HINT``); on a
+CPU without bf16 support the hint bf16 falls back to fp32 (with a warning). Without a precision
+given, :func:`default_precision` picks bf16 on such CPUs, as measured safe (docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -182,10 +182,10 @@ def predict(
         mask_region: run stage 2 only over the dilated mask's bounding box plus a margin (config
             default true); false slides over the whole volume as the paper does.
         tta: mirroring test-time augmentation, 8 mirrorings per window (config default false).
-        backend: network runtime: torch, or openvino (CPU only, 2-4x faster there; needs
-            pip install 'atria-cascade[openvino]'; each network is exported once and cached in
-            $CASCADE_CACHE_DIR, default ~/.cache/atria-cascade).
-        precision: fp32, or bf16 (openvino only; default: fp32, see docs/benchmarks.md).
+        backend: network runtime: torch, or openvino (CPU only; needs pip install
+            'atria-cascade[openvino]'; each network is exported once and cached in
+            $CASCADE_CACHE_DIR, default ~/.cache/atria-cascade; see docs/benchmarks.md).
+        precision: fp32, or bf16 (openvino only; default bf16 on CPUs with native bf16, else fp32).
         save_masks: also write <case>_mask.nii.gz (stage-1 mask) and <case>_gate.nii.gz (the region
             stage 2 may label).
         overwrite: replace existing outputs (never an input file).
