@@ -62,7 +62,16 @@ def training_config(stage: str, data: Path, device: torch.device, configs: list[
     if stage == "segmenter":
         overrides["mask_from_label"] = True  # the dilated label stands in for stage-1 masks
     parser.update(overrides)
+    if fast_loader:
+        check_fast_loader(parser, stage)
     return parser
+
+
+def check_fast_loader(parser: ConfigParser, stage: str) -> None:
+    """The fast-loader overlays address the crop by its list position: fail loudly if it moved."""
+    crops = [t for t in parser.get_parsed_content("train#random_transforms") if type(t).__name__ == "RandCropByLabelClassesd"]
+    if len(crops) != 1 or crops[0].indices_key != "label_cls_indices":
+        raise SystemExit(f"bench/configs/fast_loader_{stage}.json no longer points at the crop of {stage}'s train.json")
 
 
 def transform_names(transforms: list) -> list[str]:

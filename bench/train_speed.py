@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 import traceback
@@ -37,6 +38,9 @@ import torch
 from ignite.engine import Events
 from monai.bundle import ConfigParser
 from monai.utils import set_determinism
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loader_speed import check_fast_loader  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 BUNDLES = BENCH.parent / "bundles"
@@ -63,6 +67,8 @@ def build(stage: str, mode: str, args: argparse.Namespace, scratch: Path) -> Con
     if stage == "segmenter":
         overrides["mask_from_label"] = True  # the dilated label stands in for stage-1 masks
     parser.update(overrides)
+    if "fast_loader" in " ".join(MODES[mode]):
+        check_fast_loader(parser, stage)
     parser.get_parsed_content("initialize")
     return parser
 
