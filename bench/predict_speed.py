@@ -16,13 +16,20 @@ whole-volume pass of the same inferer.
 
 Part 2, the cascade per case (``--cascade``). Both stages through the engine's ``StagePredictor``
 (the code ``cascade predict`` runs: preprocessing, inference, postprocessing of each bundle's
-inference.json) with random weights; stage 2 is gated by the phantom's own label (dilated), which
-stands in for a trained localizer's mask. Seconds per stage and step, mask region on and off,
-mirroring TTA off (and on with ``--tta``).
+inference.json) with random weights (seeded, so exported networks are found in the backends' cache
+on later runs); stage 2 is gated by the phantom's own label (dilated), which stands in for a
+trained localizer's mask. For each overlap, stage-2 region (``--regions``), mirroring TTA off (and
+on with ``--tta``) and runtime (``--backends``, side by side): per stage the build seconds (an
+OpenVINO export included when the network is not cached yet; not part of the case), windows, and
+the seconds of preprocessing, inference and postprocessing; per case the total, the speed-up over
+the first runtime listed, and the peak resident memory of the process while that setting was built
+and ran (Linux ``VmHWM``, reset per setting).
 
     python bench/predict_speed.py                               # full networks (CPU: ~40 s/window)
     python bench/predict_speed.py --width 0.25 --threads 2      # features / 4, for CPU-only machines
     python bench/predict_speed.py --cascade --tta               # on a GPU: the whole-cascade table
+    python bench/predict_speed.py --cascade --no_windows --regions "mask region" \\
+        --backends torch:fp32 openvino:fp32 openvino:bf16       # CPU runtimes side by side
 
 The mask region in part 1 is cut as the segmenter's inference.json cuts it: the phantom's label
 dilated by ``dilation_radius``, its bounding box plus ``crop_margin``, grown to at least one patch
@@ -32,7 +39,10 @@ inside the volume.
 from __future__ import annotations
 
 import argparse
+import gc
+import json
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -45,8 +55,8 @@ import torch
 from monai.bundle import ConfigParser
 
 from cascade.labels import LABEL_VALUES
-from cascade.phantom import case_seed, make_phantom, write_phantoms
-from cascade.bundles import bundle_dir
+from cascade.phantom import DEFAULT_SHAPE, DEFAULT_SPACING, case_seed, make_phantom, write_phantoms
+from cascade.bundles import bundle_dir, overlay_path
 from cascade.engine import StagePredictor
 from cascade.transforms import CropForegroundMinSize, dilate_mask
 
@@ -56,9 +66,9 @@ from timed_network import TimedNetwork, synchronize  # noqa: E402
 STAGES = {stage: bundle_dir(stage) for stage in ("localizer", "segmenter")}
 
 
-def stage_config(stage: str, overrides: dict) -> ConfigParser:
+def stage_config(stage: str, overrides: dict, configs: list[str] = ()) -> ConfigParser:
     parser = ConfigParser()
-    parser.read_config(str(STAGES[stage] / "configs" / "inference.json"))
+    parser.read_config([str(STAGES[stage] / "configs" / "inference.json"), *(str(overlay_path(STAGES[stage], c)) for c in configs)])
     parser.update({"bundle_root": str(STAGES[stage]), **overrides})
     return parser
 
@@ -143,43 +153,85 @@ def sliding_window_table(args: argparse.Namespace, device: torch.device) -> None
               f"{network_seconds:>9.2f} {(seconds - network_seconds) / network_seconds:>8.1%} {speedup}")
 
 
-def random_weights(stage: str, features: list[int], path: Path) -> Path:
-    network = stage_config(stage, {"features_per_stage": features}).get_parsed_content("network_def")
+def random_weights(stage: str, features: list[int], path: Path, configs: list[str]) -> Path:
+    torch.manual_seed(0)  # the same weights every run: exported networks are found in the cache again
+    network = stage_config(stage, {"features_per_stage": features}, configs).get_parsed_content("network_def")
     torch.save(network.state_dict(), path)
     return path
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak of the resident set size (Linux; elsewhere the process peak stays)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_gib() -> float:
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(next(l for l in status.splitlines() if l.startswith("VmHWM")).split()[1]) / 2**20
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def cascade_table(args: argparse.Namespace, device: torch.device) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         case = scratch / "phantom" / "MBAS_001"
-        write_phantoms(case.parent, cases=1, seed=args.seed)
+        write_phantoms(case.parent, cases=1, seed=args.seed, shape=tuple(args.shape), spacing=tuple(args.spacing))
         item = {"image": str(case / "MBAS_001_gt.nii.gz"), "label": str(case / "MBAS_001_label.nii.gz")}
-        features = {s: scaled_features(stage_config(s, {}), args.width) for s in STAGES}
-        weights = {s: random_weights(s, features[s], scratch / f"{s}.pt") for s in STAGES}
+        features = {s: scaled_features(stage_config(s, {}, args.configs), args.width) for s in STAGES}
+        weights = {s: random_weights(s, features[s], scratch / f"{s}.pt", args.configs) for s in STAGES}
         print(f"\ncascade on {nib.load(item['image']).shape}; features {features}; random weights, "
-              "stage 2 gated by the phantom's label")
-        print(f"{'overlap':>7} {'stage 2 over':<13} {'TTA':<4} {'stage':<10} {'windows':>7} {'prep s':>7} "
-              f"{'infer s':>8} {'post s':>7} {'total s':>8}")
+              f"stage 2 gated by the phantom's label; overlays {args.configs or 'none'}")
+        print(f"{'overlap':>7} {'stage 2 over':<13} {'TTA':<4} {'backend':<14} {'stage':<10} {'build s':>7} {'windows':>7} "
+              f"{'prep s':>7} {'infer s':>8} {'post s':>7} {'total s':>8} {'vs torch':>8} {'peak RSS':>8}")
+        if device.type == "cuda":  # cuDNN autotunes each shape on its first call: not part of a case
+            cascade_row(args, device, item, weights, features, args.overlaps[-1], args.regions[-1], False, args.backends[0])
+        rows = []
         for overlap in args.overlaps:
-            for crop in (False, True):
+            for region in args.regions:
                 for tta in (False, True) if args.tta else (False,):
-                    total = 0.0
-                    for stage in STAGES:
-                        overrides = {"device": f"$torch.device('{device}')", "overlap": overlap, "num_workers": 0,
-                                     "features_per_stage": features[stage]}
-                        if stage == "segmenter":
-                            overrides |= {"crop_to_mask": crop, "mask_from_label": True}
-                        predictor = StagePredictor(STAGES[stage], [weights[stage]], overrides={**overrides, "tta": tta})
-                        predictor.network.members = [TimedNetwork(n) for n in predictor.network.members]
-                        predictor(predictor.load(item))
-                        steps = predictor.seconds
-                        total += sum(steps.values())
-                        print(f"{overlap:>7.2f} {'mask region' if crop else 'whole volume':<13} {'on' if tta else 'off':<4} "
-                              f"{stage:<10} {predictor.network.members[0].windows:>7d} {steps['preprocessing']:>7.2f} "
-                              f"{steps['inference']:>8.2f} {steps['postprocessing']:>7.2f} {sum(steps.values()):>8.2f}",
-                              flush=True)
-                    print(f"{'':>7} {'':<13} {'':<4} {'cascade':<10} {'':>7} {'':>7} {'':>8} {'':>7} {total:>8.2f}")
+                    for setting in args.backends:
+                        rows.append(cascade_row(args, device, item, weights, features, overlap, region, tta, setting))
+                        row = rows[-1]
+                        reference = next(r for r in rows if r["setting"] == args.backends[0] and
+                                         (r["overlap"], r["region"], r["tta"]) == (overlap, region, tta))
+                        ratio = reference["seconds"] / row["seconds"]
+                        for stage, steps in row["stages"].items():
+                            print(f"{overlap:>7.2f} {region:<13} {'on' if tta else 'off':<4} {setting:<14} {stage:<10} "
+                                  f"{steps['build']:>7.1f} {steps['windows']:>7d} {steps['preprocessing']:>7.2f} "
+                                  f"{steps['inference']:>8.2f} {steps['postprocessing']:>7.2f} {steps['total']:>8.2f}")
+                        print(f"{'':>7} {'':<13} {'':<4} {setting:<14} {'cascade':<10} {'':>7} {'':>7} {'':>7} {'':>8} {'':>7} "
+                              f"{row['seconds']:>8.2f} {ratio:>7.2f}x {row['peak RSS GiB']:>6.2f} G", flush=True)
+                        if args.json:
+                            with args.json.open("a") as f:
+                                f.write(json.dumps({**row, "width": args.width, "speed-up": ratio}) + "\n")
+
+
+def cascade_row(args, device, item, weights, features, overlap, region, tta, setting) -> dict:
+    """Both stages on the phantom with one runtime setting (``backend:precision``)."""
+    backend, precision = setting.split(":")
+    gc.collect()
+    reset_peak_rss()
+    stages = {}
+    for stage in STAGES:
+        overrides = {"device": f"$torch.device('{device}')", "overlap": overlap, "num_workers": 0,
+                     "features_per_stage": features[stage], "tta": tta}
+        if stage == "segmenter":
+            overrides |= {"crop_to_mask": region == "mask region", "mask_from_label": True}
+        start = time.perf_counter()
+        predictor = StagePredictor(STAGES[stage], [weights[stage]], overrides, args.configs, backend=backend, precision=precision)
+        build = time.perf_counter() - start  # with the export when the network is not in the cache yet
+        predictor.network.members = [TimedNetwork(n) for n in predictor.network.members]
+        predictor(predictor.load(item))
+        stages[stage] = {**predictor.seconds, "total": sum(predictor.seconds.values()), "build": build,
+                         "windows": predictor.network.members[0].windows}
+        del predictor
+    return {"overlap": overlap, "region": region, "mask region": region == "mask region", "tta": tta, "setting": setting,
+            "seconds": sum(s["total"] for s in stages.values()), "stages": stages, "peak RSS GiB": peak_rss_gib()}
 
 
 def main() -> None:
@@ -195,6 +247,12 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--seed", type=int, default=0, help="phantom seed")
+    parser.add_argument("--json", type=Path, help="part 2: append one JSON line per cascade setting to this file")
+    parser.add_argument("--backends", nargs="+", default=["torch:fp32"], metavar="BACKEND:PRECISION",
+                        help="part 2: runtimes side by side, the first is the reference (e.g. torch:fp32 openvino:fp32 openvino:bf16)")
+    parser.add_argument("--configs", nargs="*", default=[], help="part 2: bundle overlays (e.g. demo: the demo grids, for a smoke run)")
+    parser.add_argument("--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE), help="part 2: phantom grid (Z, Y, X)")
+    parser.add_argument("--spacing", type=float, nargs=3, default=list(DEFAULT_SPACING), help="part 2: phantom spacing (Z, Y, X) mm")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

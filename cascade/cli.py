@@ -150,6 +150,8 @@ def predict(
     gate_margin_mm: float | tuple[float, float, float] | None = None,
     mask_region: bool | None = None,
     tta: bool | None = None,
+    backend: str = "torch",
+    precision: str | None = None,
     save_masks: bool = False,
     overwrite: bool = False,
     resume: bool = False,
@@ -180,6 +182,10 @@ def predict(
         mask_region: run stage 2 only over the dilated mask's bounding box plus a margin (config
             default true); false slides over the whole volume as the paper does.
         tta: mirroring test-time augmentation, 8 mirrorings per window (config default false).
+        backend: network runtime: torch, or openvino (CPU only; needs pip install
+            'atria-cascade[openvino]'; each network is exported once and cached in
+            $CASCADE_CACHE_DIR, default ~/.cache/atria-cascade; see docs/benchmarks.md).
+        precision: fp32, or bf16 (openvino only; default bf16 on CPUs with native bf16, else fp32).
         save_masks: also write <case>_mask.nii.gz (stage-1 mask) and <case>_gate.nii.gz (the region
             stage 2 may label).
         overwrite: replace existing outputs (never an input file).
@@ -200,6 +206,8 @@ def predict(
         "gate_margin_mm": as_margin(gate_margin_mm),
         "mask_region": None if mask_region is None else as_bool(mask_region, "mask_region"),
         "tta": None if tta is None else as_bool(tta, "tta"),
+        "backend": str(backend),
+        "precision": None if precision is None else str(precision),
     }
     inputs = list_inputs(input)
     if demo:

@@ -27,6 +27,7 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
+from cascade.backends import compile_network, default_precision
 from cascade.bundles import STAGES, MissingCheckpointError, bundle_dir, overlay_path, stage_weights
 from cascade.io import InputError, read_header
 
@@ -126,6 +127,9 @@ class StagePredictor:
         overrides: config ids and values applied after reading (e.g. ``{"overlap": 0}``).
         configs: overlay config files layered over ``inference.json``, in order: a bundle's own
             by name (``"demo"``) or paths.
+        backend: inference runtime of the networks, ``torch`` or ``openvino`` (CPU only; see
+            :func:`cascade.backends.compile_network`).
+        precision: ``fp32``, or ``bf16`` (openvino only).
 
     The config's ``tta`` (bool) and ``mirror_axes`` set the mirroring, its ``amp`` the autocast
     of inference; its ``initialize`` expressions run once here.
@@ -137,7 +141,8 @@ class StagePredictor:
         seconds: ``preprocessing``, ``inference`` and ``postprocessing`` seconds of the last call.
 
     Raises:
-        InputError: a missing config file; an unreadable or unfitting checkpoint.
+        InputError: a missing config file; an unreadable or unfitting checkpoint; a backend or
+            precision that is unknown, not installed or not for the device.
         MissingCheckpointError: a checkpoint file does not exist.
     """
 
@@ -147,6 +152,8 @@ class StagePredictor:
         checkpoints: Sequence[str | os.PathLike],
         overrides: Mapping | None = None,
         configs: Sequence[str | os.PathLike] = (),
+        backend: str = "torch",
+        precision: str = "fp32",
     ) -> None:
         self.bundle = Path(bundle)
         files = [self.bundle / "configs" / "inference.json", *(overlay_path(self.bundle, c) for c in configs)]
@@ -162,6 +169,9 @@ class StagePredictor:
         if "initialize" in self.parser:
             self.parser.get_parsed_content("initialize")
         self.device = self.parser.get_parsed_content("device")
+        if backend != "torch" and self.device.type != "cpu":
+            raise InputError(f"--backend {backend} runs on the CPU; use --device cpu")
+        self.backend, self.precision = backend, precision
         self.amp = bool(self.parser.get_parsed_content("amp")) if "amp" in self.parser else False
         self.loading = Compose(self.parser.get_parsed_content("loading"))
         self.preprocessing = Compose(self.parser.get_parsed_content("preprocessing_transforms"))
@@ -173,9 +183,10 @@ class StagePredictor:
         self.network = EnsembleNetwork(members, mirror_axes).to(self.device).eval()
         self.seconds: dict[str, float] = {}
 
-    def _network(self, checkpoint: str | os.PathLike) -> torch.nn.Module:
-        network = self.parser.get_parsed_content("network_def", lazy=False)
-        return load_checkpoint(network, checkpoint).eval()
+    def _network(self, checkpoint: str | os.PathLike) -> Callable[[torch.Tensor], torch.Tensor]:
+        network = load_checkpoint(self.parser.get_parsed_content("network_def", lazy=False), checkpoint)
+        patch_size = self.parser.get_parsed_content("patch_size")
+        return compile_network(network, patch_size, backend=self.backend, precision=self.precision)
 
     def load(self, item: Mapping[str, str]) -> dict:
         """Read the files of an item (e.g. ``{"image": path}``) with the config's ``loading`` transforms."""
@@ -280,15 +291,26 @@ class CascadeEngine:
             **settings: config values given by the user; ``None`` values are left to the configs:
                 ``device`` (a name, see :func:`resolve_device`), ``overlap``, ``tta``,
                 ``mask_threshold`` (localizer), ``gate_margin_mm`` (segmenter), ``mask_region``
-                (segmenter ``crop_to_mask``), ``progress`` (a progress bar over the windows).
+                (segmenter ``crop_to_mask``), ``progress`` (a progress bar over the windows),
+                ``backend`` (``torch`` or ``openvino``; openvino runs on the CPU, the default device
+                then) and ``precision`` (``fp32`` or ``bf16``, or a mapping stage -> precision;
+                default :func:`cascade.backends.default_precision`).
 
         Raises:
             InputError: a bad option, a missing bundle, config or checkpoint (the message says
                 how to get weights).
         """
-        unknown = set(settings) - {"device", "overlap", "tta", "mask_threshold", "gate_margin_mm", "mask_region", "progress"}
+        unknown = set(settings) - {
+            "device", "overlap", "tta", "mask_threshold", "gate_margin_mm", "mask_region", "progress", "backend", "precision",
+        }
         if unknown:
             raise TypeError(f"unknown engine settings: {sorted(unknown)}")
+        backend = settings.get("backend") or "torch"
+        if backend != "torch" and settings.get("device") is None:
+            settings["device"] = "cpu"
+        precision = settings.get("precision")
+        per_stage_precision = precision if isinstance(precision, Mapping) else dict.fromkeys(STAGES, precision)
+        precisions = {stage: per_stage_precision.get(stage) or default_precision(backend, stage) for stage in STAGES}
         common = {
             "device": resolve_device(settings["device"]) if settings.get("device") is not None else None,
             "overlap": settings.get("overlap"),
@@ -319,7 +341,7 @@ class CascadeEngine:
                     "or --localizer/--segmenter, or pass --demo for the phantom demo weights)"
                 ) from err
             overrides = {key: value for key, value in per_stage[stage].items() if value is not None}
-            predictors[stage] = StagePredictor(bundle, weights.checkpoints, overrides, weights.configs)
+            predictors[stage] = StagePredictor(bundle, weights.checkpoints, overrides, weights.configs, backend, precisions[stage])
             sources[stage] = weights.source
         engine = cls(predictors.get("localizer"), predictors.get("segmenter"))
         engine.weights = sources
