@@ -10,7 +10,7 @@
 #      overlap 0.5 and 0, mirroring TTA on and off, stage 2 over the mask region and the whole volume;
 #      the paper's RTX 4090 figures (with TTA): 20.80 s at step 0.5, 11.81 s at step 1.0 (overlap 0);
 #   2. 200 training iterations of each bundle's train.json (bench/train_speed.py) with the loader as
-#      configured, with bench/configs/fast_loader_<bundle>.json, with the random transforms on the GPU
+#      configured, with bench/configs/no_cache_copy.json, with the random transforms on the GPU
 #      (bench/configs/gpu_augmentation.json), and with one preloaded batch (no loader at all):
 #      iterations per second, peak GPU memory, and the share of time spent waiting for data.
 #
@@ -78,7 +78,7 @@ if [ "$MODE" = full ]; then
   PHANTOM_ARGS=(--cases 2 --seed 0)
   CASCADE_ARGS=(--overlaps 0.5 0 --tta)
   # The loader as configured is measured over fewer iterations: it is the slow one.
-  TRAIN_RUNS=("--modes config --iterations 60 --warmup 10" "--modes fast_loader gpu_augmentation preloaded --iterations 200 --warmup 20")
+  TRAIN_RUNS=("--modes config --iterations 60 --warmup 10" "--modes no_cache_copy gpu_augmentation preloaded --iterations 200 --warmup 20")
 else
   PHANTOM_ARGS=(--cases 2 --seed 0 --shape 24 160 160 --spacing 2.5 1.25 1.25)
   CASCADE_ARGS=(--overlaps 0 --tta --regions "mask region" --width 0.5 --configs demo --shape 24 160 160 --spacing 2.5 1.25 1.25)

@@ -5,7 +5,8 @@ Each bundle's ``train.json`` is parsed with MONAI's ConfigParser (plus overlay f
 
 - ``train#deterministic_transforms`` (loading, resampling, normalisation, ...) once per case: the
   one-off cost ``CacheDataset`` pays before the first epoch (seconds per case);
-- ``train#random_transforms`` (padding, the class-balanced crop and every augmentation) on the
+- ``train#random_transforms`` (the class-balanced crop from the cached class indices of
+  ``train#sampling_transforms``, and every augmentation) on the
   cached output, once per patch, as a ``DataLoader`` worker runs them: in one process with one
   torch thread (``--threads``), which is what PyTorch gives each worker.
 
@@ -50,28 +51,18 @@ from timed_network import synchronize  # noqa: E402
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 STAGES = {"localizer": BUNDLES / "atria_localizer", "segmenter": BUNDLES / "atria_segmenter"}
-FAST_LOADER = str(Path(__file__).resolve().parent / "configs" / "fast_loader_{stage}.json")
+NO_CACHE_COPY = str(Path(__file__).resolve().parent / "configs" / "no_cache_copy.json")
 
 
-def training_config(stage: str, data: Path, device: torch.device, configs: list[str], fast_loader: bool) -> ConfigParser:
+def training_config(stage: str, data: Path, device: torch.device, configs: list[str], no_cache_copy: bool) -> ConfigParser:
     parser = ConfigParser()
-    fast = [str(FAST_LOADER.format(stage=stage))] if fast_loader else []
-    parser.read_config([str(STAGES[stage] / "configs" / "train.json"), *fast, *configs])
+    parser.read_config([str(STAGES[stage] / "configs" / "train.json"), *([NO_CACHE_COPY] if no_cache_copy else []), *configs])
     overrides = {"bundle_root": str(STAGES[stage]), "dataset_dir": str(data), "fold": -1,
                  "device": f"$torch.device('{device}')"}
     if stage == "segmenter":
         overrides["mask_from_label"] = True  # the dilated label stands in for stage-1 masks
     parser.update(overrides)
-    if fast_loader:
-        check_fast_loader(parser, stage)
     return parser
-
-
-def check_fast_loader(parser: ConfigParser, stage: str) -> None:
-    """The fast-loader overlays address the crop by its list position: fail loudly if it moved."""
-    crops = [t for t in parser.get_parsed_content("train#random_transforms") if type(t).__name__ == "RandCropByLabelClassesd"]
-    if len(crops) != 1 or crops[0].indices_key != "label_cls_indices":
-        raise SystemExit(f"bench/configs/fast_loader_{stage}.json no longer points at the crop of {stage}'s train.json")
 
 
 def transform_names(transforms: list) -> list[str]:
@@ -85,7 +76,7 @@ def transform_names(transforms: list) -> list[str]:
 
 
 def measure(stage: str, items: list[dict], args: argparse.Namespace, device: torch.device) -> dict:
-    parser = training_config(stage, args.data, device, args.configs, args.fast_loader)
+    parser = training_config(stage, args.data, device, args.configs, args.no_cache_copy)
     pipeline = parser.get_parsed_content("train#preprocessing")
     # CacheDataset caches up to the first random transform and deep-copies the cached item per patch.
     first_random = pipeline.get_index_of_first(lambda t: isinstance(t, RandomizableTrait) or not isinstance(t, Transform))
@@ -134,8 +125,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed patches first")
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
     parser.add_argument("--configs", nargs="*", default=[], help="overlay configs layered over each train.json")
-    parser.add_argument("--fast_loader", action="store_true",
-                        help="layer bench/configs/fast_loader_<bundle>.json (cached crop indices, no cache copy)")
+    parser.add_argument("--no_cache_copy", action="store_true",
+                        help="layer bench/configs/no_cache_copy.json (CacheDataset hands out its cached volumes uncopied)")
     parser.add_argument("--device", default="cpu", help="where the cached volumes and random transforms live")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a DataLoader worker has 1)")
     parser.add_argument("--iterations_per_s", type=float, default=11.0, help="target (the paper: ~11 it/s at batch 2)")
@@ -146,7 +137,7 @@ def main() -> None:
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"device {device} ({name}); torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
-          f"overlays {(['fast_loader_<bundle>.json'] if args.fast_loader else []) + args.configs or 'none'}")
+          f"overlays {(['no_cache_copy.json'] if args.no_cache_copy else []) + args.configs or 'none'}")
     with tempfile.TemporaryDirectory() as scratch:
         if args.data is None:
             args.data = Path(scratch)

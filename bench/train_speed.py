@@ -6,9 +6,8 @@ for ``--iterations`` iterations (one epoch; no validation, no checkpoints: the c
 are not attached, except the learning-rate schedule). Modes:
 
 - ``config``: the bundle's loader as configured (``DataLoader`` with ``num_workers`` processes);
-- ``fast_loader``: with ``bench/configs/fast_loader_<bundle>.json`` (class indices cached with the
-  volumes, no per-patch copy of the cache);
-- ``gpu_augmentation``: ``fast_loader`` plus ``bench/configs/gpu_augmentation.json`` (volumes
+- ``no_cache_copy``: with ``bench/configs/no_cache_copy.json`` (no per-patch copy of the cache);
+- ``gpu_augmentation``: ``no_cache_copy`` plus ``bench/configs/gpu_augmentation.json`` (volumes
   cached on the GPU, random transforms on GPU tensors, ``ThreadDataLoader`` without workers);
 - ``preloaded``: one augmented batch, fetched before timing and fed every iteration: the speed of
   the network step alone, what no loader can beat.
@@ -40,15 +39,14 @@ from monai.bundle import ConfigParser
 from monai.utils import set_determinism
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loader_speed import check_fast_loader  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 BUNDLES = BENCH.parent / "bundles"
 STAGES = {"localizer": BUNDLES / "atria_localizer", "segmenter": BUNDLES / "atria_segmenter"}
 MODES = {
     "config": [],
-    "fast_loader": ["configs/fast_loader_{stage}.json"],
-    "gpu_augmentation": ["configs/fast_loader_{stage}.json", "configs/gpu_augmentation.json"],
+    "no_cache_copy": ["configs/no_cache_copy.json"],
+    "gpu_augmentation": ["configs/no_cache_copy.json", "configs/gpu_augmentation.json"],
     "preloaded": [],
 }
 
@@ -67,8 +65,6 @@ def build(stage: str, mode: str, args: argparse.Namespace, scratch: Path) -> Con
     if stage == "segmenter":
         overrides["mask_from_label"] = True  # the dilated label stands in for stage-1 masks
     parser.update(overrides)
-    if "fast_loader" in " ".join(MODES[mode]):
-        check_fast_loader(parser, stage)
     parser.get_parsed_content("initialize")
     return parser
 

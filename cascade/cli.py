@@ -191,9 +191,13 @@ def predict(
         overwrite: replace existing outputs (never an input file).
         resume: keep finished outputs, redo missing or unreadable ones.
         debug: print tracebacks of unexpected errors.
+
+    Under torchrun (`torchrun --nproc_per_node N -m cascade.cli predict ...`) the cases are split
+    over the N ranks, each on its own GPU (or the CPU), and rank 0 writes the report.
     """
+    from cascade.distributed import ranks_from_env
     from cascade.engine import CascadeEngine
-    from cascade.predict import list_inputs, predict_cases
+    from cascade.predict import REPORT_NAME, PredictionReport, check_outputs, list_inputs, predict_cases
 
     demo, save_masks, overwrite, resume, debug = (
         as_bool(value, flag)
@@ -209,15 +213,32 @@ def predict(
         "backend": str(backend),
         "precision": None if precision is None else str(precision),
     }
+    ranks = ranks_from_env()
     inputs = list_inputs(input)
-    if demo:
+    if ranks.distributed:  # under torchrun: this rank's share of the cases, on its own device
+        ranks.start()
+        check_outputs(inputs, Path(out), save_masks, overwrite, resume)
+        ranks.barrier()
+        inputs = ranks.shard(inputs)
+        settings["device"] = settings["device"] or ranks.device()
+    if demo and ranks.rank == 0:
         print("cascade: using the DEMO weights, trained on synthetic phantoms only: not a model of real anatomy")
     engine = CascadeEngine.from_options(
         models=models, folds=folds, demo=demo, localizer=localizer, segmenter=segmenter, progress=sys.stderr.isatty(), **settings
     )
-    print("cascade: weights of " + "; ".join(f"the {stage}: {source}" for stage, source in engine.weights.items()))
-    report = predict_cases(engine, inputs, out, overwrite=overwrite, resume=resume, save_masks=save_masks, debug=debug)
-    print(report.summary())
+    if ranks.rank == 0:
+        print("cascade: weights of " + "; ".join(f"the {stage}: {source}" for stage, source in engine.weights.items()))
+    report = predict_cases(
+        engine, inputs, out, overwrite=overwrite, resume=resume, save_masks=save_masks, debug=debug,
+        report_name=None if ranks.distributed else REPORT_NAME,
+    )
+    if ranks.distributed:
+        report = PredictionReport(ranks.gather(report.rows), report.interrupted)
+        ranks.stop()
+        if ranks.rank == 0:
+            report.write(Path(out) / REPORT_NAME)
+    if ranks.rank == 0:
+        print(report.summary())
     if report.interrupted:
         raise KeyboardInterrupt(report.interrupted)
     if report.failed:  # each failure was reported on its own error line
@@ -241,9 +262,10 @@ def crossval(
         data: labelled data folder (MBAS, nnU-Net raw or flat layout).
         work: working folder; every finished step found there is skipped (resumable).
         folds: number of folds.
-        config: a config overlay layered over both bundles for training and prediction: a
-            bundle's own by name (quick: a smoke run of minutes on a CPU; demo: the phantom demo
-            recipe) or a JSON file path (its keys must suit both bundles). Default: the paper's.
+        config: config overlays layered over both bundles for training and prediction,
+            comma-separated, later ones winning: a bundle's own by name (quick: a smoke run of
+            minutes on a CPU; demo: the phantom demo recipe; paper_handoff: the paper's stage-1
+            hand-off instead of the default) or JSON file paths (keys must suit both bundles).
         quick: shorthand for --config quick.
         seed: fold assignment seed (default: the project's fixed seed).
         single_stage: also train and evaluate the single-stage baseline (the segmenter without a
@@ -252,10 +274,10 @@ def crossval(
     from cascade.crossval import run_crossval
     from cascade.data import DEFAULT_SEED
 
+    if isinstance(config, (tuple, list)):  # fire reads "a,b" as a tuple
+        config = ",".join(config)
     if as_bool(quick, "quick"):
-        if config not in (None, "quick"):
-            raise ValueError(f"--quick and --config {config} exclude each other")
-        config = "quick"
+        config = "quick" if config in (None, "quick") else f"quick,{config}"
     folds = as_number(folds, "folds", 2, 1000, integer=True)
     seed = DEFAULT_SEED if seed is None else seed
     run_crossval(data, work, folds=folds, config=config, seed=seed, single_stage=as_bool(single_stage, "single_stage"))

@@ -19,16 +19,16 @@ skipped when its outputs exist, so an interrupted run resumes where it stopped:
    evaluated without a gate (``configs/single_stage.json``: all-ones mask, nnU-Net's default
    one-third foreground sampling) in ``WORK/single_stage/``, its summary under ``single_stage``.
 
-A named overlay (``--config quick``, ``demo`` or a file) is copied to ``WORK/<stage>/config.json``
-and layered over the bundle's configs for training and prediction, so ``cascade predict --models
-WORK`` later uses the same networks and grids. Logs of every training run go to ``WORK/logs/``.
+Named overlays (``--config quick``, ``demo``, ``paper_handoff``, a file, or several separated by
+commas, later ones winning) are merged into ``WORK/<stage>/config.json`` and layered over the
+bundle's configs for training and prediction, so ``cascade predict --models WORK`` later uses the
+same networks, grids and hand-off. Logs of every training run go to ``WORK/logs/``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -79,14 +79,17 @@ def _settings(work_dir: Path, folds: int, seed: int, config: str | None, single_
         work_dir.mkdir(parents=True, exist_ok=True)
         if config:
             for stage in STAGES:
-                (work_dir / stage).mkdir(exist_ok=True)
-                shutil.copyfile(overlay_path(bundle_dir(stage), config), work_dir / stage / "config.json")
+                _write_overlay(work_dir / stage / "config.json", stage, config.split(","))
         path.write_text(json.dumps(settings, indent=2) + "\n")
     if single_stage and not (work_dir / SINGLE_STAGE / "config.json").is_file():
-        overlays = [overlay_path(bundle_dir("segmenter"), c) for c in ([config] if config else []) + ["single_stage"]]
-        merged = {key: value for overlay in overlays for key, value in json.loads(overlay.read_text()).items()}
-        (work_dir / SINGLE_STAGE).mkdir(exist_ok=True)
-        (work_dir / SINGLE_STAGE / "config.json").write_text(json.dumps(merged, indent=2) + "\n")
+        _write_overlay(work_dir / SINGLE_STAGE / "config.json", "segmenter", [*(config.split(",") if config else []), "single_stage"])
+
+
+def _write_overlay(path: Path, stage: str, overlays: list[str]) -> None:
+    """Merge a stage's overlays (names or files, later ones win) into one config file."""
+    merged = {key: value for name in overlays for key, value in json.loads(overlay_path(bundle_dir(stage), name).read_text()).items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(merged, indent=2) + "\n")
 
 
 def _out_of_fold_masks(work_dir: Path, fold: int, cases: list[dict], masks: Path) -> None:
@@ -131,8 +134,8 @@ def run_crossval(
         data: data folder (any layout ``cascade.data`` reads) with labels.
         work: working folder for everything the protocol produces.
         folds: number of folds.
-        config: overlay layered over both bundles' configs: a bundle's own by name (``quick``,
-            ``demo``) or a JSON file; ``None`` trains the paper's configuration.
+        config: overlays layered over both bundles' configs, comma-separated: a bundle's own by
+            name (``quick``, ``demo``, ``paper_handoff``) or JSON files; ``None``: the bundles' defaults.
         seed: fold assignment seed.
         single_stage: also train and evaluate the single-stage baseline (step 7).
 

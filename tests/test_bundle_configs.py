@@ -23,10 +23,11 @@ from tests.bundle_utils import BUNDLES
 SHARED_TRAIN = [
     "imports", "ckpt_dir", "output_dir", "fold", "num_folds", "seed", "resume_ckpt", "device", "amp", "num_epochs",
     "iterations_per_epoch", "val_interval", "batch_size", "num_workers", "cache_rate", "learning_rate", "axcodes",
+    "max_samples_per_class",
     "sw_batch_size", "val_window_overlap", "gate_margin_mm", "optimizer", "lr_scheduler", "initialize", "run", "training",
     "train#preprocessing", "train#dataset", "train#sampler", "train#dataloader", "train#inferer", "train#handlers",
     "train#trainer", "validate#preprocessing", "validate#dataset", "validate#dataloader", "validate#inferer",
-    "validate#handlers", "validate#key_metric", "validate#evaluator",
+    "validate#handlers", "validate#evaluator",
 ]
 SHARED_INFERENCE = [
     "bundle_root", "output_dir", "device", "amp", "num_workers", "axcodes", "sw_batch_size", "overlap", "tta", "gate_margin_mm",
@@ -83,24 +84,42 @@ def test_shared_training_sections_are_equal(path):
     assert without_mask(shared[0]) == shared[1]
 
 
+def test_key_metric_is_the_mean_dice_of_each_target():
+    """The localizer scores the union of the classes (its target), the segmenter each class."""
+    localizer = config("atria_localizer", "train")["validate"]["key_metric"]["val_mean_dice"]
+    segmenter = config("atria_segmenter", "train")["validate"]["key_metric"]["val_mean_dice"]
+    assert localizer | {"output_transform": ""} == segmenter | {"output_transform": ""}
+    assert localizer["output_transform"] == "$cascade.handlers.pred_and_atria"
+
+
 def test_augmentations_are_equal_apart_from_the_patch_sampler():
-    localizer = [t for t in without_mask(config("atria_localizer", "train")["train"]["random_transforms"]) if t["_target_"] != "DeleteItemsd"]
+    localizer = without_mask(config("atria_localizer", "train")["train"]["random_transforms"])
     segmenter = without_mask(config("atria_segmenter", "train")["train"]["random_transforms"])
-    samplers = {"RandCropByPosNegLabeld", "RandCropByLabelClassesd"}
-    assert [t for t in localizer if t["_target_"] not in samplers] == [
-        t for t in segmenter if t["_target_"] not in samplers | {"ConcatItemsd"}
+    crop = "RandCropByLabelClassesd"  # 2 classes at 3:1 (25% foreground) vs wall/RA/LA at 0.5/0.25/0.25
+    assert [t for t in localizer if t["_target_"] != crop] == [t for t in segmenter if t["_target_"] not in (crop, "ConcatItemsd")]
+    assert transform_names(localizer).index(crop) == transform_names(segmenter).index(crop)
+    crops = [{k: v for k, v in t.items() if k != "num_classes"} for side in (localizer, segmenter) for t in side if t["_target_"] == crop]
+    assert crops[0] == crops[1]
+
+
+def test_sampling_transforms_differ_only_by_the_classes():
+    """The class indices cached for the crop: the localizer's target is the union (2 classes)."""
+    localizer = without_mask(config("atria_localizer", "train")["train"]["sampling_transforms"])
+    segmenter = without_mask(config("atria_segmenter", "train")["train"]["sampling_transforms"])
+    binarize = {"_target_": "AsDiscreted", "keys": "label", "threshold": 0.5}
+    assert localizer[0] == binarize
+    assert [{k: v for k, v in t.items() if k != "num_classes"} for t in localizer[1:]] == [
+        {k: v for k, v in t.items() if k != "num_classes"} for t in segmenter
     ]
-    assert transform_names(localizer).index("RandCropByPosNegLabeld") == transform_names(segmenter).index("RandCropByLabelClassesd")
 
 
 def test_deterministic_training_transforms_differ_only_by_the_mask():
     localizer = without_mask(config("atria_localizer", "train")["train"]["deterministic_transforms"])
     segmenter = without_mask(config("atria_segmenter", "train")["train"]["deterministic_transforms"])
     mask_only = {"CopyItemsd", "Lambdad", "cascade.transforms.DilateMaskd"}
-    binarize = {"_target_": "AsDiscreted", "keys": "label", "threshold": 0.5}  # the localizer's one target class
     # the segmenter's mask file is absent when the mask comes from the label
     segmenter = [{k: v for k, v in t.items() if k != "allow_missing_keys"} for t in segmenter]
-    assert [t for t in localizer if t != binarize and t["_target_"] != "CopyItemsd"] == [t for t in segmenter if t["_target_"] not in mask_only]
+    assert localizer == [t for t in segmenter if t["_target_"] not in mask_only]
 
 
 @pytest.mark.parametrize("path", SHARED_INFERENCE)

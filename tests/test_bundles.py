@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
+from monai.transforms import Compose
 from scipy.ndimage import binary_dilation
 
 from cascade.transforms import ball
@@ -105,7 +106,7 @@ def test_localizer_evaluation_writes_per_case_metrics(localizer_run, phantom_dir
         "--bundle_root", str(localizer_run), "--dataset_dir", str(phantom_dir), "--num_folds", "2",
         "--output_dir", str(out),
     )
-    for metric in ("mean_dice", "hd95_vox", "overlap"):
+    for metric in ("mean_dice", "hd95_vox", "mask_overlap", "gate_recall"):
         rows = list(csv.DictReader((out / f"{metric}_raw.csv").open()))
         assert len(rows) == 2  # the two validation cases of fold 0
         assert all(0 <= float(r["mean"]) for r in rows if r["mean"] != "nan")
@@ -139,6 +140,7 @@ def test_class_ratio_sampling():
     crop = next(
         t for t in parser.get_parsed_content("train#random_transforms") if type(t).__name__ == "RandCropByLabelClassesd"
     )
+    sampling = Compose(parser.get_parsed_content("train#sampling_transforms"))  # caches the class indices
     label = torch.zeros(1, 40, 40, 12)
     label[0, 10:30, 10:30, 3:9] = 1
     label[0, 12:20, 12:28, 4:8] = 2
@@ -147,7 +149,7 @@ def test_class_ratio_sampling():
     counts = np.zeros(4)
     draws = 2000
     for _ in range(draws):
-        data = {"image": label.clone(), "label": label.clone(), "mask": label.clone()}
+        data = sampling({"image": label.clone(), "label": label.clone(), "mask": label.clone()})
         [patch] = crop(data)
         counts[int(patch["label"][0, 4, 4, 2])] += 1
     fractions = counts / draws
