@@ -306,8 +306,8 @@ def import_nnunet(
         out: working folder; writes ``OUT/<stage>/fold<k>/models/model.pt`` and ``OUT/<stage>/config.json``.
         folds: comma-separated fold ids (default: every fold with the checkpoint).
         checkpoint: ``final`` (checkpoint_final.pth) or ``best`` (checkpoint_best.pth).
-        preprocessing: ``nnunet`` (the model's own: crop, z-score, nnU-Net resampling; default) or
-            ``monai`` (the bundle's).
+        preprocessing: ``nnunet`` (the model's own: crop, z-score, nnU-Net resampling and sliding
+            window; default) or ``monai`` (the bundle's).
         bundle: the stage's bundle folder (default: the repository's).
         overwrite: replace weights and overlay written before.
     """

@@ -27,9 +27,9 @@ What the checks accept (anything else is an :class:`~cascade.io.InputError` nami
   model with several foreground classes or regions cannot be a localizer (import it as the
   segmenter if it has the four classes).
 
-The overlay layers ``configs/nnunet_preprocessing.json`` of the bundle (nnU-Net's crop, z-score,
-resampling and resampling of the output back) unless ``preprocessing="monai"`` keeps the bundle's
-own preprocessing. MONAI's ``monai.apps.nnunet`` does not fit here: it wraps nnU-Net's own
+The overlay layers the bundle's ``configs/nnunet_preprocessing.json`` (nnU-Net's crop, z-score,
+resampling and resampling of the output back) and ``configs/nnunet_inferer.json`` (nnU-Net's
+sliding-window placement and blending) unless ``preprocessing="monai"`` keeps the bundle's own. MONAI's ``monai.apps.nnunet`` does not fit here: it wraps nnU-Net's own
 predictor (nnunetv2 at run time, argmax only) or builds nnU-Net's network class, while the cascade
 needs the weights in its own (x, y, z) network inside a MONAI bundle pipeline.
 """
@@ -56,7 +56,7 @@ __all__ = ["STAGES", "NNUNetModel", "ImportReport", "read_nnunet_model", "stage_
 REPO_BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 STAGES = {"localizer": "atria_localizer", "segmenter": "atria_segmenter"}
 CHECKPOINT_FILES = {"final": "checkpoint_final.pth", "best": "checkpoint_best.pth"}
-NNUNET_OVERLAY = "nnunet_preprocessing.json"
+NNUNET_OVERLAYS = ("nnunet_preprocessing.json", "nnunet_inferer.json")
 
 _ARCHITECTURE = "dynamic_network_architectures.architectures.{}.ResidualEncoderUNet"
 _ACCEPTED_ARCHITECTURES = {_ARCHITECTURE.format("unet"), _ARCHITECTURE.format("residual_unet")}
@@ -395,8 +395,9 @@ def stage_overlay(model: NNUNetModel, bundle: str | os.PathLike, preprocessing: 
     Args:
         model: the nnU-Net model.
         bundle: the stage's bundle folder.
-        preprocessing: ``nnunet`` layers the bundle's ``configs/nnunet_preprocessing.json`` with the
-            plans' resampling orders; ``monai`` keeps the bundle's own preprocessing.
+        preprocessing: ``nnunet`` layers the bundle's ``configs/nnunet_preprocessing.json`` (with the
+            plans' resampling orders) and ``configs/nnunet_inferer.json`` (nnU-Net's window placement
+            and blending); ``monai`` keeps the bundle's own preprocessing and inferer.
 
     Returns:
         The overlay (config ids -> values; empty when nothing differs and ``preprocessing`` is
@@ -427,7 +428,8 @@ def stage_overlay(model: NNUNetModel, bundle: str | os.PathLike, preprocessing: 
             differences.append(f"{key} (x, y, z): bundle {parser[key]}, nnU-Net {grid[key]}")
             overlay[key] = grid[key]
     if preprocessing == "nnunet":
-        overlay = {**_read_json(bundle / "configs" / NNUNET_OVERLAY), **overlay}
+        for name in reversed(NNUNET_OVERLAYS):
+            overlay = {**_read_json(bundle / "configs" / name), **overlay}
         overlay.update({k: v for k, v in grid.items() if k.startswith("nnunet_")})
     return overlay, differences
 
