@@ -434,11 +434,10 @@ def stage_overlay(model: NNUNetModel, bundle: str | os.PathLike, preprocessing: 
     return overlay, differences
 
 
-def _mirror_axes(checkpoint: dict, axis_order: Sequence[int]) -> list[int] | None:
+def _mirror_axes(checkpoint: dict, axis_order: Sequence[int]) -> list[int]:
+    """The spatial axes (x, y, z) nnU-Net allows mirroring at inference (all three when unrecorded)."""
     axes = checkpoint.get("inference_allowed_mirroring_axes")
-    if axes is None:
-        return None
-    return sorted(axis for axis in range(3) if axis_order[axis] in axes)
+    return [0, 1, 2] if axes is None else sorted(axis for axis in range(3) if axis_order[axis] in axes)
 
 
 def import_nnunet(
@@ -486,7 +485,7 @@ def import_nnunet(
         raise FileExistsError(f"{existing[0]}: exists (use --overwrite)")
     parser = _bundle_parser(bundle, overlay)
     network = parser.get_parsed_content("network_def", lazy=False)
-    states, mirror_axes = {}, None
+    states = {}
     for fold, path in model.checkpoints.items():
         checkpoint_dict = _load_checkpoint(path)
         states[fold] = convert_weights(checkpoint_dict[CHECKPOINT_WEIGHTS_KEY], axis_order, add_background_logit)
@@ -495,8 +494,9 @@ def import_nnunet(
         except RuntimeError as err:
             raise InputError(f"{path}: weights do not fit the network the plans describe ({str(err).splitlines()[0]})") from err
         mirror_axes = _mirror_axes(checkpoint_dict, axis_order)
-    if mirror_axes is not None and overlay:
+    if mirror_axes != [0, 1, 2]:  # the engine's test-time mirroring reads "mirror_axes"
         overlay["mirror_axes"] = mirror_axes
+        differences.append(f"mirror_axes (x, y, z): nnU-Net allows {mirror_axes}")
     for fold, target in targets.items():
         target.parent.mkdir(parents=True, exist_ok=True)
         torch.save(states[fold], target)

@@ -8,13 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
 
 from cascade.io import InputError
 from cascade.nnunet_import import import_nnunet
-from cascade.runner import REPO_BUNDLES
+from cascade.phantom import make_phantom
+from cascade.runner import REPO_BUNDLES, BundlePredictor
+from tests.conftest import write_nifti
 from tests.nnunet_reference import (
     LOCALIZER_REGION_LABELS,
     SEGMENTER_LABELS,
@@ -87,11 +90,16 @@ def test_region_localizer_and_transposed_plans(tmp_path):
     """One sigmoid region becomes the localizer's softmax pair; transpose_forward permutes kernels and grids."""
     plans = tiny_plans(transpose_forward=(0, 2, 1))
     model = write_model_folder(tmp_path / MODEL_NAME, LOCALIZER_REGION_LABELS, plans=plans)
+    checkpoint_file = model / "fold_0" / "checkpoint_final.pth"
+    checkpoint = torch.load(checkpoint_file, weights_only=False)
+    checkpoint["inference_allowed_mirroring_axes"] = (1, 2)  # network axes (x, y): in plane only
+    torch.save(checkpoint, checkpoint_file)
     work = tmp_path / "work"
     report = import_nnunet(model, "localizer", work, preprocessing="monai")
     assert "region 'atria' [1, 2, 3] (sigmoid)" in report.labels
     overlay = json.loads((work / "localizer" / "config.json").read_text())
     assert "preprocessing_transforms" not in overlay and "inferer" not in overlay  # the bundle's own pipeline
+    assert overlay["mirror_axes"] == [0, 1]
     # network axes (z, x, y): plans' patch [16, 64, 64] and kernel [1, 3, 3] read in that order
     assert overlay["patch_size"] == [64, 64, 16] and overlay["network_def#kernel_sizes"][0] == [3, 3, 1]
     network = bundle_network("localizer", work)
@@ -146,3 +154,21 @@ def test_cli_error_for_missing_checkpoint_and_channels(tmp_path):
     two_channels = cli("import-nnunet", str(model), "--stage", "segmenter", "--out", str(tmp_path / "w"))
     assert two_channels.returncode == 1 and len(two_channels.stderr.strip().splitlines()) == 1
     assert "dataset.json: channel_names: the cascade has one input channel" in two_channels.stderr
+
+
+def test_two_label_localizer_predicts_on_the_input_grid(tmp_path):
+    """A {background, atria} model through the localizer bundle with the nnU-Net overlays, postprocessing included."""
+    model = write_model_folder(tmp_path / MODEL_NAME, {"background": 0, "atria": 1})
+    work = tmp_path / "work"
+    report = import_nnunet(model, "localizer", work)
+    assert report.labels == "label 1 'atria' -> atria"
+    image, _, affine = make_phantom(5, (14, 100, 90), (3.0, 0.75, 0.75))
+    image[:, :6] = 0  # zero-filled rows: outside the non-zero box
+    path = write_nifti(tmp_path / "case.nii.gz", image, affine)
+    predictor = BundlePredictor(REPO_BUNDLES / "atria_localizer", [work / "localizer" / "fold0" / "models" / "model.pt"],
+                                overrides={"device": "$torch.device('cpu')"}, extra_configs=[str(work / "localizer" / "config.json")])
+    pred = predictor({"image": str(path)})["pred"]
+    assert pred.shape == (1, *image.shape)
+    np.testing.assert_allclose(pred.affine.numpy(), affine, atol=1e-5)
+    labels = pred[0].numpy()
+    assert set(np.unique(labels).tolist()) == {0, 1} and not labels[:, :6].any()
