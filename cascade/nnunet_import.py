@@ -48,13 +48,12 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
+from cascade.bundles import STAGES, bundle_dir
 from cascade.io import InputError
 from cascade.networks.nnunet_weights import CHECKPOINT_WEIGHTS_KEY, convert_nnunet_state_dict
 
-__all__ = ["STAGES", "NNUNetModel", "ImportReport", "read_nnunet_model", "stage_overlay", "convert_weights", "import_nnunet"]
+__all__ = ["NNUNetModel", "ImportReport", "read_nnunet_model", "stage_overlay", "convert_weights", "import_nnunet"]
 
-REPO_BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
-STAGES = {"localizer": "atria_localizer", "segmenter": "atria_segmenter"}
 CHECKPOINT_FILES = {"final": "checkpoint_final.pth", "best": "checkpoint_best.pth"}
 NNUNET_OVERLAYS = ("nnunet_preprocessing.json", "nnunet_inferer.json")
 
@@ -90,7 +89,7 @@ class NNUNetModel:
         plans: ``plans.json``.
         configuration_name: the configuration the checkpoints were trained with (e.g. ``3d_fullres``).
         configuration: that configuration with ``inherits_from`` resolved.
-        checkpoints: checkpoint file per fold id (``0``, ``1``, ... or ``all``).
+        checkpoints: checkpoint file per fold number.
     """
 
     folder: Path
@@ -177,14 +176,15 @@ def read_nnunet_model(model_dir: str | os.PathLike, folds: Sequence[str] | None 
 
     Args:
         model_dir: the folder holding ``dataset.json``, ``plans.json`` and ``fold_<k>/``.
-        folds: fold ids to import (``"0"``, ``"all"``, ...); None takes every fold with the checkpoint.
+        folds: fold numbers to import; None takes every numbered fold with the checkpoint.
         checkpoint: ``final`` (``checkpoint_final.pth``) or ``best`` (``checkpoint_best.pth``).
 
     Returns:
         The model; checkpoints are only located here, :func:`import_nnunet` reads them.
 
     Raises:
-        InputError: a missing or unreadable file, no such fold or configuration.
+        InputError: a missing or unreadable file, no such fold or configuration, a fold that is not
+            a number (nnU-Net's ``fold_all``: the work layout numbers its folds).
     """
     folder = Path(model_dir)
     if checkpoint not in CHECKPOINT_FILES:
@@ -195,11 +195,12 @@ def read_nnunet_model(model_dir: str | os.PathLike, folds: Sequence[str] | None 
     plans = _read_json(folder / "plans.json")
     name = CHECKPOINT_FILES[checkpoint]
     if folds is None:
-        found = sorted(p.parent.name.removeprefix("fold_") for p in folder.glob(f"fold_*/{name}"))
-        if not found:
-            raise InputError(f"{folder}: no fold_<k>/{name}")
-        folds = found
-    checkpoints = {str(k): folder / f"fold_{k}" / name for k in folds}
+        folds = sorted(int(p.parent.name[5:]) for p in folder.glob(f"fold_*/{name}") if p.parent.name[5:].isdigit())
+        if not folds:
+            raise InputError(f"{folder}: no fold_<k>/{name} with a numbered fold k")
+    if not all(str(k).isdigit() for k in folds):
+        raise InputError(f"--folds {','.join(map(str, folds))}: fold numbers only (the work layout has fold<k> folders; nnU-Net's fold_all is not imported)")
+    checkpoints = {str(int(k)): folder / f"fold_{int(k)}" / name for k in folds}
     for path in checkpoints.values():
         if not path.is_file():
             raise InputError(f"{path}: checkpoint not found")
@@ -472,7 +473,7 @@ def import_nnunet(
     """
     if stage not in STAGES:
         raise InputError(f"--stage must be one of {sorted(STAGES)}, got {stage!r}")
-    bundle = Path(bundle) if bundle else REPO_BUNDLES / STAGES[stage]
+    bundle = Path(bundle) if bundle else bundle_dir(stage)
     model = read_nnunet_model(model_dir, folds, checkpoint)
     add_background_logit, labels = _label_heads(model, stage)
     overlay, differences = stage_overlay(model, bundle, preprocessing)

@@ -8,15 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
 
+from cascade.bundles import bundle_dir
+from cascade.engine import StagePredictor
 from cascade.io import InputError
 from cascade.nnunet_import import import_nnunet
 from cascade.phantom import make_phantom
-from cascade.runner import REPO_BUNDLES, BundlePredictor
 from tests.conftest import write_nifti
 from tests.nnunet_reference import (
     LOCALIZER_REGION_LABELS,
@@ -38,7 +40,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 def bundle_network(stage: str, work: Path) -> torch.nn.Module:
     """The stage bundle's ``network_def`` with the imported overlay, as the predictor builds it."""
     parser = ConfigParser()
-    parser.read_config([str(REPO_BUNDLES / f"atria_{stage}" / "configs" / "inference.json"), str(work / stage / "config.json")])
+    parser.read_config([str(bundle_dir(stage) / "configs" / "inference.json"), str(work / stage / "config.json")])
     return parser.get_parsed_content("network_def", lazy=False).eval()
 
 
@@ -147,7 +149,9 @@ def test_mismatch_is_one_line_naming_the_field(tmp_path, stage, labels, edit, me
 def test_cli_error_for_missing_checkpoint_and_channels(tmp_path):
     model = write_model_folder(tmp_path / MODEL_NAME, SEGMENTER_LABELS)
     missing = cli("import-nnunet", str(model), "--stage", "segmenter", "--out", str(tmp_path / "w"), "--checkpoint", "best")
-    assert missing.returncode == 1 and missing.stderr.strip() == f"cascade: error: {model}: no fold_<k>/checkpoint_best.pth"
+    assert missing.returncode == 1 and missing.stderr.strip() == f"cascade: error: {model}: no fold_<k>/checkpoint_best.pth with a numbered fold k"
+    everything = cli("import-nnunet", str(model), "--stage", "segmenter", "--out", str(tmp_path / "w"), "--folds", "all")
+    assert everything.returncode == 1 and "nnU-Net's fold_all is not imported" in everything.stderr
     dataset = json.loads((model / "dataset.json").read_text())
     dataset["channel_names"] = {"0": "LGE", "1": "cine"}
     (model / "dataset.json").write_text(json.dumps(dataset))
@@ -165,10 +169,29 @@ def test_two_label_localizer_predicts_on_the_input_grid(tmp_path):
     image, _, affine = make_phantom(5, (14, 100, 90), (3.0, 0.75, 0.75))
     image[:, :6] = 0  # zero-filled rows: outside the non-zero box
     path = write_nifti(tmp_path / "case.nii.gz", image, affine)
-    predictor = BundlePredictor(REPO_BUNDLES / "atria_localizer", [work / "localizer" / "fold0" / "models" / "model.pt"],
-                                overrides={"device": "$torch.device('cpu')"}, extra_configs=[str(work / "localizer" / "config.json")])
-    pred = predictor({"image": str(path)})["pred"]
+    predictor = StagePredictor(bundle_dir("localizer"), [work / "localizer" / "fold0" / "models" / "model.pt"],
+                               overrides={"device": "$torch.device('cpu')"}, configs=[work / "localizer" / "config.json"])
+    pred = predictor(predictor.load({"image": str(path)}))["pred"]
     assert pred.shape == (1, *image.shape)
     np.testing.assert_allclose(pred.affine.numpy(), affine, atol=1e-5)
     labels = pred[0].numpy()
     assert set(np.unique(labels).tolist()) == {0, 1} and not labels[:, :6].any()
+
+
+def test_cascade_predict_runs_imported_stages(tmp_path):
+    """Both stages imported into one work folder and run by `cascade predict --models`."""
+    work = tmp_path / "work"
+    for stage, labels in (("localizer", {"background": 0, "atria": 1}), ("segmenter", SEGMENTER_LABELS)):
+        model = write_model_folder(tmp_path / stage / MODEL_NAME, labels, seed=3)
+        assert cli("import-nnunet", str(model), "--stage", stage, "--out", str(work)).returncode == 0
+    image, _, affine = make_phantom(6, (14, 100, 90), (3.0, 0.75, 0.75))
+    path = write_nifti(tmp_path / "in" / "case.nii.gz", image, affine)
+    result = cli("predict", str(path), str(tmp_path / "out"), "--models", str(work), "--device", "cpu", "--save_masks")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"the localizer: {work}, folds [0]" in result.stdout
+    labels = nib.load(str(tmp_path / "out" / "case_label.nii.gz"))
+    assert labels.shape == image.shape
+    np.testing.assert_allclose(labels.affine, affine, atol=1e-4)
+    mask = np.asanyarray(nib.load(str(tmp_path / "out" / "case_mask.nii.gz")).dataobj)
+    values = np.asanyarray(labels.dataobj)
+    assert mask.any() and set(np.unique(values).tolist()) <= {0, 1, 2, 3} and values.any()

@@ -38,11 +38,12 @@ from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
 from monai.transforms import AsDiscreted, Compose
 
+from cascade.bundles import bundle_dir
+from cascade.engine import StagePredictor
 from cascade.metrics import dice
 from cascade.nnunet_import import import_nnunet
 from cascade.nnunet_inference import NNUNetSlidingWindowInferer
 from cascade.phantom import make_phantom
-from cascade.runner import REPO_BUNDLES, BundlePredictor
 from tests.conftest import write_nifti
 from tests.nnunet_reference import LOCALIZER_REGION_LABELS, SEGMENTER_LABELS, nnunet_network, write_model_folder
 
@@ -101,23 +102,22 @@ def nnunet_predict(model: Path, images: dict[str, Path], out: Path) -> dict[str,
 
 
 def bundle_probabilities(work: Path, stage: str, item: dict, overrides: dict) -> np.ndarray:
-    """Softmax probabilities (C, X, Y, Z) on the input grid through the bundle's own configs.
+    """Softmax probabilities (C, X, Y, Z) on the input grid through the engine's stage predictor.
 
-    The bundle's preprocessing, the predictor's networks and the bundle's postprocessing up to (not
-    including) its argmax; with the engine (``cascade.engine.StagePredictor``) this becomes its
-    per-stage call.
+    The bundle's loading and preprocessing, the predictor's ensemble network in the config's
+    inferer, and the bundle's postprocessing up to (not including) its argmax.
     """
-    predictor = BundlePredictor(
-        REPO_BUNDLES / f"atria_{stage}",
+    predictor = StagePredictor(
+        bundle_dir(stage),
         sorted((work / stage).glob("fold*/models/model.pt")),
         overrides={"device": "$torch.device('cpu')", **overrides},
-        extra_configs=[str(work / stage / "config.json")],
+        configs=[work / stage / "config.json"],
     )
-    data = predictor.preprocessing(dict(item))
+    data = predictor.preprocessing(predictor.load(item))
     image = data["image"]
-    probabilities = predictor.probabilities(image.unsqueeze(0))[0]
-    data["pred"] = MetaTensor(torch.log(probabilities.clamp_min(1e-12)), meta=image.meta)
-    data["pred"].applied_operations = list(image.applied_operations)
+    with torch.no_grad():
+        logits = predictor.inferer(image.as_tensor()[None], predictor.network)[0]
+    data["pred"] = MetaTensor(logits.float(), meta=image.meta, applied_operations=list(image.applied_operations))
     to_probabilities = Compose(list(itertools.takewhile(lambda t: not isinstance(t, AsDiscreted), predictor.postprocessing.transforms)))
     return to_probabilities(data)["pred"].numpy()
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Compose, CropForegroundd, Invertd
 
+from cascade.bundles import bundle_dir
 from cascade.nnunet_transforms import NNUNetResample, NNUNetResampled, nnunet_output_shape, resample_nnunet, separate_resampling_axis
 
 default_resampling = pytest.importorskip("nnunetv2.preprocessing.resampling.default_resampling")
@@ -87,3 +89,20 @@ def test_invertd_undoes_crop_and_resampling_nearest_for_masks():
     assert not inverted["pred"][:, :5].any()  # outside the crop
     assert set(torch.unique(inverted["mask"]).tolist()) <= {0.0, 1.0}
     assert float((inverted["pred"][0, 5:] - image[0, 5:]).abs().mean()) < 0.05
+
+
+@pytest.mark.parametrize("bundle", ["atria_localizer", "atria_segmenter"])
+def test_training_overlay_preprocesses_to_the_network_grid(bundle, phantom_dir):
+    """configs/nnunet_preprocessing_train.json over train.json: crop, z-score, nnU-Net resampling of image, label (and mask)."""
+    parser = ConfigParser()
+    configs = bundle_dir(bundle.removeprefix("atria_")) / "configs"
+    parser.read_config([str(configs / "train.json"), str(configs / "nnunet_preprocessing_train.json")])
+    parser.update({"pixdim": [2.0, 2.0, 2.5], "mask_from_label": True})
+    case = sorted(phantom_dir.iterdir())[0]
+    item = {"image": str(case / f"{case.name}_gt.nii.gz"), "label": str(case / f"{case.name}_label.nii.gz")}
+    data = Compose(parser.get_parsed_content("train#deterministic_transforms"))(item)
+    assert data["image"].shape[1:] == (100, 100, 24)  # 160 x 1.25 / 2.0, z unchanged
+    assert abs(float(data["image"].mean())) < 0.05 and abs(float(data["image"].std()) - 1) < 0.05
+    assert set(torch.unique(data["label"]).tolist()) <= {0.0, 1.0, 2.0, 3.0} and data["label"].shape == data["image"].shape
+    if "mask" in data:
+        assert data["mask"].sum() > (data["label"] > 0).sum()  # the dilated gate
