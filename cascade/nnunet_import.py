@@ -69,7 +69,10 @@ _ACCEPTED_OPS = {
 _READERS = {"SimpleITKIO", "NibabelIO"}
 _RESAMPLING_FUNCTION = "resample_data_or_seg_to_shape"
 SEGMENTER_LABELS = (0, 1, 2, 3)
-_scalar = getattr(np, "_core", np.core).multiarray.scalar
+try:
+    from numpy._core.multiarray import scalar as _scalar  # numpy >= 2
+except ImportError:  # numpy 1
+    from numpy.core.multiarray import scalar as _scalar
 # nnU-Net logs numpy scalars in its checkpoints; numpy 1 pickles name the numpy.core module
 _NUMPY_SCALARS = [
     np.dtype,
