@@ -131,9 +131,9 @@ def compare(ours: np.ndarray, reference: np.ndarray, reference_labels: np.ndarra
     """Abs probability difference inside ``box`` (max, 99.9th percentile) and per-class Dice of the labels.
 
     One channel is a foreground probability (the localizer's postprocessing keeps that one) and is
-    labelled at 0.5, as nnU-Net labels a region; more channels are labelled by argmax.
+    labelled where it exceeds 0.5, as nnU-Net labels a region; more channels by argmax.
     """
-    labels = ours.argmax(0) if len(ours) > 1 else (ours[0] >= 0.5).astype(np.int64)
+    labels = ours.argmax(0) if len(ours) > 1 else (ours[0] > 0.5).astype(np.int64)
     difference = np.abs(ours[(slice(None), *box)] - reference[(slice(None), *box)]).max(0)
     return {
         "max_abs_probability": float(difference.max()),
