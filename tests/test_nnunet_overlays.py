@@ -31,8 +31,8 @@ def without(transforms: list[dict], targets: set[str]) -> list[dict]:
 def test_overlays_change_only_the_documented_steps(stage):
     bundle, overlay = configs(stage, "inference"), configs(stage, "nnunet_preprocessing")
     assert without(overlay["preprocessing_transforms"], ADDED) == without(bundle["preprocessing_transforms"], REPLACED)
-    post = bundle["postprocessing"]["transforms"]
-    first, *rest = overlay["postprocessing"]["transforms"]
+    post = bundle["postprocessing_transforms"]
+    first, *rest = overlay["postprocessing_transforms"]
     assert first["_target_"] == "Invertd" and without(rest, set()) == without(post, {"Invertd"})
     train, train_overlay = configs(stage, "train")["train"], configs(stage, "nnunet_preprocessing_train")
     assert without(train_overlay["train#deterministic_transforms"], ADDED) == without(train["deterministic_transforms"], REPLACED)
