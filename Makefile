@@ -17,6 +17,12 @@ $(VENV)/.installed: pyproject.toml
 	# The nnU-Net reference network for the equivalence tests; --no-deps because its timm
 	# requirement would pull torchvision and a CUDA build of torch.
 	$(PY) -m pip install -q --no-deps dynamic-network-architectures==0.4.4
+	# nnU-Net v2 itself, the oracle of tests/test_nnunet_*.py (test-only): --no-deps with just what its
+	# predictor, preprocessing and plans handling import; its own requirements (timm, batchgeneratorsv2,
+	# blosc2>=4's httpx/pydantic, ...) would pull torchvision and a CUDA build of torch.
+	$(PY) -m pip install -q --no-deps nnunetv2==2.8.1 acvl-utils==0.2.6 batchgenerators==0.25.5 blosc2==3.3.2 \
+	  numexpr msgpack ndindex platformdirs py-cpuinfo requests urllib3 idna certifi charset-normalizer \
+	  pandas python-dateutil pytz tzdata six threadpoolctl
 	touch $@
 
 test: setup

@@ -310,7 +310,48 @@ def demo(out: str = "demo_out", cases: int = 2, seed: int = 1000) -> None:
     print(f"demo finished in {time.perf_counter() - start:.0f} s")
 
 
-COMMANDS = {"demo": demo, "datalist": datalist, "phantom": phantom, "evaluate": evaluate, "predict": predict, "crossval": crossval}
+def import_nnunet(
+    model_dir: str,
+    stage: str,
+    out: str,
+    folds: str | int | tuple | None = None,
+    checkpoint: str = "final",
+    preprocessing: str = "nnunet",
+    bundle: str | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Bring a trained nnU-Net v2 ResEnc model into a cascade stage (see docs/nnunet.md).
+
+    Args:
+        model_dir: nnU-Net trained-model folder (dataset.json, plans.json, fold_<k>/checkpoint_final.pth).
+        stage: ``localizer`` or ``segmenter``.
+        out: working folder; writes ``OUT/<stage>/fold<k>/models/model.pt`` and ``OUT/<stage>/config.json``.
+        folds: comma-separated fold ids (default: every fold with the checkpoint).
+        checkpoint: ``final`` (checkpoint_final.pth) or ``best`` (checkpoint_best.pth).
+        preprocessing: ``nnunet`` (the model's own: crop, z-score, nnU-Net resampling and sliding
+            window; default) or ``monai`` (the bundle's).
+        bundle: the stage's bundle folder (default: the repository's).
+        overwrite: replace weights and overlay written before.
+    """
+    from cascade.nnunet_import import import_nnunet as run_import
+
+    fold_ids = None
+    if folds is not None and folds != "":
+        fold_ids = [str(k) for k in (folds if isinstance(folds, (tuple, list)) else str(folds).split(","))]
+    report = run_import(model_dir, stage, out, folds=fold_ids, checkpoint=checkpoint, preprocessing=preprocessing,
+                        bundle=bundle, overwrite=as_bool(overwrite, "overwrite"))
+    print(report.summary())
+
+
+COMMANDS = {
+    "demo": demo,
+    "datalist": datalist,
+    "phantom": phantom,
+    "evaluate": evaluate,
+    "predict": predict,
+    "crossval": crossval,
+    "import-nnunet": import_nnunet,
+}
 
 
 def _is_number(token: str) -> bool:
