@@ -1,4 +1,4 @@
-"""Transforms MONAI lacks, for gating stage 2 by the stage-1 mask.
+"""Transforms MONAI lacks, for gating stage 2 by the stage-1 mask and for lean postprocessing.
 
 - Binary dilation with a spherical or ellipsoidal element. MONAI's ``monai.transforms.utils.dilate``
   uses a cube; the paper dilates with a ball of radius r voxels (r = 2 in the final model, the
@@ -9,6 +9,9 @@
   to a multiple of ``k_divisible``; the mask-region stage 2 needs a box of at least one patch, so
   that the sliding window sees image around a small mask instead of the zero padding the inferer
   adds to inputs smaller than the patch.
+- Postprocessing at the cost of the labelled region instead of the scan: the channel argmax by a
+  running comparison, and MONAI's largest-component step on the labels' bounding box; both give
+  exactly MONAI's results (measured costs in the docstrings).
 """
 
 from __future__ import annotations
@@ -18,13 +21,24 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import distance_transform_edt
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
-from monai.transforms import CropForeground, CropForegroundd, MapTransform, Transform
+from monai.transforms import CropForeground, CropForegroundd, KeepLargestConnectedComponent, MapTransform, Transform
 from monai.utils import convert_to_dst_type, ensure_tuple_rep
+from scipy.ndimage import distance_transform_edt
 
-__all__ = ["ball", "margin_voxels", "dilate_mask", "DilateMask", "DilateMaskd", "CropForegroundMinSize", "CropForegroundMinSized"]
+__all__ = [
+    "ball",
+    "margin_voxels",
+    "dilate_mask",
+    "DilateMask",
+    "DilateMaskd",
+    "CropForegroundMinSize",
+    "CropForegroundMinSized",
+    "channel_argmax",
+    "ChannelArgmaxd",
+    "KeepLargestComponentd",
+]
 
 
 def ball(radius: float | Sequence[float]) -> np.ndarray:
@@ -192,3 +206,63 @@ def margin_voxels(margin_mm: float | Sequence[float], pixdim: Sequence[float]) -
     """
     margins = ensure_tuple_rep(margin_mm, len(pixdim))
     return tuple(float(m) / float(p) for m, p in zip(margins, pixdim))
+
+
+def channel_argmax(probabilities: torch.Tensor) -> torch.Tensor:
+    """Index of the largest channel of a (C, ...) tensor, (1, ...) float, the first on ties.
+
+    The result of ``torch.argmax(probabilities, 0, keepdim=True)`` (MONAI's ``AsDiscrete(argmax=
+    True)``), computed by a running comparison over the channels: torch's argmax over the leading
+    axis is a strided reduction, 3.6 s on a 4 x 576 x 576 x 44 volume with 2 CPU threads, the
+    running comparison a few element-wise passes.
+    """
+    best, index = probabilities[0], torch.zeros_like(probabilities[0])
+    for channel in range(1, probabilities.shape[0]):
+        larger = probabilities[channel] > best
+        best = torch.where(larger, probabilities[channel], best)
+        index = torch.where(larger, torch.full_like(index, channel), index)
+    return index[None]
+
+
+class ChannelArgmaxd(MapTransform):
+    """Dictionary transform replacing each key's (C, ...) tensor by :func:`channel_argmax` (meta kept)."""
+
+    backend = [torch.Tensor]
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = channel_argmax(d[key])
+        return d
+
+
+class KeepLargestComponentd(MapTransform):
+    """MONAI's ``KeepLargestConnectedComponentd`` run on the bounding box of the labelled voxels only.
+
+    Voxels outside the box are background, so the components and the result are exactly MONAI's,
+    at the cost of the box instead of the volume (connected-component labelling runs on the CPU
+    over every voxel it is given; a cascade's labels fill a small part of a scan).
+
+    Args:
+        keys: keys of (1, X, Y, Z) label maps.
+        **kwargs: ``KeepLargestConnectedComponent`` arguments (``applied_labels``, ``independent``, ...).
+    """
+
+    backend = KeepLargestConnectedComponent.backend
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False, **kwargs) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.keep = KeepLargestConnectedComponent(**kwargs)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            labels = d[key]
+            present = torch.nonzero(torch.as_tensor(labels).reshape(-1, *labels.shape[-3:]).amax(0))
+            if len(present) == 0:
+                continue
+            box = (slice(None), *(slice(int(lo), int(hi) + 1) for lo, hi in zip(present.amin(0), present.amax(0))))
+            kept = labels.clone()
+            kept[box] = self.keep(labels[box].clone())  # MONAI's transform works in place
+            d[key] = kept
+        return d

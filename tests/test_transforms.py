@@ -4,9 +4,19 @@ import torch
 from monai.data import MetaTensor
 from scipy.ndimage import binary_dilation
 
-from monai.transforms import CropForegroundd
+from monai.transforms import CropForegroundd, KeepLargestConnectedComponentd
 
-from cascade.transforms import CropForegroundMinSized, DilateMask, DilateMaskd, ball, dilate_mask, margin_voxels
+from cascade.transforms import (
+    ChannelArgmaxd,
+    CropForegroundMinSized,
+    DilateMask,
+    DilateMaskd,
+    KeepLargestComponentd,
+    ball,
+    channel_argmax,
+    dilate_mask,
+    margin_voxels,
+)
 
 
 def reference_ball(radius: int) -> np.ndarray:
@@ -101,3 +111,28 @@ def test_margin_in_mm_is_the_papers_radius_on_the_mbas_grid():
     assert margin_voxels([1.25, 1.25, 5.0], [0.625, 0.625, 2.5]) == (2.0, 2.0, 2.0)
     assert margin_voxels(7.5, [1.25, 1.25, 2.5]) == (6.0, 6.0, 3.0)
     assert ball(margin_voxels([1.25, 1.25, 5.0], [0.625, 0.625, 2.5])).sum() == ball(2).sum()
+
+
+def test_channel_argmax_equals_torch_argmax_ties_included():
+    rng = torch.Generator().manual_seed(0)
+    probabilities = torch.randint(0, 3, (4, 20, 17, 6), generator=rng).float()  # many ties
+    probabilities[:, 0, 0, 0] = 1.0  # all channels equal: the first wins
+    expected = torch.argmax(probabilities, dim=0, keepdim=True).float()
+    torch.testing.assert_close(channel_argmax(probabilities), expected)
+    data = ChannelArgmaxd("pred")({"pred": MetaTensor(probabilities, affine=torch.diag(torch.tensor([2.0, 2.0, 3.0, 1.0])))})
+    assert isinstance(data["pred"], MetaTensor) and data["pred"].affine[2, 2] == 3.0
+
+
+@pytest.mark.parametrize("independent, applied", [(True, [1, 2, 3]), (False, [1, 2, 3]), (True, [1])])
+def test_largest_component_in_the_box_equals_monai(independent, applied):
+    rng = np.random.default_rng(3)
+    labels = np.zeros((40, 36, 12), np.float32)
+    labels[5:30, 4:30, 2:10] = rng.integers(0, 4, (25, 26, 8)) * (rng.random((25, 26, 8)) > 0.8)
+    data = {"pred": torch.tensor(labels[None])}
+    ours = KeepLargestComponentd("pred", applied_labels=applied, independent=independent)(data)["pred"]
+    assert torch.equal(data["pred"], torch.as_tensor(labels[None]))  # the input is not modified
+    monai = KeepLargestConnectedComponentd("pred", applied_labels=applied, independent=independent)(data)["pred"]
+    torch.testing.assert_close(ours, monai)
+    assert not torch.equal(ours, torch.as_tensor(labels[None]))  # components were removed
+    empty = {"pred": torch.zeros(1, 8, 8, 4)}
+    assert torch.equal(KeepLargestComponentd("pred", applied_labels=applied)(empty)["pred"], empty["pred"])
