@@ -36,10 +36,16 @@ monailabel-test:
 demo: setup
 	$(VENV)/bin/cascade demo --out $(DEMO_DIR)
 
-# Retrain the shipped phantom demo weights (about an hour on 2 CPU cores; not run by CI).
+# Retrain the shipped phantom demo weights (about an hour on 2 CPU cores; not run by CI): 16 phantoms
+# on the generator's full 360 mm field of view and 8 on a 200 mm one, at the demo's 1.25 mm grid.
 DEMO_TRAIN ?= demo_weights_run
 demo-weights: setup
-	$(VENV)/bin/cascade phantom $(DEMO_TRAIN)/phantoms --cases 24 --seed 0 --shape 24 160 160 --spacing 2.5 1.25 1.25
+	$(VENV)/bin/cascade phantom $(DEMO_TRAIN)/full --cases 16 --seed 0 --shape 44 288 288 --spacing 2.5 1.25 1.25
+	$(VENV)/bin/cascade phantom $(DEMO_TRAIN)/small --cases 8 --seed 100 --shape 24 160 160 --spacing 2.5 1.25 1.25
+	mkdir -p $(DEMO_TRAIN)/phantoms && mv $(DEMO_TRAIN)/full/* $(DEMO_TRAIN)/phantoms/
+	for case in $(DEMO_TRAIN)/small/*; do name=$$(basename $$case); renamed=MBAS_1$${name#MBAS_}; mkdir -p $(DEMO_TRAIN)/phantoms/$$renamed; \
+	  mv $$case/$${name}_gt.nii.gz $(DEMO_TRAIN)/phantoms/$$renamed/$${renamed}_gt.nii.gz; \
+	  mv $$case/$${name}_label.nii.gz $(DEMO_TRAIN)/phantoms/$$renamed/$${renamed}_label.nii.gz; done
 	cd bundles/atria_localizer && OMP_NUM_THREADS=1 ../../$(PY) -m monai.bundle run training --meta_file configs/metadata.json \
 	  --config_file "['configs/train.json','configs/demo.json']" --bundle_root ../../$(DEMO_TRAIN)/localizer \
 	  --dataset_dir ../../$(DEMO_TRAIN)/phantoms --num_folds 6 --fold 0 & \
