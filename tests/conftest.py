@@ -7,6 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy.ndimage import distance_transform_edt
 
 MBAS_AFFINE = np.array(
     [[-0.625, 0, 0, 180.0], [0, -0.625, 0, 170.0], [0, 0, 2.5, -50.0], [0, 0, 0, 1]], dtype=np.float64
@@ -54,3 +55,15 @@ def phantom_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("phantoms")
     write_phantoms(str(root), cases=4, seed=7, shape=(24, 160, 160), spacing=(2.5, 1.25, 1.25))
     return root
+
+
+def labelled_outside_gate(labels: np.ndarray, mask: np.ndarray, spacing, margin_mm) -> int:
+    """Labelled voxels farther from ``mask`` than the gate's margin (mm) allows.
+
+    The gate is the mask dilated by ``margin_mm`` (one value or one per axis) on stage 2's grid and
+    brought back to the input grid, so a voxel of either grid is allowed on top of the margin.
+    """
+    spacing = np.asarray(spacing, float)
+    distance = distance_transform_edt(mask == 0, sampling=spacing)
+    allowed = float(np.max(margin_mm)) + float(np.linalg.norm(spacing))
+    return int(((labels > 0) & (distance > allowed)).sum())

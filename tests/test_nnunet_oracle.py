@@ -44,6 +44,7 @@ from cascade.metrics import dice
 from cascade.nnunet_import import import_nnunet
 from cascade.nnunet_inference import NNUNetSlidingWindowInferer
 from cascade.phantom import make_phantom
+from cascade.transforms import ChannelArgmaxd
 from tests.conftest import write_nifti
 from tests.nnunet_reference import LOCALIZER_REGION_LABELS, SEGMENTER_LABELS, nnunet_network, write_model_folder
 
@@ -118,7 +119,8 @@ def bundle_probabilities(work: Path, stage: str, item: dict, overrides: dict) ->
     with torch.no_grad():
         logits = predictor.inferer(image.as_tensor()[None], predictor.network)[0]
     data["pred"] = MetaTensor(logits.float(), meta=image.meta, applied_operations=list(image.applied_operations))
-    to_probabilities = Compose(list(itertools.takewhile(lambda t: not isinstance(t, AsDiscreted), predictor.postprocessing.transforms)))
+    discrete = (AsDiscreted, ChannelArgmaxd)
+    to_probabilities = Compose(list(itertools.takewhile(lambda t: not isinstance(t, discrete), predictor.postprocessing.transforms)))
     return to_probabilities(data)["pred"].numpy()
 
 
