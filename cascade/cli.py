@@ -175,10 +175,10 @@ def predict(
         device: auto, cpu, cuda or cuda:N (config default: CUDA when available).
         overlap: sliding-window overlap of both stages (config default 0.5; 0 is the paper's step 1.0).
         mask_threshold: stage-1 foreground probability at or above which a voxel is in the mask
-            (config default 0.5, the argmax of the paper).
-        gate_margin_mm: the stage-1 mask is dilated by this margin in mm, one value or X Y Z (config
-            default 1.25 1.25 5, the paper's 2 voxels at 0.625 x 0.625 x 2.5 mm), giving the gate
-            stage 2 may label.
+            (config default 0.2; the paper's argmax is 0.5; docs/gate.md).
+        gate_margin_mm: the stage-1 mask is dilated by this margin in mm, one value or X,Y,Z (config
+            default 2.5,2.5,5; the paper's 2 voxels at 0.625 x 0.625 x 2.5 mm are 1.25,1.25,5),
+            giving the gate stage 2 may label; use the margin the segmenter was trained with.
         mask_region: run stage 2 only over the dilated mask's bounding box plus a margin (config
             default true); false slides over the whole volume as the paper does.
         tta: mirroring test-time augmentation, 8 mirrorings per window (config default false).
