@@ -199,7 +199,10 @@ def scan_folder(root: str | os.PathLike) -> FolderScan:
     if duplicated:
         raise InputError(f"{root}: case ids found twice (flat file and sub-folder?): {duplicated}")
     if not scan.cases:
-        raise InputError(f"{root}: no NIfTI cases found (expected MBAS, nnU-Net raw or flat layout)")
+        reasons = "; ".join(f"{Path(path).name}: {reason}" for path, reason in scan.skipped[:5])
+        more = f" (and {len(scan.skipped) - 5} more)" if len(scan.skipped) > 5 else ""
+        skipped = f"; skipped {reasons}{more}" if reasons else ""
+        raise InputError(f"{root}: no NIfTI cases found (expected MBAS, nnU-Net raw or flat layout){skipped}")
     return scan
 
 

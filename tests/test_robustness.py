@@ -203,6 +203,17 @@ def test_discovery_reports_what_it_skips(tmp_path):
     assert any("y_0000.nii.gz" in s and "image without a label map" in s for s in seen)
 
 
+def test_a_folder_with_nothing_usable_says_why(tmp_path):
+    """When every file is skipped, the one error line carries the reasons (nothing is dropped silently)."""
+    from cascade.data import InputError, scan_folder
+
+    image = np.zeros((8, 8, 4), np.float32)
+    write_nifti(tmp_path / "a.nii.gz", image)
+    write_nifti(tmp_path / "a_gt.nii.gz", image)
+    with pytest.raises(InputError, match=r"no NIfTI cases found .*skipped a.nii.gz: case 'a' is given by a.nii.gz and a_gt.nii.gz"):
+        scan_folder(tmp_path)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
