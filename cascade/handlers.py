@@ -34,7 +34,25 @@ def pred_and_atria(output: list[dict]) -> tuple[list[torch.Tensor], list[torch.T
     return [o["pred"] for o in output], [one_hot(o["label"] > 0, num_classes=2, dim=0) for o in output]
 
 
-class OverlapMetric(CumulativeIterationMetric):
+def covered_share(region: torch.Tensor, truth: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """|region ∩ truth| / |truth| summed over ``dims`` (boolean tensors); NaN where ``truth`` is empty."""
+    reference = truth.sum(dims).float()
+    covered = (region & truth).sum(dims).float()
+    return torch.where(reference > 0, covered / reference.clamp_min(1), torch.full_like(reference, float("nan")))
+
+
+class _CaseShareMetric(CumulativeIterationMetric):
+    """A per-case (cases, columns) buffer of shares, reduced with MONAI's ``do_metric_reduction``."""
+
+    reduction: MetricReduction | str
+
+    def aggregate(self, reduction: MetricReduction | str | None = None) -> torch.Tensor:
+        """Reduce the buffered per-case shares."""
+        value, _ = do_metric_reduction(self.get_buffer(), reduction or self.reduction)
+        return value
+
+
+class OverlapMetric(_CaseShareMetric):
     """Per case and class, the fraction of the reference covered by the prediction: |A ∩ B| / |B|.
 
     Args:
@@ -52,15 +70,7 @@ class OverlapMetric(CumulativeIterationMetric):
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         if not self.include_background:
             y_pred, y = ignore_background(y_pred, y)
-        dims = tuple(range(2, y.ndim))
-        covered = (y_pred.bool() & y.bool()).sum(dims).float()
-        reference = y.bool().sum(dims).float()
-        return torch.where(reference > 0, covered / reference.clamp_min(1), torch.full_like(reference, float("nan")))
-
-    def aggregate(self, reduction: MetricReduction | str | None = None) -> torch.Tensor:
-        """Reduce the buffered (cases, classes) overlaps."""
-        value, _ = do_metric_reduction(self.get_buffer(), reduction or self.reduction)
-        return value
+        return covered_share(y_pred.bool(), y.bool(), tuple(range(2, y.ndim)))
 
 
 class Overlap(IgniteMetricHandler):
@@ -80,7 +90,7 @@ class Overlap(IgniteMetricHandler):
         )
 
 
-class GateRecallMetric(CumulativeIterationMetric):
+class GateRecallMetric(_CaseShareMetric):
     """Per case, the share of each true class and of the atria inside the dilated stage-1 mask.
 
     Args:
@@ -109,17 +119,7 @@ class GateRecallMetric(CumulativeIterationMetric):
         gate = dilate_mask(y_pred[:, 1:2], margin_voxels(self.margin_mm, spacing)).bool()
         classes = [y == value for value in CLASS_NAMES] + [y > 0]
         dims = tuple(range(1, y.ndim))
-        recalls = []
-        for truth in classes:
-            reference = truth.sum(dims).float()
-            covered = (gate & truth).sum(dims).float()
-            recalls.append(torch.where(reference > 0, covered / reference.clamp_min(1), torch.full_like(reference, float("nan"))))
-        return torch.stack(recalls, dim=1)
-
-    def aggregate(self, reduction: MetricReduction | str | None = None) -> torch.Tensor:
-        """Reduce the buffered (cases, 4) recalls."""
-        value, _ = do_metric_reduction(self.get_buffer(), reduction or self.reduction)
-        return value
+        return torch.stack([covered_share(gate, truth, dims) for truth in classes], dim=1)
 
 
 class GateRecall(IgniteMetricHandler):
