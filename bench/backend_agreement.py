@@ -50,7 +50,7 @@ def main() -> None:
         results = {}
         for name in ["torch/fp32", *(s for s in args.settings if s != "torch/fp32")]:
             backend, localizer, segmenter = SETTINGS[name]
-            engine = CascadeEngine.from_options(demo=True, device="cpu", overlap=args.overlap, backend=backend,
+            engine = CascadeEngine.from_options(pretrained="demo", device="cpu", overlap=args.overlap, backend=backend,
                                                 precision={"localizer": localizer, "segmenter": segmenter})
             results[name] = [engine.predict_image(image) for image in images]
     reference = results["torch/fp32"]

@@ -12,7 +12,10 @@ Trained weights are found in one of three places:
   crossval`` and ``cascade import-nnunet`` write them, with an optional config overlay
   ``WORK/<stage>/config.json`` layered over the bundle's configs;
 - the bundle's ``models/model.pt`` (``models/fold<k>/model.pt`` with ``--folds``);
-- the shipped phantom demo weights ``models/demo/model.pt`` with the overlay ``configs/demo.json``.
+- shipped weights (``--pretrained NAME``): every ``models/NAME/*.pt`` of the bundle (several are
+  an ensemble), with the overlay ``configs/NAME.json`` they were trained with: ``demo`` (phantoms
+  only) and ``la2018`` (real LGE-MRI, left atrium; each folder's README.md is its model card).
+  Weights may be stored in half precision; they are loaded into the fp32 network.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ __all__ = [
     "bundle_dir",
     "overlay_path",
     "StageWeights",
+    "pretrained_names",
+    "publish_weights",
     "stage_weights",
     "work_folds",
 ]
@@ -124,12 +129,22 @@ def _fold_ids(folds: str | int | Sequence | None) -> list[int] | None:
         raise InputError(f"--folds: expected comma-separated fold numbers, got {folds!r}") from err
 
 
+def pretrained_names(bundle: str | os.PathLike) -> list[str]:
+    """Names of the shipped weights of a bundle: ``models/NAME/*.pt`` with a ``configs/NAME.json``."""
+    models = Path(bundle) / "models"
+    if not models.is_dir():
+        return []
+    return sorted(
+        d.name for d in models.iterdir() if d.is_dir() and any(d.glob("*.pt")) and (Path(bundle) / "configs" / f"{d.name}.json").is_file()
+    )
+
+
 def stage_weights(
     stage: str,
     bundle: str | os.PathLike,
     models: str | os.PathLike | None = None,
     folds: str | int | Sequence | None = None,
-    demo: bool = False,
+    pretrained: str | None = None,
 ) -> StageWeights:
     """Find the weights of one stage (see the module docstring for the places looked in).
 
@@ -139,21 +154,26 @@ def stage_weights(
         models: a work folder (``cascade crossval --work`` or ``cascade import-nnunet --out``).
         folds: fold ids to ensemble (comma-separated string or sequence); with ``models`` the
             default is every fold found there.
-        demo: the shipped phantom demo weights.
+        pretrained: name of shipped weights (``demo``, ``la2018``; see :func:`pretrained_names`).
 
     Returns:
         The checkpoints (each checked to exist) and the overlays to layer.
 
     Raises:
-        InputError: ``demo`` and ``models`` together, a bad ``folds`` value, or no fold in ``models``.
+        InputError: ``pretrained`` and ``models`` together, an unknown ``pretrained`` name, a bad
+            ``folds`` value, or no fold in ``models``.
         MissingCheckpointError: a checkpoint file does not exist.
     """
     bundle = Path(bundle)
     fold_ids = _fold_ids(folds)
-    if demo and models:
-        raise InputError("--demo and --models exclude each other")
-    if demo:
-        weights = StageWeights([bundle / "models" / "demo" / "model.pt"], [bundle / "configs" / "demo.json"], "the demo weights")
+    if pretrained and models:
+        raise InputError(f"--pretrained {pretrained} and --models exclude each other")
+    if pretrained:
+        names = pretrained_names(bundle)
+        if pretrained not in names:
+            raise InputError(f"--pretrained {pretrained}: no such shipped weights for the {stage} (available: {', '.join(names) or 'none'})")
+        checkpoints = sorted((bundle / "models" / pretrained).glob("*.pt"))
+        weights = StageWeights(checkpoints, [bundle / "configs" / f"{pretrained}.json"], f"the {pretrained} weights")
     elif models:
         work = Path(models)
         if not work.is_dir():
@@ -173,3 +193,43 @@ def stage_weights(
         if not checkpoint.is_file():
             raise MissingCheckpointError(f"{checkpoint}: checkpoint not found")
     return weights
+
+
+def publish_weights(models: str | os.PathLike, stage: str, name: str, bundle: str | os.PathLike | None = None) -> list[Path]:
+    """Ship a work folder's fold models as a bundle's ``models/NAME/fold<k>.pt``, in half precision.
+
+    Half precision halves the repository's share of the weights; :func:`cascade.engine.load_checkpoint`
+    loads them into the fp32 network (the rounding moves the label maps by far less than the
+    fold-to-fold spread). The overlay ``configs/NAME.json`` they need must exist in the bundle.
+
+    Args:
+        models: work folder of ``cascade crossval`` (``<stage>/fold<k>/models/model.pt``).
+        stage: ``localizer`` or ``segmenter``.
+        name: the ``--pretrained`` name.
+        bundle: the stage's bundle folder (default: the repository's).
+
+    Returns:
+        The files written.
+
+    Raises:
+        MissingCheckpointError: the work folder has no fold model of the stage.
+        InputError: the bundle has no ``configs/NAME.json``.
+    """
+    import torch
+
+    bundle = Path(bundle) if bundle else bundle_dir(stage)
+    overlay_path(bundle, name)
+    folds = work_folds(models, stage)
+    if not folds:
+        raise MissingCheckpointError(f"{Path(models) / stage}: no fold<k>/models/model.pt found for the {stage}")
+    target = bundle / "models" / name
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for k in folds:
+        state = torch.load(Path(models) / stage / f"fold{k}" / "models" / "model.pt", map_location="cpu", weights_only=True)
+        if isinstance(state.get("model"), dict):  # a MONAI checkpoint rather than a bare state dict
+            state = state["model"]
+        half = {key: value.half() if value.is_floating_point() else value for key, value in state.items()}
+        torch.save(half, target / f"fold{k}.pt")
+        written.append(target / f"fold{k}.pt")
+    return written

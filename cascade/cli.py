@@ -13,8 +13,10 @@ from pathlib import Path
 
 import fire
 
+from cascade.annotation import ALL_CLASSES
 from cascade.crossval import TrainingError
 from cascade.io import InputError
+from cascade.labels import CLASS_NAMES
 
 __all__ = ["main"]
 
@@ -74,24 +76,46 @@ def as_margin(value: float | str | tuple | list | None) -> float | list[float] |
     return margins[0] if len(margins) == 1 else margins
 
 
-def datalist(data: str, folds: int = 5, out: str = "datalist.json", seed: int | None = None) -> None:
+def as_path(value: str | int | float | None) -> str | None:
+    """A path flag as a string: fire reads a name like ``2024`` as a number."""
+    return None if value is None else str(value)
+
+
+def as_paths(value: str | tuple | list) -> str | list[str]:
+    """A path flag that may name several paths: fire turns ``a,b`` into a tuple."""
+    return [str(v) for v in value] if isinstance(value, (tuple, list)) else str(value)
+
+
+def as_classes(value: str | int | tuple | list | None) -> str | None:
+    """``--annotated``: class names or values, comma-separated (fire may pass a tuple or a number)."""
+    if value is None:
+        return None
+    return ",".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
+
+
+def datalist(data: str, folds: int = 5, out: str = "datalist.json", seed: int | None = None, annotated: str | None = None) -> None:
     """Validate every labelled case of DATA and write a k-fold datalist JSON.
 
     Args:
-        data: data folder (MBAS, nnU-Net raw or flat layout).
+        data: data folder (MBAS, nnU-Net raw or flat layout), or several comma-separated (e.g.
+            fully labelled and left-atrium-only data in one datalist).
         folds: number of cross-validation folds.
         out: JSON file to write.
         seed: fold assignment seed (default: the project's fixed seed).
+        annotated: the classes the labels annotate, names or values comma-separated (e.g.
+            left_atrium); default: each folder's dataset.json ("labels"), else all classes.
     """
     from cascade.data import DEFAULT_SEED, make_datalist, write_datalist
 
-    seed = DEFAULT_SEED if seed is None else seed
+    seed, out = DEFAULT_SEED if seed is None else seed, as_path(out)
     if Path(out).is_dir():
         raise InputError(f"{out}: --out is a folder; give the datalist file to write, e.g. {Path(out) / 'datalist.json'}")
-    entries = make_datalist(data, num_folds=folds, seed=seed, check_values=True, report=report_line)
+    entries = make_datalist(as_paths(data), num_folds=folds, seed=seed, check_values=True, report=report_line, annotated=as_classes(annotated))
     write_datalist(entries, out, num_folds=folds, seed=seed)
     sizes = [sum(e["fold"] == k for e in entries) for k in range(folds)]
-    print(f"{len(entries)} cases, {folds} folds of sizes {sizes} -> {out}")
+    partial = sum(len(e["annotated"]) < 3 for e in entries)
+    note = f" ({partial} partially annotated)" if partial else ""
+    print(f"{len(entries)} cases{note}, {folds} folds of sizes {sizes} -> {out}")
 
 
 def phantom(
@@ -115,25 +139,32 @@ def phantom(
     from cascade.phantom import write_phantoms
 
     start = time.perf_counter()
-    written = write_phantoms(out, cases=cases, seed=seed, shape=tuple(shape), spacing=tuple(spacing))
+    written = write_phantoms(as_path(out), cases=cases, seed=seed, shape=tuple(shape), spacing=tuple(spacing))
     print(f"{len(written)} phantom cases in {time.perf_counter() - start:.1f} s -> {out}")
 
 
-def evaluate(pred: str, gt: str, out: str, allow_missing: bool = False, workers: int = 2, masks: str | None = None) -> None:
+def evaluate(
+    pred: str, gt: str, out: str, allow_missing: bool = False, workers: int = 2, masks: str | None = None, annotated: str | None = None
+) -> None:
     """Score predicted label maps against ground truth (Dice, HD95 in both conventions).
 
     Args:
         pred: predictions: flat folder of ``<case>_label.nii.gz`` or MBAS-layout folder.
-        gt: ground truth, same layouts.
+        gt: ground truth, same layouts, or a datalist JSON (cascade datalist).
         out: folder for ``metrics.csv`` and ``summary.json``.
         allow_missing: score what is there when a ground-truth case has no prediction.
         workers: processes scoring cases in parallel.
         masks: folder of <case>_mask.nii.gz / <case>_gate.nii.gz (cascade predict --save_masks):
             also the share of each true class inside the stage-1 mask and the gate (gate.csv).
+        annotated: the classes the ground truth annotates, names or values comma-separated (e.g.
+            left_atrium); the others are reported as not annotated, never scored. Default: the
+            datalist's, else GT's dataset.json ("labels"), else all classes.
     """
     from cascade.evaluation import evaluate as run_evaluation
 
-    run_evaluation(pred, gt, out, allow_missing=as_bool(allow_missing, "allow_missing"), workers=workers, masks=masks)
+    run_evaluation(
+        as_path(pred), as_path(gt), as_path(out), allow_missing=as_bool(allow_missing, "allow_missing"), workers=workers, masks=as_path(masks), annotated=as_classes(annotated)
+    )
 
 
 def predict(
@@ -141,6 +172,7 @@ def predict(
     out: str,
     models: str | None = None,
     folds: str | None = None,
+    pretrained: str | None = None,
     demo: bool = False,
     localizer: str | None = None,
     segmenter: str | None = None,
@@ -169,7 +201,9 @@ def predict(
             <stage>/fold<k>/models/model.pt, every fold found is ensembled (see --folds).
         folds: comma-separated fold ids to ensemble (with --models, or the bundles'
             models/fold<k>/model.pt).
-        demo: use the shipped demo weights, trained on phantoms only.
+        pretrained: shipped weights: la2018 (trained on 80 real LGE-MRI scans; labels the left
+            atrium cavity only) or demo (trained on synthetic phantoms; not a model of anatomy).
+        demo: the same as --pretrained demo.
         localizer: stage-1 bundle folder (default: the installed atria_localizer).
         segmenter: stage-2 bundle folder (default: the installed atria_segmenter).
         device: auto, cpu, cuda or cuda:N (config default: CUDA when available).
@@ -197,8 +231,9 @@ def predict(
     """
     from cascade.distributed import ranks_from_env
     from cascade.engine import CascadeEngine
-    from cascade.predict import REPORT_NAME, PredictionReport, check_outputs, list_inputs, predict_cases
+    from cascade.predict import REPORT_NAME, PredictionReport, check_output_folder, check_outputs, list_inputs, predict_cases
 
+    input, out, models, localizer, segmenter = (as_path(v) for v in (input, out, models, localizer, segmenter))
     demo, save_masks, overwrite, resume, debug = (
         as_bool(value, flag)
         for flag, value in [("demo", demo), ("save_masks", save_masks), ("overwrite", overwrite), ("resume", resume), ("debug", debug)]
@@ -214,6 +249,7 @@ def predict(
         "precision": None if precision is None else str(precision),
     }
     ranks = ranks_from_env()
+    check_output_folder(input, out)
     inputs = list_inputs(input)
     if ranks.distributed:  # under torchrun: this rank's share of the cases, on its own device
         ranks.start()
@@ -221,13 +257,21 @@ def predict(
         ranks.barrier()
         inputs = ranks.shard(inputs)
         settings["device"] = settings["device"] or ranks.device()
-    if demo and ranks.rank == 0:
+    if demo:
+        if pretrained not in (None, "demo"):
+            raise InputError(f"--demo and --pretrained {pretrained} exclude each other")
+        pretrained = "demo"
+    if pretrained == "demo" and ranks.rank == 0:
         print("cascade: using the DEMO weights, trained on synthetic phantoms only: not a model of real anatomy")
     engine = CascadeEngine.from_options(
-        models=models, folds=folds, demo=demo, localizer=localizer, segmenter=segmenter, progress=sys.stderr.isatty(), **settings
+        models=models, folds=folds, pretrained=None if pretrained is None else str(pretrained), localizer=localizer, segmenter=segmenter,
+        progress=sys.stderr.isatty(), **settings,
     )
     if ranks.rank == 0:
         print("cascade: weights of " + "; ".join(f"the {stage}: {source}" for stage, source in engine.weights.items()))
+        if engine.labelled_classes != ALL_CLASSES:
+            labelled = ", ".join(CLASS_NAMES[v] for v in engine.labelled_classes)
+            print(f"cascade: these weights label only: {labelled} (trained on partially labelled data; other classes stay 0)")
     report = predict_cases(
         engine, inputs, out, overwrite=overwrite, resume=resume, save_masks=save_masks, debug=debug,
         report_name=None if ranks.distributed else REPORT_NAME,
@@ -253,13 +297,16 @@ def crossval(
     quick: bool = False,
     seed: int | None = None,
     single_stage: bool = False,
+    annotated: str | None = None,
 ) -> None:
     """The paper's k-fold protocol: train both bundles, out-of-fold masks and cascade predictions, evaluation.
 
     Then `cascade predict IN OUT --models WORK` ensembles the fold models on new cases.
 
     Args:
-        data: labelled data folder (MBAS, nnU-Net raw or flat layout).
+        data: labelled data folder (MBAS, nnU-Net raw or flat layout), several comma-separated,
+            or a datalist JSON (cascade datalist: its cases and their annotated classes; the
+            folds are assigned by --folds and --seed).
         work: working folder; every finished step found there is skipped (resumable).
         folds: number of folds.
         config: config overlays layered over both bundles for training and prediction,
@@ -270,6 +317,8 @@ def crossval(
         seed: fold assignment seed (default: the project's fixed seed).
         single_stage: also train and evaluate the single-stage baseline (the segmenter without a
             gate, same budget) in WORK/single_stage/: the paper's cascade-vs-single comparison.
+        annotated: the classes the labels annotate, names or values comma-separated (e.g.
+            left_atrium: partially labelled data); default: each folder's dataset.json, else all.
     """
     from cascade.crossval import run_crossval
     from cascade.data import DEFAULT_SEED
@@ -280,7 +329,10 @@ def crossval(
         config = "quick" if config in (None, "quick") else f"quick,{config}"
     folds = as_number(folds, "folds", 2, 1000, integer=True)
     seed = DEFAULT_SEED if seed is None else seed
-    run_crossval(data, work, folds=folds, config=config, seed=seed, single_stage=as_bool(single_stage, "single_stage"))
+    run_crossval(
+        as_paths(data), as_path(work), folds=folds, config=config, seed=seed, single_stage=as_bool(single_stage, "single_stage"),
+        annotated=as_classes(annotated),
+    )
 
 
 def demo(out: str = "demo_out", cases: int = 2, seed: int = 1000) -> None:
@@ -296,9 +348,9 @@ def demo(out: str = "demo_out", cases: int = 2, seed: int = 1000) -> None:
     from cascade.overlay import save_overlay_png
 
     start = time.perf_counter()
-    root = Path(out)
+    root = Path(as_path(out))
     phantom(str(root / "phantoms"), cases=cases, seed=seed, shape=(24, 160, 160), spacing=(2.5, 1.25, 1.25))
-    predict(str(root / "phantoms"), str(root / "predictions"), demo=True, overwrite=True, device="cpu")
+    predict(str(root / "phantoms"), str(root / "predictions"), pretrained="demo", overwrite=True, device="cpu")
     evaluate(str(root / "predictions"), str(root / "phantoms"), str(root / "evaluation"))
     for case_dir in sorted((root / "phantoms").iterdir()):
         png = save_overlay_png(
@@ -338,8 +390,8 @@ def import_nnunet(
     fold_ids = None
     if folds is not None and folds != "":
         fold_ids = [str(k) for k in (folds if isinstance(folds, (tuple, list)) else str(folds).split(","))]
-    report = run_import(model_dir, stage, out, folds=fold_ids, checkpoint=checkpoint, preprocessing=preprocessing,
-                        bundle=bundle, overwrite=as_bool(overwrite, "overwrite"))
+    report = run_import(as_path(model_dir), stage, as_path(out), folds=fold_ids, checkpoint=checkpoint, preprocessing=preprocessing,
+                        bundle=as_path(bundle), overwrite=as_bool(overwrite, "overwrite"))
     print(report.summary())
 
 

@@ -5,15 +5,17 @@ training loop); every prediction is made by :class:`cascade.engine.CascadeEngine
 checkpoints, exactly as ``cascade predict --models WORK --folds k`` makes it. Every step is
 skipped when its outputs exist, so an interrupted run resumes where it stopped:
 
-1. ``WORK/datalist.json``: validated cases and their folds; ``WORK/crossval.json``: the settings
-   (folds, seed, config overlay) a rerun must match;
+1. ``WORK/datalist.json``: validated cases, the classes each annotates, and their folds;
+   ``WORK/crossval.json``: the settings (folds, seed, config overlay, annotated classes) a rerun
+   must match. Partially labelled cases (e.g. left atrium only) train with the marginal loss and
+   are scored on their annotated classes only (:mod:`cascade.annotation`);
 2. stage 1 for each fold: ``WORK/localizer/fold<k>/models/``;
 3. out-of-fold stage-1 masks: ``WORK/masks/<case>_mask.nii.gz``, each from the fold model that
    did not train on the case;
 4. stage 2 for each fold, trained on those masks: ``WORK/segmenter/fold<k>/models/``;
 5. out-of-fold cascade predictions: ``WORK/predictions/<case>_label.nii.gz`` (with the stage-1
    mask and the gate of each case beside it);
-6. ``cascade evaluate``: ``WORK/evaluation/metrics.csv``, ``WORK/evaluation/gate.csv`` (how much of
+6. ``cascade evaluate`` against the datalist: ``WORK/evaluation/metrics.csv``, ``WORK/evaluation/gate.csv`` (how much of
    each true class the stage-1 mask and the gate held) and ``WORK/summary.json``;
 7. with ``--single_stage``, the paper's baseline with the same budget: the segmenter trained and
    evaluated without a gate (``configs/single_stage.json``: all-ones mask, nnU-Net's default
@@ -35,7 +37,7 @@ import time
 from pathlib import Path
 
 from cascade.bundles import STAGES, bundle_dir, overlay_path
-from cascade.data import DEFAULT_SEED, load_datalist, make_datalist, write_datalist
+from cascade.data import DEFAULT_SEED, assign_folds, is_datalist_file, load_datalist, make_datalist, validate_case, write_datalist
 from cascade.io import InputError, save_nifti_atomic, write_text_atomic
 
 __all__ = ["TrainingError", "run_crossval"]
@@ -65,10 +67,10 @@ def _bundle_training(stage: str, configs: list[Path], args: dict, log: Path) -> 
     print(f"[crossval]   done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def _settings(work_dir: Path, folds: int, seed: int, config: str | None, single_stage: bool) -> None:
+def _settings(work_dir: Path, folds: int, seed: int, config: str | None, single_stage: bool, annotated: str | None) -> None:
     """Record the run's settings, or check that a rerun uses the same ones (a baseline may be added)."""
     path = work_dir / "crossval.json"
-    settings = {"folds": folds, "seed": seed, "config": config}
+    settings = {"folds": folds, "seed": seed, "config": config, "annotated": annotated}
     if path.is_file():
         stored = json.loads(path.read_text())
         changed = {key: (stored.get(key), value) for key, value in settings.items() if stored.get(key) != value}
@@ -125,19 +127,43 @@ def _out_of_fold_predictions(work_dir: Path, fold: int, cases: list[dict], predi
     return report.rows
 
 
+def _cases(data: str | list[str], folds: int, seed: int, annotated: str | None) -> list[dict]:
+    """The validated cases of the data folders, or of a datalist JSON (folds assigned anew), with their folds."""
+    report = lambda line: print(f"[crossval] {line}", flush=True)  # noqa: E731
+    if isinstance(data, str) and is_datalist_file(data):
+        if annotated:
+            raise InputError(f"{data}: a datalist states each case's annotated classes; --annotated applies to data folders")
+        cases = load_datalist(data)
+        for case in cases:
+            validate_case(case)
+        fold_of = assign_folds([c["case"] for c in cases], folds, seed)
+        return [{**c, "fold": fold_of[c["case"]]} for c in cases]
+    return make_datalist(data, num_folds=folds, seed=seed, report=report, annotated=annotated)
+
+
 def run_crossval(
-    data: str, work: str, folds: int = 5, config: str | None = None, seed: int = DEFAULT_SEED, single_stage: bool = False
+    data: str | list[str],
+    work: str,
+    folds: int = 5,
+    config: str | None = None,
+    seed: int = DEFAULT_SEED,
+    single_stage: bool = False,
+    annotated: str | None = None,
 ) -> dict:
     """Train and evaluate the cascade with k-fold cross-validation (see the module docstring).
 
     Args:
-        data: data folder (any layout ``cascade.data`` reads) with labels.
+        data: data folder (any layout ``cascade.data`` reads) with labels, several folders (a list
+            or comma-separated), or a datalist JSON (its cases and annotated classes; folds are
+            assigned with ``folds`` and ``seed``).
         work: working folder for everything the protocol produces.
         folds: number of folds.
         config: overlays layered over both bundles' configs, comma-separated: a bundle's own by
             name (``quick``, ``demo``, ``paper_handoff``) or JSON files; ``None``: the bundles' defaults.
         seed: fold assignment seed.
         single_stage: also train and evaluate the single-stage baseline (step 7).
+        annotated: the classes the data folders' labels annotate (names or values); default:
+            each folder's ``dataset.json``, else all.
 
     Returns:
         The evaluation summary (also written to ``WORK/summary.json``).
@@ -146,11 +172,10 @@ def run_crossval(
     from cascade.predict import REPORT_NAME, PredictionReport
 
     work_dir = Path(os.path.abspath(work))
-    _settings(work_dir, folds, seed, config, single_stage)
+    _settings(work_dir, folds, seed, config, single_stage, annotated)
     datalist_path = work_dir / "datalist.json"
     if not datalist_path.is_file():
-        report = lambda line: print(f"[crossval] {line}", flush=True)  # noqa: E731
-        write_datalist(make_datalist(data, num_folds=folds, seed=seed, report=report), datalist_path, folds, seed)
+        write_datalist(_cases(data, folds, seed, annotated), datalist_path, folds, seed)
     datalist = load_datalist(datalist_path)
     logs, masks, predictions = work_dir / "logs", work_dir / "masks", work_dir / "predictions"
     common = {"dataset_dir": datalist_path, "num_folds": folds}
@@ -172,7 +197,7 @@ def run_crossval(
                 rows += _out_of_fold_predictions(work_dir, k, validation, predictions)
     PredictionReport(rows).write(work_dir / REPORT_NAME)
 
-    summary = evaluate(str(predictions), data, str(work_dir / "evaluation"), masks=str(predictions))
+    summary = evaluate(str(predictions), str(datalist_path), str(work_dir / "evaluation"), masks=str(predictions))
     if single_stage:
         root = work_dir / SINGLE_STAGE
         rows = []
@@ -184,6 +209,6 @@ def run_crossval(
             rows += _out_of_fold_predictions(work_dir, k, validation, root / "predictions", single_stage=True)
         PredictionReport(rows).write(root / REPORT_NAME)
         print("[crossval] single-stage baseline (no gate), the same budget:", flush=True)
-        summary["single_stage"] = evaluate(str(root / "predictions"), data, str(root / "evaluation"))
+        summary["single_stage"] = evaluate(str(root / "predictions"), str(datalist_path), str(root / "evaluation"))
     write_text_atomic(work_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

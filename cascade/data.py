@@ -9,9 +9,11 @@ Three layouts are understood (images single-channel NIfTI, ``.nii.gz`` or ``.nii
 - flat: ``ROOT/<case>.nii.gz`` images and/or ``ROOT/<case>_label.nii.gz`` label maps (an image
   named ``<case>_gt.nii.gz`` belongs to ``<case>`` as in MBAS).
 
-A datalist is a list of MONAI-style dictionaries ``{"case", "image", "label", "fold"}`` with
-paths as strings; ``cascade datalist`` writes one as JSON and every bundle accepts either a data
-folder or such a file as ``dataset_dir``.
+A datalist is a list of MONAI-style dictionaries ``{"case", "image", "label", "annotated", "fold"}``
+with paths as strings and ``annotated`` the label values the case's label map annotates (see
+:mod:`cascade.annotation`: partially labelled data, e.g. left atrium only); ``cascade datalist``
+writes one as JSON, from one data folder or several (fully and partially labelled data in one
+list), and every bundle accepts either a data folder or such a file as ``dataset_dir``.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from cascade.annotation import ALL_CLASSES, DATASET_JSON, declared_classes
 from cascade.io import InputError, load_nifti, read_header, same_geometry, write_text_atomic
 
 __all__ = [
@@ -34,7 +37,10 @@ __all__ = [
     "discover_cases",
     "validate_case",
     "assign_folds",
+    "data_folders",
+    "labelled_cases",
     "make_datalist",
+    "is_datalist_file",
     "load_datalist",
     "fold_datalist",
     "image_datalist",
@@ -86,11 +92,12 @@ class FolderScan:
 def _nifti_files(folder: Path, scan: FolderScan) -> dict[str, Path]:
     """Map ``stem -> path`` for the NIfTI files directly in ``folder``; other files go to ``scan.skipped``.
 
-    Hidden files (names starting with ``.``) are ignored; sub-folders are left to the caller.
+    Hidden files (names starting with ``.``) and ``dataset.json`` (:mod:`cascade.annotation`) are
+    ignored; sub-folders are left to the caller.
     """
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.is_dir():
+        if path.name.startswith(".") or path.is_dir() or path.name == DATASET_JSON:
             continue
         stem = _strip_nifti_suffix(path.name)
         if stem is None:
@@ -215,9 +222,11 @@ def validate_case(case: dict, check_values: bool = True) -> None:
     """Check that a case can be used for training or evaluation.
 
     Args:
-        case: datalist entry with ``image`` and optionally ``label`` paths.
-        check_values: also read the voxels (finite intensities, labels in {0, 1, 2, 3}); without
-            it only headers are read (shape, dimensionality, geometry).
+        case: datalist entry with ``image`` and optionally ``label`` paths and ``annotated``
+            classes (default: all).
+        check_values: also read the voxels (finite intensities, label values among background
+            and the annotated classes); without it only headers are read (shape,
+            dimensionality, geometry).
 
     Raises:
         InputError: one message naming the offending file and the problem.
@@ -230,6 +239,14 @@ def validate_case(case: dict, check_values: bool = True) -> None:
             f"{case['label']}: geometry differs from {case['image']} "
             f"(shape {label.shape[:3]} vs {image.shape[:3]}, or affine beyond tolerance)"
         )
+    annotated = set(case.get("annotated", ALL_CLASSES))
+    if check_values and label is not None and annotated != set(ALL_CLASSES):
+        present = set(np.unique(np.asanyarray(label.dataobj)).astype(int).tolist()) - {0}
+        if present - annotated:
+            raise InputError(
+                f"{case['label']}: label values {sorted(present - annotated)} are not among the annotated classes "
+                f"{sorted(annotated)} (declared by --annotated or the data's dataset.json)"
+            )
 
 
 def assign_folds(case_ids: list[str], num_folds: int = 5, seed: int = DEFAULT_SEED) -> dict[str, int]:
@@ -256,40 +273,82 @@ def _warn(message: str) -> None:
     warnings.warn(message, stacklevel=3)
 
 
-def make_datalist(
-    root: str | os.PathLike,
-    num_folds: int = 5,
-    seed: int = DEFAULT_SEED,
-    check_values: bool = True,
-    report: Callable[[str], None] | None = None,
-) -> list[dict]:
-    """Datalist of the labelled cases of ``root`` with their fold, each case validated.
+def data_folders(root: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """One data folder, or several given as a sequence or comma-separated."""
+    roots = root.split(",") if isinstance(root, str) else [root] if isinstance(root, os.PathLike) else list(root)
+    folders = [Path(r) for r in roots if str(r).strip()]
+    if not folders:
+        raise InputError("no data folder given")
+    return folders
+
+
+def labelled_cases(root: str | os.PathLike, annotated: str | Sequence | None = None, report: Callable[[str], None] | None = None) -> list[dict]:
+    """The labelled cases of a data folder, each with the classes its label maps annotate.
 
     Args:
         root: data folder of any supported layout.
-        num_folds: number of folds.
-        seed: fold assignment seed.
-        check_values: read the voxels too (see :func:`validate_case`).
+        annotated: the classes the labels annotate (names or values); default: the folder's
+            ``dataset.json``, else all (see :mod:`cascade.annotation`).
         report: called with one line for every file not used (images without labels included);
             default: a Python warning each.
 
+    Returns:
+        ``{"case", "image", "label", "annotated"}`` entries sorted by case.
+
     Raises:
-        InputError: no labelled case, a case without image, or a case that fails validation.
+        InputError: no labelled case, a case without image, or a bad declaration.
     """
+    classes = list(declared_classes(root, annotated))
     scan = scan_folder(root)
     for case in scan.cases:
         if not case["label"]:
             scan.skip(Path(case["image"]), "image without a label map: not used for training")
     _report_skipped(scan, report)
-    cases = [c for c in scan.cases if c["label"]]
+    cases = [{**c, "annotated": classes} for c in scan.cases if c["label"]]
     if not cases:
         raise InputError(f"{root}: no labelled cases found")
     for case in cases:
         if not case["image"]:
             raise InputError(f"{case['label']}: label map without an image")
+    return cases
+
+
+def make_datalist(
+    root: str | os.PathLike | Sequence[str | os.PathLike],
+    num_folds: int = 5,
+    seed: int = DEFAULT_SEED,
+    check_values: bool = True,
+    report: Callable[[str], None] | None = None,
+    annotated: str | Sequence | None = None,
+) -> list[dict]:
+    """Datalist of the labelled cases of one or more data folders with their fold, each case validated.
+
+    Args:
+        root: data folder of any supported layout, or several (a sequence or comma-separated):
+            e.g. fully labelled MBAS cases and left-atrium-only cases in one list.
+        num_folds: number of folds.
+        seed: fold assignment seed.
+        check_values: read the voxels too (see :func:`validate_case`).
+        report: called with one line for every file not used (images without labels included);
+            default: a Python warning each.
+        annotated: the classes every folder's labels annotate (names or values); default: each
+            folder's ``dataset.json``, else all classes.
+
+    Raises:
+        InputError: no labelled case, a case without image, a case id in two folders, or a case
+            that fails validation.
+    """
+    cases: list[dict] = []
+    for folder in data_folders(root):
+        cases += labelled_cases(folder, annotated, report)
+    ids = [c["case"] for c in cases]
+    duplicated = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicated:
+        raise InputError(f"{root}: case ids found in more than one data folder: {duplicated[:10]}")
+    for case in cases:
         validate_case(case, check_values=check_values)
     folds = assign_folds([c["case"] for c in cases], num_folds, seed)
-    return [{**c, "fold": folds[c["case"]]} for c in cases]
+    return sorted(({**c, "fold": folds[c["case"]]} for c in cases), key=lambda c: c["case"])
 
 
 def write_datalist(datalist: list[dict], path: str | os.PathLike, num_folds: int, seed: int) -> None:
@@ -306,16 +365,21 @@ def write_datalist(datalist: list[dict], path: str | os.PathLike, num_folds: int
     write_text_atomic(folder / Path(path).name, json.dumps({"num_folds": num_folds, "seed": seed, "training": entries}, indent=2) + "\n")
 
 
+def is_datalist_file(source: str | os.PathLike) -> bool:
+    """Whether ``source`` names a datalist JSON file (rather than a data folder)."""
+    return Path(source).is_file() and Path(source).suffix.lower() == ".json"
+
+
 def load_datalist(
     source: str | os.PathLike, num_folds: int = 5, seed: int = DEFAULT_SEED, check_values: bool = False
 ) -> list[dict]:
-    """Datalist from a data folder (cases discovered and split) or a JSON file from ``cascade datalist``.
+    """Datalist from data folders (cases discovered and split) or a JSON file from ``cascade datalist``.
 
     A JSON file keeps the folds stored in it; ``num_folds`` and ``seed`` then only apply to
-    entries without a ``fold``.
+    entries without a ``fold``. Entries without ``annotated`` annotate every class.
     """
-    source = Path(source)
-    if source.is_file() and source.suffix == ".json":
+    if is_datalist_file(source):
+        source = Path(source)
         try:
             content = json.loads(source.read_text())
         except json.JSONDecodeError as err:
@@ -328,6 +392,7 @@ def load_datalist(
             for key in _PATH_KEYS:
                 if entry.get(key) and not os.path.isabs(entry[key]):
                     entry[key] = str(base / entry[key])
+            entry["annotated"] = list(entry.get("annotated", ALL_CLASSES))
             datalist.append(entry)
         if any("fold" not in e for e in datalist):
             folds = assign_folds([e["case"] for e in datalist], num_folds, seed)

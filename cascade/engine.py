@@ -30,6 +30,7 @@ from monai.transforms import Compose
 from cascade.backends import compile_network, default_precision
 from cascade.bundles import STAGES, MissingCheckpointError, bundle_dir, overlay_path, stage_weights
 from cascade.io import InputError, read_header
+from cascade.labels import CLASS_NAMES
 
 __all__ = ["EnsembleNetwork", "StagePredictor", "CaseResult", "CascadeEngine", "resolve_device", "load_checkpoint"]
 
@@ -273,7 +274,7 @@ class CascadeEngine:
         cls,
         models: str | os.PathLike | None = None,
         folds: str | int | Sequence[int] | None = None,
-        demo: bool = False,
+        pretrained: str | None = None,
         localizer: str | os.PathLike | None = None,
         segmenter: str | os.PathLike | None = None,
         stages: Sequence[str] = STAGES,
@@ -284,7 +285,8 @@ class CascadeEngine:
         Args:
             models: work folder with ``<stage>/fold<k>/models/model.pt`` (see :mod:`cascade.bundles`).
             folds: fold ids to ensemble (default: every fold in ``models``, else ``models/model.pt``).
-            demo: the shipped phantom demo weights.
+            pretrained: shipped weights by name (``demo``: phantoms; ``la2018``: real scans, left
+                atrium; see :func:`cascade.bundles.pretrained_names`).
             localizer: stage-1 bundle folder (default: the installed ``atria_localizer``).
             segmenter: stage-2 bundle folder (default: the installed ``atria_segmenter``).
             stages: the stages to build; ``("localizer",)`` for a localize-only engine.
@@ -333,12 +335,12 @@ class CascadeEngine:
             if not (bundle / "configs" / "inference.json").is_file():
                 raise InputError(f"{bundle}: not a bundle folder (no configs/inference.json)")
             try:
-                weights = stage_weights(stage, bundle, models=models, folds=folds, demo=demo)
+                weights = stage_weights(stage, bundle, models=models, folds=folds, pretrained=pretrained)
             except MissingCheckpointError as err:
                 raise MissingCheckpointError(
                     f"{err} (the {stage} has no trained weights there: train with `cascade crossval` or "
                     "`python -m monai.bundle run training` (see the bundle's docs/README.md) and pass --models "
-                    "or --localizer/--segmenter, or pass --demo for the phantom demo weights)"
+                    "or --localizer/--segmenter, or pass --pretrained la2018 or --pretrained demo for shipped weights)"
                 ) from err
             overrides = {key: value for key, value in per_stage[stage].items() if value is not None}
             predictors[stage] = StagePredictor(bundle, weights.checkpoints, overrides, weights.configs, backend, precisions[stage])
@@ -346,6 +348,13 @@ class CascadeEngine:
         engine = cls(predictors.get("localizer"), predictors.get("segmenter"))
         engine.weights = sources
         return engine
+
+    @property
+    def labelled_classes(self) -> tuple[int, ...]:
+        """Label values the segmenter labels: its config's ``labelled_classes`` (all for older configs)."""
+        if self.segmenter is None or "labelled_classes" not in self.segmenter.parser:
+            return tuple(CLASS_NAMES)
+        return tuple(int(v) for v in self.segmenter.parser.get_parsed_content("labelled_classes"))
 
     def read(self, image_path: str | os.PathLike) -> tuple[MetaTensor, nib.Nifti1Image]:
         """Check and load an image once for both stages.

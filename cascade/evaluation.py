@@ -2,8 +2,11 @@
 
 Predictions and ground truth are paired by case id; either side may be any layout
 :func:`cascade.data.discover_cases` reads (flat ``<case>_label.nii.gz``, MBAS, nnU-Net raw), and
-only the label maps are used. Each pair must share shape and affine; the spacing comes from the
-ground truth's header, in array axis order. Outputs (written atomically):
+only the label maps are used; the ground truth may also be a datalist JSON (``cascade datalist``).
+Each pair must share shape and affine; the spacing comes from the ground truth's header, in array
+axis order. The classes each ground-truth case annotates come from the datalist, ``--annotated``
+or the ground-truth folder's ``dataset.json`` (:mod:`cascade.annotation`); a class a case does not
+annotate is reported as ``not_annotated``, never scored. Outputs (written atomically):
 
 - ``DIR/metrics.csv``: columns ``case,class,dice,hd95_mm,hd95_monai_vox,status``, one row per case
   and class (wall, right_atrium, left_atrium); undefined values are empty, never 0, and the row is
@@ -33,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cascade.data import discover_cases
+from cascade.annotation import declared_classes
+from cascade.data import discover_cases, is_datalist_file, load_datalist
 from cascade.io import AFFINE_TOLERANCE, InputError, load_nifti, same_geometry, voxel_spacing, write_text_atomic
 from cascade.labels import CLASS_NAMES
 from cascade.metrics import STATUSES, region_recall, score_case
@@ -42,6 +46,7 @@ __all__ = [
     "METRIC_COLUMNS",
     "CSV_COLUMNS",
     "EvaluationError",
+    "truth_files",
     "pair_cases",
     "score_pair",
     "summarize",
@@ -76,37 +81,63 @@ def _label_files(root: str | os.PathLike, side: str) -> dict[str, str]:
     return labels
 
 
+def truth_files(gt: str | os.PathLike, annotated: str | list | None = None) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Ground-truth label maps by case, each with the classes it annotates.
+
+    Args:
+        gt: folder of label maps, or a datalist JSON (its ``label`` and ``annotated`` entries).
+        annotated: classes every case annotates (names or values), winning over the datalist's
+            and ``dataset.json``'s.
+
+    Raises:
+        EvaluationError: no label map.
+        InputError: a missing folder, a bad declaration.
+    """
+    if is_datalist_file(gt):
+        entries = [e for e in load_datalist(gt) if e.get("label")]
+        if not entries:
+            raise EvaluationError(f"{gt}: the datalist holds no label map")
+        override = declared_classes(gt, annotated) if annotated else None
+        return {e["case"]: (e["label"], override or tuple(e["annotated"])) for e in entries}
+    classes = declared_classes(gt, annotated)
+    return {case: (path, classes) for case, path in _label_files(gt, "ground-truth").items()}
+
+
 def pair_cases(
-    pred: str | os.PathLike, gt: str | os.PathLike
-) -> tuple[list[tuple[str, str, str]], list[str], list[str]]:
+    pred: str | os.PathLike, gt: str | os.PathLike, annotated: str | list | None = None
+) -> tuple[list[tuple[str, str, str, tuple[int, ...]]], list[str], list[str]]:
     """Pair prediction and ground-truth label maps by case id.
 
     Args:
         pred: folder of predicted label maps.
-        gt: folder of ground-truth label maps (cases without a label, e.g. test images, are ignored).
+        gt: folder of ground-truth label maps (cases without a label, e.g. test images, are
+            ignored), or a datalist JSON.
+        annotated: see :func:`truth_files`.
 
     Returns:
-        ``(pairs, missing, extra)``: ``(case, prediction path, truth path)`` sorted by case,
-        ground-truth cases without a prediction, and predictions without a ground truth.
+        ``(pairs, missing, extra)``: ``(case, prediction path, truth path, annotated classes)``
+        sorted by case, ground-truth cases without a prediction, and predictions without a ground
+        truth.
 
     Raises:
-        EvaluationError: either folder holds no label map.
+        EvaluationError: either side holds no label map.
         InputError: a folder is missing or holds no NIfTI case.
     """
-    predictions, truths = _label_files(pred, "predicted"), _label_files(gt, "ground-truth")
-    pairs = [(case, predictions[case], truths[case]) for case in sorted(truths) if case in predictions]
+    predictions, truths = _label_files(pred, "predicted"), truth_files(gt, annotated)
+    pairs = [(case, predictions[case], *truths[case]) for case in sorted(truths) if case in predictions]
     missing = sorted(truths.keys() - predictions.keys())
     extra = sorted(predictions.keys() - truths.keys())
     return pairs, missing, extra
 
 
-def score_pair(case: str, prediction: str, truth: str) -> list[dict]:
+def score_pair(case: str, prediction: str, truth: str, annotated: tuple[int, ...] | None = None) -> list[dict]:
     """Rows of ``metrics.csv`` for one case.
 
     Args:
         case: case id written in the ``case`` column.
         prediction: predicted label map (NIfTI, values in {0, 1, 2, 3}).
         truth: ground-truth label map of the same geometry.
+        annotated: label values the truth annotates (default: all); the others are ``not_annotated``.
 
     Returns:
         ``[{"case", "class", "dice", "hd95_mm", "hd95_monai_vox", "status"}, ...]``, one per class.
@@ -127,6 +158,7 @@ def score_pair(case: str, prediction: str, truth: str) -> list[dict]:
         np.asanyarray(pred_img.dataobj).astype(np.uint8),
         np.asanyarray(truth_img.dataobj).astype(np.uint8),
         voxel_spacing(truth_img),
+        annotated,
     )
     return [{"case": case, **row} for row in rows]
 
@@ -149,23 +181,29 @@ def summarize(rows: list[dict]) -> dict:
     Returns:
         ``{class: {metric: {"mean", "std", "median", "n_valid", "n_undefined"}, "status_counts":
         {status: n}}, "mean": {metric: value}}``; statistics of no defined value are ``None``.
+        Rows of cases that do not annotate a class are left out of its statistics (they count
+        under ``status_counts["not_annotated"]``); ``mean`` is over the classes some case
+        annotates.
     """
     summary: dict = {}
     for name in CLASS_NAMES.values():
         class_rows = [r for r in rows if r["class"] == name]
-        summary[name] = {m: _statistics([r[m] for r in class_rows]) for m in METRIC_COLUMNS}
+        scored = [r for r in class_rows if r["status"] != "not_annotated"]
+        summary[name] = {m: _statistics([r[m] for r in scored]) for m in METRIC_COLUMNS}
         summary[name]["status_counts"] = {s: sum(r["status"] == s for r in class_rows) for s in STATUSES}
+    annotated = [name for name in CLASS_NAMES.values() if summary[name]["status_counts"]["not_annotated"] < sum(r["class"] == name for r in rows)]
     summary["mean"] = {}
     for metric in METRIC_COLUMNS:
-        means = [summary[name][metric]["mean"] for name in CLASS_NAMES.values()]
-        summary["mean"][metric] = None if None in means else float(np.mean(means))
+        means = [summary[name][metric]["mean"] for name in annotated]
+        summary["mean"][metric] = None if None in means or not means else float(np.mean(means))
     return summary
 
 
 def format_table(summary: dict) -> str:
     """The paper's column order (wall, right atrium, left atrium; Dice, HD95), HD95 in both conventions.
 
-    Rows: mean, std, median and the number of undefined values over cases.
+    Rows: mean, std, median and the number of undefined values over the cases that annotate the
+    class; a last line names the classes some cases do not annotate.
     """
     width = 9
     group = width * len(_TABLE_METRICS)
@@ -185,6 +223,9 @@ def format_table(summary: dict) -> str:
         "mean of classes: "
         + ", ".join(f"{_TABLE_METRICS[m]} {'n/a' if means[m] is None else f'{means[m]:.3f}'}" for m in METRIC_COLUMNS)
     )
+    silent = {name: summary[name]["status_counts"]["not_annotated"] for name in CLASS_NAMES.values()}
+    if any(silent.values()):
+        lines.append("not annotated (not scored): " + ", ".join(f"{name} in {n} case(s)" for name, n in silent.items() if n))
     return "\n".join(lines)
 
 
@@ -265,7 +306,7 @@ def _single_threaded_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _score_all(pairs: list[tuple[str, str, str]], workers: int) -> list[list[dict]]:
+def _score_all(pairs: list[tuple[str, str, str, tuple[int, ...]]], workers: int) -> list[list[dict]]:
     if workers == 1 or len(pairs) == 1:
         return [score_pair(*pair) for pair in pairs]
     with ProcessPoolExecutor(min(workers, len(pairs)), initializer=_single_threaded_worker) as pool:
@@ -278,19 +319,27 @@ def _score_all(pairs: list[tuple[str, str, str]], workers: int) -> list[list[dic
 
 
 def evaluate(
-    pred: str, gt: str, out: str, allow_missing: bool = False, workers: int = 2, masks: str | None = None
+    pred: str,
+    gt: str,
+    out: str,
+    allow_missing: bool = False,
+    workers: int = 2,
+    masks: str | None = None,
+    annotated: str | list | None = None,
 ) -> dict:
     """Score every ground-truth case against its prediction and write ``metrics.csv`` and ``summary.json``.
 
     Args:
         pred: folder of predicted label maps: flat (``<case>_label.nii.gz``) or MBAS layout.
-        gt: folder of ground-truth label maps, same layouts (or nnU-Net raw).
+        gt: folder of ground-truth label maps, same layouts (or nnU-Net raw), or a datalist JSON.
         out: output folder (created) for ``metrics.csv`` and ``summary.json``.
         allow_missing: score the cases that have a prediction when some ground-truth cases have none
             (they are listed under ``missing``).
         workers: processes scoring cases in parallel; 1 scores in this process.
         masks: folder of each case's stage-1 mask and gate: adds ``gate.csv`` and ``gate`` in the
             summary (see the module docstring).
+        annotated: the classes the ground truth annotates (names or values, e.g.
+            ``"left_atrium"``); default: the datalist's, else the folder's ``dataset.json``, else all.
 
     Returns:
         The summary written to ``summary.json`` (see the module docstring).
@@ -303,7 +352,7 @@ def evaluate(
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    pairs, missing, extra = pair_cases(pred, gt)
+    pairs, missing, extra = pair_cases(pred, gt, annotated)
     if missing and not allow_missing:
         shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
         raise EvaluationError(
@@ -312,10 +361,10 @@ def evaluate(
         )
     if not pairs:
         raise EvaluationError(f"{pred}: no prediction matches a ground-truth case of {gt}")
-    regions = _gate_regions(masks, [case for case, _, _ in pairs]) if masks else {}
+    regions = _gate_regions(masks, [case for case, *_ in pairs]) if masks else {}
     print(f"[evaluate] scoring {len(pairs)} case(s) with {min(workers, len(pairs))} worker(s)", flush=True)
     rows = [row for case_rows in _score_all(pairs, workers) for row in case_rows]
-    gate_rows = [row for case, _, truth in pairs if case in regions for row in score_gate(case, truth, regions[case])]
+    gate_rows = [row for case, _, truth, _ in pairs if case in regions for row in score_gate(case, truth, regions[case])]
     summary = {
         **summarize(rows),
         "cases": len(pairs),

@@ -113,7 +113,7 @@ def load_nifti(path: str | os.PathLike, *, label: bool = False) -> nib.Nifti1Ima
         raise InputError(f"{path}: not a readable NIfTI file ({type(err).__name__}: {err})") from err
     if data.ndim == 4:
         data = data[..., 0]
-        img = nib.Nifti1Image(data, img.affine, img.header)
+    img = nib.Nifti1Image(data, img.affine, img.header)  # in memory: later reads of dataobj are free
     if label:
         values = np.unique(data)
         unexpected = [v for v in values.tolist() if v not in LABEL_VALUES]
@@ -125,8 +125,13 @@ def load_nifti(path: str | os.PathLike, *, label: bool = False) -> nib.Nifti1Ima
 
 
 def voxel_spacing(img: nib.Nifti1Image) -> tuple[float, float, float]:
-    """Voxel size in mm, in array axis order (X, Y, Z) for nibabel arrays."""
-    return tuple(float(z) for z in img.header.get_zooms()[:3])
+    """Voxel size in mm, in array axis order (X, Y, Z) for nibabel arrays, from the affine.
+
+    The affine (the sform or qform nibabel chooses) places every voxel; ``pixdim`` may disagree
+    with it in a badly written header, and distances must follow the geometry the rest of the
+    pipeline uses.
+    """
+    return tuple(float(z) for z in np.linalg.norm(np.asarray(img.affine)[:3, :3], axis=0))
 
 
 def same_geometry(a: nib.Nifti1Image, b: nib.Nifti1Image, tol: float = AFFINE_TOLERANCE) -> bool:
@@ -177,7 +182,9 @@ def save_nifti_atomic(
         array: volume in (X, Y, Z) order; its dtype is kept.
         affine: 4x4 voxel-to-world matrix (mm).
         path: destination ``.nii.gz`` path; its folder is created.
-        header: optional header to copy geometry codes from (qform/sform codes, units).
+        header: optional header of the input whose geometry the output keeps: its qform and sform
+            codes are copied as they are (codes 0 included, so every reader places input and
+            output alike), with its units.
 
     Returns:
         The destination path.
@@ -186,8 +193,8 @@ def save_nifti_atomic(
     img = nib.Nifti1Image(array, affine, header=header)
     img.set_data_dtype(array.dtype)
     img.header.set_slope_inter(1.0, 0.0)  # never inherit an input's intensity scaling
-    qform_code = int(header["qform_code"]) if header is not None else 0
-    sform_code = int(header["sform_code"]) if header is not None else 0
-    img.set_qform(affine, code=qform_code or 1)
-    img.set_sform(affine, code=sform_code or 1)
+    qform_code = int(header["qform_code"]) if header is not None else 1
+    sform_code = int(header["sform_code"]) if header is not None else 1
+    img.set_qform(affine, code=qform_code)
+    img.set_sform(affine, code=sform_code)
     return write_atomic(path, lambda tmp: nib.save(img, tmp))

@@ -12,7 +12,9 @@
 Masks are boolean arrays of any (equal) shape. Spacing is always in the arrays' axis order
 (nibabel arrays are (X, Y, Z): 0.625, 0.625, 2.5 mm for MBAS); the wrong order changes HD95 up to
 4x. An empty prediction or truth makes HD95 undefined: NaN with a status (:data:`STATUSES`), never
-0 and never dropped. Dice of an empty prediction against a non-empty truth is 0.
+0 and never dropped. Dice of an empty prediction against a non-empty truth is 0. A class the
+reference does not annotate (partially labelled data, e.g. left atrium only) is not scored: NaN
+with the status ``not_annotated``, never a Dice of 0 against a label map that is silent about it.
 
 Both HD95 functions work on the masks cropped to the bounding box of their union grown by one
 voxel and clipped to the volume, which gives the same surfaces and distances as the whole volume
@@ -22,7 +24,7 @@ voxel and clipped to the volume, which gives the same surfaces and distances as 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import torch
@@ -43,7 +45,7 @@ __all__ = [
     "region_recall",
 ]
 
-STATUSES = ("ok", "empty_prediction", "empty_truth", "both_empty")
+STATUSES = ("ok", "empty_prediction", "empty_truth", "both_empty", "not_annotated")
 HD95_PERCENTILE = 95.0
 
 
@@ -199,13 +201,17 @@ def score_binary(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) 
     }
 
 
-def score_case(pred_labels: np.ndarray, truth_labels: np.ndarray, spacing: Sequence[float]) -> list[dict]:
+def score_case(
+    pred_labels: np.ndarray, truth_labels: np.ndarray, spacing: Sequence[float], annotated: Collection[int] | None = None
+) -> list[dict]:
     """Per-class scores of one case, one row per class in label order (wall, right_atrium, left_atrium).
 
     Args:
         pred_labels: predicted label map, e.g. (X, Y, Z), values in {0, 1, 2, 3}.
         truth_labels: reference label map of the same shape.
         spacing: voxel size in mm per array axis, in the arrays' axis order.
+        annotated: label values the reference annotates (default: all); the others get NaN and
+            the status ``not_annotated``.
 
     Returns:
         ``[{"class", "dice", "hd95_mm", "hd95_monai_vox", "status"}, ...]``; undefined values are NaN.
@@ -217,6 +223,9 @@ def score_case(pred_labels: np.ndarray, truth_labels: np.ndarray, spacing: Seque
         raise ValueError(f"prediction shape {pred_labels.shape} differs from truth shape {truth_labels.shape}")
     rows = []
     for value, name in CLASS_NAMES.items():
+        if annotated is not None and value not in annotated:
+            rows.append({"class": name, **dict.fromkeys(("dice", "hd95_mm", "hd95_monai_vox"), float("nan")), "status": "not_annotated"})
+            continue
         scores = score_binary(pred_labels == value, truth_labels == value, spacing)
         del scores["overlap"]
         rows.append({"class": name, **scores})
@@ -234,7 +243,9 @@ def region_recall(region: np.ndarray, truth_labels: np.ndarray) -> dict[str, flo
         truth_labels: label map of the same shape, values in {0, 1, 2, 3}.
 
     Returns:
-        ``{"wall", "right_atrium", "left_atrium", "atria"}`` -> recall in [0, 1]; NaN for an absent class.
+        ``{"wall", "right_atrium", "left_atrium", "atria"}`` -> recall in [0, 1]; NaN for an absent
+        class (so for a class partially labelled data does not annotate, and ``atria`` is then the
+        union of the annotated classes).
     """
     recall = {name: overlap(region, truth_labels == value) for value, name in CLASS_NAMES.items()}
     recall["atria"] = overlap(region, truth_labels > 0)

@@ -1,7 +1,10 @@
 """PNG snapshots of a case: image with its label map overlaid, in three orthogonal planes.
 
 The planes pass through the centre of the labelled region and are drawn at their physical aspect
-ratio (pixels resized by the voxel spacing), axial, coronal and sagittal side by side.
+ratio (pixels resized by the voxel spacing), axial, coronal and sagittal side by side, anterior and
+superior up whatever the file's axis order (volumes are turned to RAS first), with
+the grey levels windowed to the 0.5th-99.5th intensity percentiles (real scans, z-scored or not,
+and phantoms alike).
 """
 
 from __future__ import annotations
@@ -59,8 +62,8 @@ def overlay_planes(image: np.ndarray, label: np.ndarray, spacing: tuple[float, f
 
 def save_overlay_png(image_path: str | os.PathLike, label_path: str | os.PathLike, png_path: str | os.PathLike) -> Path:
     """Write the three-plane overlay of a NIfTI image and label map to ``png_path``."""
-    image = nib.load(str(image_path))
-    label = nib.load(str(label_path))
+    image = nib.as_closest_canonical(nib.load(str(image_path)))
+    label = nib.as_closest_canonical(nib.load(str(label_path)))
     spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
     picture = overlay_planes(np.asanyarray(image.dataobj, dtype=np.float32), np.asanyarray(label.dataobj), spacing)
     png_path = Path(png_path)

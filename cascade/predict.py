@@ -32,12 +32,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cascade.data import case_id, image_datalist
+from cascade.data import case_id, image_datalist, scan_folder
 from cascade.engine import CascadeEngine, CaseResult
 from cascade.io import InputError, load_nifti, read_header, same_geometry, save_nifti_atomic, write_text_atomic
 from cascade.qc import class_volumes_ml, volume_warnings
 
-__all__ = ["REPORT_COLUMNS", "PredictionReport", "list_inputs", "output_paths", "check_outputs", "predict_cases"]
+__all__ = [
+    "REPORT_COLUMNS", "PredictionReport", "list_inputs", "output_paths", "check_output_folder", "check_outputs", "predict_cases",
+]
 
 REPORT_COLUMNS = (
     "case", "image", "status", "shape", "spacing_mm", "stage1_ml", "wall_ml", "right_atrium_ml", "left_atrium_ml",
@@ -199,7 +201,8 @@ def predict_cases(
             start = time.perf_counter()
             try:
                 result = engine.predict_image(item["image"])
-                warnings = result.warnings or volume_warnings(item["image"], class_volumes_ml(result.labels, result.mask, result.affine))
+                volumes = class_volumes_ml(result.labels, result.mask, result.affine)
+                warnings = result.warnings or volume_warnings(item["image"], volumes, engine.labelled_classes)
                 _save(result, paths)
             except Exception as err:  # one bad case must not stop the folder
                 message = str(err) if isinstance(err, InputError) else f"{item['image']}: unexpected {type(err).__name__}: {err}"
@@ -222,17 +225,40 @@ def predict_cases(
     return report
 
 
+def check_output_folder(source: str | os.PathLike, out_dir: str | os.PathLike) -> None:
+    """Refuse to predict a data folder into itself: label maps written among the data would be read
+    back as its ground truth (flat layout) or as extra cases (MBAS layout).
+
+    Raises:
+        InputError: ``out_dir`` is the input folder.
+    """
+    if Path(source).is_dir() and _real(source) == _real(out_dir):
+        raise InputError(f"{out_dir}: the output folder is the input folder; predictions would mix with the data there, choose another one")
+
+
 def list_inputs(source: str | os.PathLike) -> list[dict]:
     """Cases to predict: a single NIfTI file, or every image of a data folder of any layout.
 
-    Every file of a folder that is not used is reported on stderr with the reason.
+    Every file of a folder that is not used is reported on stderr with the reason. A single file's
+    label map beside it (e.g. ``MBAS_001_label.nii.gz`` next to ``MBAS_001_gt.nii.gz``) is listed
+    too, so that no output may replace it.
 
     Raises:
         InputError: the input does not exist or holds no image.
     """
     source = Path(source)
     if source.is_file():
-        return [{"case": case_id(source), "image": str(source)}]
+        return [{"case": case_id(source), "image": str(source), **_label_beside(source)}]
     if not source.exists():
         raise InputError(f"{source}: input not found")
     return image_datalist(source, report=lambda line: tqdm.write(f"cascade: {line}", file=sys.stderr))
+
+
+def _label_beside(image: Path) -> dict:
+    """``{"label": path}`` when the image's folder holds its label map (protected like a folder's)."""
+    try:
+        cases = scan_folder(image.parent).cases
+    except InputError:
+        return {}
+    found = next((c for c in cases if c["image"] and _real(c["image"]) == _real(image) and c["label"]), None)
+    return {"label": found["label"]} if found else {}

@@ -20,6 +20,8 @@ A.2), inside every bound.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 
 from cascade.labels import CLASS_NAMES
@@ -50,17 +52,20 @@ def class_volumes_ml(labels: np.ndarray, mask: np.ndarray, affine: np.ndarray) -
     return volumes
 
 
-def volume_warnings(source: str, volumes: dict[str, float]) -> list[str]:
+def volume_warnings(source: str, volumes: dict[str, float], labelled: Collection[int] | None = None) -> list[str]:
     """One warning line per volume outside its bound (see the module docstring).
 
     Args:
         source: the image file, named in each line.
         volumes: as :func:`class_volumes_ml` returns them.
+        labelled: label values the model labels (default: all); a model trained on left-atrium
+            labels only leaves the other classes empty by design, which is no warning.
     """
     if volumes["stage1"] < MIN_STAGE1_ML:
         return [f"{source}: stage-1 mask of {volumes['stage1']:.1f} ml, below {MIN_STAGE1_ML:g} ml: no plausible atria"]
+    checked = {CLASS_NAMES[v] for v in (CLASS_NAMES if labelled is None else labelled)}
     warnings = []
     for name, (low, high) in VOLUME_RANGES_ML.items():
-        if not low <= volumes[name] <= high:
+        if name in checked and not low <= volumes[name] <= high:
             warnings.append(f"{source}: {name.replace('_', ' ')} of {volumes[name]:.1f} ml is outside the plausible {low:g}-{high:g} ml")
     return warnings

@@ -12,6 +12,9 @@
 - Postprocessing at the cost of the labelled region instead of the scan: the channel argmax by a
   running comparison, and MONAI's largest-component step on the labels' bounding box; both give
   exactly MONAI's results (measured costs in the docstrings).
+- The decision of a model trained on partially labelled data: the probabilities of the classes it
+  never saw annotated are merged into background before the argmax (the marginal formulation of
+  its training loss, :mod:`cascade.losses`), so it labels only what it learned.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ __all__ = [
     "CropForegroundMinSized",
     "channel_argmax",
     "ChannelArgmaxd",
+    "MergeIntoBackgroundd",
     "KeepLargestComponentd",
 ]
 
@@ -233,6 +237,37 @@ class ChannelArgmaxd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = channel_argmax(d[key])
+        return d
+
+
+class MergeIntoBackgroundd(MapTransform):
+    """Add the probabilities of every class but ``keep`` to background and zero them.
+
+    A model trained where only some classes were annotated (e.g. the left atrium) learned the
+    others only as part of "background or not drawn"; after this transform its argmax chooses
+    between that merged background and the classes it learned. With every class kept it changes
+    nothing.
+
+    Args:
+        keys: keys of (C, ...) probabilities (after the softmax).
+        keep: foreground channel indices (label values) to keep, e.g. ``[3]``.
+    """
+
+    backend = [torch.Tensor]
+
+    def __init__(self, keys: KeysCollection, keep: Sequence[int], allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.keep = {int(k) for k in keep}
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            merged = [c for c in range(1, d[key].shape[0]) if c not in self.keep]
+            if merged:
+                probabilities = d[key].clone()
+                probabilities[0] += probabilities[merged].sum(0)
+                probabilities[merged] = 0
+                d[key] = probabilities
         return d
 
 

@@ -157,7 +157,7 @@ def torch_predictions(tmp_path_factory) -> list[tuple[Path, object]]:
     cascade's results on them with the demo weights in torch fp32."""
     root = tmp_path_factory.mktemp("unseen")
     write_phantoms(root, cases=2, seed=4242, shape=(24, 160, 160), spacing=(2.5, 1.25, 1.25))
-    reference = CascadeEngine.from_options(demo=True, device="cpu")
+    reference = CascadeEngine.from_options(pretrained="demo", device="cpu")
     return [(image, reference.predict_image(image)) for image in sorted(root.glob("*/*_gt.nii.gz"))]
 
 
@@ -165,7 +165,7 @@ def torch_predictions(tmp_path_factory) -> list[tuple[Path, object]]:
 @pytest.mark.parametrize("precision", ["fp32", None], ids=["fp32", "default"])
 def test_openvino_label_maps_agree_with_torch_on_demo_weights(precision, torch_predictions, tmp_path, monkeypatch):
     monkeypatch.setenv("CASCADE_CACHE_DIR", str(tmp_path))
-    engine = CascadeEngine.from_options(demo=True, backend="openvino", precision=precision)
+    engine = CascadeEngine.from_options(pretrained="demo", backend="openvino", precision=precision)
     expected_precisions = {stage: precision or default_precision("openvino", stage) for stage in ("localizer", "segmenter")}
     assert {"localizer": engine.localizer.precision, "segmenter": engine.segmenter.precision} == expected_precisions
     assert engine.localizer.device.type == "cpu"  # openvino's default device

@@ -96,7 +96,8 @@ def test_augmentations_are_equal_apart_from_the_patch_sampler():
     localizer = without_mask(config("atria_localizer", "train")["train"]["random_transforms"])
     segmenter = without_mask(config("atria_segmenter", "train")["train"]["random_transforms"])
     crop = "RandCropByLabelClassesd"  # 2 classes at 3:1 (25% foreground) vs wall/RA/LA at 0.5/0.25/0.25
-    assert [t for t in localizer if t["_target_"] != crop] == [t for t in segmenter if t["_target_"] not in (crop, "ConcatItemsd")]
+    target = ("ConcatItemsd", "cascade.annotation.AnnotationChanneld")  # the segmenter's gated, partial-label target
+    assert [t for t in localizer if t["_target_"] != crop] == [t for t in segmenter if t["_target_"] not in (crop, *target)]
     assert transform_names(localizer).index(crop) == transform_names(segmenter).index(crop)
     crops = [{k: v for k, v in t.items() if k != "num_classes"} for side in (localizer, segmenter) for t in side if t["_target_"] == crop]
     assert crops[0] == crops[1]

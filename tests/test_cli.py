@@ -54,3 +54,14 @@ def test_errors_are_one_line_and_exit_1(args):
     assert [line for line in result.stderr.splitlines() if line.strip()] == [
         line for line in result.stderr.splitlines() if line.startswith("cascade: error:")
     ]
+
+
+def test_number_like_paths_stay_paths(tmp_path):
+    """fire reads `2024` as a number; folder names like it must work as any other."""
+    made = subprocess.run([sys.executable, "-m", "cascade.cli", "phantom", "2024", "--cases", "1", "--shape", "12", "48", "48"],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    scored = subprocess.run([sys.executable, "-m", "cascade.cli", "evaluate", "2024", "2024", "--out", "2025"],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert scored.returncode == 0, scored.stderr
+    assert (tmp_path / "2025" / "summary.json").is_file()

@@ -1,5 +1,10 @@
 """`cascade crossval --quick` then `cascade predict --models WORK`: the paper's protocol on 6 phantom
-cases, 2 folds, from another working folder with relative paths, and the fold ensemble on unseen cases."""
+cases, 2 folds, from another working folder with relative paths, and the fold ensemble on unseen cases.
+
+The data is mixed: 4 fully labelled MBAS-layout phantoms and 2 phantoms whose labels are reduced
+to the left atrium, declared by a dataset.json (partially labelled data, as most public atrial
+data): one datalist trains one 4-class cascade, and the evaluation scores those 2 cases on the
+left atrium only."""
 
 from __future__ import annotations
 
@@ -22,10 +27,30 @@ def cascade(*args: str, cwd) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
+def write_la_only(folder, cases: int, seed: int) -> list[str]:
+    """Flat-layout phantoms ``LA_<n>`` whose labels keep the left atrium only, and their dataset.json."""
+    write_phantoms(folder / "mbas", cases=cases, seed=seed, **SMALL)
+    ids = []
+    for case_dir in sorted((folder / "mbas").iterdir()):
+        case = "LA_" + case_dir.name.split("_")[1]
+        (case_dir / f"{case_dir.name}_gt.nii.gz").rename(folder / f"{case}.nii.gz")
+        label = nib.load(str(case_dir / f"{case_dir.name}_label.nii.gz"))
+        la = (np.asanyarray(label.dataobj) == 3).astype(np.uint8) * 3
+        nib.save(nib.Nifti1Image(la, label.affine, label.header), str(folder / f"{case}_label.nii.gz"))
+        ids.append(case)
+    for path in sorted((folder / "mbas").rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    (folder / "mbas").rmdir()
+    (folder / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "left_atrium": 3}}))
+    return ids
+
+
+@pytest.fixture(scope="module")
 def crossval_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("crossval")
-    write_phantoms(root / "data", cases=6, seed=50, **SMALL)
-    command = ("crossval", "data", "--work", "work", "--folds", "2", "--quick")
+    write_phantoms(root / "data", cases=4, seed=50, **SMALL)
+    write_la_only(root / "la_only", cases=2, seed=60)
+    command = ("crossval", "data,la_only", "--work", "work", "--folds", "2", "--quick")
     first = cascade(*command, cwd=root)  # relative paths, resolved from the working folder
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     second = cascade(*command, cwd=root)
@@ -39,8 +64,11 @@ def test_protocol_outputs(crossval_run):
     stored = json.loads((work / "datalist.json").read_text())["training"]
     assert sorted(e["fold"] for e in stored) == [0, 0, 0, 1, 1, 1]
     assert all(not e["image"].startswith("/") for e in stored)  # relative to the JSON's folder
+    assert {e["case"]: e["annotated"] for e in stored if e["case"].startswith("LA_")} == {"LA_001": [3], "LA_002": [3]}
     for entry in stored:
-        assert (work / entry["image"]).resolve() == (root / "data" / entry["case"] / f"{entry['case']}_gt.nii.gz").resolve()
+        if entry["case"].startswith("MBAS"):
+            assert (work / entry["image"]).resolve() == (root / "data" / entry["case"] / f"{entry['case']}_gt.nii.gz").resolve()
+            assert entry["annotated"] == [1, 2, 3]
         for kind in ("label", "mask", "gate"):
             assert (work / "predictions" / f"{entry['case']}_{kind}.nii.gz").is_file()
         assert (work / "masks" / f"{entry['case']}_mask.nii.gz").is_file()
@@ -50,10 +78,14 @@ def test_protocol_outputs(crossval_run):
             assert (work / stage / f"fold{fold}" / "models" / "model.pt").is_file()
     rows = list(csv.DictReader((work / "evaluation" / "metrics.csv").open()))
     assert len(rows) == 18 and {r["class"] for r in rows} == {"wall", "right_atrium", "left_atrium"}
+    silent = sorted((r["case"], r["class"]) for r in rows if r["status"] == "not_annotated")
+    assert silent == [("LA_001", "right_atrium"), ("LA_001", "wall"), ("LA_002", "right_atrium"), ("LA_002", "wall")]
+    assert all(r["dice"] == "" for r in rows if r["status"] == "not_annotated")
     report = list(csv.DictReader((work / "predictions.csv").open()))
     assert sorted(r["case"] for r in report) == sorted(e["case"] for e in stored)
     summary = json.loads((work / "summary.json").read_text())
     assert summary["cases"] == 6 and set(summary["mean"]) >= {"dice", "hd95_mm", "hd95_monai_vox"}
+    assert summary["wall"]["status_counts"]["not_annotated"] == 2 and summary["wall"]["dice"]["n_valid"] + summary["wall"]["dice"]["n_undefined"] == 4
     assert "HD95 mm" in first.stdout and "HD95 vox" in first.stdout and "Right atrium" in first.stdout
 
 
@@ -105,6 +137,6 @@ def test_rerun_skips_finished_steps(crossval_run):
 
 def test_rerun_with_other_settings_is_refused(crossval_run):
     root, _, _ = crossval_run
-    result = cascade("crossval", "data", "--work", "work", "--folds", "3", "--quick", cwd=root)
+    result = cascade("crossval", "data,la_only", "--work", "work", "--folds", "3", "--quick", cwd=root)
     assert result.returncode == 1
     assert "other settings" in result.stderr and "folds 2 -> 3" in result.stderr

@@ -123,9 +123,9 @@ def test_edited_config_values_take_effect_through_cascade_predict(tmp_path):
         shutil.copytree(BUNDLES[f"atria_{name}"], copies[name])
         config = copies[name] / "configs" / "inference.json"
         config.write_text(json.dumps({**json.loads(config.read_text()), **edits}, indent=1))
-    engine = CascadeEngine.from_options(demo=True, localizer=copies["localizer"], segmenter=copies["segmenter"], device="cpu")
+    engine = CascadeEngine.from_options(pretrained="demo", localizer=copies["localizer"], segmenter=copies["segmenter"], device="cpu")
     assert engine.localizer.inferer.overlap == engine.segmenter.inferer.overlap == 0.25
-    flagged = CascadeEngine.from_options(demo=True, localizer=copies["localizer"], segmenter=copies["segmenter"], overlap=0.0)
+    flagged = CascadeEngine.from_options(pretrained="demo", localizer=copies["localizer"], segmenter=copies["segmenter"], overlap=0.0)
     assert flagged.localizer.inferer.overlap == 0.0
 
     write_phantoms(tmp_path / "data", cases=1, seed=31, **SMALL)
@@ -145,7 +145,33 @@ def test_lower_mask_threshold_gives_a_larger_stage1_mask(phantom_dir):
     image_path = str(next(phantom_dir.glob("*/*_gt.nii.gz")))
     masks = {}
     for threshold in (0.5, 0.2):
-        engine = CascadeEngine.from_options(demo=True, stages=("localizer",), device="cpu", mask_threshold=threshold)
+        engine = CascadeEngine.from_options(pretrained="demo", stages=("localizer",), device="cpu", mask_threshold=threshold)
         masks[threshold] = engine.localize(engine.read(image_path)[0]).astype(bool)
     assert masks[0.5].any() and masks[0.2].sum() > masks[0.5].sum()
     assert not (masks[0.5] & ~masks[0.2]).any()
+
+
+def test_published_half_precision_weights_serve_as_pretrained(phantom_dir, tmp_path):
+    """`publish_weights` stores fold models in fp16 under models/NAME/; `--pretrained NAME` ensembles
+    them, loaded into the fp32 network, with masks equal to the fp32 ensemble's up to rounding."""
+    from cascade.bundles import pretrained_names, publish_weights
+
+    bundle = tmp_path / "atria_localizer"
+    shutil.copytree(BUNDLES["atria_localizer"], bundle)
+    shutil.copy(bundle / "configs" / "demo.json", bundle / "configs" / "mine.json")
+    for fold in (0, 1):
+        (tmp_path / "work" / "localizer" / f"fold{fold}" / "models").mkdir(parents=True)
+        shutil.copy(DEMO["localizer"], tmp_path / "work" / "localizer" / f"fold{fold}" / "models" / "model.pt")
+    written = publish_weights(tmp_path / "work", "localizer", "mine", bundle=bundle)
+    assert [p.name for p in written] == ["fold0.pt", "fold1.pt"] and "mine" in pretrained_names(bundle)
+    stored = torch.load(written[0], weights_only=True)
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    assert written[0].stat().st_size < 0.6 * DEMO["localizer"].stat().st_size
+
+    image_path = str(next(phantom_dir.glob("*/*_gt.nii.gz")))
+    half = CascadeEngine.from_options(pretrained="mine", localizer=bundle, stages=("localizer",), device="cpu")
+    assert len(half.localizer.network.members) == 2
+    assert all(p.dtype == torch.float32 for p in half.localizer.network.parameters())
+    full = stage("localizer", [DEMO["localizer"]])
+    masks = [half.localize(half.read(image_path)[0]).astype(bool), full(full.load({"image": image_path}))["pred"][0].numpy().astype(bool)]
+    assert masks[0].any() and (masks[0] != masks[1]).mean() < 1e-3

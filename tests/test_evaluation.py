@@ -4,6 +4,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from cascade.evaluation import CSV_COLUMNS, EvaluationError, evaluate
@@ -190,3 +191,27 @@ def test_gate_recall_of_known_regions(truth_dir, tmp_path, capsys):
     (masks / "MBAS_002_gate.nii.gz").unlink()
     with pytest.raises(EvaluationError, match="no stage-1 mask or gate for case MBAS_002"):
         evaluate(str(flat_predictions(tmp_path)), str(truth_dir), str(tmp_path / "ev2"), workers=1, masks=str(masks))
+
+
+def test_hd95_spacing_follows_the_affine_not_pixdim(truth_dir, tmp_path):
+    """A header whose pixdim disagrees with its sform: distances follow the affine, as the geometry does."""
+    import nibabel as nib
+
+    for case in CASES:
+        path = truth_dir / case / f"{case}_label.nii.gz"
+        img = nib.load(str(path))
+        tampered = nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine, img.header)
+        tampered.header["pixdim"][1:4] = [1.25, 1.25, 5.0]  # twice the sform's voxel size
+        nib.save(tampered, str(path))
+        assert nib.load(str(path)).header.get_zooms()[2] == 5.0 and np.allclose(nib.load(str(path)).affine, MBAS_AFFINE)
+
+    def shift_left_atrium(label):
+        label = label.copy()
+        label[label == 3] = 1
+        label[5:11, 10:13, 3:5] = 3
+        return label
+
+    pred = flat_predictions(tmp_path, shift_left_atrium)
+    evaluate(str(pred), str(truth_dir), str(tmp_path / "ev"), workers=1)
+    rows = {(r["case"], r["class"]): r for r in read_rows(tmp_path / "ev")[1]}
+    assert float(rows[("MBAS_002", "left_atrium")]["hd95_mm"]) == pytest.approx(2.5)  # not 5.0 from pixdim

@@ -74,6 +74,9 @@ def test_published_model_replaces_the_configured_weights(tmp_path, bundles_witho
 def test_conflicting_or_bad_options_are_one_line_errors(tmp_path):
     with pytest.raises(InputError, match="exclude each other"):
         weights_from_conf({"demo": "true", "models": str(tmp_path)}, tmp_path, HINT)
+    with pytest.raises(InputError, match="exclude each other"):
+        weights_from_conf({"demo": "true", "pretrained": "la2018"}, tmp_path, HINT)
+    assert weights_from_conf({"pretrained": "demo"}, tmp_path, HINT) == weights_from_conf({"demo": "true"}, tmp_path, HINT)
     with pytest.raises(InputError, match="not a folder"):
         weights_from_conf({"models": str(tmp_path / "absent")}, tmp_path, HINT)
     with pytest.raises(ValueError, match="true or false"):

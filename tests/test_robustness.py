@@ -133,7 +133,14 @@ def test_inputs_are_never_overwritten_and_resume_checks_outputs(phantom, tmp_pat
     refused = cascade("predict", str(flat), str(flat), "--demo", "--overwrite", "--device", "cpu")
     assert refused.returncode == 1 and truth.read_bytes() == before
     [error] = lines(refused.stderr, "error")
-    assert "would replace the input" in error and "--overwrite" not in error
+    assert "the output folder is the input folder" in error and "--overwrite" not in error
+
+    # a single image names its folder's label map as an input too: neither --overwrite nor --resume takes it
+    for flag in ("--overwrite", "--resume"):
+        refused = cascade("predict", str(flat / "case.nii.gz"), str(flat), "--demo", flag, "--device", "cpu")
+        assert refused.returncode == 1 and truth.read_bytes() == before
+        [error] = lines(refused.stderr, "error")
+        assert "would replace the input" in error and str(truth) in error
 
     both = cascade("predict", str(flat / "case.nii.gz"), str(tmp_path / "out"), "--resume", "--overwrite", "--demo")
     assert both.returncode == 1 and "exclude each other" in both.stderr

@@ -12,6 +12,7 @@ from cascade.transforms import (
     DilateMask,
     DilateMaskd,
     KeepLargestComponentd,
+    MergeIntoBackgroundd,
     ball,
     channel_argmax,
     dilate_mask,
@@ -136,3 +137,14 @@ def test_largest_component_in_the_box_equals_monai(independent, applied):
     assert not torch.equal(ours, torch.as_tensor(labels[None]))  # components were removed
     empty = {"pred": torch.zeros(1, 8, 8, 4)}
     assert torch.equal(KeepLargestComponentd("pred", applied_labels=applied)(empty)["pred"], empty["pred"])
+
+
+def test_merge_into_background_keeps_only_the_learned_classes():
+    probabilities = torch.tensor([[0.3, 0.1], [0.25, 0.1], [0.25, 0.1], [0.2, 0.7]]).view(4, 2, 1, 1)
+    merged = MergeIntoBackgroundd("pred", keep=[3])({"pred": probabilities})["pred"]
+    # voxel 0: the LA's 0.2 loses to background, wall and RA together (0.8); voxel 1: the LA's 0.7 wins
+    torch.testing.assert_close(merged[:, :, 0, 0], torch.tensor([[0.8, 0.3], [0, 0], [0, 0], [0.2, 0.7]]))
+    torch.testing.assert_close(merged.sum(0), probabilities.sum(0))
+    assert channel_argmax(merged).flatten().tolist() == [0, 3]
+    unchanged = MergeIntoBackgroundd("pred", keep=[1, 2, 3])({"pred": probabilities})["pred"]
+    assert torch.equal(unchanged, probabilities)

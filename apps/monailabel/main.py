@@ -1,7 +1,7 @@
 """MONAI Label app serving the atria cascade (see README.md beside this file).
 
-Start: ``monailabel start_server --app apps/monailabel --studies STUDIES [--conf demo true |
---conf models WORK] [--conf folds 0,1] [--conf bundles DIR] [--conf model_dir DIR]``.
+Start: ``monailabel start_server --app apps/monailabel --studies STUDIES [--conf pretrained la2018 |
+--conf demo true | --conf models WORK] [--conf folds 0,1] [--conf bundles DIR] [--conf model_dir DIR]``.
 
 Infer tasks: ``atria_cascade`` (the whole cascade, labels 1 wall, 2 right atrium, 3 left atrium)
 and ``atria_localizer`` (stage 1's atria mask). Train tasks: ``atria_localizer`` and
@@ -29,7 +29,7 @@ from lib.weights import weights_from_conf
 logger = logging.getLogger(__name__)
 
 MISSING_WEIGHTS_HINT = (
-    "start the server with --conf demo true for the phantom demo weights or --conf models WORK for a "
+    "start the server with --conf pretrained la2018 (real scans, left atrium) or --conf demo true (phantoms) for shipped weights, or --conf models WORK for a "
     "cross-validation work folder, or train the stage with the app's train task or its bundle"
 )
 
@@ -40,7 +40,7 @@ class AtriaCascadeApp(MONAILabelApp):
     Args:
         app_dir: this folder.
         studies: datastore (a folder of NIfTI images with labels in ``labels/final/``).
-        conf: ``--conf`` options: ``demo``, ``models``, ``folds``, ``bundles`` (which weights, see
+        conf: ``--conf`` options: ``pretrained``, ``demo``, ``models``, ``folds``, ``bundles`` (which weights, see
             ``lib/weights.py``) and ``model_dir`` (where the train tasks write and publish,
             default ``<app_dir>/model``).
     """

@@ -37,7 +37,7 @@ class ServedWeights:
         bundles: stage -> bundle folder.
         models: work folder (``--conf models``), or None.
         folds: fold ids to ensemble (``--conf folds``), or None.
-        demo: serve the shipped demo weights.
+        pretrained: shipped weights to serve by name (``demo``, ``la2018``), or None.
         model_dir: MONAI Label's model folder (train tasks write ``<model_dir>/atria_<stage>/``).
         hint: how to serve weights, for missing-checkpoint messages.
     """
@@ -45,15 +45,17 @@ class ServedWeights:
     bundles: Mapping[str, Path]
     models: str | None
     folds: str | None
-    demo: bool
+    pretrained: str | None
     model_dir: Path
     hint: str
 
     @property
     def source(self) -> str:
         """One line saying where the weights come from."""
-        if self.demo:
+        if self.pretrained == "demo":
             return "demo weights, trained on phantoms only"
+        if self.pretrained:
+            return f"the shipped {self.pretrained} weights"
         if self.models:
             return f"work folder {self.models}"
         return f"bundle checkpoints in {Path(self.bundles['localizer']).parent}"
@@ -69,7 +71,7 @@ class ServedWeights:
             MissingCheckpointError: a checkpoint does not exist (the message says how to serve weights).
         """
         try:
-            return stage_weights(stage, self.bundles[stage], models=self.models, folds=self.folds, demo=self.demo)
+            return stage_weights(stage, self.bundles[stage], models=self.models, folds=self.folds, pretrained=self.pretrained)
         except MissingCheckpointError as err:
             raise MissingCheckpointError(f"{err} ({self.hint})") from err
 
@@ -83,7 +85,7 @@ class ServedWeights:
         try:
             weights = self.configured(stage)
         except MissingCheckpointError:
-            if not published.is_file() or self.demo or self.models:
+            if not published.is_file() or self.pretrained or self.models:
                 raise
             weights = StageWeights([], [], "")  # bundle defaults: no overlay
         if published.is_file():
@@ -92,22 +94,27 @@ class ServedWeights:
 
 
 def weights_from_conf(conf: Mapping[str, str], model_dir: str | os.PathLike, hint: str) -> ServedWeights:
-    """Read the ``--conf`` options ``demo``, ``models``, ``folds`` and ``bundles``.
+    """Read the ``--conf`` options ``pretrained`` (or ``demo``), ``models``, ``folds`` and ``bundles``.
 
     Args:
-        conf: MONAI Label's app configuration (strings), e.g. ``{"demo": "true"}``.
+        conf: MONAI Label's app configuration (strings), e.g. ``{"pretrained": "la2018"}``;
+            ``{"demo": "true"}`` is ``{"pretrained": "demo"}``.
         model_dir: MONAI Label's model folder.
         hint: how to serve weights, appended to missing-checkpoint messages.
 
     Raises:
-        InputError: ``demo`` and ``models`` together, ``models`` not a folder, or no bundles found.
+        InputError: shipped weights and ``models`` together, ``models`` not a folder, or no bundles found.
     """
-    demo = as_bool(conf.get("demo", "false"), "conf demo")
+    pretrained = conf.get("pretrained") or None
+    if as_bool(conf.get("demo", "false"), "conf demo"):
+        if pretrained not in (None, "demo"):
+            raise InputError(f"--conf demo true and --conf pretrained {pretrained} exclude each other: choose one")
+        pretrained = "demo"
     models = conf.get("models") or None
-    if demo and models:
-        raise InputError("--conf demo true and --conf models WORK exclude each other: choose one")
+    if pretrained and models:
+        raise InputError(f"--conf pretrained {pretrained} and --conf models WORK exclude each other: choose one")
     if models and not Path(models).is_dir():
         raise InputError(f"--conf models {models}: not a folder")
     root = Path(conf["bundles"]) if conf.get("bundles") else bundles_root()
     bundles = {stage: root / BUNDLE_NAMES[stage] for stage in STAGES}
-    return ServedWeights(bundles, models, conf.get("folds") or None, demo, Path(model_dir), hint)
+    return ServedWeights(bundles, models, conf.get("folds") or None, pretrained, Path(model_dir), hint)
