@@ -175,3 +175,36 @@ def test_published_half_precision_weights_serve_as_pretrained(phantom_dir, tmp_p
     full = stage("localizer", [DEMO["localizer"]])
     masks = [half.localize(half.read(image_path)[0]).astype(bool), full(full.load({"image": image_path}))["pred"][0].numpy().astype(bool)]
     assert masks[0].any() and (masks[0] != masks[1]).mean() < 1e-3
+
+
+@pytest.mark.parametrize("threshold", [0.2, 0.05])
+def test_localizer_validation_scores_the_mask_the_cascade_hands_on(tmp_path, threshold):
+    """The localizer's validation (and so its checkpoint selection) sees the engine's stage-1 mask:
+    threshold and largest component as in inference. On a case stored on the localizer's own grid,
+    in RAS, resampling is the identity and the two masks are equal."""
+    from monai.bundle import ConfigParser
+
+    from cascade.phantom import make_phantom
+    from tests.conftest import write_nifti
+
+    spacing = json.loads((BUNDLES["atria_localizer"] / "configs" / "demo.json").read_text())["pixdim"]  # (X, Y, Z)
+    image, label, _ = make_phantom(21, (24, 112, 112), tuple(spacing[::-1]))
+    affine = np.diag([*spacing, 1.0])  # RAS: orientation is the identity too
+    write_nifti(tmp_path / "c.nii.gz", image, affine)
+    write_nifti(tmp_path / "c_label.nii.gz", label, affine)
+
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLES["atria_localizer"] / "configs" / name) for name in ("train.json", "demo.json")])
+    parser.update({"bundle_root": str(tmp_path), "device": "$torch.device('cpu')", "mask_threshold": threshold})
+    network = parser.get_parsed_content("network_def", lazy=False)
+    network.load_state_dict(torch.load(DEMO["localizer"], weights_only=True))
+    network.eval()
+    item = parser.get_parsed_content("validate#preprocessing")({"image": str(tmp_path / "c.nii.gz"), "label": str(tmp_path / "c_label.nii.gz")})
+    with torch.no_grad():
+        item["pred"] = parser.get_parsed_content("validate#inferer")(item["image"][None], network)[0]
+    validated = parser.get_parsed_content("validate#postprocessing")(item)["pred"][1].numpy().astype(bool)
+
+    engine = CascadeEngine.from_options(pretrained="demo", stages=("localizer",), device="cpu", mask_threshold=threshold, overlap=0.5)
+    handed_on = engine.localize(engine.read(tmp_path / "c.nii.gz")[0]).astype(bool)
+    assert handed_on.any()
+    np.testing.assert_array_equal(validated, handed_on)
