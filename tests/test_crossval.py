@@ -26,7 +26,6 @@ def cascade(*args: str, cwd) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cascade.cli", *args], capture_output=True, text=True, timeout=1800, cwd=cwd)
 
 
-@pytest.fixture(scope="module")
 def write_la_only(folder, cases: int, seed: int) -> list[str]:
     """Flat-layout phantoms ``LA_<n>`` whose labels keep the left atrium only, and their dataset.json."""
     write_phantoms(folder / "mbas", cases=cases, seed=seed, **SMALL)
