@@ -56,6 +56,23 @@ def as_number(value: float | int | str | None, flag: str, low: float, high: floa
     return int(number) if integer else number
 
 
+def as_seed(value: int | str | None, default: int) -> int:
+    """A ``--seed`` value: a whole number in [0, 2**32 - 1] (NumPy's seed range), ``default`` when not given."""
+    return default if value is None else as_number(value, "seed", 0, 2**32 - 1, integer=True)
+
+
+def as_triple(value: tuple | list | str, flag: str, low: float, high: float, integer: bool = False) -> tuple:
+    """A three-value flag (``--shape Z Y X``, ``--spacing SZ SY SX``), each value checked by :func:`as_number`.
+
+    Raises:
+        ValueError: not three values, or one is not a number in ``[low, high]``.
+    """
+    values = value.split(",") if isinstance(value, str) else value if isinstance(value, (tuple, list)) else [value]
+    if len(values) != 3:
+        raise ValueError(f"--{flag}: expected three values (Z Y X), got {value!r}")
+    return tuple(as_number(v, flag, low, high, integer=integer) for v in values)
+
+
 def report_line(line: str) -> None:
     """Print a note about the input (a skipped file and why) on stderr."""
     print(f"cascade: {line}", file=sys.stderr)
@@ -107,7 +124,8 @@ def datalist(data: str, folds: int = 5, out: str = "datalist.json", seed: int | 
     """
     from cascade.data import DEFAULT_SEED, make_datalist, write_datalist
 
-    seed, out = DEFAULT_SEED if seed is None else seed, as_path(out)
+    folds = as_number(folds, "folds", 2, 1000, integer=True)
+    seed, out = as_seed(seed, DEFAULT_SEED), as_path(out)
     if Path(out).is_dir():
         raise InputError(f"{out}: --out is a folder; give the datalist file to write, e.g. {Path(out) / 'datalist.json'}")
     entries = make_datalist(as_paths(data), num_folds=folds, seed=seed, check_values=True, report=report_line, annotated=as_classes(annotated))
@@ -138,8 +156,11 @@ def phantom(
 
     from cascade.phantom import write_phantoms
 
+    cases, seed = as_number(cases, "cases", 1, 10_000, integer=True), as_seed(seed, 0)
+    shape = as_triple(shape, "shape", 8, 4096, integer=True)
+    spacing = as_triple(spacing, "spacing", 0.01, 100.0)
     start = time.perf_counter()
-    written = write_phantoms(as_path(out), cases=cases, seed=seed, shape=tuple(shape), spacing=tuple(spacing))
+    written = write_phantoms(as_path(out), cases=cases, seed=seed, shape=shape, spacing=spacing)
     print(f"{len(written)} phantom cases in {time.perf_counter() - start:.1f} s -> {out}")
 
 
@@ -163,7 +184,8 @@ def evaluate(
     from cascade.evaluation import evaluate as run_evaluation
 
     run_evaluation(
-        as_path(pred), as_path(gt), as_path(out), allow_missing=as_bool(allow_missing, "allow_missing"), workers=workers, masks=as_path(masks), annotated=as_classes(annotated)
+        as_path(pred), as_path(gt), as_path(out), allow_missing=as_bool(allow_missing, "allow_missing"),
+        workers=as_number(workers, "workers", 1, 256, integer=True), masks=as_path(masks), annotated=as_classes(annotated),
     )
 
 
@@ -328,7 +350,7 @@ def crossval(
     if as_bool(quick, "quick"):
         config = "quick" if config in (None, "quick") else f"quick,{config}"
     folds = as_number(folds, "folds", 2, 1000, integer=True)
-    seed = DEFAULT_SEED if seed is None else seed
+    seed = as_seed(seed, DEFAULT_SEED)
     run_crossval(
         as_paths(data), as_path(work), folds=folds, config=config, seed=seed, single_stage=as_bool(single_stage, "single_stage"),
         annotated=as_classes(annotated),
@@ -347,6 +369,7 @@ def demo(out: str = "demo_out", cases: int = 2, seed: int = 1000) -> None:
 
     from cascade.overlay import save_overlay_png
 
+    cases, seed = as_number(cases, "cases", 1, 1000, integer=True), as_seed(seed, 1000)
     start = time.perf_counter()
     root = Path(as_path(out))
     phantom(str(root / "phantoms"), cases=cases, seed=seed, shape=(24, 160, 160), spacing=(2.5, 1.25, 1.25))
@@ -414,14 +437,28 @@ def _is_number(token: str) -> bool:
     return True
 
 
+THREE_VALUE_FLAGS = ("--shape", "--spacing")
+
+
+def _takes(token: str, following: str) -> bool:
+    """Whether ``following`` is one more value of flag ``token`` (numbers; any non-flag for --shape/--spacing)."""
+    if not token.startswith("--") or "=" in token:
+        return False
+    return _is_number(following) or (token in THREE_VALUE_FLAGS and not following.startswith("--"))
+
+
 def join_multi_value_flags(argv: list[str]) -> list[str]:
-    """``--shape 24 160 160`` -> ``--shape=[24,160,160]``: fire reads one token per flag."""
+    """``--shape 24 160 160`` -> ``--shape=[24,160,160]``: fire reads one token per flag.
+
+    ``--shape`` and ``--spacing`` take their three tokens whatever they are, so that a typo is
+    reported against its flag, not as a stray positional argument.
+    """
     joined: list[str] = []
     i = 0
     while i < len(argv):
         token = argv[i]
         values = []
-        while token.startswith("--") and "=" not in token and i + 1 + len(values) < len(argv) and _is_number(argv[i + 1 + len(values)]):
+        while i + 1 + len(values) < len(argv) and len(values) < (3 if token in THREE_VALUE_FLAGS else len(argv)) and _takes(token, argv[i + 1 + len(values)]):
             values.append(argv[i + 1 + len(values)])
         if len(values) > 1:
             joined.append(f"{token}=[{','.join(values)}]")

@@ -20,6 +20,7 @@ def test_multi_value_flags_are_joined():
         "phantom", "out", "--shape=[24,160,160]", "--cases", "2",
     ]
     assert join_multi_value_flags(["evaluate", "--out", "dir", "a", "b"]) == ["evaluate", "--out", "dir", "a", "b"]
+    assert join_multi_value_flags(["phantom", "out", "--shape", "24", "x", "160", "more"]) == ["phantom", "out", "--shape=[24,x,160]", "more"]
 
 
 def test_boolean_flag_values():
@@ -54,6 +55,30 @@ def test_errors_are_one_line_and_exit_1(args):
     assert [line for line in result.stderr.splitlines() if line.strip()] == [
         line for line in result.stderr.splitlines() if line.startswith("cascade: error:")
     ]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["datalist", ".", "--folds", "abc"], "--folds: expected a number, got 'abc'"),
+        (["datalist", ".", "--folds", "2.5"], "--folds: expected a whole number, got 2.5"),
+        (["datalist", ".", "--seed", "-3"], "--seed: expected a value in [0, 4294967295], got -3"),
+        (["phantom", "ph", "--cases", "abc"], "--cases: expected a number, got 'abc'"),
+        (["phantom", "ph", "--cases", "1.5"], "--cases: expected a whole number, got 1.5"),
+        (["phantom", "ph", "--shape", "24", "x", "160"], "--shape: expected a number, got 'x'"),
+        (["phantom", "ph", "--shape", "24", "160"], "--shape: expected three values (Z Y X)"),
+        (["phantom", "ph", "--spacing", "2.5", "0", "1"], "--spacing: expected a value in [0.01, 100.0], got 0"),
+        (["evaluate", "ph", "ph", "--out", "ev", "--workers", "abc"], "--workers: expected a number, got 'abc'"),
+        (["crossval", "ph", "--work", "w", "--folds", "1"], "--folds: expected a value in [2, 1000], got 1"),
+        (["demo", "--out", "d", "--cases", "0"], "--cases: expected a value in [1, 1000], got 0"),
+    ],
+)
+def test_numeric_flags_are_checked_before_any_work(tmp_path, args, message):
+    result = subprocess.run([sys.executable, "-m", "cascade.cli", *args], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"cascade: error: {message}")
+    assert list(tmp_path.iterdir()) == []  # nothing written
 
 
 def test_number_like_paths_stay_paths(tmp_path):
