@@ -23,6 +23,7 @@ import csv
 import io
 import os
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Sequence
@@ -217,6 +218,8 @@ def predict_cases(
                 tqdm.write(f"cascade: warning: {warning}", file=sys.stderr)
             row = _row(item, result, time.perf_counter() - start)
             report.rows.append(row | {"status": "warning" if warnings else "ok", "message": "; ".join(warnings)})
+            if report_name:  # after every case: a kill -9 loses at most the case in flight
+                report.write(out_dir / report_name)
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI
         report.interrupted = str(interrupt) or "SIGINT"
     finally:
@@ -226,14 +229,28 @@ def predict_cases(
 
 
 def check_output_folder(source: str | os.PathLike, out_dir: str | os.PathLike) -> None:
-    """Refuse to predict a data folder into itself: label maps written among the data would be read
-    back as its ground truth (flat layout) or as extra cases (MBAS layout).
+    """Refuse, before any work, an output folder the run could not finish in.
+
+    A data folder predicted into itself is refused: label maps written among the data would be read
+    back as its ground truth (flat layout) or as extra cases (MBAS layout). The folder (or, while it
+    does not exist, the nearest existing folder above it) must take a file: a probe file is created
+    there and removed at once.
 
     Raises:
-        InputError: ``out_dir`` is the input folder.
+        InputError: ``out_dir`` is the input folder, an existing file, or not writable.
     """
+    out_dir = Path(out_dir)
     if Path(source).is_dir() and _real(source) == _real(out_dir):
         raise InputError(f"{out_dir}: the output folder is the input folder; predictions would mix with the data there, choose another one")
+    existing = next(folder for folder in (out_dir, *out_dir.absolute().parents) if folder.exists())
+    if not existing.is_dir():
+        raise InputError(f"{existing}: the output folder {'is' if existing == out_dir else 'lies under'} an existing file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        reason = "permission denied" if isinstance(err, PermissionError) else err.strerror or str(err)
+        raise InputError(f"{existing}: the output folder cannot be written ({reason})") from None
 
 
 def list_inputs(source: str | os.PathLike) -> list[dict]:

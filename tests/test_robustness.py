@@ -180,6 +180,38 @@ def test_sigterm_leaves_no_partial_output_and_resume_completes(phantom, tmp_path
     assert len(list(out.glob("*_label.nii.gz"))) == 4 and len(report(out)) == 4
 
 
+def test_kill_9_keeps_the_report_of_every_finished_case(phantom, tmp_path):
+    image, _, affine = phantom
+    for index in range(3):
+        write_nifti(tmp_path / "in" / f"case{index}.nii.gz", image, affine)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "cascade.cli", "predict", str(tmp_path / "in"), str(out), "--demo", "--device", "cpu"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (out / "predictions.csv").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    process.kill()
+    process.wait(timeout=60)
+    rows = report(out)
+    assert 1 <= len(rows) < 3
+    for case, row in rows.items():
+        assert row["status"] in ("ok", "warning") and float(row["left_atrium_ml"]) > 0 and (out / f"{case}_label.nii.gz").is_file()
+
+
+@pytest.mark.parametrize("where", ["file", "under_a_file"])
+def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(phantom, tmp_path, where):
+    image, _, affine = phantom
+    source = write_nifti(tmp_path / "in" / "case.nii.gz", image, affine)
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a folder")
+    out = blocker if where == "file" else blocker / "out"
+    result = cascade("predict", str(source), str(out), "--demo", "--device", "cpu")
+    assert result.returncode == 1
+    [error] = lines(result.stderr, "error")
+    assert error.startswith(f"cascade: error: {blocker}: the output folder") and "not a folder" in error
+    assert blocker.read_text() == "not a folder" and "weights of" not in result.stdout  # refused before loading any model
+
+
 def test_discovery_reports_what_it_skips(tmp_path):
     image = np.random.default_rng(0).normal(size=(8, 8, 4)).astype(np.float32)
     flat = tmp_path / "flat"
