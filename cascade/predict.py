@@ -10,7 +10,8 @@ Rules, checked before any case runs:
 - an output path that is one of the inputs (an image or a label found beside it) is refused,
   ``--overwrite`` or not, so ground truth can never be replaced by a prediction;
 - an existing output is an error unless ``--overwrite`` (replace it) or ``--resume`` (keep it when
-  it is a readable label map with the input's geometry, redo it otherwise); not both.
+  it is a readable label map with the input's geometry and the report records it as made from
+  this very input file, by its SHA-256; redo it otherwise); not both.
 
 A case that fails, for any reason, is one error line naming the file; the others still run, the
 summary lists the failures, and the exit status is 1. An interruption (Ctrl-C, SIGTERM) stops
@@ -20,6 +21,7 @@ after removing the partial file of the case in flight; ``--resume`` completes th
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import sys
@@ -43,7 +45,7 @@ __all__ = [
 ]
 
 REPORT_COLUMNS = (
-    "case", "image", "status", "shape", "spacing_mm", "stage1_ml", "wall_ml", "right_atrium_ml", "left_atrium_ml",
+    "case", "image", "image_sha256", "status", "shape", "spacing_mm", "stage1_ml", "wall_ml", "right_atrium_ml", "left_atrium_ml",
     "seconds", "message",
 )
 REPORT_NAME = "predictions.csv"
@@ -82,12 +84,24 @@ def check_outputs(inputs: Sequence[dict], out_dir: Path, save_masks: bool, overw
                 raise InputError(f"{path}: output exists (--resume keeps finished cases, --overwrite replaces them)")
 
 
-def _finished(item: dict, paths: dict[str, Path]) -> bool:
-    """Whether every output of a case exists, is a readable label map, and has the input's geometry."""
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, 64 hex digits (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _finished(item: dict, paths: dict[str, Path], recorded_sha256: str) -> bool:
+    """Whether every output of a case exists, is a readable label map with the input's geometry, and
+    was made from this input file (``recorded_sha256``, from the earlier report, equals its checksum):
+    a scan replaced by another of the same grid is predicted again."""
     try:
         source = read_header(item["image"])
-        return all(same_geometry(load_nifti(path, label=True), source) for path in paths.values())
-    except InputError:
+        outputs_fit = all(same_geometry(load_nifti(path, label=True), source) for path in paths.values())
+        return outputs_fit and recorded_sha256 == file_sha256(item["image"])
+    except (InputError, OSError):
         return False
 
 
@@ -142,7 +156,7 @@ def _read_report(path: Path) -> list[dict]:
 
 
 def _row(item: dict, result: CaseResult | None = None, seconds: float = 0.0) -> dict:
-    row = {key: "" for key in REPORT_COLUMNS} | {"case": item["case"], "image": item["image"]}
+    row = {key: "" for key in REPORT_COLUMNS} | {"case": item["case"], "image": item["image"], "image_sha256": item.get("sha256", "")}
     if result is not None:
         volumes = class_volumes_ml(result.labels, result.mask, result.affine)
         spacing = np.linalg.norm(result.affine[:3, :3], axis=0)
@@ -178,7 +192,8 @@ def predict_cases(
         inputs: ``{"case", "image"}`` entries (``label`` entries name files to protect).
         out_dir: output folder (created).
         overwrite: replace existing outputs.
-        resume: keep finished outputs (see :func:`_finished`), redo the others.
+        resume: keep finished outputs (see :func:`_finished`; the checksums come from
+            ``OUT/predictions.csv``), redo the others.
         save_masks: also write each case's stage-1 mask and gate.
         debug: print the traceback of unexpected errors.
         report_name: file name of the QC report in ``out_dir``; ``None`` writes none.
@@ -193,14 +208,16 @@ def predict_cases(
     check_outputs(inputs, out_dir, save_masks, overwrite, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = PredictionReport()
+    recorded = {row["case"]: row.get("image_sha256") or "" for row in _read_report(out_dir / REPORT_NAME)} if resume else {}
     try:
         for item in tqdm(inputs, desc="cases", unit="case", file=sys.stderr, disable=None):  # no bar unless a terminal
             paths = output_paths(item["case"], out_dir, save_masks)
-            if resume and _finished(item, paths):
+            if resume and _finished(item, paths, recorded.get(item["case"], "")):
                 report.rows.append(_row(item) | {"status": "resumed"})
                 continue
             start = time.perf_counter()
             try:
+                item = item | {"sha256": file_sha256(item["image"])}
                 result = engine.predict_image(item["image"])
                 volumes = class_volumes_ml(result.labels, result.mask, result.affine)
                 warnings = result.warnings or volume_warnings(item["image"], volumes, engine.labelled_classes)

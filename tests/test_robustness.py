@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import signal
 import subprocess
@@ -156,6 +157,11 @@ def test_inputs_are_never_overwritten_and_resume_checks_outputs(phantom, tmp_pat
     assert "1 cases done" in again.stdout and labels_of(out / "case_label.nii.gz").shape == image.shape
     kept = cascade("predict", str(flat / "case.nii.gz"), str(out), "--resume", "--demo", "--device", "cpu")
     assert "1 kept from an earlier run" in kept.stdout
+    assert report(out)["case"]["image_sha256"] == hashlib.sha256((flat / "case.nii.gz").read_bytes()).hexdigest()
+
+    write_nifti(flat / "case.nii.gz", np.roll(image, 2, axis=1), affine)  # another scan on the same grid
+    redone = cascade("predict", str(flat / "case.nii.gz"), str(out), "--resume", "--demo", "--device", "cpu")
+    assert "1 cases done" in redone.stdout and "0 kept" in redone.stdout
 
 
 def test_sigterm_leaves_no_partial_output_and_resume_completes(phantom, tmp_path):
