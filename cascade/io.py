@@ -12,6 +12,7 @@ resampled to a grid a thousand times too coarse or too fine and segmented withou
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from collections.abc import Callable
@@ -29,6 +30,7 @@ __all__ = [
     "read_header",
     "load_nifti",
     "write_atomic",
+    "remove_stale_temporaries",
     "write_text_atomic",
     "save_nifti_atomic",
     "same_geometry",
@@ -166,6 +168,24 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files :func:`write_atomic` left for ``path`` when a process was killed
+    (``kill -9``, power loss) between creating and renaming them.
+
+    Only hidden files named after ``path`` (``.<name>.<random><suffix>``) are touched; call it
+    when no other process writes ``path``.
+
+    Returns:
+        The files removed.
+    """
+    path = Path(path)
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    stale = [p for p in path.parent.glob(f".{glob.escape(path.name)}.*{suffix}") if p.is_file()]
+    for temporary in stale:
+        temporary.unlink(missing_ok=True)
+    return stale
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

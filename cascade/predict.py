@@ -15,7 +15,9 @@ Rules, checked before any case runs:
 
 A case that fails, for any reason, is one error line naming the file; the others still run, the
 summary lists the failures, and the exit status is 1. An interruption (Ctrl-C, SIGTERM) stops
-after removing the partial file of the case in flight; ``--resume`` completes the folder.
+after removing the partial file of the case in flight; ``--resume`` completes the folder. The
+report is rewritten after every case, and temporary files a ``kill -9`` left behind are removed
+by the next run.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from tqdm import tqdm
 
 from cascade.data import case_id, image_datalist, scan_folder
 from cascade.engine import CascadeEngine, CaseResult
-from cascade.io import InputError, load_nifti, read_header, same_geometry, save_nifti_atomic, write_text_atomic
+from cascade.io import InputError, load_nifti, read_header, remove_stale_temporaries, same_geometry, save_nifti_atomic, write_text_atomic
 from cascade.qc import class_volumes_ml, volume_warnings
 
 __all__ = [
@@ -207,6 +209,9 @@ def predict_cases(
     out_dir = Path(out_dir)
     check_outputs(inputs, out_dir, save_masks, overwrite, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
+    outputs = [path for item in inputs for path in output_paths(item["case"], out_dir, save_masks).values()]
+    for path in outputs + ([out_dir / report_name] if report_name else []):
+        remove_stale_temporaries(path)  # left by a kill -9 of an earlier run
     report = PredictionReport()
     recorded = {row["case"]: row.get("image_sha256") or "" for row in _read_report(out_dir / REPORT_NAME)} if resume else {}
     try:

@@ -202,6 +202,11 @@ def test_kill_9_keeps_the_report_of_every_finished_case(phantom, tmp_path):
     assert 1 <= len(rows) < 3
     for case, row in rows.items():
         assert row["status"] in ("ok", "warning") and float(row["left_atrium_ml"]) > 0 and (out / f"{case}_label.nii.gz").is_file()
+    stale = out / ".case2_label.nii.gz.k9x2a7q1.nii.gz"  # as a kill between writing and renaming leaves it
+    stale.write_bytes(b"partial")
+    resumed = cascade("predict", str(tmp_path / "in"), str(out), "--demo", "--resume", "--device", "cpu")
+    assert resumed.returncode == 0 and f"{len(rows)} kept from an earlier run" in resumed.stdout
+    assert not stale.exists() and not [p for p in out.iterdir() if p.name.startswith(".")] and len(report(out)) == 3
 
 
 @pytest.mark.parametrize("where", ["file", "under_a_file"])
