@@ -29,7 +29,7 @@ from monai.transforms import Compose
 
 from cascade.backends import compile_network, default_precision
 from cascade.bundles import STAGES, MissingCheckpointError, bundle_dir, overlay_path, stage_weights
-from cascade.io import InputError, read_header
+from cascade.io import InputError, check_intensities, read_header
 from cascade.labels import CLASS_NAMES
 
 __all__ = ["EnsembleNetwork", "StagePredictor", "CaseResult", "CascadeEngine", "resolve_device", "load_checkpoint"]
@@ -365,15 +365,14 @@ class CascadeEngine:
 
         Raises:
             InputError: a header problem (see :func:`cascade.io.read_header`), a corrupt data
-                block or non-finite intensities.
+                block or unusable intensities (:func:`cascade.io.check_intensities`).
         """
         source = read_header(image_path)
         try:
             image = (self.localizer or self.segmenter).load({"image": str(image_path)})["image"]
         except Exception as err:  # MONAI wraps reader errors in RuntimeError chains
             raise InputError(f"{image_path}: not a readable NIfTI file ({type(err).__name__})") from err
-        if not torch.isfinite(image).all():
-            raise InputError(f"{image_path}: image contains NaN or infinite intensities")
+        check_intensities(image_path, image.as_tensor().numpy())
         return image, source
 
     def localize(self, image: MetaTensor) -> np.ndarray:

@@ -5,7 +5,7 @@ returns; spacing is given in that order, in mm.
 
 An image is usable when its header describes one single-component 3D volume (a trailing
 singleton 4th axis is accepted) on a finite, invertible affine whose voxel sizes lie in
-:data:`PLAUSIBLE_SPACING_MM`, and its intensities are finite. The spacing range excludes headers
+:data:`PLAUSIBLE_SPACING_MM`, and its intensities are finite and within :data:`MAX_INTENSITY`. The spacing range excludes headers
 written in metres or micrometres (0.000625 or 625 for a 0.625 mm voxel), which would otherwise be
 resampled to a grid a thousand times too coarse or too fine and segmented without a word.
 """
@@ -25,6 +25,8 @@ from cascade.labels import LABEL_VALUES
 
 __all__ = [
     "InputError",
+    "MAX_INTENSITY",
+    "check_intensities",
     "AFFINE_TOLERANCE",
     "PLAUSIBLE_SPACING_MM",
     "read_header",
@@ -39,6 +41,7 @@ __all__ = [
 
 AFFINE_TOLERANCE = 1e-3  # mm; MBAS headers round-trip through float32
 PLAUSIBLE_SPACING_MM = (0.1, 20.0)  # smallest and largest voxel edge of a human cardiac MRI
+MAX_INTENSITY = 1e15  # |x| above this squares past float32's range (3.4e38) in the variance of z-scoring
 
 
 class InputError(ValueError):
@@ -121,9 +124,25 @@ def load_nifti(path: str | os.PathLike, *, label: bool = False) -> nib.Nifti1Ima
         unexpected = [v for v in values.tolist() if v not in LABEL_VALUES]
         if unexpected:
             raise InputError(f"{path}: label values must be in {set(LABEL_VALUES)}, found {unexpected[:5]}")
-    elif not np.isfinite(data).all():
-        raise InputError(f"{path}: image contains NaN or infinite intensities")
+    else:
+        check_intensities(path, data)
     return img
+
+
+def check_intensities(path: str | os.PathLike, data: np.ndarray) -> None:
+    """Refuse intensities the normalisation cannot handle: NaN, infinities, or beyond :data:`MAX_INTENSITY`.
+
+    Raises:
+        InputError: naming ``path`` and the problem.
+    """
+    if not np.isfinite(data).all():
+        raise InputError(f"{path}: image contains NaN or infinite intensities")
+    largest = float(np.abs(data).max()) if data.size else 0.0
+    if largest > MAX_INTENSITY:
+        raise InputError(
+            f"{path}: intensities up to {largest:.3g} overflow float32 statistics (z-scoring squares them); "
+            f"rescale the image below {MAX_INTENSITY:.0e}"
+        )
 
 
 def voxel_spacing(img: nib.Nifti1Image) -> tuple[float, float, float]:

@@ -149,8 +149,9 @@ def test_empty_stage1_mask_gives_empty_label_map_and_warning(demo_cases, tmp_pat
         (lambda p: write_nifti(p, np.full((40, 40, 8), np.nan, np.float32)), "NaN"),
         (lambda p: write_nifti(p, np.zeros((40, 40, 8, 2), np.float32)), "expected a 3D volume"),
         (lambda p: p.write_bytes(b"\x1f\x8b not really gzip"), "not a readable NIfTI"),
+        (lambda p: write_nifti(p, np.random.default_rng(0).normal(size=(40, 40, 8)).astype(np.float32) * 1e35), "overflow float32"),
     ],
-    ids=["nan", "4d", "corrupt"],
+    ids=["nan", "4d", "corrupt", "1e35"],
 )
 def test_bad_input_is_one_error_line_and_no_output(tmp_path, make_input, message):
     source = tmp_path / "in" / "bad_case.nii.gz"
@@ -169,5 +170,41 @@ def test_missing_checkpoint_says_how_to_get_one(demo_cases, tmp_path):
     result = cascade_cli("predict", str(demo_cases), str(tmp_path / "out"), "--segmenter", str(bundle), "--device", "cpu")
     assert result.returncode == 1
     [line] = error_lines(result)
-    assert "model.pt: checkpoint not found" in line and "--demo" in line and "monai.bundle run training" in line
+    assert "model.pt: checkpoint not found" in line and "--pretrained demo" in line and "monai.bundle run training" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_pretrained_la2018_labels_a_real_like_case(tmp_path):
+    """The shipped real-anatomy model end to end on a phantom stored as the la2018 scans are: a
+    field cropped around the atria, 0.625 x 0.625 x 1.25 mm, z-scored int16 with scl_slope 0.001."""
+    write_phantoms(tmp_path / "ph", cases=1, seed=3, shape=(88, 144, 192), spacing=(1.25, 0.625, 0.625))
+    source = nib.load(str(tmp_path / "ph" / "MBAS_001" / "MBAS_001_gt.nii.gz"))
+    intensities = np.asanyarray(source.dataobj, dtype=np.float64)
+    stored = nib.Nifti1Image(np.round((intensities - intensities.mean()) / intensities.std() * 1000).astype(np.int16), source.affine)
+    stored.header.set_slope_inter(0.001, 0)
+    image = tmp_path / "real_like.nii.gz"
+    nib.save(stored, str(image))
+    result = predict(str(image), str(tmp_path / "out"), "--pretrained", "la2018")
+    assert "weights of the localizer: the la2018 weights" in result.stdout
+    assert "label only: left_atrium" in result.stdout
+    output = nib.load(str(tmp_path / "out" / "real_like_label.nii.gz"))
+    assert output.shape == stored.shape and np.allclose(output.affine, stored.affine)
+    labels = np.asanyarray(output.dataobj)
+    truth = np.asanyarray(nib.load(str(tmp_path / "ph" / "MBAS_001" / "MBAS_001_label.nii.gz")).dataobj)
+    assert set(np.unique(labels).tolist()) == {0, 3}
+    assert dice(labels == 3, truth == 3) > LA2018_PHANTOM_DICE
+
+
+def test_output_keeps_the_input_geometry_codes(tmp_path):
+    """An input without qform/sform codes (nibabel then places it by pixdim alone): the label map
+    keeps codes 0/0, so ITK-based viewers place image and label alike."""
+    image, _, affine = make_phantom(5, (24, 160, 160), (2.5, 1.25, 1.25))
+    img = nib.Nifti1Image(image, affine)
+    img.set_qform(affine, code=0)
+    img.set_sform(affine, code=0)
+    nib.save(img, str(tmp_path / "nocodes.nii.gz"))
+    source = nib.load(str(tmp_path / "nocodes.nii.gz"))
+    predict(str(tmp_path / "nocodes.nii.gz"), str(tmp_path / "out"), "--demo")
+    output = nib.load(str(tmp_path / "out" / "nocodes_label.nii.gz"))
+    assert (int(output.header["qform_code"]), int(output.header["sform_code"])) == (0, 0)
+    np.testing.assert_allclose(output.affine, source.affine, atol=1e-5)
