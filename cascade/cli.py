@@ -218,7 +218,8 @@ def predict(
 
     Args:
         input: a NIfTI file, or a folder in MBAS, nnU-Net (imagesTs) or flat layout.
-        out: output folder (also gets predictions.csv, one QC row per case).
+        out: output folder (also gets predictions.csv, one QC row per case, and run.json: the
+            command, weights with checksums, settings per stage and software versions).
         models: a work folder of `cascade crossval` or `cascade import-nnunet`: checkpoints
             <stage>/fold<k>/models/model.pt, every fold found is ensembled (see --folds).
         folds: comma-separated fold ids to ensemble (with --models, or the bundles'
@@ -245,7 +246,8 @@ def predict(
         save_masks: also write <case>_mask.nii.gz (stage-1 mask) and <case>_gate.nii.gz (the region
             stage 2 may label).
         overwrite: replace existing outputs (never an input file).
-        resume: keep finished outputs, redo missing or unreadable ones.
+        resume: keep finished outputs, redo missing or unreadable ones; refused when run.json
+            there records other weights, configs or settings.
         debug: print tracebacks of unexpected errors.
 
     Under torchrun (`torchrun --nproc_per_node N -m cascade.cli predict ...`) the cases are split
@@ -253,7 +255,9 @@ def predict(
     """
     from cascade.distributed import ranks_from_env
     from cascade.engine import CascadeEngine
-    from cascade.predict import REPORT_NAME, PredictionReport, check_output_folder, check_outputs, list_inputs, predict_cases
+    from cascade.predict import (
+        REPORT_NAME, PredictionReport, check_output_folder, check_outputs, list_inputs, predict_cases, run_record, write_run_record,
+    )
 
     input, out, models, localizer, segmenter = (as_path(v) for v in (input, out, models, localizer, segmenter))
     demo, save_masks, overwrite, resume, debug = (
@@ -294,15 +298,17 @@ def predict(
         if engine.labelled_classes != ALL_CLASSES:
             labelled = ", ".join(CLASS_NAMES[v] for v in engine.labelled_classes)
             print(f"cascade: these weights label only: {labelled} (trained on partially labelled data; other classes stay 0)")
+    record = run_record(engine, ["cascade", *sys.argv[1:]])
     report = predict_cases(
         engine, inputs, out, overwrite=overwrite, resume=resume, save_masks=save_masks, debug=debug,
-        report_name=None if ranks.distributed else REPORT_NAME,
+        report_name=None if ranks.distributed else REPORT_NAME, record=record,
     )
     if ranks.distributed:
         report = PredictionReport(ranks.gather(report.rows), report.interrupted)
         ranks.stop()
         if ranks.rank == 0:
             report.write(Path(out) / REPORT_NAME)
+            write_run_record(Path(out), record)
     if ranks.rank == 0:
         print(report.summary())
     if report.interrupted:

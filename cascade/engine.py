@@ -13,6 +13,7 @@ sliding window (:class:`EnsembleNetwork`).
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -29,10 +30,15 @@ from monai.transforms import Compose
 
 from cascade.backends import compile_network, default_precision
 from cascade.bundles import STAGES, MissingCheckpointError, bundle_dir, overlay_path, stage_weights
-from cascade.io import InputError, check_intensities, read_header
+from cascade.io import InputError, check_intensities, file_sha256, read_header
 from cascade.labels import CLASS_NAMES
 
 __all__ = ["EnsembleNetwork", "StagePredictor", "CaseResult", "CascadeEngine", "resolve_device", "load_checkpoint"]
+
+RECORDED_SETTINGS = (
+    "pixdim", "patch_size", "overlap", "tta", "mask_threshold", "keep_largest_component", "gate_margin_mm", "crop_to_mask",
+    "labelled_classes",
+)  # config values a user changes or must know to reproduce a prediction (run.json)
 
 
 def resolve_device(device: str) -> str:
@@ -164,9 +170,10 @@ class StagePredictor:
         for checkpoint in checkpoints:
             if not Path(checkpoint).is_file():
                 raise MissingCheckpointError(f"{checkpoint}: checkpoint not found")
+        self.config_files, self.checkpoints, self.overrides = files, [Path(c) for c in checkpoints], dict(overrides or {})
         self.parser = ConfigParser()
         self.parser.read_config([str(c) for c in files])
-        self.parser.update({"bundle_root": str(self.bundle), **(overrides or {})})
+        self.parser.update({"bundle_root": str(self.bundle), **self.overrides})
         if "initialize" in self.parser:
             self.parser.get_parsed_content("initialize")
         self.device = self.parser.get_parsed_content("device")
@@ -183,6 +190,21 @@ class StagePredictor:
         members = [self._network(checkpoint) for checkpoint in checkpoints]
         self.network = EnsembleNetwork(members, mirror_axes).to(self.device).eval()
         self.seconds: dict[str, float] = {}
+
+    def record(self) -> dict:
+        """What determines this stage's output, for ``run.json``: the config files and checkpoints
+        (paths and SHA-256), the user's overrides, the resolved settings users change, the runtime."""
+        settings = {key: self.parser.get_parsed_content(key) for key in RECORDED_SETTINGS if key in self.parser}
+        return {
+            "bundle": str(self.bundle.resolve()),
+            "configs": [{"path": str(c.resolve()), "sha256": file_sha256(c)} for c in self.config_files],
+            "checkpoints": [{"path": str(c.resolve()), "sha256": file_sha256(c)} for c in self.checkpoints],
+            "overrides": {key: value for key, value in self.overrides.items() if key != "inferer#progress"},
+            "settings": json.loads(json.dumps(settings, default=str)),
+            "backend": self.backend,
+            "precision": self.precision,
+            "device": str(self.device),
+        }
 
     def _network(self, checkpoint: str | os.PathLike) -> Callable[[torch.Tensor], torch.Tensor]:
         network = load_checkpoint(self.parser.get_parsed_content("network_def", lazy=False), checkpoint)
@@ -348,6 +370,11 @@ class CascadeEngine:
         engine = cls(predictors.get("localizer"), predictors.get("segmenter"))
         engine.weights = sources
         return engine
+
+    def record(self) -> dict:
+        """Each stage's :meth:`StagePredictor.record` and where its weights came from."""
+        stages = {"localizer": self.localizer, "segmenter": self.segmenter}
+        return {stage: {"weights": self.weights.get(stage, ""), **p.record()} for stage, p in stages.items() if p is not None}
 
     @property
     def labelled_classes(self) -> tuple[int, ...]:

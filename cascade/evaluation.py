@@ -3,7 +3,7 @@
 Predictions and ground truth are paired by case id; either side may be any layout
 :func:`cascade.data.discover_cases` reads (flat ``<case>_label.nii.gz``, MBAS, nnU-Net raw), and
 only the label maps are used; the ground truth may also be a datalist JSON (``cascade datalist``).
-Each pair must share shape and affine; the spacing comes from the ground truth's header, in array
+Each pair must share shape and affine; the spacing comes from the ground truth's affine, in array
 axis order. The classes each ground-truth case annotates come from the datalist, ``--annotated``
 or the ground-truth folder's ``dataset.json`` (:mod:`cascade.annotation`); a class a case does not
 annotate is reported as ``not_annotated``, never scored. Outputs (written atomically):
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cascade.annotation import declared_classes
+from cascade.annotation import declared_classes, parse_classes
 from cascade.data import discover_cases, is_datalist_file, load_datalist
 from cascade.io import AFFINE_TOLERANCE, InputError, load_nifti, same_geometry, voxel_spacing, write_text_atomic
 from cascade.labels import CLASS_NAMES
@@ -97,7 +97,7 @@ def truth_files(gt: str | os.PathLike, annotated: str | list | None = None) -> d
         entries = [e for e in load_datalist(gt) if e.get("label")]
         if not entries:
             raise EvaluationError(f"{gt}: the datalist holds no label map")
-        override = declared_classes(gt, annotated) if annotated else None
+        override = parse_classes(annotated) if annotated else None
         return {e["case"]: (e["label"], override or tuple(e["annotated"])) for e in entries}
     classes = declared_classes(gt, annotated)
     return {case: (path, classes) for case, path in _label_files(gt, "ground-truth").items()}

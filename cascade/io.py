@@ -13,6 +13,7 @@ resampled to a grid a thousand times too coarse or too fine and segmented withou
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -33,6 +34,7 @@ __all__ = [
     "load_nifti",
     "write_atomic",
     "remove_stale_temporaries",
+    "file_sha256",
     "write_text_atomic",
     "save_nifti_atomic",
     "same_geometry",
@@ -187,6 +189,15 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, 64 hex digits (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:

@@ -23,8 +23,8 @@ by the next run.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
+import json
 import os
 import sys
 import tempfile
@@ -39,11 +39,11 @@ from tqdm import tqdm
 
 from cascade.data import case_id, image_datalist, scan_folder
 from cascade.engine import CascadeEngine, CaseResult
-from cascade.io import InputError, load_nifti, read_header, remove_stale_temporaries, same_geometry, save_nifti_atomic, write_text_atomic
+from cascade.io import InputError, file_sha256, load_nifti, read_header, remove_stale_temporaries, same_geometry, save_nifti_atomic, write_text_atomic
 from cascade.qc import class_volumes_ml, volume_warnings
 
 __all__ = [
-    "REPORT_COLUMNS", "PredictionReport", "list_inputs", "output_paths", "check_output_folder", "check_outputs", "predict_cases",
+    "REPORT_COLUMNS", "PredictionReport", "run_record", "write_run_record", "check_resume_record", "list_inputs", "output_paths", "check_output_folder", "check_outputs", "predict_cases",
 ]
 
 REPORT_COLUMNS = (
@@ -51,6 +51,7 @@ REPORT_COLUMNS = (
     "seconds", "message",
 )
 REPORT_NAME = "predictions.csv"
+RUN_RECORD_NAME = "run.json"
 
 
 def output_paths(case: str, out_dir: Path, save_masks: bool) -> dict[str, Path]:
@@ -84,15 +85,6 @@ def check_outputs(inputs: Sequence[dict], out_dir: Path, save_masks: bool, overw
             seen[real] = item["image"]
             if path.exists() and not (overwrite or resume):
                 raise InputError(f"{path}: output exists (--resume keeps finished cases, --overwrite replaces them)")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes, 64 hex digits (read in 1 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _finished(item: dict, paths: dict[str, Path], recorded_sha256: str) -> bool:
@@ -186,6 +178,7 @@ def predict_cases(
     save_masks: bool = False,
     debug: bool = False,
     report_name: str | None = REPORT_NAME,
+    record: dict | None = None,
 ) -> PredictionReport:
     """Predict every case, isolating failures, and write the outputs and the QC report.
 
@@ -199,6 +192,8 @@ def predict_cases(
         save_masks: also write each case's stage-1 mask and gate.
         debug: print the traceback of unexpected errors.
         report_name: file name of the QC report in ``out_dir``; ``None`` writes none.
+        record: the run's :func:`run_record`: with ``resume`` it must match the earlier run's
+            ``OUT/run.json`` (:func:`check_resume_record`); written there with the report.
 
     Returns:
         The report; ``interrupted`` names the signal when the run was stopped.
@@ -208,7 +203,11 @@ def predict_cases(
     """
     out_dir = Path(out_dir)
     check_outputs(inputs, out_dir, save_masks, overwrite, resume)
+    if resume and record is not None:
+        check_resume_record(out_dir, record)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if record is not None and report_name:
+        write_run_record(out_dir, record)
     outputs = [path for item in inputs for path in output_paths(item["case"], out_dir, save_masks).values()]
     for path in outputs + ([out_dir / report_name] if report_name else []):
         remove_stale_temporaries(path)  # left by a kill -9 of an earlier run
@@ -248,6 +247,68 @@ def predict_cases(
         if report_name:
             report.write(out_dir / report_name)
     return report
+
+
+def run_record(engine: CascadeEngine, command: Sequence[str]) -> dict:
+    """What a prediction run was, as nnU-Net keeps its prediction arguments beside the outputs:
+    the command line, each stage's weights, configs and settings (:meth:`CascadeEngine.record`),
+    and the versions of the software that computed it."""
+    import monai
+    import nibabel
+    import torch
+
+    import cascade
+
+    versions = {"cascade": cascade.__version__, "python": sys.version.split()[0], "torch": torch.__version__,
+                "monai": monai.__version__, "nibabel": nibabel.__version__, "numpy": np.__version__}
+    stages = engine.record()
+    if any(stage["backend"] == "openvino" for stage in stages.values()):
+        import openvino
+
+        versions["openvino"] = openvino.__version__
+    return {"command": list(command), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions, "stages": stages}
+
+
+def write_run_record(out_dir: Path, record: dict) -> Path:
+    """Write ``OUT/run.json`` atomically."""
+    return write_text_atomic(out_dir / RUN_RECORD_NAME, json.dumps(record, indent=2) + "\n")
+
+
+def _determining(record: dict) -> dict[str, object]:
+    """The parts of a run record that determine the labels, flattened to ``stage key`` -> value
+    (file contents by checksum, not by path, so a moved folder still matches)."""
+    flat: dict[str, object] = {}
+    for stage, entry in record.get("stages", {}).items():
+        flat[f"{stage} checkpoints"] = [c["sha256"] for c in entry.get("checkpoints", [])]
+        flat[f"{stage} configs"] = [c["sha256"] for c in entry.get("configs", [])]
+        for key in ("backend", "precision"):
+            flat[f"{stage} {key}"] = entry.get(key)
+        for key, value in entry.get("settings", {}).items():
+            flat[f"{stage} {key}"] = value
+    return flat
+
+
+def check_resume_record(out_dir: Path, record: dict) -> None:
+    """Refuse ``--resume`` when the outputs there were made with other weights, configs or settings.
+
+    An output folder without a readable ``run.json`` (made before run records existed) is not checked.
+
+    Raises:
+        InputError: naming the first setting that differs, its old and new value.
+    """
+    path = out_dir / RUN_RECORD_NAME
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    old, new = _determining(earlier), _determining(record)
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            shown = "other files" if key.endswith(("checkpoints", "configs")) else f"{old.get(key)!r} -> {new.get(key)!r}"
+            raise InputError(
+                f"{path}: --resume with other settings than the run that made these outputs ({key}: {shown}); "
+                "rerun with the same settings, use --overwrite, or another output folder"
+            )
 
 
 def check_output_folder(source: str | os.PathLike, out_dir: str | os.PathLike) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -9,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import monai
 import nibabel as nib
 import numpy as np
 import pytest
@@ -208,3 +211,25 @@ def test_output_keeps_the_input_geometry_codes(tmp_path):
     output = nib.load(str(tmp_path / "out" / "nocodes_label.nii.gz"))
     assert (int(output.header["qform_code"]), int(output.header["sform_code"])) == (0, 0)
     np.testing.assert_allclose(output.affine, source.affine, atol=1e-5)
+
+
+def test_run_json_records_the_run_and_resume_refuses_other_settings(demo_cases, tmp_path):
+    case = demo_cases / "MBAS_001" / "MBAS_001_gt.nii.gz"
+    out = tmp_path / "out"
+    predict(str(case), str(out), "--demo", "--mask_threshold", "0.3")
+    record = json.loads((out / "run.json").read_text())
+    assert record["command"][:2] == ["cascade", "predict"] and record["versions"]["monai"] == monai.__version__
+    localizer = record["stages"]["localizer"]
+    [checkpoint] = localizer["checkpoints"]
+    assert checkpoint["sha256"] == hashlib.sha256(Path(checkpoint["path"]).read_bytes()).hexdigest()
+    assert localizer["settings"]["mask_threshold"] == 0.3 and record["stages"]["segmenter"]["settings"]["labelled_classes"] == [1, 2, 3]
+    label = (out / "MBAS_001_label.nii.gz").read_bytes()
+
+    refused = cascade_cli("predict", str(case), str(out), "--demo", "--resume", "--device", "cpu")
+    assert refused.returncode == 1
+    [line] = error_lines(refused)
+    assert "run.json: --resume with other settings" in line and "localizer mask_threshold: 0.3 -> 0.2" in line
+    assert (out / "MBAS_001_label.nii.gz").read_bytes() == label and json.loads((out / "run.json").read_text()) == record
+
+    kept = predict(str(case), str(out), "--demo", "--resume", "--mask_threshold", "0.3")
+    assert "1 kept from an earlier run" in kept.stdout
