@@ -78,7 +78,7 @@ def test_mbas_naming_overwrite_and_resume(demo_cases, tmp_path):
     assert re.search(r"2 cases done \(0 with warnings\), 0 kept from an earlier run, 0 failed, [\d.]+ s per case", result.stdout)
     assert sorted(p.name for p in out.iterdir()) == [
         "MBAS_001_gate.nii.gz", "MBAS_001_label.nii.gz", "MBAS_001_mask.nii.gz",
-        "MBAS_002_gate.nii.gz", "MBAS_002_label.nii.gz", "MBAS_002_mask.nii.gz", "predictions.csv",
+        "MBAS_002_gate.nii.gz", "MBAS_002_label.nii.gz", "MBAS_002_mask.nii.gz", "predictions.csv", "run.json",
     ]
     label = out / "MBAS_001_label.nii.gz"
     stamp = label.stat().st_mtime_ns

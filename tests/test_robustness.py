@@ -121,7 +121,7 @@ def test_bad_files_are_one_line_each_and_the_rest_of_the_folder_completes(phanto
     assert rows["good"]["status"] == "ok" and float(rows["good"]["left_atrium_ml"]) > 10
     assert rows["constant"]["status"] == "warning" and not labels_of(tmp_path / "out" / "constant_label.nii.gz").any()
     assert {rows[name.split(".")[0]]["status"] for name in expected} == {"failed"}
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["constant_label.nii.gz", "good_label.nii.gz", "predictions.csv"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["constant_label.nii.gz", "good_label.nii.gz", "predictions.csv", "run.json"]
     assert {p.name: p.read_bytes() for p in source.iterdir()} == before  # inputs never modified
 
 
