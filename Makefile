@@ -57,7 +57,7 @@ demo-weights: setup
 	cp $(DEMO_TRAIN)/segmenter/models/model.pt bundles/atria_segmenter/models/demo/model.pt
 
 # Retrain the shipped real-anatomy weights (--pretrained la2018; docs/real_data.md): the CPU recipe's
-# 5-fold cross-validation on the 80 LA-only scans (about 3 hours on 2 CPU cores; not run by CI), then
+# 5-fold cross-validation on the 80 LA-only scans (about 3.5 hours on 2 CPU cores; not run by CI), then
 # the five fold models into both bundles in half precision. The scans are never committed.
 LA2018 ?= ../shared/data/la2018
 LA2018_WORK ?= cv_la2018
