@@ -164,16 +164,23 @@ def test_inputs_are_never_overwritten_and_resume_checks_outputs(phantom, tmp_pat
     assert "1 cases done" in redone.stdout and "0 kept" in redone.stdout
 
 
-def test_sigterm_leaves_no_partial_output_and_resume_completes(phantom, tmp_path):
+def predict_until(phantom, folder: Path, cases: int, first_output: str, **streams) -> tuple[subprocess.Popen, Path]:
+    """Start `cascade predict` on ``cases`` copies of the phantom in ``folder/in``; return once
+    ``folder/out/first_output`` exists (or the run ended)."""
     image, _, affine = phantom
-    for index in range(4):
-        write_nifti(tmp_path / "in" / f"case{index}.nii.gz", image, affine)
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "cascade.cli", "predict", str(tmp_path / "in"), str(out), "--demo", "--device", "cpu"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for index in range(cases):
+        write_nifti(folder / "in" / f"case{index}.nii.gz", image, affine)
+    out = folder / "out"
+    command = [sys.executable, "-m", "cascade.cli", "predict", str(folder / "in"), str(out), "--demo", "--device", "cpu"]
+    process = subprocess.Popen(command, text=True, **streams)
     deadline = time.time() + 600
-    while not (out / "case0_label.nii.gz").exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.2)
+    while not (out / first_output).exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    return process, out
+
+
+def test_sigterm_leaves_no_partial_output_and_resume_completes(phantom, tmp_path):
+    process, out = predict_until(phantom, tmp_path, 4, "case0_label.nii.gz", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr[-2000:]
@@ -187,15 +194,7 @@ def test_sigterm_leaves_no_partial_output_and_resume_completes(phantom, tmp_path
 
 
 def test_kill_9_keeps_the_report_of_every_finished_case(phantom, tmp_path):
-    image, _, affine = phantom
-    for index in range(3):
-        write_nifti(tmp_path / "in" / f"case{index}.nii.gz", image, affine)
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "cascade.cli", "predict", str(tmp_path / "in"), str(out), "--demo", "--device", "cpu"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while not (out / "predictions.csv").exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.1)
+    process, out = predict_until(phantom, tmp_path, 3, "predictions.csv", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     process.kill()
     process.wait(timeout=60)
     rows = report(out)
