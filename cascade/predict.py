@@ -39,11 +39,14 @@ from tqdm import tqdm
 
 from cascade.data import case_id, image_datalist, scan_folder
 from cascade.engine import CascadeEngine, CaseResult
-from cascade.io import InputError, file_sha256, load_nifti, read_header, remove_stale_temporaries, same_geometry, save_nifti_atomic, write_text_atomic
+from cascade.io import (
+    InputError, file_sha256, load_nifti, read_header, remove_stale_temporaries, same_geometry, save_nifti_atomic, write_text_atomic,
+)
 from cascade.qc import class_volumes_ml, volume_warnings
 
 __all__ = [
-    "REPORT_COLUMNS", "PredictionReport", "run_record", "write_run_record", "check_resume_record", "list_inputs", "output_paths", "check_output_folder", "check_outputs", "predict_cases",
+    "REPORT_COLUMNS", "PredictionReport", "run_record", "write_run_record", "check_resume_record", "list_inputs", "output_paths",
+    "check_output_folder", "check_outputs", "predict_cases",
 ]
 
 REPORT_COLUMNS = (
