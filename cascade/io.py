@@ -230,21 +230,31 @@ def save_nifti_atomic(
 
     Args:
         array: volume in (X, Y, Z) order; its dtype is kept.
-        affine: 4x4 voxel-to-world matrix (mm).
+        affine: 4x4 voxel-to-world matrix (mm); with ``header``, it must be that header's best affine.
         path: destination ``.nii.gz`` path; its folder is created.
-        header: optional header of the input whose geometry the output keeps: its qform and sform
-            codes are copied as they are (codes 0 included, so every reader places input and
-            output alike), with its units.
+        header: optional header of the input whose geometry the output keeps exactly: its qform
+            (quaternion, offsets, qfac) and sform rows with their codes (0 included), pixdim and
+            units are copied as they are, so every reader (nibabel, ITK/SimpleITK, 3D Slicer)
+            places input and output alike even where qform and sform disagree. Intensity scaling,
+            display range and extensions are not copied.
 
     Returns:
         The destination path.
+
+    Raises:
+        ValueError: ``affine`` is not ``header``'s best affine.
     """
-    header = nib.Nifti1Header.from_header(header) if header is not None else None
-    img = nib.Nifti1Image(array, affine, header=header)
+    if header is None:
+        img = nib.Nifti1Image(array, affine)
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
+    else:
+        header = nib.Nifti1Header.from_header(header)
+        if not np.allclose(header.get_best_affine(), affine, atol=AFFINE_TOLERANCE):
+            raise ValueError(f"{path}: the affine to write is not the geometry of the header it keeps")
+        header.extensions.clear()
+        header["cal_min"] = header["cal_max"] = 0
+        img = nib.Nifti1Image(array, None, header=header)  # no affine: nibabel keeps the header's qform/sform
     img.set_data_dtype(array.dtype)
     img.header.set_slope_inter(1.0, 0.0)  # never inherit an input's intensity scaling
-    qform_code = int(header["qform_code"]) if header is not None else 1
-    sform_code = int(header["sform_code"]) if header is not None else 1
-    img.set_qform(affine, code=qform_code)
-    img.set_sform(affine, code=sform_code)
     return write_atomic(path, lambda tmp: nib.save(img, tmp))

@@ -204,19 +204,44 @@ def test_pretrained_la2018_runs_the_shipped_ensemble_on_a_real_like_case(tmp_pat
     assert set(np.unique(np.asanyarray(output.dataobj)).tolist()) <= {0, 3}
 
 
-def test_output_keeps_the_input_geometry_codes(tmp_path):
-    """An input without qform/sform codes (nibabel then places it by pixdim alone): the label map
-    keeps codes 0/0, so ITK-based viewers place image and label alike."""
+def header_variants(affine: np.ndarray) -> dict[str, tuple[tuple[np.ndarray | None, int], tuple[np.ndarray | None, int]]]:
+    """(qform, code) and (sform, code) of headers that readers interpret differently."""
+    shifted = affine.copy()
+    shifted[:3, 3] += [5.0, -3.0, 2.5]
+    return {
+        "both": ((affine, 1), (affine, 1)),
+        "no_codes": ((affine, 0), (affine, 0)),  # nibabel and ITK then place it by pixdim alone
+        "qform_only": ((affine, 1), (affine, 0)),
+        "sform_only": ((affine, 0), (affine, 2)),
+        "disagreeing": ((affine, 1), (shifted, 4)),  # nibabel trusts the sform; ITK may not
+    }
+
+
+def test_output_keeps_the_input_header_geometry_for_nibabel_and_simpleitk(tmp_path):
+    """Inputs whose qform and sform codes and matrices differ: each label map carries its input's
+    qform and sform (matrices and codes) and pixdim, so nibabel and SimpleITK each place image and
+    label on the same grid."""
+    sitk = pytest.importorskip("SimpleITK")
     image, _, affine = make_phantom(5, (24, 160, 160), (2.5, 1.25, 1.25))
-    img = nib.Nifti1Image(image, affine)
-    img.set_qform(affine, code=0)
-    img.set_sform(affine, code=0)
-    nib.save(img, str(tmp_path / "nocodes.nii.gz"))
-    source = nib.load(str(tmp_path / "nocodes.nii.gz"))
-    predict(str(tmp_path / "nocodes.nii.gz"), str(tmp_path / "out"), "--demo")
-    output = nib.load(str(tmp_path / "out" / "nocodes_label.nii.gz"))
-    assert (int(output.header["qform_code"]), int(output.header["sform_code"])) == (0, 0)
-    np.testing.assert_allclose(output.affine, source.affine, atol=1e-5)
+    variants = header_variants(affine)
+    (tmp_path / "in").mkdir()
+    for name, (qform, sform) in variants.items():
+        img = nib.Nifti1Image(image, None)
+        img.set_qform(*qform)
+        img.set_sform(*sform)
+        nib.save(img, str(tmp_path / "in" / f"{name}.nii.gz"))
+    predict(str(tmp_path / "in"), str(tmp_path / "out"), "--demo")
+    for name in variants:
+        source, output = nib.load(str(tmp_path / "in" / f"{name}.nii.gz")), nib.load(str(tmp_path / "out" / f"{name}_label.nii.gz"))
+        for get in ("get_qform", "get_sform"):
+            assert int(getattr(output.header, get)(coded=True)[1]) == int(getattr(source.header, get)(coded=True)[1]), (name, get)
+            np.testing.assert_allclose(getattr(output.header, get)(), getattr(source.header, get)(), atol=1e-5)
+        np.testing.assert_allclose(output.header["pixdim"][1:4], source.header["pixdim"][1:4])
+        np.testing.assert_allclose(output.affine, source.affine, atol=1e-5)
+        itk_source, itk_output = (sitk.ReadImage(str(path)) for path in (tmp_path / "in" / f"{name}.nii.gz", tmp_path / "out" / f"{name}_label.nii.gz"))
+        assert itk_output.GetSize() == itk_source.GetSize()
+        for get in ("GetOrigin", "GetSpacing", "GetDirection"):
+            np.testing.assert_allclose(getattr(itk_output, get)(), getattr(itk_source, get)(), atol=1e-4, err_msg=f"{name} {get}")
 
 
 def test_run_json_records_the_run_and_resume_refuses_other_settings(demo_cases, tmp_path):
