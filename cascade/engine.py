@@ -30,6 +30,7 @@ from monai.transforms import Compose
 
 from cascade.backends import compile_network, default_precision
 from cascade.bundles import STAGES, MissingCheckpointError, bundle_dir, overlay_path, stage_weights
+from cascade.intensity import find_intensity_outliers
 from cascade.io import InputError, check_intensities, file_sha256, read_header
 from cascade.labels import CLASS_NAMES
 
@@ -257,7 +258,10 @@ class CaseResult:
         affine: the input's 4x4 affine.
         header: the input's NIfTI header (geometry codes for the outputs).
         seconds: wall-clock seconds per stage (``stage 1``, ``stage 2``).
-        warnings: plausibility warnings, one line each, naming the file.
+        warnings: why the label map is empty (no atria found, a constant image), one line each,
+            naming the file.
+        input_warnings: what was repaired in the input before the networks (corrupt slices,
+            intensity spikes: :mod:`cascade.intensity`), one line each, naming the file.
     """
 
     labels: np.ndarray
@@ -267,6 +271,7 @@ class CaseResult:
     header: nib.Nifti1Header
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    input_warnings: list[str] = field(default_factory=list)
 
 
 def _channel(tensor: torch.Tensor) -> np.ndarray:
@@ -435,15 +440,17 @@ class CascadeEngine:
             empty = np.zeros(shape, np.uint8)
             warning = f"{image_path}: constant intensity {low:g}, not a scan; the label map is empty"
             return CaseResult(empty, empty, empty, source.affine, source.header, {"stage 1": 0.0, "stage 2": 0.0}, [warning])
+        outliers = find_intensity_outliers(image[0].numpy(), image.affine.numpy())
+        input_warnings = [f"{image_path}: {outliers.describe()}"] if outliers else []
         if self.localizer is None:  # the single-stage baseline: no gate
             labels, gate = self.segment(image, None)
             seconds = {"stage 1": 0.0, "stage 2": time.perf_counter() - start}
-            return CaseResult(labels, gate, gate, source.affine, source.header, seconds)
+            return CaseResult(labels, gate, gate, source.affine, source.header, seconds, input_warnings=input_warnings)
         mask = self.localize(image)
         if mask.shape != shape:
             raise RuntimeError(f"{image_path}: stage-1 output shape {mask.shape} differs from the input {shape}")
         seconds = {"stage 1": time.perf_counter() - start, "stage 2": 0.0}
-        result = CaseResult(np.zeros(shape, np.uint8), mask, np.zeros(shape, np.uint8), source.affine, source.header, seconds)
+        result = CaseResult(np.zeros(shape, np.uint8), mask, np.zeros(shape, np.uint8), source.affine, source.header, seconds, input_warnings=input_warnings)
         if not mask.any():
             result.warnings.append(f"{image_path}: the localizer found no atria; the label map is empty")
             return result

@@ -227,7 +227,7 @@ def predict_cases(
                 item = item | {"sha256": file_sha256(item["image"])}
                 result = engine.predict_image(item["image"])
                 volumes = class_volumes_ml(result.labels, result.mask, result.affine)
-                warnings = result.warnings or volume_warnings(item["image"], volumes, engine.labelled_classes)
+                warnings = result.input_warnings + (result.warnings or volume_warnings(item["image"], volumes, engine.labelled_classes))
                 _save(result, paths)
             except Exception as err:  # one bad case must not stop the folder
                 message = str(err) if isinstance(err, InputError) else f"{item['image']}: unexpected {type(err).__name__}: {err}"

@@ -96,7 +96,8 @@ class _CascadeTask(BasicInferTask):
         except InputError as err:
             logger.error(str(err))
             raise HTTPException(status_code=400, detail=str(err)) from err
-        for warning in result.warnings:
+        warnings = result.input_warnings + result.warnings
+        for warning in warnings:
             logger.warning(warning)
         output = tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False).name
         save_nifti_atomic(self.label_map(result), result.affine, output, header=result.header)
@@ -107,7 +108,7 @@ class _CascadeTask(BasicInferTask):
             "settings": {key: getattr(settings, key) for key in self._config if hasattr(settings, key) and key != "device"},
             "weights": self.engines.weights.source,
             "checkpoints": self.engines.checkpoints(),
-            "warnings": result.warnings,
+            "warnings": warnings,
             "latencies": {stage: round(s, 2) for stage, s in seconds.items()},
         }
 
