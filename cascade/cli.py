@@ -253,8 +253,10 @@ def predict(
     Under torchrun (`torchrun --nproc_per_node N -m cascade.cli predict ...`) the cases are split
     over the N ranks, each on its own GPU (or the CPU), and rank 0 writes the report.
     """
+    from cascade.backends import default_cache_dir
     from cascade.distributed import ranks_from_env
     from cascade.engine import CascadeEngine
+    from cascade.io import check_writable_folder
     from cascade.predict import (
         REPORT_NAME, PredictionReport, check_output_folder, check_outputs, list_inputs, predict_cases, run_record, write_run_record,
     )
@@ -276,6 +278,8 @@ def predict(
     }
     ranks = ranks_from_env()
     check_output_folder(input, out)
+    if settings["backend"] == "openvino":
+        check_writable_folder(default_cache_dir(), "the cache folder of exported networks ($CASCADE_CACHE_DIR)")
     inputs = list_inputs(input)
     if ranks.distributed:  # under torchrun: this rank's share of the cases, on its own device
         ranks.start()
@@ -513,12 +517,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         check_flags(argv)
         fire.Fire(COMMANDS, command=argv, name="cascade")
+    except PermissionError as err:
+        print(f"cascade: error: {err.filename or ''}: permission denied", file=sys.stderr)
+        sys.exit(1)
     except (InputError, FileExistsError, FileNotFoundError, ValueError, TrainingError) as err:
         print(f"cascade: error: {err}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt as interrupt:
         name = str(interrupt) or "SIGINT"
-        print(f"cascade: interrupted by {name}; no partial output was left (rerun with --resume to finish)", file=sys.stderr)
+        hint = {"predict": " (rerun with --resume to finish)", "crossval": " (rerun the same command to go on)"}.get(argv[0] if argv else "", "")
+        print(f"cascade: interrupted by {name}; no partial output was left{hint}", file=sys.stderr)
         sys.exit(143 if name == "SIGTERM" else 130)
 
 

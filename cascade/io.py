@@ -31,6 +31,7 @@ __all__ = [
     "AFFINE_TOLERANCE",
     "PLAUSIBLE_SPACING_MM",
     "read_header",
+    "check_writable_folder",
     "load_nifti",
     "write_atomic",
     "remove_stale_temporaries",
@@ -73,6 +74,8 @@ def read_header(path: str | os.PathLike) -> nib.Nifti1Image:
         raise InputError(f"{path}: file not found")
     try:
         img = nib.load(str(path))
+    except PermissionError as err:
+        raise InputError(f"{path}: permission denied") from err
     except Exception as err:  # nibabel raises many types for truncated or foreign files
         raise InputError(f"{path}: not a readable NIfTI file ({type(err).__name__}: {err})") from err
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
@@ -216,6 +219,32 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     for temporary in stale:
         temporary.unlink(missing_ok=True)
     return stale
+
+
+def check_writable_folder(folder: str | os.PathLike, what: str) -> None:
+    """Refuse, before any work, a folder that cannot take a file.
+
+    The folder (or, while it does not exist, the nearest existing folder above it) must be a
+    folder where a file can be created: a probe file is made there and removed at once.
+
+    Args:
+        folder: the folder a run will write to.
+        what: its role, for the message (e.g. ``"the output folder"``).
+
+    Raises:
+        InputError: it is, or lies under, an existing file, or it cannot be written (the reason,
+            e.g. permission denied or a read-only file system, is named).
+    """
+    folder = Path(folder)
+    existing = next(parent for parent in (folder, *folder.absolute().parents) if parent.exists())
+    if not existing.is_dir():
+        raise InputError(f"{existing}: {what} {'is' if existing == folder else 'lies under'} an existing file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        reason = "permission denied" if isinstance(err, PermissionError) else err.strerror or str(err)
+        raise InputError(f"{existing}: {what} cannot be written ({reason})") from None
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

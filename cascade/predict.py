@@ -27,7 +27,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Sequence
@@ -40,13 +39,13 @@ from tqdm import tqdm
 from cascade.data import case_id, image_datalist, scan_folder
 from cascade.engine import CascadeEngine, CaseResult
 from cascade.io import (
-    InputError, file_sha256, load_nifti, read_header, remove_stale_temporaries, same_geometry, save_nifti_atomic, write_text_atomic,
+    InputError, check_writable_folder, file_sha256, load_nifti, read_header, remove_stale_temporaries, same_geometry, save_nifti_atomic, write_text_atomic,
 )
-from cascade.qc import class_volumes_ml, volume_warnings
+from cascade.qc import class_volumes_ml, grid_warnings, volume_warnings
 
 __all__ = [
     "REPORT_COLUMNS", "PredictionReport", "run_record", "write_run_record", "check_resume_record", "list_inputs", "output_paths",
-    "check_output_folder", "check_outputs", "predict_cases",
+    "check_output_folder", "check_outputs", "out_of_memory", "predict_cases",
 ]
 
 REPORT_COLUMNS = (
@@ -152,6 +151,30 @@ def _read_report(path: Path) -> list[dict]:
         return []
 
 
+def out_of_memory(err: BaseException | None) -> bool:
+    """Whether an exception, or one in its chain (MONAI wraps transform errors), is an allocation failure."""
+    while err is not None:
+        text = str(err).lower()
+        if isinstance(err, MemoryError) or "out of memory" in text or "can't allocate memory" in text:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _failure_message(image: str, err: Exception, device: object) -> str:
+    """One line for a case that failed other than by bad input: out of memory named as such."""
+    if not out_of_memory(err):
+        return f"{image}: unexpected {type(err).__name__}: {err}"
+    try:
+        header = read_header(image)
+        shape, field_mm = header.shape[:3], np.array(header.shape[:3]) * np.linalg.norm(header.affine[:3, :3], axis=0)
+        size = (f" on a volume of {shape[0]} x {shape[1]} x {shape[2]} voxels ({np.prod(shape) / 1e6:.1f} M) covering "
+                f"{field_mm[0]:.0f} x {field_mm[1]:.0f} x {field_mm[2]:.0f} mm")
+    except InputError:
+        size = ""
+    return f"{image}: out of memory on {device}{size}; free memory, use another --device, --tta false or --mask_region true"
+
+
 def _row(item: dict, result: CaseResult | None = None, seconds: float = 0.0) -> dict:
     row = {key: "" for key in REPORT_COLUMNS} | {"case": item["case"], "image": item["image"], "image_sha256": item.get("sha256", "")}
     if result is not None:
@@ -227,10 +250,11 @@ def predict_cases(
                 item = item | {"sha256": file_sha256(item["image"])}
                 result = engine.predict_image(item["image"])
                 volumes = class_volumes_ml(result.labels, result.mask, result.affine)
-                warnings = result.input_warnings + (result.warnings or volume_warnings(item["image"], volumes, engine.labelled_classes))
+                warnings = (result.input_warnings + grid_warnings(item["image"], result.affine)
+                            + (result.warnings or volume_warnings(item["image"], volumes, engine.labelled_classes)))
                 _save(result, paths)
             except Exception as err:  # one bad case must not stop the folder
-                message = str(err) if isinstance(err, InputError) else f"{item['image']}: unexpected {type(err).__name__}: {err}"
+                message = str(err) if isinstance(err, InputError) else _failure_message(item["image"], err, (engine.localizer or engine.segmenter).device)
                 tqdm.write(f"cascade: error: {message}", file=sys.stderr)
                 if debug:
                     traceback.print_exc()
@@ -328,15 +352,7 @@ def check_output_folder(source: str | os.PathLike, out_dir: str | os.PathLike) -
     out_dir = Path(out_dir)
     if Path(source).is_dir() and _real(source) == _real(out_dir):
         raise InputError(f"{out_dir}: the output folder is the input folder; predictions would mix with the data there, choose another one")
-    existing = next(folder for folder in (out_dir, *out_dir.absolute().parents) if folder.exists())
-    if not existing.is_dir():
-        raise InputError(f"{existing}: the output folder {'is' if existing == out_dir else 'lies under'} an existing file, not a folder")
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as err:
-        reason = "permission denied" if isinstance(err, PermissionError) else err.strerror or str(err)
-        raise InputError(f"{existing}: the output folder cannot be written ({reason})") from None
+    check_writable_folder(out_dir, "the output folder")
 
 
 def list_inputs(source: str | os.PathLike) -> list[dict]:

@@ -14,6 +14,10 @@ that cannot be an adult's atria into a warning naming the file. The bounds are d
 - stage-1 mask (the union of the three) at least :data:`MIN_STAGE1_ML`: below it the localizer
   found no atria worth segmenting.
 
+- voxels up to :data:`MAX_WALL_VOXEL_MM` on every axis: the atrial wall is 2-3 mm thick, so a
+  coarser axis (a 2D stack of 8-10 mm slices, say) cannot resolve it, and partial volume turns
+  wall into cavity or background; the wall volume (and the cavities' edges) are then unreliable.
+
 The MBAS cases hold about 270k labelled voxels of 0.98 mm^3 (about 260 ml, the paper's appendix
 A.2), inside every bound.
 """
@@ -26,10 +30,11 @@ import numpy as np
 
 from cascade.labels import CLASS_NAMES
 
-__all__ = ["VOLUME_RANGES_ML", "MIN_STAGE1_ML", "voxel_volume_ml", "class_volumes_ml", "volume_warnings"]
+__all__ = ["VOLUME_RANGES_ML", "MIN_STAGE1_ML", "MAX_WALL_VOXEL_MM", "voxel_volume_ml", "class_volumes_ml", "volume_warnings", "grid_warnings"]
 
 VOLUME_RANGES_ML = {"wall": (2.0, 200.0), "right_atrium": (10.0, 400.0), "left_atrium": (10.0, 400.0)}
 MIN_STAGE1_ML = 20.0
+MAX_WALL_VOXEL_MM = 4.0
 
 
 def voxel_volume_ml(affine: np.ndarray) -> float:
@@ -69,3 +74,13 @@ def volume_warnings(source: str, volumes: dict[str, float], labelled: Collection
         if name in checked and not low <= volumes[name] <= high:
             warnings.append(f"{source}: {name.replace('_', ' ')} of {volumes[name]:.1f} ml is outside the plausible {low:g}-{high:g} ml")
     return warnings
+
+
+def grid_warnings(source: str, affine: np.ndarray) -> list[str]:
+    """A warning line when the grid is too coarse to resolve the atrial wall (see the module docstring)."""
+    sizes = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    if sizes.max() <= MAX_WALL_VOXEL_MM:
+        return []
+    size = " x ".join(f"{s:.3g}" for s in sizes)
+    return [f"{source}: voxel size {size} mm is coarser than {MAX_WALL_VOXEL_MM:g} mm on an axis: the 2-3 mm atrial wall "
+            "cannot be resolved there, so wall volume and cavity edges are unreliable"]

@@ -137,6 +137,8 @@ def test_corrupt_slices_and_spikes_do_not_wreck_the_labels_and_are_reported(phan
     variants["spikes"][tuple(rng.integers(0, n, 40) for n in image.shape)] = 1e6
     for name, data in variants.items():
         write_nifti(tmp_path / "in" / f"{name}.nii.gz", data, affine)
+    thick, _, thick_affine = make_phantom(4242, (8, 160, 160), (8.0, 1.25, 1.25))  # a 2D stack of 8 mm slices
+    write_nifti(tmp_path / "in" / "thick_slices.nii.gz", thick, thick_affine)
     result = cascade("predict", str(tmp_path / "in"), str(tmp_path / "out"), "--demo", "--device", "cpu")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = report(tmp_path / "out")
@@ -144,13 +146,34 @@ def test_corrupt_slices_and_spikes_do_not_wreck_the_labels_and_are_reported(phan
     assert "corrupt slices along axis 2: 23 (" in rows["saturated"]["message"]
     assert "corrupt slices along axis 2: 0 (" in rows["saturated_65535"]["message"]
     assert "40 spike voxels" in rows["spikes"]["message"]
-    assert len([line for line in lines(result.stderr, "warning") if "corrupt slices" in line or "spike" in line]) == 3
+    assert "voxel size 1.25 x 1.25 x 8 mm is coarser than 4 mm on an axis" in rows["thick_slices"]["message"]
+    assert len([line for line in lines(result.stderr, "warning") if "corrupt slices along" in line or "spike voxels" in line]) == 3
     scores = {
         name: np.array([dice(labels_of(tmp_path / "out" / f"{name}_label.nii.gz") == value, label == value) for value in (1, 2, 3)])
         for name in variants
     }
     for name in variants:
         assert np.abs(scores[name] - scores["clean"]).max() < 0.05, (name, scores[name], scores["clean"])
+
+
+def test_out_of_memory_is_named_with_the_case_and_its_size(phantom, tmp_path):
+    """A 1.6 m field of view resampled to the localizer's 2 mm grid cannot fit a process limited to
+    4 GB of address space (RLIMIT_AS): the case fails with one line saying so, the next case runs."""
+    resource = pytest.importorskip("resource")
+    image, _, affine = phantom
+    huge = np.random.default_rng(0).normal(100, 10, (100, 100, 100)).astype(np.float32)
+    write_nifti(tmp_path / "in" / "huge.nii.gz", huge, np.diag([16.0, 16.0, 16.0, 1.0]))
+    write_nifti(tmp_path / "in" / "normal.nii.gz", image, affine)
+    limit = 4 << 30
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    result = cascade("predict", str(tmp_path / "in"), str(tmp_path / "out"), "--demo", "--device", "cpu", preexec_fn=limit_memory)
+    assert result.returncode == 1, result.stderr[-3000:]
+    [line] = [line for line in lines(result.stderr, "error") if "huge" in line]
+    assert "huge.nii.gz: out of memory on cpu on a volume of 100 x 100 x 100 voxels (1.0 M) covering 1600 x 1600 x 1600 mm" in line
+    assert report(tmp_path / "out")["normal"]["status"] == "ok" and not (tmp_path / "out" / "huge_label.nii.gz").exists()
 
 
 def test_bad_files_are_one_line_each_and_the_rest_of_the_folder_completes(phantom, tmp_path):
@@ -288,6 +311,20 @@ def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(phantom
     [error] = lines(result.stderr, "error")
     assert error.startswith(f"cascade: error: {blocker}: the output folder") and "not a folder" in error
     assert blocker.read_text() == "not a folder" and "weights of" not in result.stdout  # refused before loading any model
+
+
+def test_an_unwritable_cache_folder_is_refused_before_any_work(phantom, tmp_path):
+    """The OpenVINO backend keeps exported networks in $CASCADE_CACHE_DIR: one under a file is one line."""
+    image, _, affine = phantom
+    source = write_nifti(tmp_path / "in" / "case.nii.gz", image, affine)
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a folder")
+    environment = os.environ | {"CASCADE_CACHE_DIR": str(blocker / "cache")}
+    result = cascade("predict", str(source), str(tmp_path / "out"), "--demo", "--backend", "openvino", env=environment)
+    assert result.returncode == 1
+    [error] = lines(result.stderr, "error")
+    assert error == f"cascade: error: {blocker}: the cache folder of exported networks ($CASCADE_CACHE_DIR) lies under an existing file, not a folder"
+    assert not (tmp_path / "out").exists() and "weights of" not in result.stdout
 
 
 def test_discovery_reports_what_it_skips(tmp_path):
