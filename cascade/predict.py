@@ -341,8 +341,9 @@ def check_resume_record(out_dir: Path, record: dict) -> None:
 def check_output_folder(source: str | os.PathLike, out_dir: str | os.PathLike) -> None:
     """Refuse, before any work, an output folder the run could not finish in.
 
-    A data folder predicted into itself is refused: label maps written among the data would be read
-    back as its ground truth (flat layout) or as extra cases (MBAS layout). The folder (or, while it
+    A data folder predicted into itself, or into a folder inside it, is refused: label maps written
+    among the data would be read back as its ground truth (flat layout, or an MBAS case folder) or
+    as extra cases. The folder (or, while it
     does not exist, the nearest existing folder above it) must take a file: a probe file is created
     there and removed at once.
 
@@ -352,6 +353,11 @@ def check_output_folder(source: str | os.PathLike, out_dir: str | os.PathLike) -
     out_dir = Path(out_dir)
     if Path(source).is_dir() and _real(source) == _real(out_dir):
         raise InputError(f"{out_dir}: the output folder is the input folder; predictions would mix with the data there, choose another one")
+    if Path(source).is_dir() and Path(_real(source)) in Path(_real(out_dir)).parents:
+        raise InputError(
+            f"{out_dir}: the output folder lies inside the input folder {source}; label maps there would mix with its cases "
+            "(read back as ground truth or extra cases), choose a folder outside it"
+        )
     check_writable_folder(out_dir, "the output folder")
 
 

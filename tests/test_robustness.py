@@ -227,6 +227,13 @@ def test_inputs_are_never_overwritten_and_resume_checks_outputs(phantom, tmp_pat
     [error] = lines(refused.stderr, "error")
     assert "the output folder is the input folder" in error and "--overwrite" not in error
 
+    # a folder inside the data (an MBAS-style case folder of it, or any other) would mix with its cases
+    for inside in (flat / "case", flat / "predictions"):
+        refused = cascade("predict", str(flat), str(inside), "--demo", "--device", "cpu")
+        assert refused.returncode == 1 and not inside.exists() and truth.read_bytes() == before
+        [error] = lines(refused.stderr, "error")
+        assert f"{inside}: the output folder lies inside the input folder {flat}" in error
+
     # a single image names its folder's label map as an input too: neither --overwrite nor --resume takes it
     for flag in ("--overwrite", "--resume"):
         refused = cascade("predict", str(flat / "case.nii.gz"), str(flat), "--demo", flag, "--device", "cpu")
