@@ -45,6 +45,48 @@ masks = st.integers(0, 2**16).map(lambda seed: np.random.default_rng(seed).rando
 
 
 @FUZZ
+@given(
+    shape=shapes, spacing=spacings, angle=angles, shift=st.floats(-50, 50), codes=st.tuples(st.sampled_from([0, 1, 2, 3, 4]), st.sampled_from([0, 1, 2, 3, 4]))
+)
+def test_saved_label_maps_keep_any_header_geometry(tmp_path_factory, shape, spacing, angle, shift, codes):
+    """Any qform/sform pair (codes 0-4, matrices that disagree): the output's are the input's."""
+    qform = affine_of(spacing, angle, 0.0, [0, 1, 2])
+    sform = qform.copy()
+    sform[:3, 3] += shift
+    source = nib.Nifti1Image(np.zeros(shape, np.float32), None)
+    source.set_qform(qform, codes[0])
+    source.set_sform(sform, codes[1])
+    header = nib.Nifti1Header.from_header(source.header)
+    labels = np.ones(shape, np.uint8)
+    path = save_nifti_atomic(labels, header.get_best_affine(), tmp_path_factory.mktemp("hdr") / "case_label.nii.gz", header=header)
+    saved = nib.load(str(path)).header
+    for get in ("get_qform", "get_sform"):
+        assert int(getattr(saved, get)(coded=True)[1]) == int(getattr(header, get)(coded=True)[1])
+        np.testing.assert_allclose(getattr(saved, get)(), getattr(header, get)(), atol=1e-4)
+    np.testing.assert_allclose(saved.get_best_affine(), header.get_best_affine(), atol=1e-4)
+
+
+@FUZZ
+@given(seed=st.integers(0, 2**16), index=st.integers(0, 11), factor=st.floats(8.0, 1e4), spacing=spacings)
+def test_a_bright_slice_is_found_and_a_clean_volume_is_left_alone(seed, index, factor, spacing):
+    """Smooth, noisy volumes are never flagged; one slice at ``factor`` x their maximum always is."""
+    from scipy.ndimage import gaussian_filter
+
+    from cascade.intensity import find_intensity_outliers, repair_intensity_outliers, slice_axis
+
+    rng = np.random.default_rng(seed)
+    clean = (gaussian_filter(rng.uniform(50, 150, (16, 16, 12)), 2) + rng.rayleigh(5, (16, 16, 12))).astype(np.float32)
+    affine = np.diag([*spacing, 1.0])
+    assert not find_intensity_outliers(clean, affine)
+    axis = slice_axis(affine)
+    corrupt = clean.copy()
+    np.moveaxis(corrupt, axis, 0)[index % corrupt.shape[axis]] = factor * clean.max()
+    found = find_intensity_outliers(corrupt, affine)
+    assert found.slices == (index % corrupt.shape[axis],)
+    assert repair_intensity_outliers(corrupt, found).max() <= clean.max()
+
+
+@FUZZ
 @given(a=masks, b=masks, spacing=spacings, order=st.permutations([0, 1, 2]))
 def test_metric_invariants(a, b, spacing, order):
     assert dice(a, b) == dice(b, a)
