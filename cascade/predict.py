@@ -162,7 +162,9 @@ def out_of_memory(err: BaseException | None) -> bool:
 
 
 def _failure_message(image: str, err: Exception, device: object) -> str:
-    """One line for a case that failed other than by bad input: out of memory named as such."""
+    """One line for a case that failed other than by bad input: out of memory and permissions named as such."""
+    if isinstance(err, PermissionError):
+        return f"{err.filename or image}: permission denied"
     if not out_of_memory(err):
         return f"{image}: unexpected {type(err).__name__}: {err}"
     try:
@@ -258,7 +260,7 @@ def predict_cases(
                 tqdm.write(f"cascade: error: {message}", file=sys.stderr)
                 if debug:
                     traceback.print_exc()
-                elif not isinstance(err, InputError):
+                elif not isinstance(err, (InputError, PermissionError)):
                     tqdm.write("cascade: (run with --debug for the traceback)", file=sys.stderr)
                 report.rows.append(_row(item) | {"status": "failed", "message": message})
                 continue

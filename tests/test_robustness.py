@@ -334,6 +334,25 @@ def test_an_unwritable_cache_folder_is_refused_before_any_work(phantom, tmp_path
     assert not (tmp_path / "out").exists() and "weights of" not in result.stdout
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_files_and_folders_are_named_as_permission_denied(phantom, tmp_path):
+    image, _, affine = phantom
+    write_nifti(tmp_path / "in" / "good.nii.gz", image, affine)
+    locked = write_nifti(tmp_path / "in" / "locked.nii.gz", image, affine)
+    locked.chmod(0)
+    result = cascade("predict", str(tmp_path / "in"), str(tmp_path / "out"), "--demo", "--device", "cpu")
+    assert result.returncode == 1
+    assert [line for line in lines(result.stderr, "error") if "locked" in line] == [f"cascade: error: {locked}: permission denied"]
+    folder = tmp_path / "in"
+    folder.chmod(0)
+    try:
+        result = cascade("predict", str(folder), str(tmp_path / "out2"), "--demo", "--device", "cpu")
+    finally:
+        folder.chmod(0o755)
+    [error] = lines(result.stderr, "error")
+    assert result.returncode == 1 and error.startswith(f"cascade: error: {folder}") and error.endswith(": permission denied")
+
+
 def test_discovery_reports_what_it_skips(tmp_path):
     image = np.random.default_rng(0).normal(size=(8, 8, 4)).astype(np.float32)
     flat = tmp_path / "flat"
