@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +39,9 @@ __all__ = [
     "StageWeights",
     "pretrained_names",
     "publish_weights",
+    "require_checkpoint",
     "stage_weights",
+    "stop_on_input_error",
     "work_folds",
 ]
 
@@ -233,3 +235,33 @@ def publish_weights(models: str | os.PathLike, stage: str, name: str, bundle: st
         torch.save(half, target / f"fold{k}.pt")
         written.append(target / f"fold{k}.pt")
     return written
+
+
+def require_checkpoint(checkpoint: str | os.PathLike) -> None:
+    """Check that a bundle's ``checkpoint`` exists, saying how to get weights when it does not.
+
+    Raises:
+        MissingCheckpointError: no file at ``checkpoint``.
+    """
+    if not Path(checkpoint).is_file():
+        raise MissingCheckpointError(
+            f"{checkpoint}: checkpoint not found; get weights: the shipped ones (add configs/demo.json or "
+            "configs/la2018.json to --config_file), a trained fold (--checkpoint WORK/<stage>/fold<k>/models/model.pt "
+            "from `cascade crossval` or a training run), or `cascade import-nnunet`"
+        )
+
+
+def stop_on_input_error(check: Callable[..., object], *args, **kwargs) -> None:
+    """Run ``check(*args, **kwargs)``; turn a bad-input error into a one-line exit (status 1).
+
+    For the first step of a bundle config's ``run`` list: ``python -m monai.bundle run`` prints the
+    whole traceback of any exception (70-110 lines for a missing checkpoint or too few cases),
+    while ``SystemExit`` with a message prints that one line.
+
+    Raises:
+        SystemExit: ``check`` raised :class:`~cascade.io.InputError` or ``ValueError``.
+    """
+    try:
+        check(*args, **kwargs)
+    except (InputError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None

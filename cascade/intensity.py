@@ -65,8 +65,12 @@ class IntensityOutliers:
         """One phrase for a warning line."""
         parts = []
         if self.slices:
-            ratios = ", ".join(f"{i} ({r:.1f}x)" for i, r in zip(self.slices, self.brightness))
-            parts.append(f"corrupt slices along axis {self.axis}: {ratios} the median slice's 99th percentile, replaced by the nearest sound slice")
+            many = len(self.slices) > 1
+            which, ratios = ", ".join(map(str, self.slices)), ", ".join(f"{r:.1f}x" for r in self.brightness)
+            parts.append(
+                f"slice{'s' if many else ''} {which} along axis {self.axis} {'are' if many else 'is'} {ratios} as bright as the "
+                "median slice (99th percentiles): corrupt, replaced by the nearest sound slice"
+            )
         if self.spikes:
             parts.append(f"{self.spikes} spike voxels above {self.spike_bound:.4g} set to {self.spike_value:.4g}")
         return "; ".join(parts)

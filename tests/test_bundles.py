@@ -4,6 +4,10 @@ resuming, inference and evaluation on phantom data."""
 from __future__ import annotations
 
 import csv
+import os
+import shutil
+import subprocess
+import sys
 import re
 from pathlib import Path
 
@@ -158,3 +162,22 @@ def test_class_ratio_sampling():
     fractions = counts / draws
     assert fractions[0] == 0
     np.testing.assert_allclose(fractions[1:], [0.5, 0.25, 0.25], atol=0.04)
+
+
+@pytest.mark.parametrize("bundle", ["atria_localizer", "atria_segmenter"])
+def test_bundle_runs_without_weights_or_with_too_few_cases_fail_in_one_line(bundle, tmp_path, mbas_dir):
+    """The model-zoo way, no overlay: a missing ./models/model.pt, and 4 labelled cases for 5 folds,
+    each end with one line (after MONAI's own config warning) and status 1, not a traceback."""
+    copy = tmp_path / bundle
+    shutil.copytree(BUNDLES[bundle], copy, ignore=shutil.ignore_patterns("models"))
+    environment = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    runs = {
+        "inference": ["run", "--config_file", "configs/inference.json", "--dataset_dir", str(mbas_dir)],
+        "training": ["run", "training", "--config_file", "configs/train.json", "--dataset_dir", str(mbas_dir), "--mask_from_label", "true"],
+    }
+    for name, args in runs.items():
+        result = subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=copy, capture_output=True, text=True, env=environment, timeout=300)
+        assert result.returncode == 1, (name, result.stderr[-2000:])
+        [line] = [line for line in result.stderr.splitlines() if line.strip()]
+        expected = "error: ./models/model.pt: checkpoint not found; get weights:" if name == "inference" else "error: 4 cases cannot be split into 5 folds"
+        assert line.startswith(expected), (name, line)

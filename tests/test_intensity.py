@@ -38,7 +38,7 @@ def test_corrupt_slices_and_spikes_are_found_and_repaired_without_touching_the_i
     before = corrupt.copy()
     found = find_intensity_outliers(corrupt, affine)
     assert (found.axis, found.slices, found.spikes) == (2, (0, 13), 3)
-    assert "corrupt slices along axis 2: 0 (" in found.describe() and "3 spike voxels" in found.describe()
+    assert "slices 0, 13 along axis 2 are " in found.describe() and "3 spike voxels" in found.describe()
     repaired = repair_intensity_outliers(corrupt, found)
     np.testing.assert_array_equal(corrupt, before)
     np.testing.assert_array_equal(repaired[:, :, 0], image[:, :, 1])
