@@ -241,33 +241,21 @@ def predict_cases(
         remove_stale_temporaries(path)  # left by a kill -9 of an earlier run
     report = PredictionReport()
     recorded = {row["case"]: row.get("image_sha256") or "" for row in _read_report(out_dir / REPORT_NAME)} if resume else {}
+    log_lines, computed = not sys.stderr.isatty(), []  # without a terminal (a batch job's log): one line per case
     try:
-        for item in tqdm(inputs, desc="cases", unit="case", file=sys.stderr, disable=None):  # no bar unless a terminal
+        for index, item in enumerate(tqdm(inputs, desc="cases", unit="case", file=sys.stderr, disable=None), 1):
             paths = output_paths(item["case"], out_dir, save_masks)
-            if resume and _finished(item, paths, recorded.get(item["case"], "")):
-                report.rows.append(_row(item) | {"status": "resumed"})
-                continue
             start = time.perf_counter()
-            try:
-                item = item | {"sha256": file_sha256(item["image"])}
-                result = engine.predict_image(item["image"])
-                volumes = class_volumes_ml(result.labels, result.mask, result.affine)
-                warnings = (result.input_warnings + grid_warnings(item["image"], result.affine)
-                            + (result.warnings or volume_warnings(item["image"], volumes, engine.labelled_classes)))
-                _save(result, paths)
-            except Exception as err:  # one bad case must not stop the folder
-                message = str(err) if isinstance(err, InputError) else _failure_message(item["image"], err, (engine.localizer or engine.segmenter).device)
-                tqdm.write(f"cascade: error: {message}", file=sys.stderr)
-                if debug:
-                    traceback.print_exc()
-                elif not isinstance(err, (InputError, PermissionError)):
-                    tqdm.write("cascade: (run with --debug for the traceback)", file=sys.stderr)
-                report.rows.append(_row(item) | {"status": "failed", "message": message})
-                continue
-            for warning in warnings:
-                tqdm.write(f"cascade: warning: {warning}", file=sys.stderr)
-            row = _row(item, result, time.perf_counter() - start)
-            report.rows.append(row | {"status": "warning" if warnings else "ok", "message": "; ".join(warnings)})
+            if resume and _finished(item, paths, recorded.get(item["case"], "")):
+                row = _row(item) | {"status": "resumed"}
+            else:
+                row = _predict_case(engine, item, paths, debug)
+                computed.append(time.perf_counter() - start)
+            report.rows.append(row)
+            if log_lines:
+                eta = _duration(sum(computed) / len(computed) * (len(inputs) - index)) if computed else "unknown"
+                print(f"cascade: [{index}/{len(inputs)}] {item['case']}: {row['status']}, {time.perf_counter() - start:.1f} s; "
+                      f"ETA {eta}", file=sys.stderr, flush=True)
             if report_name:  # after every case: a kill -9 loses at most the case in flight
                 report.write(out_dir / report_name)
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI
@@ -276,6 +264,37 @@ def predict_cases(
         if report_name:
             report.write(out_dir / report_name)
     return report
+
+
+def _duration(seconds: float) -> str:
+    """``1 h 02 min``, ``3 min 05 s`` or ``12 s``."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def _predict_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], debug: bool) -> dict:
+    """Predict and save one case; its report row. A failure is one error line and a ``failed`` row."""
+    start = time.perf_counter()
+    try:
+        item = item | {"sha256": file_sha256(item["image"])}
+        result = engine.predict_image(item["image"])
+        volumes = class_volumes_ml(result.labels, result.mask, result.affine)
+        warnings = (result.input_warnings + grid_warnings(item["image"], result.affine)
+                    + (result.warnings or volume_warnings(item["image"], volumes, engine.labelled_classes)))
+        _save(result, paths)
+    except Exception as err:  # one bad case must not stop the folder
+        message = str(err) if isinstance(err, InputError) else _failure_message(item["image"], err, (engine.localizer or engine.segmenter).device)
+        tqdm.write(f"cascade: error: {message}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        elif not isinstance(err, (InputError, PermissionError)):
+            tqdm.write("cascade: (run with --debug for the traceback)", file=sys.stderr)
+        return _row(item) | {"status": "failed", "message": message}
+    for warning in warnings:
+        tqdm.write(f"cascade: warning: {warning}", file=sys.stderr)
+    row = _row(item, result, time.perf_counter() - start)
+    return row | {"status": "warning" if warnings else "ok", "message": "; ".join(warnings)}
 
 
 def run_record(engine: CascadeEngine, command: Sequence[str]) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -143,6 +144,10 @@ def test_corrupt_slices_and_spikes_do_not_wreck_the_labels_and_are_reported(phan
     assert result.returncode == 0, result.stderr[-3000:]
     rows = report(tmp_path / "out")
     assert (rows["clean"]["status"], rows["clean"]["message"]) == ("ok", "")
+    # stderr is not a terminal here, as in a batch job's log: one progress line per case, in order
+    progress = [line for line in result.stderr.splitlines() if line.startswith("cascade: [")]
+    assert [line.split("]")[0] for line in progress] == [f"cascade: [{i}/5" for i in range(1, 6)] and "/5] clean: ok, " in progress[0]
+    assert all(re.search(r"\d+\.\d s; ETA (\d+ min )?\d+ s$", line) for line in progress), progress
     assert "slice 23 along axis 2 is " in rows["saturated"]["message"]
     assert "slice 0 along axis 2 is " in rows["saturated_65535"]["message"]
     assert "40 spike voxels" in rows["spikes"]["message"]
