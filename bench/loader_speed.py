@@ -43,26 +43,21 @@ from monai.bundle import ConfigParser
 from monai.transforms import Compose, RandomizableTrait, Transform
 from monai.utils import set_determinism
 
+from cascade.bundles import STAGES, bundle_dir, read_stage_config
 from cascade.data import discover_cases
 from cascade.phantom import write_phantoms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timed_network import synchronize  # noqa: E402
 
-BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
-STAGES = {"localizer": BUNDLES / "atria_localizer", "segmenter": BUNDLES / "atria_segmenter"}
 NO_CACHE_COPY = str(Path(__file__).resolve().parent / "configs" / "no_cache_copy.json")
 
 
 def training_config(stage: str, data: Path, device: torch.device, configs: list[str], no_cache_copy: bool) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config([str(STAGES[stage] / "configs" / "train.json"), *([NO_CACHE_COPY] if no_cache_copy else []), *configs])
-    overrides = {"bundle_root": str(STAGES[stage]), "dataset_dir": str(data), "fold": -1,
-                 "device": f"$torch.device('{device}')"}
+    overrides = {"dataset_dir": str(data), "fold": -1, "device": f"$torch.device('{device}')"}
     if stage == "segmenter":
         overrides["mask_from_label"] = True  # the dilated label stands in for stage-1 masks
-    parser.update(overrides)
-    return parser
+    return read_stage_config(bundle_dir(stage), "train", [*([NO_CACHE_COPY] if no_cache_copy else []), *configs], overrides)
 
 
 def transform_names(transforms: list) -> list[str]:

@@ -74,12 +74,12 @@ def main() -> None:
             write_phantoms(data, cases=args.cases, seed=args.seed, shape=tuple(args.shape), spacing=tuple(args.spacing))
         cases = image_datalist(data)
         localizer = stage(bundle_dir("localizer"), args.weights, common)
-        whole = stage(bundle_dir("segmenter"), args.weights, {**common, "crop_to_mask": False, "mask_from_label": False})
+        whole = stage(bundle_dir("segmenter"), args.weights, {**common, "mask_region": False, "mask_from_label": False})
         patch = whole.parser.get_parsed_content("patch_size")
         base_margin = whole.parser.get_parsed_content("crop_margin")
         margins = [[int(round(m * scale)) for m in base_margin] for scale in args.scales]
         regions = [
-            stage(bundle_dir("segmenter"), args.weights, {**common, "crop_to_mask": True, "crop_margin": m, "mask_from_label": False})
+            stage(bundle_dir("segmenter"), args.weights, {**common, "mask_region": True, "crop_margin": m, "mask_from_label": False})
             for m in margins
         ]
         pixdim = whole.parser.get_parsed_content("pixdim")

@@ -50,26 +50,22 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import nibabel as nib
-import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
 from cascade.labels import LABEL_VALUES
 from cascade.phantom import DEFAULT_SHAPE, DEFAULT_SPACING, case_seed, make_phantom, write_phantoms
-from cascade.bundles import bundle_dir, overlay_path
+from cascade.bundles import STAGES, bundle_dir, read_stage_config
 from cascade.engine import StagePredictor
 from cascade.transforms import CropForegroundMinSize, dilate_mask
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timed_network import TimedNetwork, synchronize  # noqa: E402
 
-STAGES = {stage: bundle_dir(stage) for stage in ("localizer", "segmenter")}
 
 
 def stage_config(stage: str, overrides: dict, configs: list[str] = ()) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config([str(STAGES[stage] / "configs" / "inference.json"), *(str(overlay_path(STAGES[stage], c)) for c in configs)])
-    parser.update({"bundle_root": str(STAGES[stage]), **overrides})
+    parser = read_stage_config(bundle_dir(stage), "inference", configs, overrides)
     return parser
 
 
@@ -221,9 +217,9 @@ def cascade_row(args, device, item, weights, features, overlap, region, tta, set
         overrides = {"device": f"$torch.device('{device}')", "overlap": overlap, "num_workers": 0,
                      "features_per_stage": features[stage], "tta": tta}
         if stage == "segmenter":
-            overrides |= {"crop_to_mask": region == "mask region", "mask_from_label": True}
+            overrides |= {"mask_region": region == "mask region", "mask_from_label": True}
         start = time.perf_counter()
-        predictor = StagePredictor(STAGES[stage], [weights[stage]], overrides, args.configs, backend=backend, precision=precision)
+        predictor = StagePredictor(bundle_dir(stage), [weights[stage]], overrides, args.configs, backend=backend, precision=precision)
         build = time.perf_counter() - start  # with the export when the network is not in the cache yet
         predictor.network.members = [TimedNetwork(n) for n in predictor.network.members]
         predictor(predictor.load(item))

@@ -38,11 +38,11 @@ from ignite.engine import Events
 from monai.bundle import ConfigParser
 from monai.utils import set_determinism
 
+from cascade.bundles import STAGES, bundle_dir, read_stage_config
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 BENCH = Path(__file__).resolve().parent
-BUNDLES = BENCH.parent / "bundles"
-STAGES = {"localizer": BUNDLES / "atria_localizer", "segmenter": BUNDLES / "atria_segmenter"}
 MODES = {
     "config": [],
     "no_cache_copy": ["configs/no_cache_copy.json"],
@@ -52,11 +52,9 @@ MODES = {
 
 
 def build(stage: str, mode: str, args: argparse.Namespace, scratch: Path) -> ConfigParser:
-    parser = ConfigParser()
     overlays = [str(BENCH / c.format(stage=stage)) for c in MODES[mode]]
-    parser.read_config([str(STAGES[stage] / "configs" / "train.json"), *args.configs, *overlays])
     overrides = {
-        "bundle_root": str(STAGES[stage]), "ckpt_dir": str(scratch / "models"), "output_dir": str(scratch / "runs"),
+        "ckpt_dir": str(scratch / "models"), "output_dir": str(scratch / "runs"),
         "dataset_dir": str(args.data), "fold": -1, "num_folds": 2, "num_epochs": 1, "iterations_per_epoch": args.iterations,
         "device": f"$torch.device('{args.device}')", "train#dataset#progress": False,
     }
@@ -64,7 +62,7 @@ def build(stage: str, mode: str, args: argparse.Namespace, scratch: Path) -> Con
         overrides["num_workers"] = args.num_workers
     if stage == "segmenter":
         overrides["mask_from_label"] = True  # the dilated label stands in for stage-1 masks
-    parser.update(overrides)
+    parser = read_stage_config(bundle_dir(stage), "train", [*args.configs, *overlays], overrides)
     parser.get_parsed_content("initialize")
     return parser
 

@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from monai.bundle import ConfigParser
 
 from cascade.io import InputError
 
@@ -33,13 +36,16 @@ __all__ = [
     "STAGES",
     "BUNDLES_ENV",
     "MissingCheckpointError",
+    "RENAMED_KEYS",
     "bundles_root",
     "bundle_dir",
     "overlay_path",
     "StageWeights",
     "pretrained_names",
     "publish_weights",
+    "read_stage_config",
     "require_checkpoint",
+    "stage_config_files",
     "stage_weights",
     "stop_on_input_error",
     "work_folds",
@@ -91,6 +97,44 @@ def overlay_path(bundle: str | os.PathLike, overlay: str | os.PathLike) -> Path:
     if not path.is_file():
         raise InputError(f"{path}: config overlay not found")
     return path
+
+
+RENAMED_KEYS = {"crop_to_mask": "mask_region"}  # old config key -> new, read with a deprecation line until 0.3
+
+
+def stage_config_files(bundle: str | os.PathLike, base: str, overlays: Sequence[str | os.PathLike] = ()) -> list[Path]:
+    """``configs/<base>.json`` of a bundle and its overlays (:func:`overlay_path`), in layering order.
+
+    Raises:
+        InputError: a file does not exist.
+    """
+    first = Path(bundle) / "configs" / f"{base}.json"
+    if not first.is_file():
+        raise InputError(f"{first}: bundle config not found")
+    return [first, *(overlay_path(bundle, overlay) for overlay in overlays)]
+
+
+def read_stage_config(
+    bundle: str | os.PathLike, base: str = "inference", overlays: Sequence[str | os.PathLike] = (), overrides: Mapping | None = None
+) -> ConfigParser:
+    """A bundle's config as MONAI reads it: ``configs/<base>.json``, the overlays layered in order,
+    then ``overrides``; ``bundle_root`` is the bundle folder. Renamed keys of earlier releases
+    (:data:`RENAMED_KEYS`) in an overlay or the overrides still apply, with a deprecation line.
+
+    Raises:
+        InputError: a config file does not exist.
+    """
+    files = stage_config_files(bundle, base, overlays)
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in files])
+    updates = {"bundle_root": str(Path(bundle)), **(overrides or {})}
+    for old, new in RENAMED_KEYS.items():
+        holders = [holder for holder in (updates, parser.config) if old in holder]
+        if holders:
+            warnings.warn(f"config key '{old}' is now '{new}'; '{old}' is read until version 0.3", FutureWarning, stacklevel=2)
+            updates.setdefault(new, holders[0].pop(old))
+    parser.update(updates)
+    return parser
 
 
 @dataclass

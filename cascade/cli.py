@@ -17,97 +17,14 @@ from cascade.annotation import ALL_CLASSES
 from cascade.crossval import TrainingError
 from cascade.io import InputError
 from cascade.labels import CLASS_NAMES
+from cascade.settings import as_bool, as_classes, as_margin, as_number, as_path, as_paths, as_seed, as_triple
 
 __all__ = ["main"]
-
-
-def as_bool(value: bool | str | int, flag: str) -> bool:
-    """A boolean flag's value: fire passes ``--flag false`` on as the string ``"false"``, which is truthy.
-
-    Raises:
-        ValueError: the value is not one of true/false, yes/no, 1/0 (any case).
-    """
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "1"):
-        return True
-    if text in ("false", "no", "0"):
-        return False
-    raise ValueError(f"--{flag}: expected true or false, got {value!r}")
-
-
-def as_number(value: float | int | str | None, flag: str, low: float, high: float, integer: bool = False) -> float | int | None:
-    """A numeric flag's value checked against ``[low, high]``; ``None`` (not given) passes through.
-
-    Raises:
-        ValueError: not a number, not an integer where one is needed, or out of range.
-    """
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"--{flag}: expected a number, got {value!r}") from None
-    if integer and not number.is_integer():
-        raise ValueError(f"--{flag}: expected a whole number, got {value!r}")
-    if not low <= number <= high:
-        raise ValueError(f"--{flag}: expected a value in [{low}, {high}], got {value!r}")
-    return int(number) if integer else number
-
-
-def as_seed(value: int | str | None, default: int) -> int:
-    """A ``--seed`` value: a whole number in [0, 2**32 - 1] (NumPy's seed range), ``default`` when not given."""
-    return default if value is None else as_number(value, "seed", 0, 2**32 - 1, integer=True)
-
-
-def as_triple(value: tuple | list | str, flag: str, low: float, high: float, integer: bool = False) -> tuple:
-    """A three-value flag (``--shape Z Y X``, ``--spacing SZ SY SX``), each value checked by :func:`as_number`.
-
-    Raises:
-        ValueError: not three values, or one is not a number in ``[low, high]``.
-    """
-    values = value.split(",") if isinstance(value, str) else value if isinstance(value, (tuple, list)) else [value]
-    if len(values) != 3:
-        raise ValueError(f"--{flag}: expected three values (Z Y X), got {value!r}")
-    return tuple(as_number(v, flag, low, high, integer=integer) for v in values)
 
 
 def report_line(line: str) -> None:
     """Print a note about the input (a skipped file and why) on stderr."""
     print(f"cascade: {line}", file=sys.stderr)
-
-
-def as_margin(value: float | str | tuple | list | None) -> float | list[float] | None:
-    """``--gate_margin_mm``: one margin in mm or three (X Y Z), each in [0, 50]; ``None`` passes through.
-
-    Raises:
-        ValueError: not 1 or 3 numbers in range.
-    """
-    if value is None:
-        return None
-    values = list(value) if isinstance(value, (tuple, list)) else [value]
-    if len(values) not in (1, 3):
-        raise ValueError(f"--gate_margin_mm: expected one value or three (X Y Z), got {value!r}")
-    margins = [as_number(v, "gate_margin_mm", 0.0, 50.0) for v in values]
-    return margins[0] if len(margins) == 1 else margins
-
-
-def as_path(value: str | int | float | None) -> str | None:
-    """A path flag as a string: fire reads a name like ``2024`` as a number."""
-    return None if value is None else str(value)
-
-
-def as_paths(value: str | tuple | list) -> str | list[str]:
-    """A path flag that may name several paths: fire turns ``a,b`` into a tuple."""
-    return [str(v) for v in value] if isinstance(value, (tuple, list)) else str(value)
-
-
-def as_classes(value: str | int | tuple | list | None) -> str | None:
-    """``--annotated``: class names or values, comma-separated (fire may pass a tuple or a number)."""
-    if value is None:
-        return None
-    return ",".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
 
 
 def datalist(data: str, folds: int = 5, out: str = "datalist.json", seed: int | None = None, annotated: str | None = None) -> None:

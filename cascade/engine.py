@@ -24,47 +24,22 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
 from cascade.backends import compile_network, default_precision
-from cascade.bundles import STAGES, MissingCheckpointError, bundle_dir, overlay_path, stage_weights
+from cascade.bundles import STAGES, MissingCheckpointError, bundle_dir, read_stage_config, stage_config_files, stage_weights
 from cascade.intensity import find_intensity_outliers
 from cascade.io import InputError, check_intensities, file_sha256, read_header
 from cascade.labels import CLASS_NAMES
+from cascade.settings import STAGE_SETTINGS, stage_overrides
 
-__all__ = ["EnsembleNetwork", "StagePredictor", "CaseResult", "CascadeEngine", "resolve_device", "load_checkpoint"]
+__all__ = ["EnsembleNetwork", "StagePredictor", "CaseResult", "CascadeEngine", "load_checkpoint"]
 
 RECORDED_SETTINGS = (
-    "pixdim", "patch_size", "overlap", "tta", "mask_threshold", "keep_largest_component", "gate_margin_mm", "crop_to_mask",
+    "pixdim", "patch_size", "overlap", "tta", "mask_threshold", "keep_largest_component", "gate_margin_mm", "mask_region",
     "labelled_classes",
 )  # config values a user changes or must know to reproduce a prediction (run.json)
-
-
-def resolve_device(device: str) -> str:
-    """Check a device name: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
-
-    Returns:
-        A config expression creating the device, for the bundles' ``device`` key.
-
-    Raises:
-        InputError: an unknown name, or CUDA asked for on a machine without it.
-    """
-    if device == "auto":
-        device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise InputError(f"--device {device}: expected auto, cpu, cuda or cuda:N") from err
-    if parsed.type not in ("cpu", "cuda"):
-        raise InputError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {device}: CUDA is not available on this machine")
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return f"$torch.device('{parsed}')"
 
 
 def load_checkpoint(network: torch.nn.Module, checkpoint: str | os.PathLike) -> torch.nn.Module:
@@ -164,17 +139,12 @@ class StagePredictor:
         precision: str = "fp32",
     ) -> None:
         self.bundle = Path(bundle)
-        files = [self.bundle / "configs" / "inference.json", *(overlay_path(self.bundle, c) for c in configs)]
-        for config in files:
-            if not config.is_file():
-                raise InputError(f"{config}: bundle config not found")
+        files = stage_config_files(self.bundle, "inference", configs)
         for checkpoint in checkpoints:
             if not Path(checkpoint).is_file():
                 raise MissingCheckpointError(f"{checkpoint}: checkpoint not found")
         self.config_files, self.checkpoints, self.overrides = files, [Path(c) for c in checkpoints], dict(overrides or {})
-        self.parser = ConfigParser()
-        self.parser.read_config([str(c) for c in files])
-        self.parser.update({"bundle_root": str(self.bundle), **self.overrides})
+        self.parser = read_stage_config(self.bundle, "inference", configs, self.overrides)
         if "initialize" in self.parser:
             self.parser.get_parsed_content("initialize")
         self.device = self.parser.get_parsed_content("device")
@@ -318,9 +288,9 @@ class CascadeEngine:
             segmenter: stage-2 bundle folder (default: the installed ``atria_segmenter``).
             stages: the stages to build; ``("localizer",)`` for a localize-only engine.
             **settings: config values given by the user; ``None`` values are left to the configs:
-                ``device`` (a name, see :func:`resolve_device`), ``overlap``, ``tta``,
-                ``mask_threshold`` (localizer), ``gate_margin_mm`` (segmenter), ``mask_region``
-                (segmenter ``crop_to_mask``), ``progress`` (a progress bar over the windows),
+                ``device`` (a name, see :func:`cascade.settings.resolve_device`), ``overlap``, ``tta``,
+                ``mask_threshold`` (localizer), ``gate_margin_mm`` and ``mask_region`` (segmenter;
+                see :mod:`cascade.settings`), ``progress`` (a progress bar over the windows),
                 ``backend`` (``torch`` or ``openvino``; openvino runs on the CPU, the default device
                 then) and ``precision`` (``fp32`` or ``bf16``, or a mapping stage -> precision;
                 default :func:`cascade.backends.default_precision`).
@@ -329,9 +299,7 @@ class CascadeEngine:
             InputError: a bad option, a missing bundle, config or checkpoint (the message says
                 how to get weights).
         """
-        unknown = set(settings) - {
-            "device", "overlap", "tta", "mask_threshold", "gate_margin_mm", "mask_region", "progress", "backend", "precision",
-        }
+        unknown = set(settings) - {*STAGE_SETTINGS["localizer"], *STAGE_SETTINGS["segmenter"], "progress", "backend", "precision"}
         if unknown:
             raise TypeError(f"unknown engine settings: {sorted(unknown)}")
         backend = settings.get("backend") or "torch"
@@ -340,21 +308,7 @@ class CascadeEngine:
         precision = settings.get("precision")
         per_stage_precision = precision if isinstance(precision, Mapping) else dict.fromkeys(STAGES, precision)
         precisions = {stage: per_stage_precision.get(stage) or default_precision(backend, stage) for stage in STAGES}
-        common = {
-            "device": resolve_device(settings["device"]) if settings.get("device") is not None else None,
-            "overlap": settings.get("overlap"),
-            "tta": settings.get("tta"),
-            "inferer#progress": settings.get("progress"),
-        }
-        per_stage = {
-            "localizer": {**common, "mask_threshold": settings.get("mask_threshold")},
-            "segmenter": {
-                **common,
-                "gate_margin_mm": settings.get("gate_margin_mm"),
-                "crop_to_mask": settings.get("mask_region"),
-                "mask_from_label": False,
-            },
-        }
+        per_stage = stage_overrides(settings, progress=settings.get("progress"))
         bundles = {"localizer": localizer, "segmenter": segmenter}
         predictors, sources = {}, {}
         for stage in stages:
@@ -369,8 +323,7 @@ class CascadeEngine:
                     "`python -m monai.bundle run training` (see the bundle's docs/README.md) and pass --models "
                     "or --localizer/--segmenter, or pass --pretrained la2018 or --pretrained demo for shipped weights)"
                 ) from err
-            overrides = {key: value for key, value in per_stage[stage].items() if value is not None}
-            predictors[stage] = StagePredictor(bundle, weights.checkpoints, overrides, weights.configs, backend, precisions[stage])
+            predictors[stage] = StagePredictor(bundle, weights.checkpoints, per_stage[stage], weights.configs, backend, precisions[stage])
             sources[stage] = weights.source
         engine = cls(predictors.get("localizer"), predictors.get("segmenter"))
         engine.weights = sources

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
-from cascade.bundles import STAGES, bundle_dir
+from cascade.bundles import STAGES, bundle_dir, read_stage_config
 from cascade.io import InputError
 from cascade.networks.nnunet_weights import CHECKPOINT_WEIGHTS_KEY, convert_nnunet_state_dict
 
@@ -375,11 +375,7 @@ def convert_weights(network_weights: dict, axis_order: Sequence[int], add_backgr
 
 
 def _bundle_parser(bundle: Path, overlay: dict) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "inference.json"))
-    for key, value in overlay.items():
-        parser[key] = value
-    return parser
+    return read_stage_config(bundle, "inference", overrides=overlay)
 
 
 def _network_arguments(network: torch.nn.Module) -> dict:

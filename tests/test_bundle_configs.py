@@ -13,7 +13,6 @@ sliding-window settings, how images are loaded and oriented) must be the same.
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest

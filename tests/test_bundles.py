@@ -115,15 +115,15 @@ def test_localizer_evaluation_writes_per_case_metrics(localizer_run, phantom_dir
         assert all(0 <= float(r["mean"]) for r in rows if r["mean"] != "nan")
 
 
-@pytest.mark.parametrize("crop_to_mask", ["true", "false"])
-def test_segmenter_gated_inference(segmenter_run, phantom_dir, crop_to_mask):
+@pytest.mark.parametrize("mask_region", ["true", "false"])
+def test_segmenter_gated_inference(segmenter_run, phantom_dir, mask_region):
     """Stage 2 over the mask region (default) or the whole volume never labels outside the mask."""
     assert (segmenter_run / "models" / "model.pt").is_file()
-    out = segmenter_run / f"labels_crop_{crop_to_mask}"
+    out = segmenter_run / f"labels_crop_{mask_region}"
     run_bundle(
         "atria_segmenter", "run", "--meta_file", "configs/metadata.json", "--config_file", QUICK_INFER,
         "--bundle_root", str(segmenter_run), "--dataset_dir", str(phantom_dir), "--output_dir", str(out),
-        "--mask_from_label", "true", "--crop_to_mask", crop_to_mask,
+        "--mask_from_label", "true", "--mask_region", mask_region,
     )
     parser = ConfigParser()
     parser.read_config([str(BUNDLES["atria_segmenter"] / "configs" / f"{name}.json") for name in ("inference", "quick")])

@@ -88,9 +88,12 @@ def test_work_folder_overlay_sets_the_request_defaults(tmp_path):
     for stage in BUNDLE_NAMES:
         (work / stage / "fold0" / "models").mkdir(parents=True)
         (work / stage / "fold0" / "models" / "model.pt").write_bytes(b"")  # found, never loaded here
-    (work / "segmenter" / "config.json").write_text(json.dumps({"overlap": 0.25, "tta": True, "crop_to_mask": False}))
+    (work / "segmenter" / "config.json").write_text(json.dumps({"overlap": 0.25, "tta": True, "mask_region": False}))
+    (work / "localizer" / "config.json").write_text(json.dumps({"overlap": 0.1}))
     weights = weights_from_conf({"models": str(work)}, tmp_path / "model", HINT)
     assert default_settings(weights) == {"overlap": 0.25, "tta": True, "mask_region": False}
+    # each stage's defaults come from its own bundle and overlay, not from the segmenter's
+    assert default_settings(weights, "localizer") == {"overlap": 0.1, "tta": False}
     assert weights.served("segmenter").configs == [work / "segmenter" / "config.json"]
 
 
@@ -109,10 +112,10 @@ def test_engine_cache_rebuilds_only_for_new_settings_or_checkpoints(tmp_path):
     settings = InferSettings(overlap=0.5, tta=False, mask_region=True, device="cpu")
     first = cache.stage("segmenter", settings)
     assert cache.stage("segmenter", settings) is first
-    assert first.parser["crop_to_mask"] is True and first.parser["overlap"] == 0.5
+    assert first.parser["mask_region"] is True and first.parser["overlap"] == 0.5
     other = cache.stage("segmenter", InferSettings(overlap=0.0, tta=True, mask_region=False, device="cpu"))
     assert other is not first
-    assert other.parser["crop_to_mask"] is False and other.parser["overlap"] == 0.0 and other.parser["tta"] is True
+    assert other.parser["mask_region"] is False and other.parser["overlap"] == 0.0 and other.parser["tta"] is True
     assert len(other.network.flips) == 8  # mirroring on: every subset of the three spatial axes
     published = publish(model_dir, "localizer")
     localizer = cache.stage("localizer", settings)

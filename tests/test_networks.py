@@ -6,7 +6,6 @@ arithmetic); numerical comparisons use tiny networks on the CPU.
 
 from __future__ import annotations
 
-import io
 import math
 
 import pytest

@@ -148,7 +148,7 @@ def compare(ours: np.ndarray, reference: np.ndarray, reference_labels: np.ndarra
 
 STAGES = {
     # stage: nnU-Net labels, classes compared, overrides of the stage's config
-    "segmenter": (SEGMENTER_LABELS, [0, 1, 2, 3], {"crop_to_mask": False, "mask_from_label": False}),
+    "segmenter": (SEGMENTER_LABELS, [0, 1, 2, 3], {"mask_region": False, "mask_from_label": False}),
     "localizer": (LOCALIZER_REGION_LABELS, [0, 1], {}),
 }
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cascade.bundles import BUNDLE_NAMES, STAGES, MissingCheckpointError, StageWeights, bundles_root, stage_weights
-from cascade.cli import as_bool
+from cascade.settings import as_bool
 from cascade.io import InputError
 
 __all__ = ["ServedWeights", "weights_from_conf"]

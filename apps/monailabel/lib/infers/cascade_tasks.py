@@ -24,7 +24,7 @@ from cascade.engine import CaseResult
 from cascade.io import InputError, save_nifti_atomic
 from cascade.labels import CLASS_COLOURS, CLASS_NAMES
 
-from lib.infers.predictors import EngineCache, InferSettings, default_settings, settings_from_request
+from lib.infers.predictors import CLIENT_SETTINGS, EngineCache, InferSettings, default_settings, settings_from_request
 
 __all__ = ["AtriaCascadeInfer", "AtriaLocalizerInfer", "CASCADE_LABELS", "LOCALIZER_LABELS"]
 
@@ -42,7 +42,8 @@ class _CascadeTask(BasicInferTask):
         engines: the cached engine of the served weights.
         labels: label name -> value of the returned map.
         description: shown by ``/info/``.
-        settings: the settings a client may set, with their defaults (the task's config).
+        settings: the settings a client may set, with their defaults (the task's config, shown by
+            ``/info/`` and echoed with the values a request chose).
     """
 
     label_colours: dict[str, list[int]] = {}  # label name -> RGB 0-255, in /info/ and the result JSON
@@ -53,7 +54,6 @@ class _CascadeTask(BasicInferTask):
             description=description, config=settings,
         )
         self.engines = engines
-        self.defaults = default_settings(engines.weights)
 
     def info(self) -> dict:
         return {**super().info(), "label_colors": self.label_colours}
@@ -85,10 +85,10 @@ class _CascadeTask(BasicInferTask):
                 the detail is one line naming the file or setting and the problem.
         """
         start = time.perf_counter()
-        req = {**self.defaults, **self._config, **request}
-        image_path = str(req.get("image"))
+        image_path = str(request.get("image"))
         try:
-            settings = settings_from_request(req, name_to_device(req.get("device")))
+            # settings the client does not send stay each stage's own config value
+            settings = settings_from_request({key: request[key] for key in CLIENT_SETTINGS if key in request}, name_to_device(request.get("device")))
             result = self.predict(image_path, settings)
         except MissingCheckpointError as err:
             logger.error(str(err))
@@ -105,7 +105,7 @@ class _CascadeTask(BasicInferTask):
         return output, {
             "label_names": self.labels,
             "label_colors": self.label_colours,
-            "settings": {key: getattr(settings, key) for key in self._config if hasattr(settings, key) and key != "device"},
+            "settings": {key: default if getattr(settings, key) is None else getattr(settings, key) for key, default in self._config.items()},
             "weights": self.engines.weights.source,
             "checkpoints": self.engines.checkpoints(),
             "warnings": warnings,
@@ -125,8 +125,8 @@ class AtriaCascadeInfer(_CascadeTask):
         engines: the cached engine of the served weights.
 
     Request settings (``params`` of ``/infer/atria_cascade``): ``overlap``, ``tta``, ``mask_region``
-    (defaults from the bundles' inference configs), ``device``; labels 1 wall, 2 right atrium,
-    3 left atrium.
+    (one not sent is each stage's own inference config value; the task's config and the echoed
+    settings show the segmenter's), ``device``; labels 1 wall, 2 right atrium, 3 left atrium.
     """
 
     label_colours = CASCADE_COLOURS
@@ -154,10 +154,8 @@ class AtriaLocalizerInfer(_CascadeTask):
     """
 
     def __init__(self, engines: EngineCache) -> None:
-        defaults = default_settings(engines.weights)
         super().__init__(
-            engines, LOCALIZER_LABELS, f"Stage 1: atria mask ({engines.weights.source})",
-            {key: defaults[key] for key in ("overlap", "tta")},
+            engines, LOCALIZER_LABELS, f"Stage 1: atria mask ({engines.weights.source})", default_settings(engines.weights, "localizer"),
         )
 
     def predict(self, image_path: str, settings: InferSettings) -> CaseResult:

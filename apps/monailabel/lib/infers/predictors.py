@@ -1,32 +1,32 @@
 """Request settings and the cached cascade engine shared by the app's infer tasks.
 
 Each stage is a :class:`cascade.engine.StagePredictor` (the bundle's ``inference.json`` and the
-weights' overlays, parsed with MONAI's ``ConfigParser``) built with the overrides
-``cascade predict`` applies for the same settings, and kept while the settings and the checkpoint
-files stay the same.
+weights' overlays) built with the overrides ``cascade predict`` applies for the same settings
+(:func:`cascade.settings.stage_overrides`), and kept while the settings and the checkpoint files
+stay the same. A setting the client does not give is each stage's own config value.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-
-from monai.bundle import ConfigParser
+from dataclasses import asdict, dataclass
 
 from cascade.bundles import STAGES
-from cascade.cli import as_bool, as_number
-from cascade.engine import CascadeEngine, StagePredictor, resolve_device
+from cascade.engine import CascadeEngine, StagePredictor
 from cascade.io import InputError
+from cascade.settings import STAGE_SETTINGS, as_bool, as_number, stage_defaults, stage_overrides
 
 from lib.weights import ServedWeights
 
-__all__ = ["InferSettings", "settings_from_request", "default_settings", "EngineCache"]
+__all__ = ["CLIENT_SETTINGS", "InferSettings", "settings_from_request", "default_settings", "EngineCache"]
+
+CLIENT_SETTINGS = ("overlap", "tta", "mask_region")
 
 
 @dataclass(frozen=True)
 class InferSettings:
-    """What a client may choose per request.
+    """What a client may choose per request; ``None`` leaves each stage's own config value.
 
     Attributes:
         overlap: sliding-window overlap of both stages, in [0, 0.99] (0 is the paper's step 1.0).
@@ -35,35 +35,35 @@ class InferSettings:
         device: torch device name (``cpu``, ``cuda``, ``cuda:1``).
     """
 
-    overlap: float
-    tta: bool
-    mask_region: bool
-    device: str
+    overlap: float | None = None
+    tta: bool | None = None
+    mask_region: bool | None = None
+    device: str = "cpu"
 
 
-def default_settings(weights: ServedWeights) -> dict:
-    """``overlap``, ``tta`` and ``mask_region`` as the segmenter's inference config (and the served
-    weights' overlays) set them, so a request without settings runs as ``cascade predict`` does."""
-    parser = ConfigParser()
+def default_settings(weights: ServedWeights, stage: str = "segmenter") -> dict:
+    """The client settings of ``stage`` as its inference config (and the served weights'
+    overlays) set them: what a request without settings runs with, as ``cascade predict``."""
     try:
-        overlays = weights.served("segmenter").configs
+        overlays = weights.served(stage).configs
     except InputError:  # no weights: the bundle's own values
         overlays = []
-    parser.read_config([str(weights.bundles["segmenter"] / "configs" / "inference.json"), *map(str, overlays)])
-    return {"overlap": float(parser["overlap"]), "tta": bool(parser["tta"]), "mask_region": bool(parser["crop_to_mask"])}
+    defaults = stage_defaults(stage, weights.bundles[stage], overlays)
+    return {name: defaults[name] for name in CLIENT_SETTINGS if name in STAGE_SETTINGS[stage]}
 
 
 def settings_from_request(request: Mapping, device: str) -> InferSettings:
-    """Read ``overlap``, ``tta`` and ``mask_region`` from a MONAI Label request (values may be strings).
+    """Read ``overlap``, ``tta`` and ``mask_region`` from a MONAI Label request (values may be
+    strings); those not in ``request`` stay ``None``.
 
     Raises:
         InputError: a value out of range or not a boolean (one line naming the setting).
     """
     try:
         return InferSettings(
-            overlap=as_number(request["overlap"], "overlap", 0.0, 0.99),
-            tta=as_bool(request["tta"], "tta"),
-            mask_region=as_bool(request["mask_region"], "mask_region"),
+            overlap=as_number(request.get("overlap"), "overlap", 0.0, 0.99),
+            tta=None if request.get("tta") is None else as_bool(request["tta"], "tta"),
+            mask_region=None if request.get("mask_region") is None else as_bool(request["mask_region"], "mask_region"),
             device=device,
         )
     except ValueError as err:
@@ -96,9 +96,7 @@ class EngineCache:
         with self._lock:
             cached = self._stages.get(stage)
             if cached is None or cached[0] != key:
-                overrides = {"device": resolve_device(settings.device), "overlap": settings.overlap, "tta": settings.tta}
-                if stage == "segmenter":
-                    overrides.update({"crop_to_mask": settings.mask_region, "mask_from_label": False})
+                overrides = stage_overrides(asdict(settings))[stage]
                 predictor = StagePredictor(self.weights.bundles[stage], weights.checkpoints, overrides, weights.configs)
                 self._stages[stage] = cached = (key, predictor)
         return cached[1]

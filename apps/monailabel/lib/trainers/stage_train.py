@@ -27,6 +27,7 @@ from monai.inferers import SimpleInferer
 from monai.transforms import Activationsd, AsDiscreted, Lambdad
 from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 
+from cascade.bundles import read_stage_config
 from cascade.io import InputError
 
 from lib.weights import ServedWeights
@@ -101,10 +102,7 @@ class CascadeStageTrainTask(BasicTrainTask):
         )
 
     def _bundle_parser(self, values: dict) -> ConfigParser:
-        parser = ConfigParser()
-        parser.read_config([str(self.bundle / "configs" / "train.json"), *map(str, self.overlays)])
-        parser.update({"bundle_root": str(self.bundle), **self.overrides, **values})
-        return parser
+        return read_stage_config(self.bundle, "train", self.overlays, {**self.overrides, **values})
 
     def parser(self, context: Context) -> ConfigParser:
         """The bundle's training config for this run (parsed once per run, kept on ``context``)."""

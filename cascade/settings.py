@@ -1,0 +1,195 @@
+"""User settings: parsed and checked once, then mapped onto each stage's bundle config.
+
+Values arrive as strings or numbers (python-fire turns ``--overlap 0.5`` into a float and ``2024``
+into an int; MONAI Label passes request params as JSON or strings); the ``as_*`` functions turn
+them into typed values or raise one line naming the setting. :func:`stage_overrides` maps the
+prediction settings onto each stage's config, under the names the configs use (one name per
+switch):
+
+============== ========= =========
+setting        localizer segmenter
+============== ========= =========
+device         yes       yes
+overlap        yes       yes
+tta            yes       yes
+mask_threshold yes
+gate_margin_mm           yes
+mask_region              yes
+============== ========= =========
+
+A stage's defaults are its own bundle config's values (:func:`stage_defaults`). The CLI, the
+engine, the MONAI Label app and the bench scripts all go through this module.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from cascade.bundles import STAGES, read_stage_config
+from cascade.io import InputError
+
+__all__ = [
+    "STAGE_SETTINGS",
+    "as_bool",
+    "as_number",
+    "as_seed",
+    "as_triple",
+    "as_margin",
+    "as_path",
+    "as_paths",
+    "as_classes",
+    "resolve_device",
+    "stage_overrides",
+    "stage_defaults",
+]
+
+STAGE_SETTINGS = {
+    "localizer": ("device", "overlap", "tta", "mask_threshold"),
+    "segmenter": ("device", "overlap", "tta", "gate_margin_mm", "mask_region"),
+}
+
+
+def as_bool(value: bool | str | int, flag: str) -> bool:
+    """A boolean setting: fire passes ``--flag false`` on as the string ``"false"``, which is truthy.
+
+    Raises:
+        ValueError: the value is not one of true/false, yes/no, 1/0 (any case).
+    """
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1"):
+        return True
+    if text in ("false", "no", "0"):
+        return False
+    raise ValueError(f"--{flag}: expected true or false, got {value!r}")
+
+
+def as_number(value: float | int | str | None, flag: str, low: float, high: float, integer: bool = False) -> float | int | None:
+    """A numeric setting checked against ``[low, high]``; ``None`` (not given) passes through.
+
+    Raises:
+        ValueError: not a number, not an integer where one is needed, or out of range.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"--{flag}: expected a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--{flag}: expected a number, got {value!r}") from None
+    if integer and not number.is_integer():
+        raise ValueError(f"--{flag}: expected a whole number, got {value!r}")
+    if not low <= number <= high:
+        raise ValueError(f"--{flag}: expected a value in [{low}, {high}], got {value!r}")
+    return int(number) if integer else number
+
+
+def as_seed(value: int | str | None, default: int) -> int:
+    """A ``--seed`` value: a whole number in [0, 2**32 - 1] (NumPy's seed range), ``default`` when not given."""
+    return default if value is None else as_number(value, "seed", 0, 2**32 - 1, integer=True)
+
+
+def as_triple(value: tuple | list | str, flag: str, low: float, high: float, integer: bool = False) -> tuple:
+    """A three-value setting (``--shape Z Y X``, ``--spacing SZ SY SX``), each value checked by :func:`as_number`.
+
+    Raises:
+        ValueError: not three values, or one is not a number in ``[low, high]``.
+    """
+    values = value.split(",") if isinstance(value, str) else value if isinstance(value, (tuple, list)) else [value]
+    if len(values) != 3:
+        raise ValueError(f"--{flag}: expected three values (Z Y X), got {value!r}")
+    return tuple(as_number(v, flag, low, high, integer=integer) for v in values)
+
+
+def as_margin(value: float | str | tuple | list | None) -> float | list[float] | None:
+    """``gate_margin_mm``: one margin in mm or three (X Y Z), each in [0, 50]; ``None`` passes through.
+
+    Raises:
+        ValueError: not 1 or 3 numbers in range.
+    """
+    if value is None:
+        return None
+    values = list(value) if isinstance(value, (tuple, list)) else [value]
+    if len(values) not in (1, 3):
+        raise ValueError(f"--gate_margin_mm: expected one value or three (X Y Z), got {value!r}")
+    margins = [as_number(v, "gate_margin_mm", 0.0, 50.0) for v in values]
+    return margins[0] if len(margins) == 1 else margins
+
+
+def as_path(value: str | int | float | None) -> str | None:
+    """A path setting as a string: fire reads a name like ``2024`` as a number."""
+    return None if value is None else str(value)
+
+
+def as_paths(value: str | tuple | list) -> str | list[str]:
+    """A path setting that may name several paths: fire turns ``a,b`` into a tuple."""
+    return [str(v) for v in value] if isinstance(value, (tuple, list)) else str(value)
+
+
+def as_classes(value: str | int | tuple | list | None) -> str | None:
+    """``annotated``: class names or values, comma-separated (fire may pass a tuple or a number)."""
+    if value is None:
+        return None
+    return ",".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
+
+
+def resolve_device(device: str) -> str:
+    """Check a device name: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Returns:
+        A config expression creating the device, for the bundles' ``device`` key.
+
+    Raises:
+        InputError: an unknown name, or CUDA asked for on a machine without it.
+    """
+    if device == "auto":
+        device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise InputError(f"--device {device}: expected auto, cpu, cuda or cuda:N") from err
+    if parsed.type not in ("cpu", "cuda"):
+        raise InputError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device}: CUDA is not available on this machine")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return f"$torch.device('{parsed}')"
+
+
+def stage_overrides(settings: Mapping[str, object], progress: bool | None = None) -> dict[str, dict]:
+    """Each stage's config overrides for prediction settings (keys of :data:`STAGE_SETTINGS`).
+
+    Args:
+        settings: setting -> value; ``None`` (or a missing key) leaves the config's value. The
+            device is a name (:func:`resolve_device`).
+        progress: a progress bar over the sliding windows (``None``: the config's choice).
+
+    Returns:
+        Stage -> overrides. Every stage is predicted, never trained, from them: the segmenter's
+        gate comes from stage 1 (``mask_from_label`` off).
+    """
+    overrides = {}
+    for stage, names in STAGE_SETTINGS.items():
+        chosen = {name: settings.get(name) for name in names}
+        if chosen["device"] is not None:
+            chosen["device"] = resolve_device(str(chosen["device"]))
+        chosen["inferer#progress"] = progress
+        overrides[stage] = {key: value for key, value in chosen.items() if value is not None}
+    overrides["segmenter"]["mask_from_label"] = False
+    return overrides
+
+
+def stage_defaults(stage: str, bundle: str | os.PathLike, overlays: Sequence[str | os.PathLike] = ()) -> dict:
+    """A stage's own values of its settings (:data:`STAGE_SETTINGS` but ``device``), from its
+    bundle's ``inference.json`` and ``overlays``, as plain Python values."""
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    parser = read_stage_config(bundle, "inference", overlays)
+    return {name: parser.get_parsed_content(name) for name in STAGE_SETTINGS[stage] if name != "device"}

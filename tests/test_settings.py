@@ -1,0 +1,41 @@
+"""One settings layer: user values parsed once and mapped onto each stage's config under one name."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cascade.bundles import bundle_dir, read_stage_config
+from cascade.settings import STAGE_SETTINGS, as_bool, as_number, stage_defaults, stage_overrides
+
+
+def test_prediction_settings_go_to_the_stages_that_have_them():
+    overrides = stage_overrides({"device": "cpu", "overlap": 0.25, "tta": None, "mask_threshold": 0.3, "gate_margin_mm": 5.0, "mask_region": False})
+    assert overrides["localizer"] == {"device": "$torch.device('cpu')", "overlap": 0.25, "mask_threshold": 0.3}
+    assert overrides["segmenter"] == {
+        "device": "$torch.device('cpu')", "overlap": 0.25, "gate_margin_mm": 5.0, "mask_region": False, "mask_from_label": False,
+    }
+    for stage, names in STAGE_SETTINGS.items():  # every setting a stage takes is a key of its config
+        parser = read_stage_config(bundle_dir(stage))
+        assert all(name in parser for name in names), stage
+
+
+def test_each_stage_has_its_own_defaults_and_values_are_checked_once():
+    localizer, segmenter = stage_defaults("localizer", bundle_dir("localizer")), stage_defaults("segmenter", bundle_dir("segmenter"))
+    assert set(localizer) == {"overlap", "tta", "mask_threshold"} and set(segmenter) == {"overlap", "tta", "gate_margin_mm", "mask_region"}
+    assert stage_defaults("localizer", bundle_dir("localizer"), ["la2018"])["overlap"] == read_stage_config(bundle_dir("localizer"), overlays=["la2018"])["overlap"]
+    assert as_bool("No", "tta") is False and as_number("0.5", "overlap", 0, 0.99) == 0.5
+    for bad in ("abc", True, 1.5):
+        with pytest.raises(ValueError, match="^--overlap: expected"):
+            as_number(bad, "overlap", 0, 0.99)
+
+
+def test_the_old_name_of_a_config_key_still_applies_with_a_deprecation_line(tmp_path):
+    overlay = tmp_path / "old.json"
+    overlay.write_text(json.dumps({"crop_to_mask": False}))
+    with pytest.warns(FutureWarning, match="'crop_to_mask' is now 'mask_region'"):
+        parser = read_stage_config(bundle_dir("segmenter"), "inference", [overlay])
+    assert parser["mask_region"] is False and "crop_to_mask" not in parser
+    with pytest.warns(FutureWarning):
+        assert read_stage_config(bundle_dir("segmenter"), overrides={"crop_to_mask": False})["mask_region"] is False
