@@ -133,3 +133,15 @@ def test_image_preprocessing_is_equal_apart_from_the_gate():
     segmenter = without_mask(config("atria_segmenter", "inference")["preprocessing_transforms"])
     gate = {"CopyItemsd", "Lambdad", "AsDiscreted", "cascade.transforms.DilateMaskd", "cascade.transforms.CropForegroundMinSized"}
     assert localizer == [t for t in segmenter if t["_target_"] not in gate]
+
+
+@pytest.mark.parametrize("bundle", sorted(BUNDLES))
+def test_bundles_require_the_package_version_there_is(bundle):
+    """The package version is stated once (cascade.__version__, read by pyproject.toml); each
+    bundle's metadata names the package version its configs need, which must be that one."""
+    import importlib.metadata
+
+    import cascade
+
+    metadata = json.loads((BUNDLES[bundle] / "configs" / "metadata.json").read_text())
+    assert metadata["required_packages_version"]["atria-cascade"] == cascade.__version__ == importlib.metadata.version("atria-cascade")
