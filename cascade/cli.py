@@ -280,7 +280,7 @@ def crossval(
     seed = as_seed(seed, DEFAULT_SEED)
     run_crossval(
         as_paths(data), as_path(work), folds=folds, config=config, seed=seed, single_stage=as_bool(single_stage, "single_stage"),
-        annotated=as_classes(annotated),
+        annotated=as_classes(annotated), command=["cascade", *sys.argv[1:]],
     )
 
 

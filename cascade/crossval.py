@@ -16,7 +16,8 @@ skipped when its outputs exist, so an interrupted run resumes where it stopped:
 5. out-of-fold cascade predictions: ``WORK/predictions/<case>_label.nii.gz`` (with the stage-1
    mask and the gate of each case beside it);
 6. ``cascade evaluate`` against the datalist: ``WORK/evaluation/metrics.csv``, ``WORK/evaluation/gate.csv`` (how much of
-   each true class the stage-1 mask and the gate held) and ``WORK/summary.json``;
+   each true class the stage-1 mask and the gate held) and ``WORK/summary.json``; ``WORK/run.json``
+   records the command line, settings, each fold's checkpoint (SHA-256) and the software versions;
 7. with ``--single_stage``, the paper's baseline with the same budget: the segmenter trained and
    evaluated without a gate (``configs/single_stage.json``: all-ones mask, nnU-Net's default
    one-third foreground sampling) in ``WORK/single_stage/``, its summary under ``single_stage``.
@@ -34,11 +35,12 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from cascade.bundles import STAGES, bundle_dir, overlay_path
 from cascade.data import DEFAULT_SEED, assign_folds, is_datalist_file, load_datalist, make_datalist, validate_case, write_datalist
-from cascade.io import InputError, save_nifti_atomic, write_text_atomic
+from cascade.io import InputError, file_sha256, save_nifti_atomic, write_text_atomic
 
 __all__ = ["TrainingError", "run_crossval"]
 
@@ -85,6 +87,30 @@ def _settings(work_dir: Path, folds: int, seed: int, config: str | None, single_
         path.write_text(json.dumps(settings, indent=2) + "\n")
     if single_stage and not (work_dir / SINGLE_STAGE / "config.json").is_file():
         _write_overlay(work_dir / SINGLE_STAGE / "config.json", "segmenter", [*(config.split(",") if config else []), "single_stage"])
+
+
+def _write_run_record(work_dir: Path, command: Sequence[str], folds: int) -> None:
+    """``WORK/run.json``: the command line, the settings (``crossval.json``), per stage (and the
+    single-stage baseline) the bundle, the overlay and each fold's ``model.pt`` (path and SHA-256,
+    what ``cascade predict --models WORK`` ensembles), and the software versions."""
+    from cascade.predict import software_versions
+
+    stages = {}
+    for stage, bundle in (*((s, s) for s in STAGES), (SINGLE_STAGE, "segmenter")):
+        checkpoints = [work_dir / stage / f"fold{k}" / "models" / "model.pt" for k in range(folds)]
+        if not any(c.is_file() for c in checkpoints):
+            continue
+        overlay = work_dir / stage / "config.json"
+        stages[stage] = {
+            "bundle": str(bundle_dir(bundle)),
+            "overlay": str(overlay) if overlay.is_file() else None,
+            "checkpoints": [{"path": str(c), "sha256": file_sha256(c)} for c in checkpoints if c.is_file()],
+        }
+    record = {
+        "command": list(command), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "settings": json.loads((work_dir / "crossval.json").read_text()), "versions": software_versions(), "stages": stages,
+    }
+    write_text_atomic(work_dir / "run.json", json.dumps(record, indent=2) + "\n")
 
 
 def _write_overlay(path: Path, stage: str, overlays: list[str]) -> None:
@@ -149,6 +175,7 @@ def run_crossval(
     seed: int = DEFAULT_SEED,
     single_stage: bool = False,
     annotated: str | None = None,
+    command: Sequence[str] = (),
 ) -> dict:
     """Train and evaluate the cascade with k-fold cross-validation (see the module docstring).
 
@@ -164,6 +191,7 @@ def run_crossval(
         single_stage: also train and evaluate the single-stage baseline (step 7).
         annotated: the classes the data folders' labels annotate (names or values); default:
             each folder's ``dataset.json``, else all.
+        command: the command line, for ``WORK/run.json``.
 
     Returns:
         The evaluation summary (also written to ``WORK/summary.json``).
@@ -211,4 +239,5 @@ def run_crossval(
         print("[crossval] single-stage baseline (no gate), the same budget:", flush=True)
         summary["single_stage"] = evaluate(str(root / "predictions"), str(datalist_path), str(root / "evaluation"))
     write_text_atomic(work_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    _write_run_record(work_dir, command, folds)
     return summary

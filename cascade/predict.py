@@ -44,8 +44,8 @@ from cascade.io import (
 from cascade.qc import class_volumes_ml, grid_warnings, volume_warnings
 
 __all__ = [
-    "REPORT_COLUMNS", "PredictionReport", "run_record", "write_run_record", "check_resume_record", "list_inputs", "output_paths",
-    "check_output_folder", "check_outputs", "out_of_memory", "predict_cases",
+    "REPORT_COLUMNS", "PredictionReport", "software_versions", "run_record", "write_run_record", "check_resume_record",
+    "list_inputs", "output_paths", "check_output_folder", "check_outputs", "out_of_memory", "predict_cases",
 ]
 
 REPORT_COLUMNS = (
@@ -297,10 +297,8 @@ def _predict_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], deb
     return row | {"status": "warning" if warnings else "ok", "message": "; ".join(warnings)}
 
 
-def run_record(engine: CascadeEngine, command: Sequence[str]) -> dict:
-    """What a prediction run was, as nnU-Net keeps its prediction arguments beside the outputs:
-    the command line, each stage's weights, configs and settings (:meth:`CascadeEngine.record`),
-    and the versions of the software that computed it."""
+def software_versions(openvino: bool = False) -> dict[str, str]:
+    """Versions of the software that computes a run (OpenVINO's only when it is used)."""
     import monai
     import nibabel
     import torch
@@ -309,11 +307,19 @@ def run_record(engine: CascadeEngine, command: Sequence[str]) -> dict:
 
     versions = {"cascade": cascade.__version__, "python": sys.version.split()[0], "torch": torch.__version__,
                 "monai": monai.__version__, "nibabel": nibabel.__version__, "numpy": np.__version__}
-    stages = engine.record()
-    if any(stage["backend"] == "openvino" for stage in stages.values()):
-        import openvino
+    if openvino:
+        import openvino as runtime
 
-        versions["openvino"] = openvino.__version__
+        versions["openvino"] = runtime.__version__
+    return versions
+
+
+def run_record(engine: CascadeEngine, command: Sequence[str]) -> dict:
+    """What a prediction run was, as nnU-Net keeps its prediction arguments beside the outputs:
+    the command line, each stage's weights, configs and settings (:meth:`CascadeEngine.record`),
+    and the versions of the software that computed it."""
+    stages = engine.record()
+    versions = software_versions(openvino=any(stage["backend"] == "openvino" for stage in stages.values()))
     return {"command": list(command), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions, "stages": stages}
 
 

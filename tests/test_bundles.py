@@ -23,7 +23,7 @@ from tests.conftest import labelled_outside_gate
 
 QUICK_TRAIN = config_files("train", "quick")
 QUICK_INFER = config_files("inference", "quick")
-QUICK_EVAL = config_files("inference", "evaluate", "quick")
+QUICK_EVAL = config_files("train", "evaluate", "quick")
 
 
 @pytest.mark.parametrize("bundle", sorted(BUNDLES))
@@ -109,10 +109,22 @@ def test_localizer_evaluation_writes_per_case_metrics(localizer_run, phantom_dir
         "--bundle_root", str(localizer_run), "--dataset_dir", str(phantom_dir), "--num_folds", "2",
         "--output_dir", str(out),
     )
-    for metric in ("mean_dice", "hd95_vox", "mask_overlap", "gate_recall"):
+    for metric in ("val_mean_dice", "val_hd95_vox", "val_mask_overlap", "val_gate_recall"):  # train.json's validation metrics
         rows = list(csv.DictReader((out / f"{metric}_raw.csv").open()))
         assert len(rows) == 2  # the two validation cases of fold 0
         assert all(0 <= float(r["mean"]) for r in rows if r["mean"] != "nan")
+
+
+def test_segmenter_evaluation_writes_per_case_metrics(segmenter_run, phantom_dir):
+    out = segmenter_run / "evaluation"
+    run_bundle(
+        "atria_segmenter", "run", "evaluating", "--meta_file", "configs/metadata.json", "--config_file", QUICK_EVAL,
+        "--bundle_root", str(segmenter_run), "--dataset_dir", str(phantom_dir), "--num_folds", "2", "--mask_from_label", "true",
+        "--output_dir", str(out),
+    )
+    for metric in ("val_mean_dice", "val_hd95_vox"):  # train.json's validation metrics
+        rows = list(csv.DictReader((out / f"{metric}_raw.csv").open()))
+        assert len(rows) == 2 and {r["filename"] for r in rows} <= {p.name for p in phantom_dir.iterdir()}
 
 
 @pytest.mark.parametrize("mask_region", ["true", "false"])

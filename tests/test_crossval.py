@@ -9,9 +9,11 @@ left atrium only."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -86,6 +88,13 @@ def test_protocol_outputs(crossval_run):
     assert summary["cases"] == 6 and set(summary["mean"]) >= {"dice", "hd95_mm", "hd95_monai_vox"}
     assert summary["wall"]["status_counts"]["not_annotated"] == 2 and summary["wall"]["dice"]["n_valid"] + summary["wall"]["dice"]["n_undefined"] == 4
     assert "HD95 mm" in first.stdout and "HD95 vox" in first.stdout and "Right atrium" in first.stdout
+    record = json.loads((work / "run.json").read_text())
+    assert record["command"] == ["cascade", "crossval", "data,la_only", "--work", "work", "--folds", "2", "--quick"]
+    assert record["settings"] == json.loads((work / "crossval.json").read_text()) and record["versions"]["cascade"]
+    for stage in ("localizer", "segmenter"):
+        checkpoints = record["stages"][stage]["checkpoints"]
+        assert [Path(c["path"]) for c in checkpoints] == [work / stage / f"fold{k}" / "models" / "model.pt" for k in (0, 1)]
+        assert all(c["sha256"] == hashlib.sha256(Path(c["path"]).read_bytes()).hexdigest() for c in checkpoints)
 
 
 def test_masks_are_out_of_fold(crossval_run):
