@@ -30,3 +30,19 @@ def run_bundle(bundle: str, *args: str, timeout: float = 900) -> subprocess.Comp
 def config_files(*names: str) -> str:
     """The ``--config_file`` argument for a list of configs in ``configs/``."""
     return "[" + ",".join(f"'configs/{name}.json'" for name in names) + "]"
+
+
+def config_value(config: dict, path: str):
+    """The raw value at an id (``a#b#c``) of a config dictionary."""
+    for part in path.split("#"):
+        config = config[part]
+    return config
+
+
+def expand(config: dict, path: str) -> list:
+    """A transform list of a raw config with its named pieces joined: an expression
+    ``"$@a + @b#c"`` becomes the lists at ``a`` and ``b#c``, themselves expanded."""
+    value = config_value(config, path)
+    if isinstance(value, str) and value.startswith("$"):
+        return [t for ref in value[1:].split("+") for t in expand(config, ref.strip().removeprefix("@"))]
+    return value

@@ -17,7 +17,7 @@ import json
 
 import pytest
 
-from tests.bundle_utils import BUNDLES
+from tests.bundle_utils import BUNDLES, config_value, expand
 
 SHARED_TRAIN = [
     "imports", "ckpt_dir", "output_dir", "fold", "num_folds", "seed", "resume_ckpt", "device", "amp", "num_epochs",
@@ -25,23 +25,18 @@ SHARED_TRAIN = [
     "max_samples_per_class",
     "sw_batch_size", "val_window_overlap", "gate_margin_mm", "optimizer", "lr_scheduler", "initialize", "run", "training",
     "train#preprocessing", "train#dataset", "train#sampler", "train#dataloader", "train#inferer", "train#handlers",
-    "train#trainer", "validate#preprocessing", "validate#dataset", "validate#dataloader", "validate#inferer",
+    "train#trainer", "train#intensity_transforms", "train#grid_transforms", "train#tensor_transforms",
+    "validate#preprocessing", "validate#dataset", "validate#dataloader", "validate#inferer",
     "validate#handlers", "validate#evaluator",
 ]
 SHARED_INFERENCE = [
     "bundle_root", "output_dir", "device", "amp", "num_workers", "axcodes", "sw_batch_size", "overlap", "tta", "gate_margin_mm",
-    "mirror_axes", "loading", "preprocessing", "dataset", "dataloader", "inferer", "handlers", "evaluator", "initialize", "run",
+    "mirror_axes", "loading", "intensity_transforms", "grid_transforms", "tensor_transforms", "preprocessing", "dataset", "dataloader", "inferer", "handlers", "evaluator", "initialize", "run",
 ]
 
 
 def config(bundle: str, name: str) -> dict:
     return json.loads((BUNDLES[bundle] / "configs" / f"{name}.json").read_text())
-
-
-def get(content: dict, path: str):
-    for part in path.split("#"):
-        content = content[part]
-    return content
 
 
 STAGE_KEYS = ("mask", "label_classes")  # the segmenter's gate; the localizer's copy of the classes for gate recall
@@ -77,7 +72,7 @@ def transform_names(transforms: list[dict]) -> list[str]:
 @pytest.mark.parametrize("path", SHARED_TRAIN)
 def test_shared_training_sections_are_equal(path):
     localizer, segmenter = config("atria_localizer", "train"), config("atria_segmenter", "train")
-    shared = get(localizer, path), without_mask(get(segmenter, path))
+    shared = config_value(localizer, path), without_mask(config_value(segmenter, path))
     if path in ("train#handlers",) or path.startswith("validate#"):
         shared = tuple(json.loads(json.dumps(s).replace("mask_dir", "")) for s in shared)
     assert without_mask(shared[0]) == shared[1]
@@ -114,8 +109,8 @@ def test_sampling_transforms_differ_only_by_the_classes():
 
 
 def test_deterministic_training_transforms_differ_only_by_the_mask():
-    localizer = without_mask(config("atria_localizer", "train")["train"]["deterministic_transforms"])
-    segmenter = without_mask(config("atria_segmenter", "train")["train"]["deterministic_transforms"])
+    localizer = without_mask(expand(config("atria_localizer", "train"), "train#deterministic_transforms"))
+    segmenter = without_mask(expand(config("atria_segmenter", "train"), "train#deterministic_transforms"))
     mask_only = {"CopyItemsd", "Lambdad", "cascade.transforms.DilateMaskd"}
     # the segmenter's mask file is absent when the mask comes from the label
     segmenter = [{k: v for k, v in t.items() if k != "allow_missing_keys"} for t in segmenter]
@@ -125,12 +120,12 @@ def test_deterministic_training_transforms_differ_only_by_the_mask():
 @pytest.mark.parametrize("path", SHARED_INFERENCE)
 def test_shared_inference_sections_are_equal(path):
     localizer, segmenter = config("atria_localizer", "inference"), config("atria_segmenter", "inference")
-    assert without_mask(get(localizer, path)) == without_mask(get(segmenter, path))
+    assert without_mask(config_value(localizer, path)) == without_mask(config_value(segmenter, path))
 
 
 def test_image_preprocessing_is_equal_apart_from_the_gate():
-    localizer = without_mask(config("atria_localizer", "inference")["preprocessing_transforms"])
-    segmenter = without_mask(config("atria_segmenter", "inference")["preprocessing_transforms"])
+    localizer = without_mask(expand(config("atria_localizer", "inference"), "preprocessing_transforms"))
+    segmenter = without_mask(expand(config("atria_segmenter", "inference"), "preprocessing_transforms"))
     gate = {"CopyItemsd", "Lambdad", "AsDiscreted", "cascade.transforms.DilateMaskd", "cascade.transforms.CropForegroundMinSized"}
     assert localizer == [t for t in segmenter if t["_target_"] not in gate]
 

@@ -75,7 +75,7 @@ def test_cli_writes_folds_and_overlay_that_compute_nnunets_network(tmp_path):
     assert overlay["network_def#kernel_sizes"][0] == [3, 3, 1] and overlay["network_def#strides"][2] == [2, 2, 2]
     assert overlay["nnunet_image_order"] == 3
     assert overlay["inferer"]["_target_"] == "cascade.nnunet_inference.NNUNetSlidingWindowInferer"
-    assert "cascade.nnunet_transforms.NNUNetResampled" in [t["_target_"] for t in overlay["preprocessing_transforms"]]
+    assert "cascade.nnunet_transforms.NNUNetResampled" in [t["_target_"] for t in overlay["grid_transforms"]]
     network = bundle_network("segmenter", work)
     for fold in (0, 1):
         state = torch.load(work / "segmenter" / f"fold{fold}" / "models" / "model.pt", weights_only=True)
@@ -100,7 +100,7 @@ def test_region_localizer_and_transposed_plans(tmp_path):
     report = import_nnunet(model, "localizer", work, preprocessing="monai")
     assert "region 'atria' [1, 2, 3] (sigmoid)" in report.labels
     overlay = json.loads((work / "localizer" / "config.json").read_text())
-    assert "preprocessing_transforms" not in overlay and "inferer" not in overlay  # the bundle's own pipeline
+    assert "grid_transforms" not in overlay and "inferer" not in overlay  # the bundle's own pipeline
     assert overlay["mirror_axes"] == [0, 1]
     # network axes (z, x, y): plans' patch [16, 64, 64] and kernel [1, 3, 3] read in that order
     assert overlay["patch_size"] == [64, 64, 16] and overlay["network_def#kernel_sizes"][0] == [3, 3, 1]
