@@ -17,7 +17,7 @@ from cascade.annotation import ALL_CLASSES
 from cascade.crossval import TrainingError
 from cascade.io import InputError
 from cascade.labels import CLASS_NAMES
-from cascade.settings import as_bool, as_classes, as_margin, as_number, as_path, as_paths, as_seed, as_triple
+from cascade.settings import as_bool, as_classes, as_margin, as_number, as_overlap, as_path, as_paths, as_seed, as_triple
 
 __all__ = ["main"]
 
@@ -116,7 +116,7 @@ def predict(
     localizer: str | None = None,
     segmenter: str | None = None,
     device: str | None = None,
-    overlap: float | None = None,
+    overlap: float | str | tuple[float, float] | None = None,
     mask_threshold: float | None = None,
     gate_margin_mm: float | tuple[float, float, float] | None = None,
     mask_region: bool | None = None,
@@ -147,7 +147,8 @@ def predict(
         localizer: stage-1 bundle folder (default: the installed atria_localizer).
         segmenter: stage-2 bundle folder (default: the installed atria_segmenter).
         device: auto, cpu, cuda or cuda:N (config default: CUDA when available).
-        overlap: sliding-window overlap of both stages (config default 0.5; 0 is the paper's step 1.0).
+        overlap: sliding-window overlap, one value for both stages or LOCALIZER,SEGMENTER (e.g.
+            0,0.5; config default 0.5 each; 0 is the paper's step 1.0).
         mask_threshold: stage-1 foreground probability at or above which a voxel is in the mask
             (config default 0.2; the paper's argmax is 0.5; docs/gate.md).
         gate_margin_mm: the stage-1 mask is dilated by this margin in mm, one value or X,Y,Z (config
@@ -185,7 +186,7 @@ def predict(
     )
     settings = {
         "device": None if device is None else str(device),
-        "overlap": as_number(overlap, "overlap", 0.0, 0.99),
+        "overlap": as_overlap(overlap),
         "mask_threshold": as_number(mask_threshold, "mask_threshold", 0.01, 0.99),
         "gate_margin_mm": as_margin(gate_margin_mm),
         "mask_region": None if mask_region is None else as_bool(mask_region, "mask_region"),

@@ -38,6 +38,7 @@ __all__ = [
     "as_seed",
     "as_triple",
     "as_margin",
+    "as_overlap",
     "as_path",
     "as_paths",
     "as_classes",
@@ -121,6 +122,22 @@ def as_margin(value: float | str | tuple | list | None) -> float | list[float] |
     return margins[0] if len(margins) == 1 else margins
 
 
+def as_overlap(value: float | str | tuple | list | None) -> float | dict[str, float] | None:
+    """``overlap``: one sliding-window overlap for both stages, or two (``LOCALIZER,SEGMENTER``),
+    each in [0, 0.99]; ``None`` passes through.
+
+    Raises:
+        ValueError: not 1 or 2 numbers in range.
+    """
+    if value is None:
+        return None
+    values = list(value) if isinstance(value, (tuple, list)) else value.split(",") if isinstance(value, str) else [value]
+    if len(values) not in (1, 2):
+        raise ValueError(f"--overlap: expected one value or two (LOCALIZER,SEGMENTER), got {value!r}")
+    overlaps = [as_number(v, "overlap", 0.0, 0.99) for v in values]
+    return overlaps[0] if len(overlaps) == 1 else dict(zip(STAGES, overlaps))
+
+
 def as_path(value: str | int | float | None) -> str | None:
     """A path setting as a string: fire reads a name like ``2024`` as a number."""
     return None if value is None else str(value)
@@ -167,8 +184,9 @@ def stage_overrides(settings: Mapping[str, object], progress: bool | None = None
     """Each stage's config overrides for prediction settings (keys of :data:`STAGE_SETTINGS`).
 
     Args:
-        settings: setting -> value; ``None`` (or a missing key) leaves the config's value. The
-            device is a name (:func:`resolve_device`).
+        settings: setting -> value, or a mapping stage -> value for a setting the stages take
+            differently (e.g. ``overlap`` from :func:`as_overlap`); ``None`` (or a missing key)
+            leaves the config's value. The device is a name (:func:`resolve_device`).
         progress: a progress bar over the sliding windows (``None``: the config's choice).
 
     Returns:
@@ -178,6 +196,7 @@ def stage_overrides(settings: Mapping[str, object], progress: bool | None = None
     overrides = {}
     for stage, names in STAGE_SETTINGS.items():
         chosen = {name: settings.get(name) for name in names}
+        chosen = {name: value.get(stage) if isinstance(value, Mapping) else value for name, value in chosen.items()}
         if chosen["device"] is not None:
             chosen["device"] = resolve_device(str(chosen["device"]))
         chosen["inferer#progress"] = progress

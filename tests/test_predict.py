@@ -264,3 +264,11 @@ def test_run_json_records_the_run_and_resume_refuses_other_settings(demo_cases, 
 
     kept = predict(str(case), str(out), "--demo", "--resume", "--mask_threshold", "0.3")
     assert "1 kept from an earlier run" in kept.stdout
+
+
+def test_overlap_per_stage_reaches_each_stage(demo_cases, tmp_path):
+    """``--overlap LOCALIZER SEGMENTER`` (two tokens, or ``0,0.5``) sets each stage's sliding window."""
+    case = demo_cases / "MBAS_001" / "MBAS_001_gt.nii.gz"
+    predict(str(case), str(tmp_path / "out"), "--demo", "--overlap", "0", "0.5")
+    stages = json.loads((tmp_path / "out" / "run.json").read_text())["stages"]
+    assert (stages["localizer"]["settings"]["overlap"], stages["segmenter"]["settings"]["overlap"]) == (0.0, 0.5)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cascade.bundles import bundle_dir, read_stage_config
-from cascade.settings import STAGE_SETTINGS, as_bool, as_number, stage_defaults, stage_overrides
+from cascade.settings import STAGE_SETTINGS, as_bool, as_number, as_overlap, stage_defaults, stage_overrides
 
 
 def test_prediction_settings_go_to_the_stages_that_have_them():
@@ -39,3 +39,13 @@ def test_the_old_name_of_a_config_key_still_applies_with_a_deprecation_line(tmp_
     assert parser["mask_region"] is False and "crop_to_mask" not in parser
     with pytest.warns(FutureWarning):
         assert read_stage_config(bundle_dir("segmenter"), overrides={"crop_to_mask": False})["mask_region"] is False
+
+
+def test_overlap_is_one_value_or_one_per_stage():
+    assert as_overlap("0.3") == 0.3 and as_overlap(0) == 0.0
+    assert as_overlap("0,0.5") == as_overlap((0, "0.5")) == {"localizer": 0.0, "segmenter": 0.5}
+    overrides = stage_overrides({"overlap": as_overlap([0.25, 0.5])})
+    assert (overrides["localizer"]["overlap"], overrides["segmenter"]["overlap"]) == (0.25, 0.5)
+    for bad, message in (("0.1,0.2,0.3", "one value or two"), ("0,1.5", r"\[0.0, 0.99\]")):
+        with pytest.raises(ValueError, match=message):
+            as_overlap(bad)
