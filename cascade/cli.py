@@ -17,7 +17,7 @@ from cascade.annotation import ALL_CLASSES
 from cascade.crossval import TrainingError
 from cascade.io import InputError
 from cascade.labels import CLASS_NAMES
-from cascade.settings import as_bool, as_classes, as_margin, as_number, as_overlap, as_path, as_paths, as_seed, as_triple
+from cascade.settings import as_bool, as_classes, as_margin, as_number, as_overlap, as_path, as_paths, as_seed, as_triple, as_uids
 
 __all__ = ["main"]
 
@@ -123,6 +123,8 @@ def predict(
     tta: bool | None = None,
     backend: str = "torch",
     precision: str | None = None,
+    output_format: str = "nifti",
+    series: str | None = None,
     save_masks: bool = False,
     overwrite: bool = False,
     resume: bool = False,
@@ -134,7 +136,9 @@ def predict(
     overlays the weights come with).
 
     Args:
-        input: a NIfTI file, or a folder in MBAS, nnU-Net (imagesTs) or flat layout.
+        input: a NIfTI file, or a folder in MBAS, nnU-Net (imagesTs) or flat layout; or DICOM: a
+            folder (searched recursively) holding no NIfTI image, one series predicted per study
+            (the one with the most slices; see --series), or one DICOM file (its series).
         out: output folder (also gets predictions.csv, one QC row per case, and run.json: the
             command, weights with checksums, settings per stage and software versions).
         models: a work folder of `cascade crossval` or `cascade import-nnunet`: checkpoints
@@ -161,6 +165,10 @@ def predict(
             'atria-cascade[openvino]'; each network is exported once and cached in
             $CASCADE_CACHE_DIR, default ~/.cache/atria-cascade; see docs/benchmarks.md).
         precision: fp32, or bf16 (openvino only; default bf16 on CPUs with native bf16, else fp32).
+        output_format: nifti (<case>_label.nii.gz), dicom-seg (<case>_seg.dcm, a DICOM
+            Segmentation referencing the source series; DICOM input only; needs pip install
+            'atria-cascade[dicom]') or both.
+        series: DICOM SeriesInstanceUIDs to predict, comma-separated (default: one per study).
         save_masks: also write <case>_mask.nii.gz (stage-1 mask) and <case>_gate.nii.gz (the region
             stage 2 may label).
         overwrite: replace existing outputs (never an input file).
@@ -176,7 +184,8 @@ def predict(
     from cascade.engine import CascadeEngine
     from cascade.io import check_writable_folder
     from cascade.predict import (
-        REPORT_NAME, PredictionReport, check_output_folder, check_outputs, list_inputs, predict_cases, run_record, write_run_record,
+        REPORT_NAME, PredictionReport, check_output_folder, check_outputs, list_inputs, output_kinds, predict_cases, run_record,
+        write_run_record,
     )
 
     input, out, models, localizer, segmenter = (as_path(v) for v in (input, out, models, localizer, segmenter))
@@ -198,10 +207,11 @@ def predict(
     check_output_folder(input, out)
     if settings["backend"] == "openvino":
         check_writable_folder(default_cache_dir(), "the cache folder of exported networks ($CASCADE_CACHE_DIR)")
-    inputs = list_inputs(input)
+    kinds = output_kinds(save_masks, str(output_format))
+    inputs = list_inputs(input, as_uids(series, "series"))
     if ranks.distributed:  # under torchrun: this rank's share of the cases, on its own device
         ranks.start()
-        check_outputs(inputs, Path(out), save_masks, overwrite, resume)
+        check_outputs(inputs, Path(out), kinds, overwrite, resume)
         ranks.barrier()
         inputs = ranks.shard(inputs)
         settings["device"] = settings["device"] or ranks.device()
@@ -222,7 +232,7 @@ def predict(
             print(f"cascade: these weights label only: {labelled} (trained on partially labelled data; other classes stay 0)")
     record = run_record(engine, ["cascade", *sys.argv[1:]])
     report = predict_cases(
-        engine, inputs, out, overwrite=overwrite, resume=resume, save_masks=save_masks, debug=debug,
+        engine, inputs, out, overwrite=overwrite, resume=resume, kinds=kinds, debug=debug,
         report_name=None if ranks.distributed else REPORT_NAME, record=record,
     )
     if ranks.distributed:

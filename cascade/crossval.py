@@ -137,7 +137,7 @@ def _out_of_fold_masks(work_dir: Path, fold: int, cases: list[dict], masks: Path
 def _out_of_fold_predictions(work_dir: Path, fold: int, cases: list[dict], predictions: Path, single_stage: bool = False) -> list[dict]:
     """Cascade predictions of a fold's validation cases with that fold's two models (or its single-stage model)."""
     from cascade.engine import CascadeEngine, StagePredictor
-    from cascade.predict import predict_cases
+    from cascade.predict import output_kinds, predict_cases
 
     print(f"[crossval] {'single-stage' if single_stage else 'cascade'} predictions of fold {fold}: {len(cases)} case(s)", flush=True)
     if single_stage:
@@ -145,7 +145,7 @@ def _out_of_fold_predictions(work_dir: Path, fold: int, cases: list[dict], predi
         engine = CascadeEngine(None, StagePredictor(bundle_dir("segmenter"), [root / f"fold{fold}" / "models" / "model.pt"], configs=[root / "config.json"]))
     else:
         engine = CascadeEngine.from_options(models=work_dir, folds=[fold])
-    report = predict_cases(engine, cases, predictions, resume=True, save_masks=True, report_name=None)
+    report = predict_cases(engine, cases, predictions, resume=True, kinds=output_kinds(save_masks=True), report_name=None)
     if report.interrupted:
         raise KeyboardInterrupt(report.interrupted)
     if report.failed:

@@ -341,8 +341,12 @@ class CascadeEngine:
             return tuple(CLASS_NAMES)
         return tuple(int(v) for v in self.segmenter.parser.get_parsed_content("labelled_classes"))
 
-    def read(self, image_path: str | os.PathLike) -> tuple[MetaTensor, nib.Nifti1Image]:
+    def read(self, image_path: str | os.PathLike, name: str | None = None) -> tuple[MetaTensor, nib.Nifti1Image]:
         """Check and load an image once for both stages.
+
+        Args:
+            image_path: NIfTI file.
+            name: how messages name the input (default ``image_path``).
 
         Returns:
             The channel-first image as the localizer's ``loading`` transforms read it, and the
@@ -352,12 +356,13 @@ class CascadeEngine:
             InputError: a header problem (see :func:`cascade.io.read_header`), a corrupt data
                 block or unusable intensities (:func:`cascade.io.check_intensities`).
         """
+        name = name or str(image_path)
         source = read_header(image_path)
         try:
             image = (self.localizer or self.segmenter).load({"image": str(image_path)})["image"]
         except Exception as err:  # MONAI wraps reader errors in RuntimeError chains
-            raise InputError(f"{image_path}: not a readable NIfTI file ({type(err).__name__})") from err
-        check_intensities(image_path, image.as_tensor().numpy())
+            raise InputError(f"{name}: not a readable NIfTI file ({type(err).__name__})") from err
+        check_intensities(name, image.as_tensor().numpy())
         return image, source
 
     def localize(self, image: MetaTensor) -> np.ndarray:
@@ -379,33 +384,39 @@ class CascadeEngine:
         result = self.segmenter(data)
         return _channel(result["pred"]), _channel(result["mask"] > 0)
 
-    def predict_image(self, image_path: str | os.PathLike) -> CaseResult:
+    def predict_image(self, image_path: str | os.PathLike, name: str | None = None) -> CaseResult:
         """Run the cascade on one image file.
+
+        Args:
+            image_path: NIfTI file.
+            name: how messages name the input (default ``image_path``; e.g. the DICOM series a
+                temporary file was made from).
 
         Raises:
             InputError: the image cannot be used (see :meth:`read`).
         """
         start = time.perf_counter()
-        image, source = self.read(image_path)
+        image, source = self.read(image_path, name)
+        name = name or str(image_path)
         shape = tuple(source.shape[:3])
         low, high = float(image.min()), float(image.max())
         if low == high:
             empty = np.zeros(shape, np.uint8)
-            warning = f"{image_path}: constant intensity {low:g}, not a scan; the label map is empty"
+            warning = f"{name}: constant intensity {low:g}, not a scan; the label map is empty"
             return CaseResult(empty, empty, empty, source.affine, source.header, {"stage 1": 0.0, "stage 2": 0.0}, [warning])
         outliers = find_intensity_outliers(image[0].numpy(), image.affine.numpy())
-        input_warnings = [f"{image_path}: {outliers.describe()}"] if outliers else []
+        input_warnings = [f"{name}: {outliers.describe()}"] if outliers else []
         if self.localizer is None:  # the single-stage baseline: no gate
             labels, gate = self.segment(image, None)
             seconds = {"stage 1": 0.0, "stage 2": time.perf_counter() - start}
             return CaseResult(labels, gate, gate, source.affine, source.header, seconds, input_warnings=input_warnings)
         mask = self.localize(image)
         if mask.shape != shape:
-            raise RuntimeError(f"{image_path}: stage-1 output shape {mask.shape} differs from the input {shape}")
+            raise RuntimeError(f"{name}: stage-1 output shape {mask.shape} differs from the input {shape}")
         seconds = {"stage 1": time.perf_counter() - start, "stage 2": 0.0}
         result = CaseResult(np.zeros(shape, np.uint8), mask, np.zeros(shape, np.uint8), source.affine, source.header, seconds, input_warnings=input_warnings)
         if not mask.any():
-            result.warnings.append(f"{image_path}: the localizer found no atria; the label map is empty")
+            result.warnings.append(f"{name}: the localizer found no atria; the label map is empty")
             return result
         start = time.perf_counter()
         result.labels, result.gate = self.segment(image, mask)

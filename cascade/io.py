@@ -28,6 +28,7 @@ __all__ = [
     "InputError",
     "MAX_INTENSITY",
     "check_intensities",
+    "check_geometry",
     "AFFINE_TOLERANCE",
     "PLAUSIBLE_SPACING_MM",
     "read_header",
@@ -80,6 +81,21 @@ def read_header(path: str | os.PathLike) -> nib.Nifti1Image:
         raise InputError(f"{path}: not a readable NIfTI file ({type(err).__name__}: {err})") from err
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"{path}: not a NIfTI image ({type(img).__name__})")
+    check_geometry(img, path)
+    return img
+
+
+def check_geometry(img: nib.Nifti1Image, path: str | os.PathLike) -> None:
+    """Refuse a volume that is not one single-component 3D volume on a usable grid.
+
+    Args:
+        img: the volume (its header only is read).
+        path: the name its messages give (a file, or a DICOM series).
+
+    Raises:
+        InputError: multi-component voxels, not 3D, empty, a non-finite or singular affine, voxel
+            sizes outside :data:`PLAUSIBLE_SPACING_MM`.
+    """
     dtype = img.get_data_dtype()
     if dtype.fields is not None or dtype.kind == "c":
         raise InputError(f"{path}: multi-component voxels ({dtype}); expected one intensity per voxel")
@@ -98,7 +114,6 @@ def read_header(path: str | os.PathLike) -> nib.Nifti1Image:
     if not all(low <= z <= high for z in zooms):
         hint = " (metres instead of millimetres?)" if max(zooms) < low else ""
         raise InputError(f"{path}: voxel size {_format_zooms(zooms)} mm is outside the plausible {low:g}-{high:g} mm{hint}")
-    return img
 
 
 def load_nifti(path: str | os.PathLike, *, label: bool = False) -> nib.Nifti1Image:

@@ -1,9 +1,10 @@
 """Predicting a folder of images: output safety, per-case isolation, resume, and the QC report.
 
-For every case the engine's label map is written as ``OUT/<case>_label.nii.gz`` (with
-``--save_masks`` also the stage-1 mask ``<case>_mask.nii.gz`` and the gate stage 2 was confined
-to, ``<case>_gate.nii.gz``), each atomically, on the input's exact grid. ``OUT/predictions.csv``
-holds one row per case (:data:`REPORT_COLUMNS`).
+For every case the engine's label map is written as ``OUT/<case>_label.nii.gz`` and, for DICOM
+input with ``--output_format dicom-seg`` or ``both``, as the DICOM Segmentation ``<case>_seg.dcm``
+(:mod:`cascade.dicom`); with ``--save_masks`` also the stage-1 mask ``<case>_mask.nii.gz`` and the
+gate stage 2 was confined to, ``<case>_gate.nii.gz``; each atomically, on the input's exact grid.
+``OUT/predictions.csv`` holds one row per case (:data:`REPORT_COLUMNS`).
 
 Rules, checked before any case runs:
 
@@ -27,15 +28,18 @@ import io
 import json
 import os
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
+from cascade import dicom
 from cascade.data import case_id, image_datalist, scan_folder
 from cascade.engine import CascadeEngine, CaseResult
 from cascade.io import (
@@ -45,7 +49,8 @@ from cascade.qc import class_volumes_ml, grid_warnings, volume_warnings
 
 __all__ = [
     "REPORT_COLUMNS", "PredictionReport", "software_versions", "run_record", "write_run_record", "check_resume_record",
-    "list_inputs", "output_paths", "check_output_folder", "check_outputs", "out_of_memory", "predict_cases",
+    "list_inputs", "OUTPUT_FORMATS", "output_kinds", "output_paths", "check_output_folder", "check_outputs", "out_of_memory",
+    "predict_cases",
 ]
 
 REPORT_COLUMNS = (
@@ -54,31 +59,52 @@ REPORT_COLUMNS = (
 )
 REPORT_NAME = "predictions.csv"
 RUN_RECORD_NAME = "run.json"
+OUTPUT_FORMATS = ("nifti", "dicom-seg", "both")
+OUTPUT_SUFFIXES = {"label": "_label.nii.gz", "seg": "_seg.dcm", "mask": "_mask.nii.gz", "gate": "_gate.nii.gz"}
 
 
-def output_paths(case: str, out_dir: Path, save_masks: bool) -> dict[str, Path]:
-    """The files written for a case: ``label`` (and ``mask``, ``gate`` with ``save_masks``)."""
-    kinds = ("label", "mask", "gate") if save_masks else ("label",)
-    return {kind: out_dir / f"{case}_{kind}.nii.gz" for kind in kinds}
+def output_kinds(save_masks: bool = False, output_format: str = "nifti") -> tuple[str, ...]:
+    """What is written per case: ``label`` (NIfTI) and/or ``seg`` (DICOM SEG) by ``output_format``
+    (one of :data:`OUTPUT_FORMATS`), and ``mask`` and ``gate`` with ``save_masks``.
+
+    Raises:
+        InputError: an unknown format.
+    """
+    if output_format not in OUTPUT_FORMATS:
+        raise InputError(f"--output_format {output_format}: expected one of {', '.join(OUTPUT_FORMATS)}")
+    kinds = {"nifti": ("label",), "dicom-seg": ("seg",), "both": ("label", "seg")}[output_format]
+    return kinds + (("mask", "gate") if save_masks else ())
+
+
+def output_paths(case: str, out_dir: Path, kinds: Sequence[str] = ("label",)) -> dict[str, Path]:
+    """The files written for a case, by kind (see :func:`output_kinds`)."""
+    return {kind: out_dir / f"{case}{OUTPUT_SUFFIXES[kind]}" for kind in kinds}
 
 
 def _real(path: str | os.PathLike) -> str:
     return os.path.realpath(os.fspath(path))
 
 
-def check_outputs(inputs: Sequence[dict], out_dir: Path, save_masks: bool, overwrite: bool, resume: bool) -> None:
+def check_outputs(inputs: Sequence[dict], out_dir: Path, kinds: Sequence[str], overwrite: bool, resume: bool) -> None:
     """Refuse outputs that are inputs, and existing outputs without ``overwrite``/``resume``.
 
     Raises:
-        InputError: ``overwrite`` with ``resume``; an output path that is an input file; an existing
-            output (only without ``overwrite`` or ``resume``); two cases with the same output.
+        InputError: ``overwrite`` with ``resume``; a DICOM SEG for NIfTI input, or without highdicom;
+            an output path that is an input file; an existing output (only without ``overwrite`` or
+            ``resume``); two cases with the same output.
     """
+    if "seg" in kinds:
+        nifti = next((item for item in inputs if "series" not in item), None)
+        if nifti is not None:
+            raise InputError(f"{nifti['image']}: a DICOM SEG output needs DICOM input (it references the source images); "
+                             "use --output_format nifti for NIfTI input")
+        dicom.require_highdicom()
     if overwrite and resume:
         raise InputError("--overwrite and --resume exclude each other: --resume keeps finished outputs, --overwrite replaces them")
     protected = {_real(item[key]): item[key] for item in inputs for key in ("image", "label", "mask") if item.get(key)}
     seen: dict[str, str] = {}
     for item in inputs:
-        for path in output_paths(item["case"], out_dir, save_masks).values():
+        for path in output_paths(item["case"], out_dir, kinds).values():
             real = _real(path)
             if real in protected:
                 raise InputError(f"{path}: this output would replace the input {protected[real]}; choose another output folder")
@@ -89,14 +115,28 @@ def check_outputs(inputs: Sequence[dict], out_dir: Path, save_masks: bool, overw
                 raise InputError(f"{path}: output exists (--resume keeps finished cases, --overwrite replaces them)")
 
 
+def _input_sha256(item: dict) -> str:
+    """The input's checksum: the image file's, or for a DICOM series :func:`cascade.dicom.series_sha256`."""
+    return dicom.series_sha256(item["series"].files) if "series" in item else file_sha256(item["image"])
+
+
 def _finished(item: dict, paths: dict[str, Path], recorded_sha256: str) -> bool:
-    """Whether every output of a case exists, is a readable label map with the input's geometry, and
-    was made from this input file (``recorded_sha256``, from the earlier report, equals its checksum):
-    a scan replaced by another of the same grid is predicted again."""
+    """Whether every output of a case exists, is readable (a label map with the input's geometry, a
+    DICOM Segmentation), and was made from this input (``recorded_sha256``, from the earlier report,
+    equals its checksum): a scan replaced by another of the same grid is predicted again."""
     try:
-        source = read_header(item["image"])
-        outputs_fit = all(same_geometry(load_nifti(path, label=True), source) for path in paths.values())
-        return outputs_fit and recorded_sha256 == file_sha256(item["image"])
+        if recorded_sha256 != _input_sha256(item):
+            return False
+        source = None if "series" in item else read_header(item["image"])  # a series' geometry follows from its checksum
+        for kind, path in paths.items():
+            if kind == "seg":
+                if not dicom.is_segmentation(path):
+                    return False
+            else:
+                output = load_nifti(path, label=True)
+                if source is not None and not same_geometry(output, source):
+                    return False
+        return True
     except (InputError, OSError):
         return False
 
@@ -191,10 +231,13 @@ def _row(item: dict, result: CaseResult | None = None, seconds: float = 0.0) -> 
     return row
 
 
-def _save(result: CaseResult, paths: dict[str, Path]) -> None:
+def _save(result: CaseResult, paths: dict[str, Path], datasets: Sequence, classes: Sequence[int]) -> None:
     arrays = {"label": result.labels, "mask": result.mask, "gate": result.gate}
     for kind, path in paths.items():
-        save_nifti_atomic(arrays[kind], result.affine, path, header=result.header)
+        if kind == "seg":
+            dicom.write_segmentation(result.labels, datasets, path, classes)
+        else:
+            save_nifti_atomic(arrays[kind], result.affine, path, header=result.header)
 
 
 def predict_cases(
@@ -203,7 +246,7 @@ def predict_cases(
     out_dir: str | os.PathLike,
     overwrite: bool = False,
     resume: bool = False,
-    save_masks: bool = False,
+    kinds: Sequence[str] = ("label",),
     debug: bool = False,
     report_name: str | None = REPORT_NAME,
     record: dict | None = None,
@@ -212,12 +255,13 @@ def predict_cases(
 
     Args:
         engine: a cascade engine with both stages.
-        inputs: ``{"case", "image"}`` entries (``label`` entries name files to protect).
+        inputs: ``{"case", "image"}`` entries (``label`` entries name files to protect), from
+            :func:`list_inputs` (a DICOM series' entry also holds ``series`` and ``name``).
         out_dir: output folder (created).
         overwrite: replace existing outputs.
         resume: keep finished outputs (see :func:`_finished`; the checksums come from
             ``OUT/predictions.csv``), redo the others.
-        save_masks: also write each case's stage-1 mask and gate.
+        kinds: the files to write per case (:func:`output_kinds`).
         debug: print the traceback of unexpected errors.
         report_name: file name of the QC report in ``out_dir``; ``None`` writes none.
         record: the run's :func:`run_record`: with ``resume`` it must match the earlier run's
@@ -230,13 +274,13 @@ def predict_cases(
         InputError: the output rules of :func:`check_outputs`.
     """
     out_dir = Path(out_dir)
-    check_outputs(inputs, out_dir, save_masks, overwrite, resume)
+    check_outputs(inputs, out_dir, kinds, overwrite, resume)
     if resume and record is not None:
         check_resume_record(out_dir, record)
     out_dir.mkdir(parents=True, exist_ok=True)
     if record is not None and report_name:
         write_run_record(out_dir, record)
-    outputs = [path for item in inputs for path in output_paths(item["case"], out_dir, save_masks).values()]
+    outputs = [path for item in inputs for path in output_paths(item["case"], out_dir, kinds).values()]
     for path in outputs + ([out_dir / report_name] if report_name else []):
         remove_stale_temporaries(path)  # left by a kill -9 of an earlier run
     report = PredictionReport()
@@ -244,7 +288,7 @@ def predict_cases(
     log_lines, computed = not sys.stderr.isatty(), []  # without a terminal (a batch job's log): one line per case
     try:
         for index, item in enumerate(tqdm(inputs, desc="cases", unit="case", file=sys.stderr, disable=None), 1):
-            paths = output_paths(item["case"], out_dir, save_masks)
+            paths = output_paths(item["case"], out_dir, kinds)
             start = time.perf_counter()
             if resume and _finished(item, paths, recorded.get(item["case"], "")):
                 row = _row(item) | {"status": "resumed"}
@@ -275,16 +319,16 @@ def _duration(seconds: float) -> str:
 
 def _predict_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], debug: bool) -> dict:
     """Predict and save one case; its report row. A failure is one error line and a ``failed`` row."""
-    start = time.perf_counter()
+    start, name = time.perf_counter(), item.get("name", item["image"])
     try:
-        item = item | {"sha256": file_sha256(item["image"])}
-        result = engine.predict_image(item["image"])
+        item = item | {"sha256": _input_sha256(item)}
+        result, datasets = _predict_input(engine, item)
         volumes = class_volumes_ml(result.labels, result.mask, result.affine)
-        warnings = (result.input_warnings + grid_warnings(item["image"], result.affine)
-                    + (result.warnings or volume_warnings(item["image"], volumes, engine.labelled_classes)))
-        _save(result, paths)
+        warnings = (result.input_warnings + grid_warnings(name, result.affine)
+                    + (result.warnings or volume_warnings(name, volumes, engine.labelled_classes)))
+        _save(result, paths, datasets, engine.labelled_classes)
     except Exception as err:  # one bad case must not stop the folder
-        message = str(err) if isinstance(err, InputError) else _failure_message(item["image"], err, (engine.localizer or engine.segmenter).device)
+        message = str(err) if isinstance(err, InputError) else _failure_message(name, err, (engine.localizer or engine.segmenter).device)
         tqdm.write(f"cascade: error: {message}", file=sys.stderr)
         if debug:
             traceback.print_exc()
@@ -295,6 +339,19 @@ def _predict_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], deb
         tqdm.write(f"cascade: warning: {warning}", file=sys.stderr)
     row = _row(item, result, time.perf_counter() - start)
     return row | {"status": "warning" if warnings else "ok", "message": "; ".join(warnings)}
+
+
+def _predict_input(engine: CascadeEngine, item: dict) -> tuple[CaseResult, list]:
+    """The engine's result for an input entry, and the DICOM datasets of a series (in slice order;
+    empty for NIfTI). A series is checked and read once, then handed to the engine as a temporary
+    NIfTI file, so that the bundles' own loading transforms read both kinds of input alike."""
+    if "series" not in item:
+        return engine.predict_image(item["image"]), []
+    volume, datasets = dicom.read_series(item["series"])
+    with tempfile.TemporaryDirectory(prefix="cascade-dicom-") as folder:
+        path = Path(folder) / f"{item['case']}.nii"
+        nib.save(volume, path)
+        return engine.predict_image(path, name=item["name"]), datasets
 
 
 def software_versions(openvino: bool = False) -> dict[str, str]:
@@ -388,22 +445,57 @@ def check_output_folder(source: str | os.PathLike, out_dir: str | os.PathLike) -
     check_writable_folder(out_dir, "the output folder")
 
 
-def list_inputs(source: str | os.PathLike) -> list[dict]:
-    """Cases to predict: a single NIfTI file, or every image of a data folder of any layout.
+def list_inputs(source: str | os.PathLike, series: Sequence[str] | None = None) -> list[dict]:
+    """Cases to predict: a single NIfTI file, every image of a data folder of any layout, or the
+    DICOM series of a folder that holds no NIfTI image (:func:`dicom_inputs`).
 
     Every file of a folder that is not used is reported on stderr with the reason. A single file's
     label map beside it (e.g. ``MBAS_001_label.nii.gz`` next to ``MBAS_001_gt.nii.gz``) is listed
-    too, so that no output may replace it.
+    too, so that no output may replace it. A single DICOM file stands for its series in its folder.
+
+    Args:
+        source: a file or folder.
+        series: SeriesInstanceUIDs to predict (DICOM input only; default: one series per study).
 
     Raises:
-        InputError: the input does not exist or holds no image.
+        InputError: the input does not exist or holds no image; ``series`` for NIfTI input.
     """
     source = Path(source)
-    if source.is_file():
-        return [{"case": case_id(source), "image": str(source), **_label_beside(source)}]
+    if source.is_file() and dicom.is_dicom_file(source):
+        return dicom_inputs(source.parent, series or [dicom.series_uid(source)])
     if not source.exists():
         raise InputError(f"{source}: input not found")
-    return image_datalist(source, report=lambda line: tqdm.write(f"cascade: {line}", file=sys.stderr))
+    nifti = source.is_file() or any(path.name.endswith((".nii", ".nii.gz")) for path in source.rglob("*"))
+    if not nifti and dicom.has_dicom_files(source):
+        return dicom_inputs(source, series)
+    if series:
+        raise InputError(f"{source}: --series selects DICOM series, but this input holds NIfTI images")
+    if source.is_file():
+        return [{"case": case_id(source), "image": str(source), **_label_beside(source)}]
+    return image_datalist(source, report=_report)
+
+
+def _report(line: str) -> None:
+    tqdm.write(f"cascade: {line}", file=sys.stderr)
+
+
+def dicom_inputs(source: Path, series: Sequence[str] | None = None) -> list[dict]:
+    """One entry per DICOM series to predict (:func:`cascade.dicom.choose_series`):
+    ``{"case", "image", "name", "series"}``; ``case`` is the name of the series' folder, with
+    ``_S<SeriesNumber>`` added where two chosen series share a folder name.
+
+    Raises:
+        InputError: pydicom is missing; no image series; a ``series`` UID that is not there.
+    """
+    chosen = dicom.choose_series(dicom.find_series(source, _report), series, _report)
+    if not chosen:
+        raise InputError(f"{source}: no DICOM image series found")
+    names = [s.folder.name for s in chosen]
+    entries = []
+    for index, found in enumerate(chosen):
+        case = found.folder.name if names.count(found.folder.name) == 1 else f"{found.folder.name}_S{found.number or index + 1}"
+        entries.append({"case": case, "image": str(found.folder), "name": found.name, "series": found})
+    return entries
 
 
 def _label_beside(image: Path) -> dict:

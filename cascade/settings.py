@@ -24,6 +24,7 @@ engine, the MONAI Label app and the bench scripts all go through this module.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -40,6 +41,7 @@ __all__ = [
     "as_margin",
     "as_overlap",
     "as_path",
+    "as_uids",
     "as_paths",
     "as_classes",
     "resolve_device",
@@ -146,6 +148,21 @@ def as_path(value: str | int | float | None) -> str | None:
 def as_paths(value: str | tuple | list) -> str | list[str]:
     """A path setting that may name several paths: fire turns ``a,b`` into a tuple."""
     return [str(v) for v in value] if isinstance(value, (tuple, list)) else str(value)
+
+
+def as_uids(value: str | tuple | list | None, flag: str) -> list[str] | None:
+    """DICOM UIDs, comma-separated (fire passes ``a,b`` as a tuple): digits and dots, at most 64 characters.
+
+    Raises:
+        InputError: a value that is not a UID.
+    """
+    if value is None:
+        return None
+    uids = [str(v).strip() for v in value] if isinstance(value, (tuple, list)) else [v.strip() for v in str(value).split(",")]
+    for uid in uids:
+        if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", uid) or len(uid) > 64:
+            raise InputError(f"--{flag} {uid}: not a DICOM UID (digits and dots, e.g. 1.2.840.113619.2.1)")
+    return uids
 
 
 def as_classes(value: str | int | tuple | list | None) -> str | None:
