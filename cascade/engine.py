@@ -395,9 +395,13 @@ class CascadeEngine:
         Raises:
             InputError: the image cannot be used (see :meth:`read`).
         """
-        start = time.perf_counter()
         image, source = self.read(image_path, name)
-        name = name or str(image_path)
+        return self.predict_loaded(image, source, name or str(image_path))
+
+    def predict_loaded(self, image: MetaTensor, source: nib.Nifti1Image, name: str) -> CaseResult:
+        """Run the cascade on an image :meth:`read` loaded (``source``: its header, for the outputs'
+        geometry; ``name``: how messages name it)."""
+        start = time.perf_counter()
         shape = tuple(source.shape[:3])
         low, high = float(image.min()), float(image.max())
         if low == high:

@@ -14,6 +14,9 @@ Rules, checked before any case runs:
   it is a readable label map with the input's geometry and the report records it as made from
   this very input file, by its SHA-256; redo it otherwise); not both.
 
+A folder is pipelined: a loader thread reads and checks the next case (and, with ``--resume``,
+checks its finished outputs) while the networks run on the current one.
+
 A case that fails, for any reason, is one error line naming the file; the others still run, the
 summary lists the failures, and the exit status is 1. An interruption (Ctrl-C, SIGTERM) stops
 after removing the partial file of the case in flight; ``--resume`` completes the folder. The
@@ -32,6 +35,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +45,8 @@ from tqdm import tqdm
 
 from cascade import dicom
 from cascade.data import case_id, image_datalist, scan_folder
+from monai.data import MetaTensor
+
 from cascade.engine import CascadeEngine, CaseResult
 from cascade.io import (
     InputError, check_writable_folder, file_sha256, load_nifti, read_header, remove_stale_temporaries, same_geometry, save_nifti_atomic, write_text_atomic,
@@ -250,6 +256,7 @@ def predict_cases(
     debug: bool = False,
     report_name: str | None = REPORT_NAME,
     record: dict | None = None,
+    prefetch: bool = True,
 ) -> PredictionReport:
     """Predict every case, isolating failures, and write the outputs and the QC report.
 
@@ -266,6 +273,8 @@ def predict_cases(
         report_name: file name of the QC report in ``out_dir``; ``None`` writes none.
         record: the run's :func:`run_record`: with ``resume`` it must match the earlier run's
             ``OUT/run.json`` (:func:`check_resume_record`); written there with the report.
+        prefetch: load the next case in a loader thread while the current one runs (``False``:
+            one case at a time, for comparison: bench/folder_throughput.py).
 
     Returns:
         The report; ``interrupted`` names the signal when the run was stopped.
@@ -286,16 +295,28 @@ def predict_cases(
     report = PredictionReport()
     recorded = {row["case"]: row.get("image_sha256") or "" for row in _read_report(out_dir / REPORT_NAME)} if resume else {}
     log_lines, computed = not sys.stderr.isatty(), []  # without a terminal (a batch job's log): one line per case
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cascade-loader")
+
+    def load(index: int) -> Future:
+        item = inputs[index]
+        recorded_sha256 = recorded.get(item["case"], "") if resume else None
+        return loader.submit(_load_case, engine, item, output_paths(item["case"], out_dir, kinds), recorded_sha256)
+
     try:
+        upcoming = load(0) if inputs else None
         for index, item in enumerate(tqdm(inputs, desc="cases", unit="case", file=sys.stderr, disable=None), 1):
             paths = output_paths(item["case"], out_dir, kinds)
             start = time.perf_counter()
-            if resume and _finished(item, paths, recorded.get(item["case"], "")):
+            loaded: _Loaded = upcoming.result()
+            upcoming = load(index) if prefetch and index < len(inputs) else None
+            if loaded.finished:
                 row = _row(item) | {"status": "resumed"}
             else:
-                row = _predict_case(engine, item, paths, debug)
+                row = _predict_case(engine, item, paths, debug, loaded)
                 computed.append(time.perf_counter() - start)
             report.rows.append(row)
+            if not prefetch and index < len(inputs):  # one case at a time: nothing overlaps the networks
+                upcoming = load(index)
             if log_lines:
                 eta = _duration(sum(computed) / len(computed) * (len(inputs) - index)) if computed else "unknown"
                 print(f"cascade: [{index}/{len(inputs)}] {item['case']}: {row['status']}, {time.perf_counter() - start:.1f} s; "
@@ -305,6 +326,7 @@ def predict_cases(
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI
         report.interrupted = str(interrupt) or "SIGINT"
     finally:
+        loader.shutdown(wait=True, cancel_futures=True)
         if report_name:
             report.write(out_dir / report_name)
     return report
@@ -317,12 +339,49 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
-def _predict_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], debug: bool) -> dict:
-    """Predict and save one case; its report row. A failure is one error line and a ``failed`` row."""
+@dataclass
+class _Loaded:
+    """What the loader thread made of a case: its outputs kept (``finished``), the checked image, or
+    the error that stopped it (raised again, with its traceback, when the case's turn comes)."""
+
+    finished: bool = False
+    image: MetaTensor | None = None
+    source: nib.Nifti1Image | None = None
+    datasets: list = field(default_factory=list)
+    sha256: str = ""
+    error: Exception | None = None
+
+
+def _load_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], recorded_sha256: str | None) -> _Loaded:
+    """Everything a case needs before the networks: the resume check (with ``recorded_sha256``, the
+    earlier report's checksum; ``None`` without ``--resume``), the input's checksum and the checked
+    image. A DICOM series is read and checked once, then handed to the engine as a temporary NIfTI
+    file, so that the bundles' own loading transforms read both kinds of input alike."""
+    try:
+        if recorded_sha256 is not None and _finished(item, paths, recorded_sha256):
+            return _Loaded(finished=True)
+        sha256 = _input_sha256(item)
+        if "series" not in item:
+            image, source = engine.read(item["image"])
+            return _Loaded(image=image, source=source, sha256=sha256)
+        volume, datasets = dicom.read_series(item["series"])
+        with tempfile.TemporaryDirectory(prefix="cascade-dicom-") as folder:
+            path = Path(folder) / f"{item['case']}.nii"
+            nib.save(volume, path)
+            image, _ = engine.read(path, item["name"])
+        return _Loaded(image=image, source=volume, datasets=datasets, sha256=sha256)
+    except Exception as err:
+        return _Loaded(error=err)
+
+
+def _predict_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], debug: bool, loaded: _Loaded) -> dict:
+    """Predict and save one loaded case; its report row. A failure is one error line and a ``failed`` row."""
     start, name = time.perf_counter(), item.get("name", item["image"])
     try:
-        item = item | {"sha256": _input_sha256(item)}
-        result, datasets = _predict_input(engine, item)
+        if loaded.error is not None:
+            raise loaded.error
+        item = item | {"sha256": loaded.sha256}
+        result, datasets = engine.predict_loaded(loaded.image, loaded.source, name), loaded.datasets
         volumes = class_volumes_ml(result.labels, result.mask, result.affine)
         warnings = (result.input_warnings + grid_warnings(name, result.affine)
                     + (result.warnings or volume_warnings(name, volumes, engine.labelled_classes)))
@@ -339,19 +398,6 @@ def _predict_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], deb
         tqdm.write(f"cascade: warning: {warning}", file=sys.stderr)
     row = _row(item, result, time.perf_counter() - start)
     return row | {"status": "warning" if warnings else "ok", "message": "; ".join(warnings)}
-
-
-def _predict_input(engine: CascadeEngine, item: dict) -> tuple[CaseResult, list]:
-    """The engine's result for an input entry, and the DICOM datasets of a series (in slice order;
-    empty for NIfTI). A series is checked and read once, then handed to the engine as a temporary
-    NIfTI file, so that the bundles' own loading transforms read both kinds of input alike."""
-    if "series" not in item:
-        return engine.predict_image(item["image"]), []
-    volume, datasets = dicom.read_series(item["series"])
-    with tempfile.TemporaryDirectory(prefix="cascade-dicom-") as folder:
-        path = Path(folder) / f"{item['case']}.nii"
-        nib.save(volume, path)
-        return engine.predict_image(path, name=item["name"]), datasets
 
 
 def software_versions(openvino: bool = False) -> dict[str, str]:

@@ -12,6 +12,10 @@
 - Postprocessing at the cost of the labelled region instead of the scan: the channel argmax by a
   running comparison, and MONAI's largest-component step on the labels' bounding box; both give
   exactly MONAI's results (measured costs in the docstrings).
+- The stage-1 mask on the input grid at the cost of the candidate region: MONAI's ``Invertd``
+  resamples the whole low-resolution probability back to the scan before the threshold (about 1 s
+  for a 44 x 576 x 576 scan on 2 CPU cores); :class:`ThresholdOnInputGridd` resamples only the boxes
+  where the threshold can be reached and gives exactly the same mask.
 - The decision of a model trained on partially labelled data: the probabilities of the classes it
   never saw annotated are merged into background before the argmax (the marginal formulation of
   its training loss, :mod:`cascade.losses`), so it labels only what it learned.
@@ -26,9 +30,13 @@ import torch
 import torch.nn.functional as F
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
-from monai.transforms import CropForeground, CropForegroundd, KeepLargestConnectedComponent, MapTransform, Transform
-from monai.utils import convert_to_dst_type, ensure_tuple_rep
-from scipy.ndimage import distance_transform_edt
+from monai.transforms import (
+    AsDiscreted, Compose, CropForeground, CropForegroundd, Invertd, KeepLargestConnectedComponent, MapTransform, SpatialResample,
+    Transform,
+)
+from monai.utils import TraceKeys, convert_to_dst_type, ensure_tuple_rep, get_torch_dtype_from_string
+from scipy.ndimage import binary_dilation, distance_transform_edt, find_objects
+from scipy.ndimage import label as ndimage_label
 
 __all__ = [
     "ball",
@@ -42,6 +50,7 @@ __all__ = [
     "ChannelArgmaxd",
     "MergeIntoBackgroundd",
     "KeepLargestComponentd",
+    "ThresholdOnInputGridd",
 ]
 
 
@@ -301,3 +310,108 @@ class KeepLargestComponentd(MapTransform):
             kept[box] = self.keep(labels[box].clone())  # MONAI's transform works in place
             d[key] = kept
         return d
+
+
+def _linear_resampling(operations: Sequence[Mapping]) -> tuple[np.ndarray, tuple[int, ...], dict] | None:
+    """The input grid and the resampling of a history made of ``Orientation`` steps and one final
+    linear or nearest-neighbour ``SpatialResample`` (``Spacing``): ``(affine, shape, resample
+    arguments)``; ``None`` for any other history."""
+    classes = [operation[TraceKeys.CLASS_NAME] for operation in operations]
+    if not classes or classes[-1] != "SpatialResample" or set(classes[:-1]) - {"Orientation"}:
+        return None
+    info = operations[-1][TraceKeys.EXTRA_INFO]
+    if info["mode"] not in ("bilinear", "nearest"):
+        return None
+    first = operations[0]
+    affine = first[TraceKeys.EXTRA_INFO]["original_affine" if classes[0] == "Orientation" else "src_affine"]
+    align_corners = False if info["align_corners"] == TraceKeys.NONE else info["align_corners"]
+    arguments = {"mode": info["mode"], "padding_mode": info["padding_mode"], "align_corners": align_corners,
+                 "dtype": get_torch_dtype_from_string(info["dtype"])}
+    return np.asarray(affine, np.float64), tuple(int(n) for n in first[TraceKeys.ORIG_SIZE]), arguments
+
+
+def _reachable_boxes(candidates: np.ndarray, to_input: np.ndarray, shape: Sequence[int]) -> list[tuple[slice, ...]]:
+    """Boxes of the input grid holding every voxel whose interpolated value can come from a candidate
+    voxel of the resampled grid, one box per cluster of candidates.
+
+    Linear interpolation at a point mixes the (border-clamped) values of the 2 x 2 x 2 grid voxels
+    around it, so a point can reach a candidate only within one voxel of it (or beyond the volume's
+    border, where the border value is clamped): each cluster of candidates, grown by one voxel and
+    mapped to the input grid, bounds the voxels it can reach.
+    """
+    clusters, _ = ndimage_label(binary_dilation(candidates, np.ones((3, 3, 3), bool)))
+    size = np.asarray(candidates.shape, float)
+    reach = 1e6  # voxels: stands for "unbounded" beyond a candidate on the volume's border
+    boxes = []
+    for found in find_objects(clusters):
+        low = np.array([s.start for s in found], float)
+        high = np.array([s.stop - 1 for s in found], float)
+        low = np.where(low > 0, low, -reach)  # the cluster already holds the one-voxel growth
+        high = np.where(high < size - 1, high, size - 1 + reach)
+        points = np.where(np.array(list(np.ndindex(2, 2, 2))) == 0, low, high)  # the box's 8 corners
+        mapped = (to_input @ np.c_[points, np.ones(len(points))].T)[:3].T
+        start = np.clip(np.floor(mapped.min(0)) - 1, 0, np.asarray(shape) - 1).astype(int)
+        stop = np.clip(np.ceil(mapped.max(0)) + 2, 0, shape).astype(int)
+        if (stop > start).all():
+            boxes.append(tuple(slice(int(a), int(b)) for a, b in zip(start, stop)))
+    return boxes
+
+
+class ThresholdOnInputGridd(MapTransform):
+    """``Invertd`` followed by ``AsDiscreted(threshold=...)``, resampling only where the threshold can be reached.
+
+    When the inverted history is the localizer's grid piece (``Orientation`` steps and one
+    ``Spacing``/``SpatialResample`` with linear or nearest interpolation), every value the inverse
+    would resample is a convex combination of the probabilities at the corners of its cell: outside
+    the region within one voxel of a probability at or above ``threshold`` it stays below it. Only
+    that region's boxes (one per cluster of such voxels) are resampled (MONAI's ``SpatialResample``, with the recorded arguments, from the
+    low-resolution grid straight onto the input grid: the orientation steps are permutations and
+    flips, which commute with a threshold), and the rest of the mask is 0: the same mask as the
+    full inverse (tested voxel for voxel). Any other history runs ``Invertd`` and ``AsDiscreted``.
+
+    Args:
+        keys: keys of (C, X', Y', Z') probabilities on the preprocessed grid.
+        transform: the preprocessing whose operations are inverted (as for ``Invertd``).
+        orig_keys: keys of the preprocessed images holding the history (as for ``Invertd``).
+        threshold: probability at or above which a voxel is in the mask.
+
+    Returns (per key):
+        A float32 (C, X, Y, Z) 0/1 mask on the input grid, with the input's affine.
+    """
+
+    def __init__(self, keys: KeysCollection, transform: Compose, orig_keys: KeysCollection, threshold: float,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.orig_keys = ensure_tuple_rep(orig_keys, len(self.keys))
+        self.threshold = float(threshold)
+        self.full_inverse = Compose([
+            Invertd(keys, transform, orig_keys, nearest_interp=False, to_tensor=True, allow_missing_keys=allow_missing_keys),
+            AsDiscreted(keys, threshold=self.threshold, allow_missing_keys=allow_missing_keys),
+        ])
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key, orig_key in self.key_iterator(d, self.orig_keys):
+            resampling = _linear_resampling(d[orig_key].applied_operations)
+            if resampling is None:
+                d[key] = self.full_inverse({key: d[key], orig_key: d[orig_key]})[key]
+            else:
+                d[key] = self._threshold(d[key], *resampling)
+        return d
+
+    def _threshold(self, probabilities: MetaTensor, affine: np.ndarray, shape: tuple[int, ...], arguments: dict) -> MetaTensor:
+        grid_affine = np.asarray(probabilities.affine, np.float64)
+        mask = torch.zeros((probabilities.shape[0], *shape), dtype=torch.float32)
+        values = probabilities.as_tensor()
+        candidates = (values >= self.threshold).any(0).numpy()
+        source = MetaTensor(values, affine=torch.as_tensor(grid_affine))
+        resample = SpatialResample(**arguments)
+        for box in _reachable_boxes(candidates, np.linalg.solve(affine, grid_affine), shape):
+            box_affine = affine.copy()
+            box_affine[:3, 3] = affine[:3, :3] @ [s.start for s in box] + affine[:3, 3]
+            resampled = resample(source, dst_affine=torch.as_tensor(box_affine), spatial_size=[s.stop - s.start for s in box])
+            region = (slice(None), *box)
+            mask[region] = torch.maximum(mask[region], (resampled.as_tensor() >= self.threshold).float())
+        result = MetaTensor(mask, meta=dict(probabilities.meta))
+        result.affine = torch.as_tensor(affine)
+        return result

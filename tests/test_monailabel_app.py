@@ -122,3 +122,39 @@ def test_engine_cache_rebuilds_only_for_new_settings_or_checkpoints(tmp_path):
     assert cache.checkpoints()["localizer"] == [str(published)]
     os.utime(published, ns=(published.stat().st_atime_ns, published.stat().st_mtime_ns + 10**9))
     assert cache.stage("localizer", settings) is not localizer  # a newly published model is picked up
+
+
+def test_requests_with_unknown_settings_are_refused_naming_the_key():
+    from lib.infers.predictors import SERVER_KEYS, check_request_keys
+
+    settings = ["overlap", "tta", "mask_region"]
+    check_request_keys({"model": "atria_cascade", "image": "/x.nii.gz", "overlap": 0, "device": "cpu", "result_extension": ".nrrd"}, settings)
+    check_request_keys(dict.fromkeys(SERVER_KEYS), settings)
+    with pytest.raises(InputError, match=r"^unknown setting 'overlapp': this model takes overlap, tta, mask_region and device$"):
+        check_request_keys({"model": "atria_cascade", "overlapp": 0.5}, settings)
+    with pytest.raises(InputError, match="unknown setting 'mask_region'"):  # the localizer task has no stage 2
+        check_request_keys({"mask_region": True}, ["overlap", "tta"])
+
+
+def test_uploads_that_are_not_usable_nifti_are_refused_naming_the_file(tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    from lib.uploads import check_image_upload
+
+    good = tmp_path / "tmpa1b2.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((8, 8, 4)).astype(np.float32), np.eye(4)), good)
+    check_image_upload(str(good), "case_1")
+    text = tmp_path / "tmpc3d4.nii.gz"
+    text.write_text("not an image")
+    with pytest.raises(InputError, match=r"^case_2: not a readable NIfTI file") as raised:
+        check_image_upload(str(text), "case_2")
+    assert str(text) not in str(raised.value)
+    dicom = tmp_path / "tmpe5f6.dcm"
+    dicom.write_bytes(b"\0" * 128 + b"DICM")
+    with pytest.raises(InputError, match=r"^slice\.dcm: only NIfTI images \(\.nii, \.nii\.gz\) can be stored here"):
+        check_image_upload(str(dicom), "slice.dcm")
+    nan = tmp_path / "tmpg7h8.nii"
+    nib.save(nib.Nifti1Image(np.full((4, 4, 4), np.nan, np.float32), np.eye(4)), nan)
+    with pytest.raises(InputError, match="case_3: image contains NaN"):
+        check_image_upload(str(nan), "case_3")

@@ -272,3 +272,18 @@ def test_overlap_per_stage_reaches_each_stage(demo_cases, tmp_path):
     predict(str(case), str(tmp_path / "out"), "--demo", "--overlap", "0", "0.5")
     stages = json.loads((tmp_path / "out" / "run.json").read_text())["stages"]
     assert (stages["localizer"]["settings"]["overlap"], stages["segmenter"]["settings"]["overlap"]) == (0.0, 0.5)
+
+
+def test_the_loader_thread_changes_no_label(demo_cases, tmp_path):
+    """Cases read one ahead in the loader thread give the labels and report of one case at a time."""
+    from cascade.engine import CascadeEngine
+    from cascade.predict import list_inputs, predict_cases
+
+    engine = CascadeEngine.from_options(pretrained="demo", device="cpu")
+    inputs = list_inputs(demo_cases)
+    reports = {prefetch: predict_cases(engine, inputs, tmp_path / str(prefetch), prefetch=prefetch) for prefetch in (True, False)}
+    for item in inputs:
+        pipelined, sequential = (np.asarray(nib.load(str(tmp_path / str(p) / f"{item['case']}_label.nii.gz")).dataobj) for p in (True, False))
+        assert np.array_equal(pipelined, sequential) and pipelined.any()
+    rows = {p: [(r["case"], r["status"], r["image_sha256"], r["left_atrium_ml"]) for r in report.rows] for p, report in reports.items()}
+    assert rows[True] == rows[False] and len(rows[True]) == len(inputs)

@@ -148,3 +148,57 @@ def test_merge_into_background_keeps_only_the_learned_classes():
     assert channel_argmax(merged).flatten().tolist() == [0, 3]
     unchanged = MergeIntoBackgroundd("pred", keep=[1, 2, 3])({"pred": probabilities})["pred"]
     assert torch.equal(unchanged, probabilities)
+
+
+def _rotated(degrees: float, axis: int) -> np.ndarray:
+    angle, (i, j) = np.deg2rad(degrees), [(1, 2), (0, 2), (0, 1)][axis]
+    rotation = np.eye(4)
+    rotation[[i, j, i, j], [i, j, j, i]] = np.cos(angle), np.cos(angle), -np.sin(angle), np.sin(angle)
+    return rotation
+
+
+def _scan_grid(rng: np.random.Generator, kind: str) -> tuple[tuple[int, ...], np.ndarray]:
+    """A random grid: axis-aligned with flips, tilted, or with swapped storage axes."""
+    shape = tuple(int(n) for n in rng.integers([40, 50, 10], [90, 100, 30]))
+    affine = np.diag([rng.choice([-1, 1]) * rng.uniform(0.5, 1.5), rng.choice([-1, 1]) * rng.uniform(0.5, 1.5), rng.uniform(1.5, 3), 1.0])
+    affine[:3, 3] = rng.uniform(-50, 50, 3)
+    if kind == "tilted":
+        affine = _rotated(rng.uniform(-40, 40), int(rng.integers(3))) @ affine
+    if kind == "swapped":
+        affine = affine[:, [1, 0, 2, 3]]
+    return shape, affine
+
+
+@pytest.mark.parametrize("kind", ["aligned", "tilted", "swapped"])
+def test_threshold_on_input_grid_equals_invert_then_threshold(kind):
+    """The box-limited inverse gives MONAI's full Invertd + AsDiscreted voxel for voxel: smooth random
+    probabilities (wide and narrow foreground), no candidate at all, candidates on the volume's border."""
+    from monai.transforms import AsDiscreted, Compose, Invertd, Orientationd, Spacingd
+    from scipy.ndimage import gaussian_filter
+
+    from cascade.transforms import ThresholdOnInputGridd, _linear_resampling
+
+    rng = np.random.default_rng({"aligned": 0, "tilted": 1, "swapped": 2}[kind])
+    for trial in range(3):
+        shape, affine = _scan_grid(rng, kind)
+        preprocessing = Compose([Orientationd("image", axcodes="RAS", labels=None),
+                                 Spacingd("image", pixdim=(1.9, 1.9, 2.5), diagonal=True, mode="bilinear")])
+        image = preprocessing({"image": MetaTensor(torch.zeros((1, *shape)), affine=torch.as_tensor(affine))})["image"]
+        assert _linear_resampling(image.applied_operations) is not None  # the box route, not the fallback
+        field = gaussian_filter(rng.random(image.shape[1:]), 2.0)
+        field = (field - field.min()) / (field.max() - field.min())
+        if trial == 1:
+            field[:] = 0.0
+            field[:2, :4, -2:] = 1.0  # on the border: clamped samples beyond the volume reach it
+        if trial == 2:
+            field[:] = 0.0
+        probabilities = MetaTensor(torch.as_tensor(field[None], dtype=torch.float32), meta=image.meta,
+                                   applied_operations=list(image.applied_operations))
+        for threshold in (0.2, 0.5, 0.8):
+            reference = Compose([Invertd("pred", preprocessing, "image", nearest_interp=False, to_tensor=True),
+                                 AsDiscreted("pred", threshold=threshold)])({"pred": probabilities.clone(), "image": image})["pred"]
+            fast = ThresholdOnInputGridd("pred", preprocessing, "image", threshold)({"pred": probabilities.clone(), "image": image})["pred"]
+            assert fast.shape == reference.shape == (1, *shape) and fast.dtype == reference.dtype
+            assert torch.equal(fast.as_tensor(), reference.as_tensor()) and np.allclose(fast.affine, affine)
+            assert kind == "tilted" or trial != 1 or fast.sum() > 0  # a tilted scan may not reach the grid's corner
+            assert trial != 2 or fast.sum() == 0

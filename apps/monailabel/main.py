@@ -13,7 +13,11 @@ from __future__ import annotations
 import logging
 import os
 
+from fastapi import HTTPException
+from monailabel.config import settings
+from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
 
@@ -24,6 +28,7 @@ from cascade.labels import LABEL_VALUES
 from lib.infers.cascade_tasks import CASCADE_LABELS, AtriaCascadeInfer, AtriaLocalizerInfer
 from lib.infers.predictors import EngineCache
 from lib.trainers.stage_train import CascadeStageTrainTask
+from lib.uploads import check_image_upload
 from lib.weights import weights_from_conf
 
 logger = logging.getLogger(__name__)
@@ -32,6 +37,17 @@ MISSING_WEIGHTS_HINT = (
     "start the server with --conf pretrained la2018 (real scans, left atrium) or --conf demo true (phantoms) for shipped weights, or --conf models WORK for a "
     "cross-validation work folder, or train the stage with the app's train task or its bundle"
 )
+
+
+class NiftiDatastore(LocalDatastore):
+    """MONAI Label's local datastore, refusing (HTTP 400, one line) uploads the cascade cannot read."""
+
+    def add_image(self, image_id: str, image_filename: str, image_info: dict) -> str:
+        try:
+            check_image_upload(image_filename, image_id or os.path.basename(image_filename))
+        except InputError as err:
+            raise HTTPException(status_code=400, detail=str(err)) from err
+        return super().add_image(image_id, image_filename, image_info)
 
 
 class AtriaCascadeApp(MONAILabelApp):
@@ -61,6 +77,26 @@ class AtriaCascadeApp(MONAILabelApp):
             version=cascade.__version__,
             labels=CASCADE_LABELS,
         )
+
+    def init_datastore(self) -> Datastore:
+        if self.studies.startswith(("http://", "https://")):
+            return super().init_datastore()
+        return NiftiDatastore(
+            self.studies, extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+            auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD, read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+        )
+
+    def infer(self, request: dict, datastore: Datastore | None = None) -> dict:
+        """MONAI Label's inference, with the client's mistakes answered 4xx in one line: an unknown
+        model (404; MONAI Label itself answers 500) and an image id the datastore does not hold
+        (400 naming the id; MONAI Label passes an empty path on)."""
+        model = request.get("model")
+        if model not in self._infers:
+            raise HTTPException(status_code=404, detail=f"unknown model '{model}': this app serves {', '.join(self._infers)}")
+        image = request.get("image")
+        if isinstance(image, str) and not os.path.exists(image) and not (datastore or self.datastore()).get_image_uri(image):
+            raise HTTPException(status_code=400, detail=f"image '{image}' is not in the datastore (GET /datastore/?output=all lists the ids)")
+        return super().infer(request, datastore)
 
     def init_infers(self) -> dict[str, InferTask]:
         engines = EngineCache(self.weights)

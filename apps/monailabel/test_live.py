@@ -62,7 +62,7 @@ def free_port() -> int:
 class Server:
     """``monailabel start_server`` in its own process group, stopped on exit (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, studies: Path, conf: dict[str, str], work: Path, name: str) -> None:
+    def __init__(self, studies: Path, conf: dict[str, str], work: Path, name: str, workers: int | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = work / f"server-{name}.log"
@@ -70,6 +70,8 @@ class Server:
                    "--studies", str(studies), "--host", "127.0.0.1", "--port", str(self.port)]
         for key, value in conf.items():
             command += ["--conf", key, value]
+        if workers:
+            command += ["--workers", str(workers)]
         env = {**os.environ, "MONAI_LABEL_SESSION_PATH": str(work / "sessions")}
         log("$ " + " ".join(command) + f"  (log {self.log_path})")
         self.log_file = self.log_path.open("w")
@@ -115,8 +117,21 @@ class Server:
         return "".join(self.log_path.read_text().splitlines(keepends=True)[-lines:])
 
     def get(self, path: str) -> dict:
-        with urllib.request.urlopen(self.url + path, timeout=60) as response:
+        with urllib.request.urlopen(self.url + path, timeout=600) as response:
             return json.loads(response.read())
+
+    def put(self, path: str, upload: Path) -> tuple[int, bytes]:
+        """PUT a file as the multipart ``file`` field (MONAI Label's datastore upload); (status, content)."""
+        boundary = uuid.uuid4().hex
+        data = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{upload.name}"\r\n'
+                f"Content-Type: application/octet-stream\r\n\r\n".encode() + upload.read_bytes() + f"\r\n--{boundary}--\r\n".encode())
+        request = urllib.request.Request(self.url + path, data=data, method="PUT",
+                                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
 
     def post(self, path: str, params: dict | None = None, upload: Path | None = None, body: dict | None = None,
              timeout: float = 900) -> tuple[int, bytes]:
@@ -221,6 +236,63 @@ def check_inference(server: Server, work: Path, phantoms: Path, cases: list[str]
     broken.write_bytes(b"not an image")
     status, content = server.post("/infer/atria_cascade?output=json", upload=broken)
     check(status == 400 and b"not a readable NIfTI" in content, f"broken upload -> HTTP {status} {content.decode()}")
+    check_client_mistakes(server, work, case)
+    run([sys.executable, str(APP_DIR / "client_example.py"), server.url, str(image), str(results / "client_label.nii.gz")], work)
+    check_same_nifti(results / "client_label.nii.gz", reference / "default" / f"{case}_label.nii.gz", image, "client_example.py")
+
+
+def check_client_mistakes(server: Server, work: Path, case: str) -> None:
+    """Each client mistake the app can see is a 4xx naming what was wrong, never a 500."""
+    status, content = server.post(f"/infer/atria_cascade?image={case}&output=json", params={"overlapp": 0.5})
+    check(status == 400 and b"overlapp" in content, f"unknown setting -> HTTP {status} {content.decode()}")
+    status, content = server.post("/infer/atria_localizer?image=" + case + "&output=json", params={"mask_region": True})
+    check(status == 400 and b"mask_region" in content, f"stage-2 setting for the localizer -> HTTP {status} {content.decode()}")
+    status, content = server.post("/infer/atria_cascade?image=no_such_case&output=json")
+    check(status == 400 and b"no_such_case" in content, f"unknown image id -> HTTP {status} {content.decode()}")
+    status, content = server.post(f"/infer/no_such_model?image={case}&output=json")
+    check(status == 404 and b"no_such_model" in content, f"unknown model -> HTTP {status} {content.decode()}")
+    text = work / "notes.nii.gz"
+    text.write_text("a text file, not an image")
+    status, content = server.put("/datastore/?image=notes", text)
+    check(status == 400 and b"not a readable NIfTI" in content, f"text file PUT /datastore/ -> HTTP {status} {content.decode()}")
+    dicom = work / "slice.dcm"
+    dicom.write_bytes(b"\0" * 128 + b"DICM")
+    status, content = server.put("/datastore/?image=slice", dicom)
+    check(status == 400 and b"only NIfTI" in content, f"DICOM file PUT /datastore/ -> HTTP {status} {content.decode()}")
+    check("notes" not in json.dumps(server.get("/datastore/?output=all")), "refused uploads are not stored")
+
+
+def check_concurrency(studies: Path, work: Path, cases: list[str], workers: int = 2, requests: int = 4) -> None:
+    """``requests`` concurrent inferences on a server of ``workers`` processes while ``/info/`` is polled:
+    every inference answers 200; the latencies are logged (MONAI Label runs an inference on its event
+    loop, so a process answers nothing else meanwhile: apps/monailabel/README.md)."""
+    import threading
+
+    with Server(studies, {"demo": "true", "model_dir": str(work / "model-concurrency")}, work, "concurrency", workers=workers) as server:
+        for case in cases[:workers]:  # warm every worker's engine cache (the OS picks the worker)
+            server.post(f"/infer/atria_cascade?image={case}&output=json")
+        results: dict[int, tuple[int, float]] = {}
+
+        def infer(index: int) -> None:
+            start = time.perf_counter()
+            status, _ = server.post(f"/infer/atria_cascade?image={cases[index % len(cases)]}&output=json")
+            results[index] = (status, time.perf_counter() - start)
+
+        threads = [threading.Thread(target=infer, args=(i,)) for i in range(requests)]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        polls = []
+        while any(thread.is_alive() for thread in threads):
+            began = time.perf_counter()
+            server.get("/info/")
+            polls.append((round(began - start, 1), round(time.perf_counter() - began, 2)))
+            time.sleep(0.5)
+        for thread in threads:
+            thread.join()
+        log(f"{requests} concurrent inferences on {workers} workers: " + ", ".join(f"HTTP {s} in {t:.1f} s" for s, t in sorted(results.values(), key=lambda r: r[1])))
+        log(f"/info/ meanwhile (sent at s, answered in s): {polls}")
+        check(all(status == 200 for status, _ in results.values()) and len(results) == requests, f"{requests} concurrent inferences answer 200")
 
 
 def check_training_route(server: Server, model_dir: Path, case: str) -> None:
@@ -324,6 +396,8 @@ def main() -> int:
             check_inference(server, work, phantoms, cases)
             step = "training through /train/"
             check_training_route(server, model_dir, cases[0])
+        step = "concurrent inferences"
+        check_concurrency(studies, work, cases)
         step = "pretrained weights"
         check_pretrained_loaded(studies, work)
         step = "missing weights"

@@ -24,7 +24,7 @@ from cascade.engine import CaseResult
 from cascade.io import InputError, save_nifti_atomic
 from cascade.labels import CLASS_COLOURS, CLASS_NAMES
 
-from lib.infers.predictors import CLIENT_SETTINGS, EngineCache, InferSettings, default_settings, settings_from_request
+from lib.infers.predictors import CLIENT_SETTINGS, EngineCache, InferSettings, check_request_keys, default_settings, settings_from_request
 
 __all__ = ["AtriaCascadeInfer", "AtriaLocalizerInfer", "CASCADE_LABELS", "LOCALIZER_LABELS"]
 
@@ -81,12 +81,13 @@ class _CascadeTask(BasicInferTask):
         """Run on ``request["image"]`` (a NIfTI path); returns the label file and the result JSON.
 
         Raises:
-            HTTPException: 400 for an unusable image or setting, 503 when weights are missing;
-                the detail is one line naming the file or setting and the problem.
+            HTTPException: 400 for an unusable image, an unknown setting or a bad value, 503 when
+                weights are missing; the detail is one line naming the file or setting and the problem.
         """
         start = time.perf_counter()
         image_path = str(request.get("image"))
         try:
+            check_request_keys(request, list(self._config))
             # settings the client does not send stay each stage's own config value
             settings = settings_from_request({key: request[key] for key in CLIENT_SETTINGS if key in request}, name_to_device(request.get("device")))
             result = self.predict(image_path, settings)

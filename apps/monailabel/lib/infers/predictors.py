@@ -19,9 +19,28 @@ from cascade.settings import STAGE_SETTINGS, as_bool, as_number, stage_defaults,
 
 from lib.weights import ServedWeights
 
-__all__ = ["CLIENT_SETTINGS", "InferSettings", "settings_from_request", "default_settings", "EngineCache"]
+__all__ = ["CLIENT_SETTINGS", "SERVER_KEYS", "InferSettings", "check_request_keys", "settings_from_request", "default_settings", "EngineCache"]
 
 CLIENT_SETTINGS = ("overlap", "tta", "mask_region")
+# Keys an infer request holds without the client naming them: what MONAI Label 0.8.5 itself adds
+# (endpoints/infer.py, MONAILabelApp.infer, batch inference) or reads (timeout, label_tag), and what
+# its 3D Slicer plugin sends besides a task's config (device, result_*, label_info: accepted, not used).
+SERVER_KEYS = frozenset({
+    "model", "image", "label", "session", "description", "save_label", "label_tag", "timeout", "_id", "_image_id", "logging",
+    "device", "client_id", "result_extension", "result_dtype", "result_compress", "label_info",
+})
+
+
+def check_request_keys(request: Mapping, settings: Sequence[str]) -> None:
+    """Refuse a request key that is neither one of the task's ``settings`` nor one of :data:`SERVER_KEYS`:
+    a misspelled setting would otherwise be ignored without a word.
+
+    Raises:
+        InputError: naming the first unknown key and the settings the task takes.
+    """
+    unknown = sorted(str(key) for key in set(request) - SERVER_KEYS - set(settings))
+    if unknown:
+        raise InputError(f"unknown setting '{unknown[0]}': this model takes {', '.join(settings)} and device")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from monai.bundle import ConfigParser
 from monai.handlers import LrScheduleHandler, MeanDice, from_engine
 from monai.inferers import SimpleInferer
 from monai.transforms import Activationsd, AsDiscreted, Lambdad
+from monailabel.config import settings
 from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 
 from cascade.bundles import read_stage_config
@@ -93,8 +94,11 @@ class CascadeStageTrainTask(BasicTrainTask):
                 # what the bundle's config uses (MONAI Label's own dataset choices do not apply)
                 "dataset": "CacheDataset",
                 "dataloader": "DataLoader",
-                "tracking": "None",  # MLflow is not installed with the app
+                "tracking": "None",  # MLflow is not installed with the app; a request may ask for "mlflow"
             },
+            # MONAI Label's default store is a file:// folder, which MLflow as MONAI 1.6 runs it refuses;
+            # an sqlite store beside the published model works (MONAI_LABEL_TRACKING_URI still wins)
+            tracking_uri=settings.MONAI_LABEL_TRACKING_URI or f"sqlite:///{published.parent / 'mlflow.db'}",
             amp=torch.cuda.is_available(),
             load_path=pretrained,
             publish_path=str(published),
