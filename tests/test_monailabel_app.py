@@ -127,7 +127,7 @@ def test_engine_cache_rebuilds_only_for_new_settings_or_checkpoints(tmp_path):
 def test_requests_with_unknown_settings_are_refused_naming_the_key():
     from lib.infers.predictors import SERVER_KEYS, check_request_keys
 
-    settings = ["overlap", "tta", "mask_region"]
+    settings = ["overlap", "tta", "mask_region", "device"]  # a task's config holds MONAI Label's device list too
     check_request_keys({"model": "atria_cascade", "image": "/x.nii.gz", "overlap": 0, "device": "cpu", "result_extension": ".nrrd"}, settings)
     check_request_keys(dict.fromkeys(SERVER_KEYS), settings)
     with pytest.raises(InputError, match=r"^unknown setting 'overlapp': this model takes overlap, tta, mask_region and device$"):

@@ -40,7 +40,8 @@ def check_request_keys(request: Mapping, settings: Sequence[str]) -> None:
     """
     unknown = sorted(str(key) for key in set(request) - SERVER_KEYS - set(settings))
     if unknown:
-        raise InputError(f"unknown setting '{unknown[0]}': this model takes {', '.join(settings)} and device")
+        names = [name for name in settings if name not in SERVER_KEYS]
+        raise InputError(f"unknown setting '{unknown[0]}': this model takes {', '.join(names)} and device")
 
 
 @dataclass(frozen=True)
