@@ -1,4 +1,4 @@
-"""Inference runtimes for a stage's network: torch itself, or OpenVINO on the CPU in fp32 or bf16.
+"""Inference runtimes for a stage's network: torch itself, or OpenVINO on the CPU in fp32, bf16 or int8.
 
 A compiled network is a callable taking a (B, C, X, Y, Z) window batch of the patch shape and
 returning (B, K, X, Y, Z) fp32 logits as a torch tensor, so it stands wherever a torch network
@@ -22,6 +22,11 @@ reductions and element-wise operations (1.6-2.1x slower per window in one measur
 against 16-18 s. ``openvino.convert_model``
 is not used at all: it sends usage telemetry, ``Core.read_model`` does not.
 
+int8: NNCF's post-training quantization of the fp32 IR (the ``int8`` extra), calibrated on windows
+of a documented set of cases (:func:`cascade.engine.StagePredictor` makes them); quantized layers run
+in int8, the others in fp32. The quantized IR is cached beside the fp32 one, under a key of the
+calibration (``int8-<key>/``), and built again when the calibration changes.
+
 OpenVINO runs bf16 wherever the CPU supports it natively (AVX-512 BF16 or AMX) unless told
 otherwise, so the precision is always requested explicitly (``INFERENCE_PRECISION_HINT``); on a
 CPU without bf16 support the hint bf16 falls back to fp32 (with a warning). Without a precision
@@ -40,6 +45,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from monai.utils import optional_import
 
@@ -50,13 +56,14 @@ __all__ = [
 ]
 
 BACKENDS = ("torch", "openvino")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
 logger = logging.getLogger(__name__)
 
 OPENVINO_EXTRA_HINT = "pip install 'atria-cascade[openvino]'"
+INT8_EXTRA_HINT = "pip install 'atria-cascade[int8]'"
 CACHE_FORMAT = 1  # bump when the export route changes what an IR holds
 ONNX_OPSET = 17
-_OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+_OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the layers NNCF left unquantized
 # Stages whose OpenVINO bf16 label maps agreed with fp32 at Dice >= 0.99 per class on the demo
 # weights and unseen phantoms (bench/backend_agreement.py; docs/benchmarks.md): bf16 is their default.
 BF16_BY_DEFAULT = ("localizer", "segmenter")
@@ -151,13 +158,35 @@ def _export_openvino(network: torch.nn.Module, input_shape: tuple[int, ...], tar
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _quantize_openvino(fp32_model: Path, windows: Sequence[np.ndarray], target: Path, openvino, nncf) -> None:
+    """Write ``target/model.xml`` + ``model.bin``: NNCF's int8 post-training quantization of the fp32 IR,
+    calibrated on ``windows`` ((1, C, X, Y, Z) float32 each), atomically like :func:`_export_openvino`.
+
+    The MIXED preset quantizes weights symmetrically and activations asymmetrically: the networks'
+    leaky ReLUs make activations signed and skewed.
+    """
+    scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        model = openvino.Core().read_model(str(fp32_model))
+        quantized = nncf.quantize(model, nncf.Dataset(list(windows)), preset=nncf.QuantizationPreset.MIXED, subset_size=len(windows))
+        openvino.save_model(quantized, str(scratch / "model.xml"), compress_to_fp16=False)
+        try:
+            scratch.rename(target)
+        except OSError:
+            if not (target / "model.xml").is_file():
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 class OpenVINONetwork:
     """An OpenVINO IR compiled for the CPU, called like the torch network it was exported from.
 
     Args:
         path: the IR's ``model.xml``.
         input_shape: the one input shape the IR takes, (1, C, X, Y, Z).
-        precision: ``fp32`` or ``bf16`` (``INFERENCE_PRECISION_HINT`` f32 / bf16).
+        precision: ``fp32``, ``bf16`` or ``int8`` (``INFERENCE_PRECISION_HINT`` f32 / bf16 / f32 for the
+            layers an int8 IR keeps in floating point).
         exported: whether building it exported the IR (False when it came from the cache).
 
     Attributes:
@@ -198,6 +227,8 @@ def compile_network(
     precision: str = "fp32",
     in_channels: int | None = None,
     cache_dir: str | os.PathLike | None = None,
+    calibration: Callable[[], Sequence[np.ndarray]] | None = None,
+    calibration_key: str = "",
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """A stage network ready for sliding-window inference on the chosen runtime.
 
@@ -207,17 +238,22 @@ def compile_network(
             supervision or not).
         patch_size: the window shape (X, Y, Z) every call gets (the config's ``patch_size``).
         backend: ``torch`` (the module itself, on whatever device it is) or ``openvino`` (CPU).
-        precision: ``fp32``, or ``bf16`` (openvino only).
+        precision: ``fp32``, or ``bf16`` or ``int8`` (openvino only).
         in_channels: window channels C (default: the network's ``in_channels`` attribute, else 1).
         cache_dir: where exported networks are kept (default :func:`default_cache_dir`).
+        calibration: for ``int8``, makes the calibration windows ((1, C, X, Y, Z) float32 arrays);
+            called only when the quantized IR is not cached.
+        calibration_key: for ``int8``, identifies what ``calibration`` makes (its cases and the
+            preprocessing), for the cache.
 
     Returns:
         A callable mapping windows (B, C, X, Y, Z) to logits (B, K, X, Y, Z): the module for
         ``torch``, an :class:`OpenVINONetwork` for ``openvino``.
 
     Raises:
-        InputError: an unknown backend or precision, bf16 with the torch backend, or the
-            ``openvino`` extra not installed (the message names the install command).
+        InputError: an unknown backend or precision, bf16 or int8 with the torch backend, int8 without
+            calibration, or the ``openvino`` (``int8``) extra not installed (the message names the
+            install command).
     """
     if backend not in BACKENDS:
         raise InputError(f"--backend {backend}: expected one of {', '.join(BACKENDS)}")
@@ -238,4 +274,17 @@ def compile_network(
     if exported:
         logger.info("exporting %s to OpenVINO for windows %s (once; cached in %s)", type(network).__name__, list(input_shape), target)
         _export_openvino(network, input_shape, target, openvino)
+    if precision == "int8":
+        nncf, has_nncf = optional_import("nncf")
+        if not has_nncf:
+            raise InputError(f"--precision int8: the nncf package is not installed ({INT8_EXTRA_HINT})")
+        if calibration is None:
+            raise InputError("--precision int8: no calibration cases given")
+        key = hashlib.sha256(f"{calibration_key}; nncf {nncf.__version__}".encode()).hexdigest()[:16]
+        quantized = target / f"int8-{key}"
+        if not (quantized / "model.xml").is_file():
+            logger.info("quantizing %s to int8 (once; cached in %s)", type(network).__name__, quantized)
+            _quantize_openvino(target / "model.xml", calibration(), quantized, openvino, nncf)
+            exported = True
+        target = quantized
     return OpenVINONetwork(target / "model.xml", input_shape, precision, exported)

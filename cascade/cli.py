@@ -17,7 +17,7 @@ from cascade.annotation import ALL_CLASSES
 from cascade.crossval import TrainingError
 from cascade.io import InputError
 from cascade.labels import CLASS_NAMES
-from cascade.settings import as_bool, as_classes, as_margin, as_number, as_overlap, as_path, as_paths, as_seed, as_triple, as_uids
+from cascade.settings import as_bool, as_classes, as_margin, as_number, as_overlap, as_path, as_paths, as_precision, as_seed, as_triple, as_uids
 
 __all__ = ["main"]
 
@@ -122,7 +122,8 @@ def predict(
     mask_region: bool | None = None,
     tta: bool | None = None,
     backend: str = "torch",
-    precision: str | None = None,
+    precision: str | tuple[str, str] | None = None,
+    calibration: str | None = None,
     output_format: str = "nifti",
     series: str | None = None,
     save_masks: bool = False,
@@ -164,7 +165,11 @@ def predict(
         backend: network runtime: torch, or openvino (CPU only; needs pip install
             'atria-cascade[openvino]'; each network is exported once and cached in
             $CASCADE_CACHE_DIR, default ~/.cache/atria-cascade; see docs/benchmarks.md).
-        precision: fp32, or bf16 (openvino only; default bf16 on CPUs with native bf16, else fp32).
+        precision: fp32, or bf16 or int8 (openvino only; default bf16 on CPUs with native bf16, else
+            fp32); one value for both stages or LOCALIZER,SEGMENTER (e.g. int8,bf16). int8 needs pip
+            install 'atria-cascade[int8]' (NNCF) and is calibrated once per weights (cached).
+        calibration: labelled data folder whose cases calibrate --precision int8 (default: 2
+            phantoms of seed 11 on the MBAS grid; docs/benchmarks.md).
         output_format: nifti (<case>_label.nii.gz), dicom-seg (<case>_seg.dcm, a DICOM
             Segmentation referencing the source series; DICOM input only; needs pip install
             'atria-cascade[dicom]') or both.
@@ -201,7 +206,7 @@ def predict(
         "mask_region": None if mask_region is None else as_bool(mask_region, "mask_region"),
         "tta": None if tta is None else as_bool(tta, "tta"),
         "backend": str(backend),
-        "precision": None if precision is None else str(precision),
+        "precision": as_precision(precision),
     }
     ranks = ranks_from_env()
     check_output_folder(input, out)
@@ -223,6 +228,7 @@ def predict(
         print("cascade: using the DEMO weights, trained on synthetic phantoms only: not a model of real anatomy")
     engine = CascadeEngine.from_options(
         models=models, folds=folds, pretrained=None if pretrained is None else str(pretrained), localizer=localizer, segmenter=segmenter,
+        calibration=as_path(calibration),
         progress=sys.stderr.isatty(), **settings,
     )
     if ranks.rank == 0:

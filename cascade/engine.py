@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from copy import deepcopy
@@ -25,6 +26,7 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
+from monai.data.utils import dense_patch_slices
 from monai.transforms import Compose
 
 from cascade.backends import compile_network, default_precision
@@ -35,6 +37,11 @@ from cascade.labels import CLASS_NAMES
 from cascade.settings import STAGE_SETTINGS, stage_overrides
 
 __all__ = ["EnsembleNetwork", "StagePredictor", "CaseResult", "CascadeEngine", "load_checkpoint"]
+
+# The cases --precision int8 is calibrated on by default: `cascade phantom DIR --cases 2 --seed 11` on the
+# generator's default grid (44 x 576 x 576 at 2.5 x 0.625 x 0.625 mm, the MBAS grid), in a temporary folder.
+CALIBRATION_PHANTOMS, CALIBRATION_PHANTOM_SEED = 2, 11
+CALIBRATION_WINDOWS_PER_CASE = 8
 
 RECORDED_SETTINGS = (
     "pixdim", "patch_size", "overlap", "tta", "mask_threshold", "keep_largest_component", "gate_margin_mm", "mask_region",
@@ -112,7 +119,10 @@ class StagePredictor:
             by name (``"demo"``) or paths.
         backend: inference runtime of the networks, ``torch`` or ``openvino`` (CPU only; see
             :func:`cascade.backends.compile_network`).
-        precision: ``fp32``, or ``bf16`` (openvino only).
+        precision: ``fp32``, or ``bf16`` or ``int8`` (openvino only).
+        calibration: for ``int8``, labelled cases ``{"image", "label"}`` whose windows calibrate
+            the quantization (:meth:`calibration_windows`); default: :data:`CALIBRATION_PHANTOMS`
+            phantoms of seed :data:`CALIBRATION_PHANTOM_SEED`.
 
     The config's ``tta`` (bool) and ``mirror_axes`` set the mirroring, its ``amp`` the autocast
     of inference; its ``initialize`` expressions run once here.
@@ -137,8 +147,10 @@ class StagePredictor:
         configs: Sequence[str | os.PathLike] = (),
         backend: str = "torch",
         precision: str = "fp32",
+        calibration: Sequence[Mapping[str, str]] | None = None,
     ) -> None:
         self.bundle = Path(bundle)
+        self.calibration = [dict(case) for case in calibration] if calibration else None
         files = stage_config_files(self.bundle, "inference", configs)
         for checkpoint in checkpoints:
             if not Path(checkpoint).is_file():
@@ -174,13 +186,54 @@ class StagePredictor:
             "settings": json.loads(json.dumps(settings, default=str)),
             "backend": self.backend,
             "precision": self.precision,
+            **({"calibration": [c["image"] for c in self.calibration] if self.calibration else "phantoms"} if self.precision == "int8" else {}),
             "device": str(self.device),
         }
 
     def _network(self, checkpoint: str | os.PathLike) -> Callable[[torch.Tensor], torch.Tensor]:
         network = load_checkpoint(self.parser.get_parsed_content("network_def", lazy=False), checkpoint)
         patch_size = self.parser.get_parsed_content("patch_size")
-        return compile_network(network, patch_size, backend=self.backend, precision=self.precision)
+        if self.precision != "int8":
+            return compile_network(network, patch_size, backend=self.backend, precision=self.precision)
+        return compile_network(network, patch_size, backend=self.backend, precision="int8",
+                               calibration=self.calibration_windows, calibration_key=self._calibration_key())
+
+    def _calibration_key(self) -> str:
+        """What the calibration windows depend on: the cases (by checksum) and the stage's configs."""
+        configs = [file_sha256(path) for path in self.config_files]
+        if self.calibration is None:
+            from cascade import __version__
+
+            cases = [f"{CALIBRATION_PHANTOMS} phantoms of seed {CALIBRATION_PHANTOM_SEED}, atria-cascade {__version__}"]
+        else:
+            cases = sorted(f"{file_sha256(case['image'])} {file_sha256(case['label'])}" for case in self.calibration)
+        return json.dumps({"cases": cases, "configs": configs, "overrides": self.overrides, "per_case": CALIBRATION_WINDOWS_PER_CASE},
+                          sort_keys=True, default=str)
+
+    def calibration_windows(self) -> list[np.ndarray]:
+        """Windows of the calibration cases as the network sees them: each case preprocessed by the
+        stage's config (the segmenter gated by the case's label as its stage-1 mask), padded to the
+        patch like the inferer, and :data:`CALIBRATION_WINDOWS_PER_CASE` of its sliding-window
+        positions (overlap 0.5) spread evenly; (1, C, X, Y, Z) float32 arrays."""
+        from cascade.data import labelled_cases
+        from cascade.phantom import write_phantoms
+
+        patch = [int(n) for n in self.parser.get_parsed_content("patch_size")]
+        windows = []
+        with tempfile.TemporaryDirectory(prefix="cascade-calibration-") as folder:
+            cases = self.calibration
+            if cases is None:
+                write_phantoms(folder, cases=CALIBRATION_PHANTOMS, seed=CALIBRATION_PHANTOM_SEED)
+                cases = labelled_cases(folder)
+            for case in cases:
+                image = self.preprocessing(self.load({"image": case["image"], "mask": case["label"]}))["image"].as_tensor()
+                shortfall = [max(p - n, 0) for p, n in zip(patch, image.shape[1:])]
+                pad = [side for missing in reversed(shortfall) for side in (missing // 2, missing - missing // 2)]
+                image = torch.nn.functional.pad(image, pad)
+                positions = dense_patch_slices(image.shape[1:], patch, [max(p // 2, 1) for p in patch])
+                chosen = np.unique(np.linspace(0, len(positions) - 1, CALIBRATION_WINDOWS_PER_CASE).round().astype(int))
+                windows += [image[(slice(None), *positions[i])][None].numpy().astype(np.float32) for i in chosen]
+        return windows
 
     def load(self, item: Mapping[str, str]) -> dict:
         """Read the files of an item (e.g. ``{"image": path}``) with the config's ``loading`` transforms."""
@@ -275,6 +328,7 @@ class CascadeEngine:
         localizer: str | os.PathLike | None = None,
         segmenter: str | os.PathLike | None = None,
         stages: Sequence[str] = STAGES,
+        calibration: str | os.PathLike | None = None,
         **settings,
     ) -> CascadeEngine:
         """Build the engine from the options ``cascade predict`` takes.
@@ -287,6 +341,8 @@ class CascadeEngine:
             localizer: stage-1 bundle folder (default: the installed ``atria_localizer``).
             segmenter: stage-2 bundle folder (default: the installed ``atria_segmenter``).
             stages: the stages to build; ``("localizer",)`` for a localize-only engine.
+            calibration: labelled data folder (any layout) calibrating ``precision`` int8 (default:
+                phantoms; see :class:`StagePredictor`).
             **settings: config values given by the user; ``None`` values are left to the configs:
                 ``device`` (a name, see :func:`cascade.settings.resolve_device`), ``overlap``, ``tta``,
                 ``mask_threshold`` (localizer), ``gate_margin_mm`` and ``mask_region`` (segmenter;
@@ -323,7 +379,12 @@ class CascadeEngine:
                     "`python -m monai.bundle run training` (see the bundle's docs/README.md) and pass --models "
                     "or --localizer/--segmenter, or pass --pretrained la2018 or --pretrained demo for shipped weights)"
                 ) from err
-            predictors[stage] = StagePredictor(bundle, weights.checkpoints, per_stage[stage], weights.configs, backend, precisions[stage])
+            cases = None
+            if calibration is not None and precisions[stage] == "int8":
+                from cascade.data import labelled_cases
+
+                cases = labelled_cases(calibration)
+            predictors[stage] = StagePredictor(bundle, weights.checkpoints, per_stage[stage], weights.configs, backend, precisions[stage], cases)
             sources[stage] = weights.source
         engine = cls(predictors.get("localizer"), predictors.get("segmenter"))
         engine.weights = sources

@@ -42,6 +42,7 @@ __all__ = [
     "as_overlap",
     "as_path",
     "as_uids",
+    "as_precision",
     "as_paths",
     "as_classes",
     "resolve_device",
@@ -148,6 +149,18 @@ def as_path(value: str | int | float | None) -> str | None:
 def as_paths(value: str | tuple | list) -> str | list[str]:
     """A path setting that may name several paths: fire turns ``a,b`` into a tuple."""
     return [str(v) for v in value] if isinstance(value, (tuple, list)) else str(value)
+
+
+def as_precision(value: str | tuple | list | None) -> str | dict[str, str] | None:
+    """``precision``: one value for both stages, or ``LOCALIZER,SEGMENTER`` (fire may pass a tuple)."""
+    if value is None:
+        return None
+    values = [str(v).strip() for v in value] if isinstance(value, (tuple, list)) else str(value).split(",")
+    if len(values) == 1:
+        return values[0]
+    if len(values) != 2:
+        raise InputError(f"--precision {','.join(values)}: one value, or LOCALIZER,SEGMENTER")
+    return dict(zip(STAGES, values))
 
 
 def as_uids(value: str | tuple | list | None, flag: str) -> list[str] | None:

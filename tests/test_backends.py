@@ -56,7 +56,8 @@ def test_torch_backend_is_the_network_in_eval_mode():
     "options, message",
     [
         ({"backend": "tensorrt"}, "--backend tensorrt: expected one of torch, openvino"),
-        ({"precision": "fp16"}, "--precision fp16: expected one of fp32, bf16"),
+        ({"precision": "fp16"}, "--precision fp16: expected one of fp32, bf16, int8"),
+        ({"precision": "int8"}, "--precision int8: the torch backend runs fp32 (use --backend openvino)"),
         ({"precision": "bf16"}, "--precision bf16: the torch backend runs fp32 (use --backend openvino)"),
     ],
 )
@@ -81,6 +82,54 @@ def test_openvino_fp32_matches_torch_and_bf16_stays_close(stage, tmp_path):
     scale = reference.abs().max()
     assert (bf16 - reference).abs().max() <= 0.05 * scale
     assert (bf16.argmax(1) == reference.argmax(1)).float().mean() >= 0.97
+
+
+_, has_nncf = optional_import("nncf")
+needs_nncf = pytest.mark.skipif(not (has_openvino and has_onnx and has_nncf), reason="the int8 extra is not installed (pip install '.[int8]')")
+
+
+@needs_nncf
+def test_int8_is_calibrated_once_cached_by_calibration_and_stays_close(tmp_path):
+    network, patch = tiny_network("segmenter")
+    batch = windows(patch, batch=4, seed=3)
+    calls = []
+
+    def calibration() -> list:
+        calls.append(1)
+        return [windows(patch, batch=1, seed=10 + i).numpy() for i in range(8)]
+
+    with pytest.raises(InputError, match="--precision int8: no calibration cases given"):
+        compile_network(network, patch, backend="openvino", precision="int8", cache_dir=tmp_path)
+    int8 = compile_network(network, patch, backend="openvino", precision="int8", cache_dir=tmp_path, calibration=calibration, calibration_key="a")
+    assert int8.path.parent.name.startswith("int8-") and (int8.path.parent.parent / "model.xml").is_file()  # beside the fp32 IR
+    with torch.no_grad():
+        reference = network.eval()(batch)
+    quantized = int8(batch)
+    assert quantized.shape == reference.shape and not torch.equal(quantized, reference)
+    assert torch.corrcoef(torch.stack([quantized.flatten(), reference.flatten()]))[0, 1] >= 0.98
+    assert (quantized.argmax(1) == reference.argmax(1)).float().mean() >= 0.9
+    again = compile_network(network, patch, backend="openvino", precision="int8", cache_dir=tmp_path, calibration=calibration, calibration_key="a")
+    assert calls == [1] and again.path == int8.path and not again.exported  # cached: not calibrated again
+    other = compile_network(network, patch, backend="openvino", precision="int8", cache_dir=tmp_path, calibration=calibration, calibration_key="b")
+    assert calls == [1, 1] and other.path != int8.path and other.path.parent.parent == int8.path.parent.parent
+
+
+@needs_nncf
+def test_int8_cascade_calibrates_on_the_given_cases_and_records_them(tmp_path):
+    data = tmp_path / "calibration"
+    write_phantoms(data, cases=2, seed=321, shape=(24, 160, 160), spacing=(2.5, 1.25, 1.25))
+    options = dict(pretrained="demo", device="cpu", backend="openvino", calibration=data)
+    engine = CascadeEngine.from_options(precision={"localizer": "fp32", "segmenter": "int8"}, **options)
+    windows_made = engine.segmenter.calibration_windows()
+    patch = tuple(engine.segmenter.parser.get_parsed_content("patch_size"))
+    assert 2 <= len(windows_made) <= 16 and all(w.shape == (1, 1, *patch) and w.dtype == "float32" for w in windows_made)
+    assert engine.record()["segmenter"]["calibration"] == [str(p) for p in sorted(data.glob("*/*_gt.nii.gz"))]
+    assert "calibration" not in engine.record()["localizer"]
+    reference = CascadeEngine.from_options(precision="fp32", **options)
+    image = sorted(data.glob("*/*_gt.nii.gz"))[0]
+    quantized, exact = engine.predict_image(image), reference.predict_image(image)
+    for value in CLASS_NAMES:
+        assert dice(quantized.labels == value, exact.labels == value) >= 0.9
 
 
 @needs_openvino

@@ -49,3 +49,17 @@ def test_overlap_is_one_value_or_one_per_stage():
     for bad, message in (("0.1,0.2,0.3", "one value or two"), ("0,1.5", r"\[0.0, 0.99\]")):
         with pytest.raises(ValueError, match=message):
             as_overlap(bad)
+
+
+def test_precision_and_series_values_are_parsed_once():
+    from cascade.io import InputError
+    from cascade.settings import as_precision, as_uids
+
+    assert as_precision(None) is None and as_precision("int8") == "int8"
+    assert as_precision("int8,bf16") == as_precision(("int8", "bf16")) == {"localizer": "int8", "segmenter": "bf16"}
+    with pytest.raises(InputError, match="one value, or LOCALIZER,SEGMENTER"):
+        as_precision("int8,bf16,fp32")
+    assert as_uids("1.2.3, 1.2.4", "series") == as_uids(("1.2.3", "1.2.4"), "series") == ["1.2.3", "1.2.4"]
+    for bad in ("lge", "1..2", "1." + "2" * 70):
+        with pytest.raises(InputError, match="not a DICOM UID"):
+            as_uids(bad, "series")
