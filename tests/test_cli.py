@@ -32,7 +32,8 @@ def test_boolean_flag_values():
         as_bool("maybe", "mask_region")
 
 
-def test_phantoms_evaluated_against_themselves_are_perfect(tmp_path):
+def test_phantoms_evaluated_against_themselves_are_perfect(tmp_path, cascade_in_process):
+    cascade = cascade_in_process
     made = cascade("phantom", str(tmp_path / "ph"), "--cases", "4", "--shape", "24", "160", "160", "--spacing", "2.5", "1.25", "1.25")
     assert made.returncode == 0, made.stderr
     scored = cascade("evaluate", str(tmp_path / "ph"), str(tmp_path / "ph"), "--out", str(tmp_path / "ev"))
@@ -50,7 +51,7 @@ def test_phantoms_evaluated_against_themselves_are_perfect(tmp_path):
 
 @pytest.mark.parametrize("args", [["evaluate", "/nonexistent/pred", "/nonexistent/gt", "--out", "x"], ["datalist", "/nonexistent"]])
 def test_errors_are_one_line_and_exit_1(args):
-    result = cascade(*args)
+    result = cascade(*args)  # a fresh interpreter: whatever importing prints would show here too
     assert result.returncode == 1
     assert [line for line in result.stderr.splitlines() if line.strip()] == [
         line for line in result.stderr.splitlines() if line.startswith("cascade: error:")
@@ -73,20 +74,20 @@ def test_errors_are_one_line_and_exit_1(args):
         (["demo", "--out", "d", "--cases", "0"], "--cases: expected a value in [1, 1000], got 0"),
     ],
 )
-def test_numeric_flags_are_checked_before_any_work(tmp_path, args, message):
-    result = subprocess.run([sys.executable, "-m", "cascade.cli", *args], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+def test_numeric_flags_are_checked_before_any_work(tmp_path, monkeypatch, cascade_in_process, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = cascade_in_process(*args)
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"cascade: error: {message}")
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
-def test_number_like_paths_stay_paths(tmp_path):
+def test_number_like_paths_stay_paths(tmp_path, monkeypatch, cascade_in_process):
     """fire reads `2024` as a number; folder names like it must work as any other."""
-    made = subprocess.run([sys.executable, "-m", "cascade.cli", "phantom", "2024", "--cases", "1", "--shape", "12", "48", "48"],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    made = cascade_in_process("phantom", "2024", "--cases", "1", "--shape", "12", "48", "48")
     assert made.returncode == 0, made.stderr
-    scored = subprocess.run([sys.executable, "-m", "cascade.cli", "evaluate", "2024", "2024", "--out", "2025"],
-                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    scored = cascade_in_process("evaluate", "2024", "2024", "--out", "2025")
     assert scored.returncode == 0, scored.stderr
     assert (tmp_path / "2025" / "summary.json").is_file()

@@ -15,7 +15,7 @@ from cascade.metrics import dice
 from cascade.phantom import make_phantom
 from cascade.predict import list_inputs
 from tests.dicom_series import write_series
-from tests.test_predict import cascade_cli, error_lines, predict
+from tests.test_predict import error_lines
 
 
 def _rotation(degrees: float) -> np.ndarray:
@@ -91,7 +91,7 @@ def test_a_broken_series_is_named_in_one_line(oblique_phantom, tmp_path, break_s
         read_series(series)
 
 
-def test_dicom_series_to_nifti_and_dicom_seg_end_to_end(oblique_phantom, tmp_path):
+def test_dicom_series_to_nifti_and_dicom_seg_end_to_end(oblique_phantom, tmp_path, predict):
     """`cascade predict` on a DICOM folder: the NIfTI output on the series grid, the DICOM SEG voxel-equal
     to it, referencing every source instance, coded per class (measured on this phantom: Dice 0.720 /
     0.945 / 0.905 against its truth, as from the NIfTI input)."""
@@ -138,7 +138,7 @@ def test_dicom_seg_of_an_empty_or_partial_label_map(oblique_phantom, tmp_path):
     assert empty.number_of_segments == 3
 
 
-def test_dicom_mistakes_are_one_line(oblique_phantom, tmp_path):
+def test_dicom_mistakes_are_one_line(oblique_phantom, tmp_path, cascade_in_process):
     from cascade.predict import check_outputs, output_kinds
 
     source, _ = oblique_phantom
@@ -155,7 +155,7 @@ def test_dicom_mistakes_are_one_line(oblique_phantom, tmp_path):
         ([str(tmp_path / "in"), str(tmp_path / "out"), "--series", "lge"], "not a DICOM UID"),
     ]
     for args, message in cases:
-        result = cascade_cli("predict", *args, "--demo", "--device", "cpu")
+        result = cascade_in_process("predict", *args, "--demo", "--device", "cpu")
         lines = error_lines(result)
         assert result.returncode == 1 and len(lines) == 1 and message in lines[0], result.stderr[-2000:]
         assert not list((tmp_path / "out").glob("*_label.nii.gz"))

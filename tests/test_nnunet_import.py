@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -33,10 +31,6 @@ pytest.importorskip("nnunetv2")
 MODEL_NAME = "nnUNetTrainer__nnUNetResEncUNetPlans__3d_fullres"
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cascade.cli", *args], capture_output=True, text=True, timeout=300)
-
-
 def bundle_network(stage: str, work: Path) -> torch.nn.Module:
     """The stage bundle's ``network_def`` with the imported overlay, as the predictor builds it."""
     parser = ConfigParser()
@@ -60,10 +54,10 @@ def assert_same_function(model: Path, fold: int, ours: torch.nn.Module, transpos
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
-def test_cli_writes_folds_and_overlay_that_compute_nnunets_network(tmp_path):
+def test_cli_writes_folds_and_overlay_that_compute_nnunets_network(tmp_path, cascade_in_process):
     model = write_model_folder(tmp_path / MODEL_NAME, SEGMENTER_LABELS, folds=(0, 1))
     work = tmp_path / "work"
-    result = cli("import-nnunet", str(model), "--stage", "segmenter", "--out", str(work))
+    result = cascade_in_process("import-nnunet", str(model), "--stage", "segmenter", "--out", str(work))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "segmenter: 2 fold(s) 0, 1" in result.stdout and "'wall'" in result.stdout
     assert "patch_size (x, y, z): bundle [256, 256, 20], nnU-Net [64, 64, 16]" in result.stdout
@@ -82,10 +76,10 @@ def test_cli_writes_folds_and_overlay_that_compute_nnunets_network(tmp_path):
         network.load_state_dict(state)  # a plain state dict, strictly fitting the configured network
         assert_same_function(model, fold, network)
 
-    again = cli("import-nnunet", str(model), "--stage", "segmenter", "--out", str(work), "--folds", "1")
+    again = cascade_in_process("import-nnunet", str(model), "--stage", "segmenter", "--out", str(work), "--folds", "1")
     assert again.returncode == 1
     assert again.stderr.strip().splitlines() == [f"cascade: error: {work / 'segmenter' / 'fold1' / 'models' / 'model.pt'}: exists (use --overwrite)"]
-    assert cli("import-nnunet", str(model), "--stage", "segmenter", "--out", str(work), "--folds", "1", "--overwrite").returncode == 0
+    assert cascade_in_process("import-nnunet", str(model), "--stage", "segmenter", "--out", str(work), "--folds", "1", "--overwrite").returncode == 0
 
 
 def test_region_localizer_and_transposed_plans(tmp_path):
@@ -146,16 +140,16 @@ def test_mismatch_is_one_line_naming_the_field(tmp_path, stage, labels, edit, me
     assert not (tmp_path / "work").exists()
 
 
-def test_cli_error_for_missing_checkpoint_and_channels(tmp_path):
+def test_cli_error_for_missing_checkpoint_and_channels(tmp_path, cascade_in_process):
     model = write_model_folder(tmp_path / MODEL_NAME, SEGMENTER_LABELS)
-    missing = cli("import-nnunet", str(model), "--stage", "segmenter", "--out", str(tmp_path / "w"), "--checkpoint", "best")
+    missing = cascade_in_process("import-nnunet", str(model), "--stage", "segmenter", "--out", str(tmp_path / "w"), "--checkpoint", "best")
     assert missing.returncode == 1 and missing.stderr.strip() == f"cascade: error: {model}: no fold_<k>/checkpoint_best.pth with a numbered fold k"
-    everything = cli("import-nnunet", str(model), "--stage", "segmenter", "--out", str(tmp_path / "w"), "--folds", "all")
+    everything = cascade_in_process("import-nnunet", str(model), "--stage", "segmenter", "--out", str(tmp_path / "w"), "--folds", "all")
     assert everything.returncode == 1 and "nnU-Net's fold_all is not imported" in everything.stderr
     dataset = json.loads((model / "dataset.json").read_text())
     dataset["channel_names"] = {"0": "LGE", "1": "cine"}
     (model / "dataset.json").write_text(json.dumps(dataset))
-    two_channels = cli("import-nnunet", str(model), "--stage", "segmenter", "--out", str(tmp_path / "w"))
+    two_channels = cascade_in_process("import-nnunet", str(model), "--stage", "segmenter", "--out", str(tmp_path / "w"))
     assert two_channels.returncode == 1 and len(two_channels.stderr.strip().splitlines()) == 1
     assert "dataset.json: channel_names: the cascade has one input channel" in two_channels.stderr
 
@@ -178,15 +172,15 @@ def test_two_label_localizer_predicts_on_the_input_grid(tmp_path):
     assert set(np.unique(labels).tolist()) == {0, 1} and not labels[:, :6].any()
 
 
-def test_cascade_predict_runs_imported_stages(tmp_path):
+def test_cascade_predict_runs_imported_stages(tmp_path, cascade_in_process):
     """Both stages imported into one work folder and run by `cascade predict --models`."""
     work = tmp_path / "work"
     for stage, labels in (("localizer", {"background": 0, "atria": 1}), ("segmenter", SEGMENTER_LABELS)):
         model = write_model_folder(tmp_path / stage / MODEL_NAME, labels, seed=3)
-        assert cli("import-nnunet", str(model), "--stage", stage, "--out", str(work)).returncode == 0
+        assert cascade_in_process("import-nnunet", str(model), "--stage", stage, "--out", str(work)).returncode == 0
     image, _, affine = make_phantom(6, (14, 100, 90), (3.0, 0.75, 0.75))
     path = write_nifti(tmp_path / "in" / "case.nii.gz", image, affine)
-    result = cli("predict", str(path), str(tmp_path / "out"), "--models", str(work), "--device", "cpu", "--save_masks")
+    result = cascade_in_process("predict", str(path), str(tmp_path / "out"), "--models", str(work), "--device", "cpu", "--save_masks")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"the localizer: {work}, folds [0]" in result.stdout
     labels = nib.load(str(tmp_path / "out" / "case_label.nii.gz"))

@@ -33,12 +33,6 @@ def cascade_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def predict(*args: str) -> subprocess.CompletedProcess:
-    result = cascade_cli("predict", *args, "--device", "cpu")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("cascade: error:")]
 
@@ -50,7 +44,7 @@ def demo_cases(tmp_path_factory) -> Path:
     return root
 
 
-def test_geometry_round_trip_on_odd_shape_and_oblique_affine(tmp_path):
+def test_geometry_round_trip_on_odd_shape_and_oblique_affine(tmp_path, predict):
     image, _, affine = make_phantom(77, (37, 201, 173), (2.5, 1.25, 1.25))
     angle = np.deg2rad(20.0)
     rotation = np.eye(4)
@@ -71,7 +65,7 @@ def test_geometry_round_trip_on_odd_shape_and_oblique_affine(tmp_path):
     assert source.read_bytes() == before  # the input is never modified
 
 
-def test_mbas_naming_overwrite_and_resume(demo_cases, tmp_path):
+def test_mbas_naming_overwrite_and_resume(demo_cases, tmp_path, predict):
     out = tmp_path / "out"
     result = predict(str(demo_cases), str(out), "--demo", "--save_masks")
     assert "DEMO weights" in result.stdout
@@ -96,7 +90,7 @@ def test_mbas_naming_overwrite_and_resume(demo_cases, tmp_path):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary leftovers
 
 
-def test_demo_predictions_are_gated_and_accurate(demo_cases, tmp_path):
+def test_demo_predictions_are_gated_and_accurate(demo_cases, tmp_path, predict):
     """Stage 2 over the mask region is as accurate as stage 2 over the whole volume and agrees with
     it up to window placement (bench/mask_region_agreement.py measures it: the windows sit at other
     places on the anatomy, which moves the thin wall most), never labels outside the dilated
@@ -137,7 +131,7 @@ def _background_only_localizer(tmp_path: Path) -> Path:
     return bundle
 
 
-def test_empty_stage1_mask_gives_empty_label_map_and_warning(demo_cases, tmp_path):
+def test_empty_stage1_mask_gives_empty_label_map_and_warning(demo_cases, tmp_path, predict):
     localizer = _background_only_localizer(tmp_path)
     case = demo_cases / "MBAS_001" / "MBAS_001_gt.nii.gz"
     result = predict(str(case), str(tmp_path / "out"), "--demo", "--localizer", str(localizer))
@@ -177,7 +171,7 @@ def test_missing_checkpoint_says_how_to_get_one(demo_cases, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_pretrained_la2018_runs_the_shipped_ensemble_on_a_real_like_case(tmp_path):
+def test_pretrained_la2018_runs_the_shipped_ensemble_on_a_real_like_case(tmp_path, predict):
     """The shipped real-anatomy model end to end on a volume stored as the la2018 scans are: 1.25 mm
     slices of 0.625 mm pixels, z-scored int16 with scl_slope 0.001. Only the pipeline is checked
     here (the five fold models of each stage, geometry, left-atrium-only labels, quiet QC):
@@ -217,7 +211,7 @@ def header_variants(affine: np.ndarray) -> dict[str, tuple[tuple[np.ndarray | No
     }
 
 
-def test_output_keeps_the_input_header_geometry_for_nibabel_and_simpleitk(tmp_path):
+def test_output_keeps_the_input_header_geometry_for_nibabel_and_simpleitk(tmp_path, predict):
     """Inputs whose qform and sform codes and matrices differ: each label map carries its input's
     qform and sform (matrices and codes) and pixdim, so nibabel and SimpleITK each place image and
     label on the same grid."""
@@ -244,7 +238,7 @@ def test_output_keeps_the_input_header_geometry_for_nibabel_and_simpleitk(tmp_pa
             np.testing.assert_allclose(getattr(itk_output, get)(), getattr(itk_source, get)(), atol=1e-4, err_msg=f"{name} {get}")
 
 
-def test_run_json_records_the_run_and_resume_refuses_other_settings(demo_cases, tmp_path):
+def test_run_json_records_the_run_and_resume_refuses_other_settings(demo_cases, tmp_path, predict):
     case = demo_cases / "MBAS_001" / "MBAS_001_gt.nii.gz"
     out = tmp_path / "out"
     predict(str(case), str(out), "--demo", "--mask_threshold", "0.3")
@@ -266,7 +260,7 @@ def test_run_json_records_the_run_and_resume_refuses_other_settings(demo_cases, 
     assert "1 kept from an earlier run" in kept.stdout
 
 
-def test_overlap_per_stage_reaches_each_stage(demo_cases, tmp_path):
+def test_overlap_per_stage_reaches_each_stage(demo_cases, tmp_path, predict):
     """``--overlap LOCALIZER SEGMENTER`` (two tokens, or ``0,0.5``) sets each stage's sliding window."""
     case = demo_cases / "MBAS_001" / "MBAS_001_gt.nii.gz"
     predict(str(case), str(tmp_path / "out"), "--demo", "--overlap", "0", "0.5")

@@ -62,7 +62,7 @@ def back_to_original(labels: np.ndarray, order: tuple[int, int, int], flips: tup
     return labels.transpose(np.argsort(order))
 
 
-def test_storage_order_and_orientation_do_not_change_the_labels(phantom, tmp_path):
+def test_storage_order_and_orientation_do_not_change_the_labels(phantom, tmp_path, cascade_in_process):
     """The same scan stored slice axis first or flipped gets the same labels in world space (each
     image is brought to RAS before resampling and back on output)."""
     image, _, affine = phantom
@@ -70,7 +70,7 @@ def test_storage_order_and_orientation_do_not_change_the_labels(phantom, tmp_pat
     for name, (order, flips) in storages.items():
         data, matrix = stored_as(image, affine, order, flips)
         write_nifti(tmp_path / "in" / f"{name}.nii.gz", data, matrix)
-    result = cascade("predict", str(tmp_path / "in"), str(tmp_path / "out"), "--demo", "--device", "cpu")
+    result = cascade_in_process("predict", str(tmp_path / "in"), str(tmp_path / "out"), "--demo", "--device", "cpu")
     assert result.returncode == 0, result.stderr[-3000:]
     reference = labels_of(tmp_path / "out" / "original_label.nii.gz")
     assert set(np.unique(reference)) == {0, 1, 2, 3}
@@ -98,7 +98,7 @@ def sampled_on(grid_affine: np.ndarray, shape: tuple[int, int, int], array: np.n
     return map_coordinates(array, source, order=order).reshape(shape).astype(array.dtype)
 
 
-def test_a_tilted_grid_labels_like_an_axis_aligned_one(tmp_path):
+def test_a_tilted_grid_labels_like_an_axis_aligned_one(tmp_path, cascade_in_process):
     """One phantom (rendered at 1.25 mm isotropic over 275 x 275 x 170 mm) sampled on an axis-aligned
     200 x 200 x 80 mm grid of 1.25 x 1.25 x 2.5 mm voxels and on the same grid tilted 30 degrees about
     x, y and z: every class's Dice against the ground truth on its own grid stays within 0.05 of the
@@ -114,7 +114,7 @@ def test_a_tilted_grid_labels_like_an_axis_aligned_one(tmp_path):
         grid[:3, 3] = centre - grid[:3, :3] @ ((np.array(shape) - 1) / 2)
         write_nifti(tmp_path / "in" / f"{name}.nii.gz", sampled_on(grid, shape, image, affine, 1), grid)
         truth[name] = sampled_on(grid, shape, label, affine, 0)
-    result = cascade("predict", str(tmp_path / "in"), str(tmp_path / "out"), "--demo", "--device", "cpu")
+    result = cascade_in_process("predict", str(tmp_path / "in"), str(tmp_path / "out"), "--demo", "--device", "cpu")
     assert result.returncode == 0, result.stderr[-3000:]
     scores = {
         name: np.array([dice(labels_of(tmp_path / "out" / f"{name}_label.nii.gz") == value, truth[name] == value) for value in (1, 2, 3)])
@@ -125,7 +125,7 @@ def test_a_tilted_grid_labels_like_an_axis_aligned_one(tmp_path):
         assert np.abs(scores[name] - scores["aligned"]).max() < 0.05, (name, scores[name], scores["aligned"])
 
 
-def test_corrupt_slices_and_spikes_do_not_wreck_the_labels_and_are_reported(phantom, tmp_path):
+def test_corrupt_slices_and_spikes_do_not_wreck_the_labels_and_are_reported(phantom, tmp_path, cascade_in_process):
     """An edge slice saturated at 6x the image maximum or at 65535, or a few spike voxels, once
     flattened the z-score and the labels (Dice 0.5 or 0); now they are repaired before the
     networks, the labels stay within 0.05 Dice of the clean scan's, and the QC row says what was
@@ -140,7 +140,7 @@ def test_corrupt_slices_and_spikes_do_not_wreck_the_labels_and_are_reported(phan
         write_nifti(tmp_path / "in" / f"{name}.nii.gz", data, affine)
     thick, _, thick_affine = make_phantom(4242, (8, 160, 160), (8.0, 1.25, 1.25))  # a 2D stack of 8 mm slices
     write_nifti(tmp_path / "in" / "thick_slices.nii.gz", thick, thick_affine)
-    result = cascade("predict", str(tmp_path / "in"), str(tmp_path / "out"), "--demo", "--device", "cpu")
+    result = cascade_in_process("predict", str(tmp_path / "in"), str(tmp_path / "out"), "--demo", "--device", "cpu")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = report(tmp_path / "out")
     assert (rows["clean"]["status"], rows["clean"]["message"]) == ("ok", "")
@@ -181,7 +181,7 @@ def test_out_of_memory_is_named_with_the_case_and_its_size(phantom, tmp_path):
     assert report(tmp_path / "out")["normal"]["status"] == "ok" and not (tmp_path / "out" / "huge_label.nii.gz").exists()
 
 
-def test_bad_files_are_one_line_each_and_the_rest_of_the_folder_completes(phantom, tmp_path):
+def test_bad_files_are_one_line_each_and_the_rest_of_the_folder_completes(phantom, tmp_path, cascade_in_process):
     image, label, affine = phantom
     source = tmp_path / "in"
     write_nifti(source / "good.nii.gz", image, affine)
@@ -198,7 +198,7 @@ def test_bad_files_are_one_line_each_and_the_rest_of_the_folder_completes(phanto
     write_nifti(source / "good_label.nii.gz", label, affine)  # ground truth beside its image
     before = {p.name: p.read_bytes() for p in source.iterdir()}
 
-    result = cascade("predict", str(source), str(tmp_path / "out"), "--demo", "--device", "cpu")
+    result = cascade_in_process("predict", str(source), str(tmp_path / "out"), "--demo", "--device", "cpu")
     assert result.returncode == 1
     errors = lines(result.stderr, "error")
     expected = {
@@ -221,49 +221,49 @@ def test_bad_files_are_one_line_each_and_the_rest_of_the_folder_completes(phanto
     assert {p.name: p.read_bytes() for p in source.iterdir()} == before  # inputs never modified
 
 
-def test_inputs_are_never_overwritten_and_resume_checks_outputs(phantom, tmp_path):
+def test_inputs_are_never_overwritten_and_resume_checks_outputs(phantom, tmp_path, cascade_in_process):
     image, label, affine = phantom
     flat = tmp_path / "flat"
     write_nifti(flat / "case.nii.gz", image, affine)
     truth = write_nifti(flat / "case_label.nii.gz", label, affine)
     before = truth.read_bytes()
-    refused = cascade("predict", str(flat), str(flat), "--demo", "--overwrite", "--device", "cpu")
+    refused = cascade_in_process("predict", str(flat), str(flat), "--demo", "--overwrite", "--device", "cpu")
     assert refused.returncode == 1 and truth.read_bytes() == before
     [error] = lines(refused.stderr, "error")
     assert "the output folder is the input folder" in error and "--overwrite" not in error
 
     # a folder inside the data (an MBAS-style case folder of it, or any other) would mix with its cases
     for inside in (flat / "case", flat / "predictions"):
-        refused = cascade("predict", str(flat), str(inside), "--demo", "--device", "cpu")
+        refused = cascade_in_process("predict", str(flat), str(inside), "--demo", "--device", "cpu")
         assert refused.returncode == 1 and not inside.exists() and truth.read_bytes() == before
         [error] = lines(refused.stderr, "error")
         assert f"{inside}: the output folder lies inside the input folder {flat}" in error
 
     # a single image names its folder's label map as an input too: neither --overwrite nor --resume takes it
     for flag in ("--overwrite", "--resume"):
-        refused = cascade("predict", str(flat / "case.nii.gz"), str(flat), "--demo", flag, "--device", "cpu")
+        refused = cascade_in_process("predict", str(flat / "case.nii.gz"), str(flat), "--demo", flag, "--device", "cpu")
         assert refused.returncode == 1 and truth.read_bytes() == before
         [error] = lines(refused.stderr, "error")
         assert "would replace the input" in error and str(truth) in error
 
-    both = cascade("predict", str(flat / "case.nii.gz"), str(tmp_path / "out"), "--resume", "--overwrite", "--demo")
+    both = cascade_in_process("predict", str(flat / "case.nii.gz"), str(tmp_path / "out"), "--resume", "--overwrite", "--demo")
     assert both.returncode == 1 and "exclude each other" in both.stderr
 
     out = tmp_path / "out"
     out.mkdir()
     (out / "case_label.nii.gz").write_bytes(b"")  # an empty file left by a crash of another tool
-    resumed = cascade("predict", str(flat / "case.nii.gz"), str(out), "--resume", "--demo", "--device", "cpu")
+    resumed = cascade_in_process("predict", str(flat / "case.nii.gz"), str(out), "--resume", "--demo", "--device", "cpu")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "1 cases done" in resumed.stdout and labels_of(out / "case_label.nii.gz").shape == image.shape
     write_nifti(out / "case_label.nii.gz", label[:, :, :10], affine)  # wrong geometry
-    again = cascade("predict", str(flat / "case.nii.gz"), str(out), "--resume", "--demo", "--device", "cpu")
+    again = cascade_in_process("predict", str(flat / "case.nii.gz"), str(out), "--resume", "--demo", "--device", "cpu")
     assert "1 cases done" in again.stdout and labels_of(out / "case_label.nii.gz").shape == image.shape
-    kept = cascade("predict", str(flat / "case.nii.gz"), str(out), "--resume", "--demo", "--device", "cpu")
+    kept = cascade_in_process("predict", str(flat / "case.nii.gz"), str(out), "--resume", "--demo", "--device", "cpu")
     assert "1 kept from an earlier run" in kept.stdout
     assert report(out)["case"]["image_sha256"] == hashlib.sha256((flat / "case.nii.gz").read_bytes()).hexdigest()
 
     write_nifti(flat / "case.nii.gz", np.roll(image, 2, axis=1), affine)  # another scan on the same grid
-    redone = cascade("predict", str(flat / "case.nii.gz"), str(out), "--resume", "--demo", "--device", "cpu")
+    redone = cascade_in_process("predict", str(flat / "case.nii.gz"), str(out), "--resume", "--demo", "--device", "cpu")
     assert "1 cases done" in redone.stdout and "0 kept" in redone.stdout
 
 
@@ -312,13 +312,13 @@ def test_kill_9_keeps_the_report_of_every_finished_case(phantom, tmp_path):
 
 
 @pytest.mark.parametrize("where", ["file", "under_a_file"])
-def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(phantom, tmp_path, where):
+def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(phantom, tmp_path, where, cascade_in_process):
     image, _, affine = phantom
     source = write_nifti(tmp_path / "in" / "case.nii.gz", image, affine)
     blocker = tmp_path / "taken"
     blocker.write_text("not a folder")
     out = blocker if where == "file" else blocker / "out"
-    result = cascade("predict", str(source), str(out), "--demo", "--device", "cpu")
+    result = cascade_in_process("predict", str(source), str(out), "--demo", "--device", "cpu")
     assert result.returncode == 1
     [error] = lines(result.stderr, "error")
     assert error.startswith(f"cascade: error: {blocker}: the output folder") and "not a folder" in error
@@ -410,13 +410,13 @@ def test_a_folder_with_nothing_usable_says_why(tmp_path):
     ],
     ids=["misspelled-flag", "device", "gate-margin", "overlap", "datalist-out-folder"],
 )
-def test_bad_options_are_one_line_before_any_work(phantom, tmp_path, args, message):
+def test_bad_options_are_one_line_before_any_work(phantom, tmp_path, args, message, cascade_in_process):
     image, label, affine = phantom
     write_nifti(tmp_path / "in" / "c" / "c_gt.nii.gz", image, affine)
     write_nifti(tmp_path / "in" / "c" / "c_label.nii.gz", label, affine)
     (tmp_path / "OUT_DIR").mkdir()
     swap = {"IN": str(tmp_path / "in"), "OUT": str(tmp_path / "out"), "OUT_DIR": str(tmp_path / "OUT_DIR")}
-    result = cascade(*[swap.get(a, a) for a in args], "--demo" if args[0] == "predict" else "--folds=2")
+    result = cascade_in_process(*[swap.get(a, a) for a in args], "--demo" if args[0] == "predict" else "--folds=2")
     assert result.returncode == 1
     assert [line for line in result.stderr.splitlines() if line.strip()] == lines(result.stderr, "error")
     assert message in result.stderr
