@@ -18,6 +18,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from cascade.intensity import find_intensity_outliers
 from cascade.io import InputError, check_intensities, file_sha256, read_header
 from cascade.labels import CLASS_NAMES
 from cascade.settings import STAGE_SETTINGS, stage_overrides
+from cascade.window_progress import WindowProgress, count_windows
 
 __all__ = ["EnsembleNetwork", "StagePredictor", "CaseResult", "CascadeEngine", "load_checkpoint"]
 
@@ -123,6 +125,8 @@ class StagePredictor:
         calibration: for ``int8``, labelled cases ``{"image", "label"}`` whose windows calibrate
             the quantization (:meth:`calibration_windows`); default: :data:`CALIBRATION_PHANTOMS`
             phantoms of seed :data:`CALIBRATION_PHANTOM_SEED`.
+        progress: a bar on stderr over each case's windows, named after the bundle
+            (:class:`~cascade.window_progress.WindowProgress`).
 
     The config's ``tta`` (bool) and ``mirror_axes`` set the mirroring, its ``amp`` the autocast
     of inference; its ``initialize`` expressions run once here.
@@ -148,8 +152,9 @@ class StagePredictor:
         backend: str = "torch",
         precision: str = "fp32",
         calibration: Sequence[Mapping[str, str]] | None = None,
+        progress: bool = False,
     ) -> None:
-        self.bundle = Path(bundle)
+        self.bundle, self.progress = Path(bundle), progress
         self.calibration = [dict(case) for case in calibration] if calibration else None
         files = stage_config_files(self.bundle, "inference", configs)
         for checkpoint in checkpoints:
@@ -182,7 +187,7 @@ class StagePredictor:
             "bundle": str(self.bundle.resolve()),
             "configs": [{"path": str(c.resolve()), "sha256": file_sha256(c)} for c in self.config_files],
             "checkpoints": [{"path": str(c.resolve()), "sha256": file_sha256(c)} for c in self.checkpoints],
-            "overrides": {key: value for key, value in self.overrides.items() if key != "inferer#progress"},
+            "overrides": self.overrides,
             "settings": json.loads(json.dumps(settings, default=str)),
             "backend": self.backend,
             "precision": self.precision,
@@ -255,8 +260,9 @@ class StagePredictor:
         image = data["image"]
         preprocessed = time.perf_counter()
         batch = image.as_tensor()[None].to(self.device)
-        with torch.autocast(self.device.type, enabled=self.amp):
-            logits = self.inferer(batch, self.network)
+        counted = WindowProgress(self.network, self.bundle.name, count_windows(self.inferer, batch.shape[2:])) if self.progress else nullcontext(self.network)
+        with torch.autocast(self.device.type, enabled=self.amp), counted as network:
+            logits = self.inferer(batch, network)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         inferred = time.perf_counter()
@@ -364,7 +370,7 @@ class CascadeEngine:
         precision = settings.get("precision")
         per_stage_precision = precision if isinstance(precision, Mapping) else dict.fromkeys(STAGES, precision)
         precisions = {stage: per_stage_precision.get(stage) or default_precision(backend, stage) for stage in STAGES}
-        per_stage = stage_overrides(settings, progress=settings.get("progress"))
+        per_stage = stage_overrides(settings)
         bundles = {"localizer": localizer, "segmenter": segmenter}
         predictors, sources = {}, {}
         for stage in stages:
@@ -384,7 +390,8 @@ class CascadeEngine:
                 from cascade.data import labelled_cases
 
                 cases = labelled_cases(calibration)
-            predictors[stage] = StagePredictor(bundle, weights.checkpoints, per_stage[stage], weights.configs, backend, precisions[stage], cases)
+            predictors[stage] = StagePredictor(bundle, weights.checkpoints, per_stage[stage], weights.configs, backend, precisions[stage], cases,
+                                               progress=bool(settings.get("progress")))
             sources[stage] = weights.source
         engine = cls(predictors.get("localizer"), predictors.get("segmenter"))
         engine.weights = sources

@@ -104,13 +104,18 @@ class NNUNetSlidingWindowInferer(Inferer):
         self.progress = progress
         self.weights = nnunet_gaussian(self.roi_size)
 
+    def windows(self, spatial_shape: Sequence[int]) -> list[tuple[slice, ...]]:
+        """The windows over an input of ``spatial_shape`` once padded up to the window (voxel slices)."""
+        padded = [max(s, p) for s, p in zip(spatial_shape, self.roi_size)]
+        starts = nnunet_window_starts(padded, self.roi_size, self.step)
+        return [tuple(slice(s, s + p) for s, p in zip(corner, self.roi_size)) for corner in itertools.product(*starts)]
+
     def __call__(self, inputs: torch.Tensor, network: Callable[[torch.Tensor], torch.Tensor], *args, **kwargs) -> torch.Tensor:
         """Blend ``network`` over windows of ``inputs`` (B, C, *spatial) into (B, K, *spatial) outputs."""
         spatial = inputs.shape[2:]
         padding = [max(p - s, 0) for s, p in zip(spatial, self.roi_size)]
         padded = F.pad(inputs, [side for d in reversed(padding) for side in (d // 2, d - d // 2)])
-        starts = nnunet_window_starts(padded.shape[2:], self.roi_size, self.step)
-        windows = [tuple(slice(s, s + p) for s, p in zip(corner, self.roi_size)) for corner in itertools.product(*starts)]
+        windows = self.windows(spatial)
         weights = self.weights.to(inputs.device, self.accumulate_dtype)
         output = counts = None
         batches = range(0, len(windows), self.sw_batch_size)

@@ -210,14 +210,13 @@ def resolve_device(device: str) -> str:
     return f"$torch.device('{parsed}')"
 
 
-def stage_overrides(settings: Mapping[str, object], progress: bool | None = None) -> dict[str, dict]:
+def stage_overrides(settings: Mapping[str, object]) -> dict[str, dict]:
     """Each stage's config overrides for prediction settings (keys of :data:`STAGE_SETTINGS`).
 
     Args:
         settings: setting -> value, or a mapping stage -> value for a setting the stages take
             differently (e.g. ``overlap`` from :func:`as_overlap`); ``None`` (or a missing key)
             leaves the config's value. The device is a name (:func:`resolve_device`).
-        progress: a progress bar over the sliding windows (``None``: the config's choice).
 
     Returns:
         Stage -> overrides. Every stage is predicted, never trained, from them: the segmenter's
@@ -229,7 +228,6 @@ def stage_overrides(settings: Mapping[str, object], progress: bool | None = None
         chosen = {name: value.get(stage) if isinstance(value, Mapping) else value for name, value in chosen.items()}
         if chosen["device"] is not None:
             chosen["device"] = resolve_device(str(chosen["device"]))
-        chosen["inferer#progress"] = progress
         overrides[stage] = {key: value for key, value in chosen.items() if value is not None}
     overrides["segmenter"]["mask_from_label"] = False
     return overrides

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,12 +14,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from monai.inferers import SlidingWindowInferer
 from scipy.ndimage import binary_dilation
 
 from cascade.engine import CascadeEngine, EnsembleNetwork, StagePredictor
+from cascade.nnunet_inference import NNUNetSlidingWindowInferer
 from cascade.networks import ResEncUNet
 from cascade.phantom import write_phantoms
 from cascade.transforms import ball
+from cascade.window_progress import WindowProgress, count_windows
 from tests.bundle_utils import BUNDLES
 
 SMALL = dict(shape=(24, 160, 160), spacing=(2.5, 1.25, 1.25))
@@ -92,7 +96,7 @@ def test_initialize_runs_and_amp_is_honoured(phantom_dir):
         predictor = stage("localizer", [DEMO["localizer"]], amp=amp, initialize=[f"$os.environ.__setitem__('{key}', '1')"])
         predictor.network.members[0].register_forward_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
         image = predictor.load({"image": str(next(phantom_dir.glob("*/*_gt.nii.gz")))})["image"]
-        predictor({"image": image})
+        predictor({"image": image[:, :64, :64, :12]})  # one window: autocast runs bf16 slowly on CPUs without it
     assert os.environ.pop(key) == "1"
     assert not any(seen[: len(seen) // 2]) and all(seen[len(seen) // 2 :]) and seen
 
@@ -140,15 +144,38 @@ def test_edited_config_values_take_effect_through_cascade_predict(tmp_path):
     np.testing.assert_array_equal(gate, binary_dilation(mask, structure=ball((4, 4, 2))))
 
 
-def test_lower_mask_threshold_gives_a_larger_stage1_mask(phantom_dir):
-    """The hand-off's threshold on the stage-1 foreground probability (0.5 is the paper's argmax)."""
+def test_lower_mask_threshold_gives_a_larger_stage1_mask(phantom_dir, capfd):
+    """The hand-off's threshold on the stage-1 foreground probability (0.5 is the paper's argmax);
+    with ``progress`` the windows are counted on a bar named after the stage."""
     image_path = str(next(phantom_dir.glob("*/*_gt.nii.gz")))
     masks = {}
     for threshold in (0.5, 0.2):
-        engine = CascadeEngine.from_options(pretrained="demo", stages=("localizer",), device="cpu", mask_threshold=threshold)
+        engine = CascadeEngine.from_options(pretrained="demo", stages=("localizer",), device="cpu", mask_threshold=threshold, progress=threshold == 0.2)
         masks[threshold] = engine.localize(engine.read(image_path)[0]).astype(bool)
     assert masks[0.5].any() and masks[0.2].sum() > masks[0.5].sum()
     assert not (masks[0.5] & ~masks[0.2]).any()
+    totals = {int(total) for total in re.findall(r"atria_localizer windows: +\d+%\|.*?\| \d+/(\d+)", capfd.readouterr().err)}
+    assert len(totals) == 1 and totals.pop() > 1
+
+
+@pytest.mark.parametrize("inferer", [
+    SlidingWindowInferer((8, 12, 6), sw_batch_size=1, overlap=0.5),
+    SlidingWindowInferer((8, 12, 6), sw_batch_size=3, overlap=0.25),
+    SlidingWindowInferer((8, 12, 6), sw_batch_size=2, overlap=(0.5, 0.0, 0.75)),
+    NNUNetSlidingWindowInferer((8, 12, 6), overlap=0.5, sw_batch_size=2),
+    NNUNetSlidingWindowInferer((8, 12, 6), overlap=0.0),
+], ids=["monai", "monai-batched", "monai-per-axis", "nnunet", "nnunet-step-1"])
+@pytest.mark.parametrize("shape", [(8, 12, 6), (21, 30, 13), (5, 40, 7)])
+def test_window_count_is_what_the_inferer_predicts(inferer, shape):
+    calls = []
+
+    def network(windows: torch.Tensor) -> torch.Tensor:
+        calls.append(windows.shape[0])
+        return windows.repeat(1, 2, 1, 1, 1)
+
+    with WindowProgress(network, "stage", count_windows(inferer, shape)) as counted:
+        inferer(torch.rand(1, 1, *shape), counted)
+        assert counted.bar.n == counted.bar.total == sum(calls) and len(calls) == -(-sum(calls) // inferer.sw_batch_size)
 
 
 def test_published_half_precision_weights_serve_as_pretrained(phantom_dir, tmp_path):
