@@ -7,8 +7,13 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+# a DICOM file with preamble and file meta: pydicom 3's argument, or pydicom 2's (MONAI Label 0.8.5's
+# environment, where the live DICOMweb test writes its series, pins pydicom 2)
+SAVE_AS_FILE = {"enforce_file_format": True} if int(pydicom.__version__.split(".")[0]) >= 3 else {"write_like_original": False}
 
 
 def write_series(
@@ -67,6 +72,6 @@ def write_series(
         ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
         copy = "d" if len(written) >= count - len(drop) else ""  # the second file of a duplicated slice
         path = folder / f"IM{(k * 37) % 101:03d}{copy}.dcm"
-        ds.save_as(path, enforce_file_format=True)
+        ds.save_as(path, **SAVE_AS_FILE)
         written.append(path)
     return written

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+from functools import partial
 
+import monailabel.datastore.dicom
 from fastapi import HTTPException
 from monailabel.config import settings
 from monailabel.datastore.local import LocalDatastore
+from monailabel.datastore.utils.convert import nifti_to_dicom_seg
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask
@@ -80,11 +84,26 @@ class AtriaCascadeApp(MONAILabelApp):
 
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
+            # MONAI Label lists CT series unless told otherwise (start_server exports every setting,
+            # so its default cannot be told from a user's choice of CT): LGE scans are MR
+            if settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER == {"Modality": "CT"}:
+                settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER = {"Modality": "MR"}
             return super().init_datastore()
         return NiftiDatastore(
             self.studies, extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD, read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
         )
+
+    def _download_dcmqi_tools(self) -> None:
+        """Download nothing. MONAI Label 0.8.5 fetches dcmqi from GitHub whenever a DICOMweb
+        datastore starts, so a server without internet access (a hospital network) fails to start;
+        this app downloads nothing at run time. dcmqi's ``itkimage2segimage`` writes the DICOM SEG
+        of a final label saved back to the DICOMweb server; without it on PATH or in this app's
+        ``bin/``, MONAI Label's other SEG writer (pydicom-seg, installed with it) writes it."""
+        if shutil.which("itkimage2segimage") or os.path.exists(os.path.join(self.app_dir, "bin", "itkimage2segimage")):
+            return
+        logger.info("dcmqi's itkimage2segimage not found: final labels go to the DICOMweb server as DICOM SEG written by pydicom-seg")
+        monailabel.datastore.dicom.nifti_to_dicom_seg = partial(nifti_to_dicom_seg, use_itk=False)
 
     def infer(self, request: dict, datastore: Datastore | None = None) -> dict:
         """MONAI Label's inference, with the client's mistakes answered 4xx in one line: an unknown

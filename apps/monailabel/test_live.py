@@ -7,8 +7,9 @@ Run by ``test_live.sh`` inside the app's own virtualenv (MONAI Label 0.8.5 insta
    ``/infer/atria_cascade`` and ``/infer/atria_localizer`` against the reference voxel for voxel
    (values, shape, affine), by datastore id and by upload, with client settings, and the one-line
    HTTP 400 answers to bad input;
-3. trains both stages through ``/train/<task>`` (one short epoch each) and checks that the
-   published localizer is then served;
+3. trains both stages through ``/train/<task>`` (one short epoch each; the segmenter tracked
+   with MLflow, whose default sqlite store must then hold the run) and checks that the published
+   localizer is then served;
 4. in this process, proves that training starts from the pretrained weights (the network's state
    at the first iteration equals the checkpoint; with ``pretrained: false`` it does not);
 5. restarts the server with a work folder holding no checkpoints and checks the HTTP 503 message.
@@ -25,6 +26,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -62,7 +64,7 @@ def free_port() -> int:
 class Server:
     """``monailabel start_server`` in its own process group, stopped on exit (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, studies: Path, conf: dict[str, str], work: Path, name: str, workers: int | None = None) -> None:
+    def __init__(self, studies: Path | str, conf: dict[str, str], work: Path, name: str, workers: int | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = work / f"server-{name}.log"
@@ -72,7 +74,7 @@ class Server:
             command += ["--conf", key, value]
         if workers:
             command += ["--workers", str(workers)]
-        env = {**os.environ, "MONAI_LABEL_SESSION_PATH": str(work / "sessions")}
+        env = {**os.environ, "MONAI_LABEL_SESSION_PATH": str(work / "sessions"), "MONAI_LABEL_DICOMWEB_CACHE_PATH": str(work / "dicomweb-cache")}
         log("$ " + " ".join(command) + f"  (log {self.log_path})")
         self.log_file = self.log_path.open("w")
         self.process = subprocess.Popen(
@@ -120,10 +122,12 @@ class Server:
         with urllib.request.urlopen(self.url + path, timeout=600) as response:
             return json.loads(response.read())
 
-    def put(self, path: str, upload: Path) -> tuple[int, bytes]:
-        """PUT a file as the multipart ``file`` field (MONAI Label's datastore upload); (status, content)."""
+    def put(self, path: str, upload: Path, field: str = "file", params: dict | None = None) -> tuple[int, bytes]:
+        """PUT a file as the multipart ``field`` (``file``: MONAI Label's image upload, ``label``: a
+        label) with optional ``params`` JSON; (status, content)."""
         boundary = uuid.uuid4().hex
-        data = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{upload.name}"\r\n'
+        form = f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n\r\n{json.dumps(params)}\r\n'.encode() if params else b""
+        data = (form + f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{upload.name}"\r\n'
                 f"Content-Type: application/octet-stream\r\n\r\n".encode() + upload.read_bytes() + f"\r\n--{boundary}--\r\n".encode())
         request = urllib.request.Request(self.url + path, data=data, method="PUT",
                                          headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
@@ -153,6 +157,76 @@ class Server:
                 return response.status, response.read()
         except urllib.error.HTTPError as err:
             return err.code, err.read()
+
+
+class Orthanc:
+    """An Orthanc PACS with its DICOMweb plugin on 127.0.0.1 (Debian: ``apt-get install orthanc
+    orthanc-dicomweb``), storing under ``work``, stopped on exit."""
+
+    PLUGINS = os.environ.get("ORTHANC_PLUGINS", "/usr/share/orthanc/plugins")
+
+    def __init__(self, work: Path) -> None:
+        binary = shutil.which("Orthanc")
+        if binary is None or not Path(self.PLUGINS, "libOrthancDicomWeb.so").is_file():
+            raise RuntimeError(f"Orthanc with its DICOMweb plugin not found (PATH, {self.PLUGINS}): apt-get install orthanc orthanc-dicomweb")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        folder = work / "orthanc"
+        folder.mkdir()
+        config = {
+            "Name": "atria-cascade-live", "HttpPort": self.port, "DicomPort": free_port(), "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False, "StorageDirectory": str(folder / "storage"), "IndexDirectory": str(folder / "index"),
+            "Plugins": [self.PLUGINS], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        }
+        (folder / "orthanc.json").write_text(json.dumps(config))
+        self.log_path = work / "orthanc.log"
+        self.log_file = self.log_path.open("w")
+        log(f"$ {binary} {folder / 'orthanc.json'}  (log {self.log_path})")
+        self.process = subprocess.Popen([binary, str(folder / "orthanc.json")], stdout=self.log_file, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+
+    def __enter__(self) -> Orthanc:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/dicom-web/studies", timeout=5):
+                    log(f"Orthanc up on {self.url}")
+                    return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.5)
+        self.__exit__()
+        raise RuntimeError(f"Orthanc not answering after 60 s:\n{self.log_path.read_text()[-2000:]}")
+
+    def __exit__(self, *exc) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=30)
+        self.log_file.close()
+
+    def store(self, files: list[Path]) -> None:
+        """Store DICOM files through Orthanc's REST API (POST /instances)."""
+        for path in files:
+            request = urllib.request.Request(self.url + "/instances", data=path.read_bytes(), method="POST",
+                                             headers={"Content-Type": "application/dicom"})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                check_status = json.loads(response.read()).get("Status")
+                if check_status not in ("Success", "AlreadyStored"):
+                    raise AssertionError(f"Orthanc refused {path}: {check_status}")
+
+    def retrieve(self, study: str, series: str, path: Path) -> Path:
+        """The series' single instance (found by QIDO-RS, fetched by Orthanc's REST API), written to ``path``."""
+        [instance] = self.qido(f"/studies/{study}/series/{series}/instances")
+        request = urllib.request.Request(self.url + "/tools/lookup", data=instance["00080018"]["Value"][0].encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            [found] = json.loads(response.read())
+        with urllib.request.urlopen(f"{self.url}/instances/{found['ID']}/file", timeout=30) as response:
+            path.write_bytes(response.read())
+        return path
+
+    def qido(self, path: str) -> list[dict]:
+        request = urllib.request.Request(self.url + "/dicom-web" + path, headers={"Accept": "application/dicom+json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"[]")
 
 
 def check(condition: bool, message: str) -> None:
@@ -296,9 +370,10 @@ def check_concurrency(studies: Path, work: Path, cases: list[str], workers: int 
 
 
 def check_training_route(server: Server, model_dir: Path, case: str) -> None:
-    """Both stages train through MONAI Label's REST API; the published localizer is then served."""
+    """Both stages train through MONAI Label's REST API (the segmenter tracked with MLflow in the
+    app's default sqlite store); the published localizer is then served."""
     for task in ("atria_localizer", "atria_segmenter"):
-        params = {"max_epochs": 1, "iterations_per_epoch": 1, "val_split": 0.5}
+        params = {"max_epochs": 1, "iterations_per_epoch": 1, "val_split": 0.5, **({"tracking": "mlflow"} if task == "atria_segmenter" else {})}
         status, content = server.post(f"/train/{task}", body=params)
         check(status == 200, f"/train/{task} {params} accepted")
         task_id = json.loads(content)["id"]
@@ -316,9 +391,71 @@ def check_training_route(server: Server, model_dir: Path, case: str) -> None:
         check(published.is_file(), f"{task} published {published}")
         stats = server.get("/info/")["train_stats"][task]
         check("val_mean_dice" in stats.get("eval", {}).get("metrics", {}), f"{task} train stats {json.dumps(stats.get('eval', {}).get('metrics'))}")
+        if "tracking" in params:
+            check_mlflow_store(model_dir / task / "mlflow.db")
     status, content = server.post(f"/infer/atria_localizer?image={case}&output=json")
     served = json.loads(content)["checkpoints"]["localizer"] if status == 200 else content
     check(served == [str(model_dir / "atria_localizer" / "model.pt")], f"the published localizer is served: {served}")
+
+
+def check_dicomweb_datastore(work: Path, phantoms: Path, case: str) -> None:
+    """A DICOMweb datastore: a phantom written as an MR series into Orthanc, served by the app with
+    ``--studies <orthanc>/dicom-web`` and inferred by its SeriesInstanceUID; the label map has the
+    series' geometry and agrees with `cascade predict` on the phantom's NIfTI file."""
+    sys.path.insert(0, str(APP_DIR.parents[1]))  # the checkout's test helper writes the series
+    import pydicom
+    import pydicom_seg
+    from tests.dicom_series import write_series
+
+    from cascade.labels import CLASS_NAMES
+
+    image = phantoms / case / f"{case}_gt.nii.gz"
+    files = write_series(nib.load(image), work / "dicom" / case)
+    first = pydicom.dcmread(files[0])
+    series_uid, study_uid = str(first.SeriesInstanceUID), str(first.StudyInstanceUID)
+    with Orthanc(work) as orthanc:
+        orthanc.store(files)
+        check(len(orthanc.qido(f"/series?SeriesInstanceUID={series_uid}")) == 1, f"Orthanc holds the series ({len(files)} slices)")
+        studies = f"{orthanc.url}/dicom-web"
+        with Server(studies, {"demo": "true", "model_dir": str(work / "model-dicomweb")}, work, "dicomweb") as server:
+            total = server.get("/datastore/").get("total")
+            check(total == 1, f"/datastore/ counts the MR series of {studies}: {total}")
+            status, content = server.post("/activelearning/random", body={})
+            sample = json.loads(content) if status == 200 else {}
+            check(sample.get("id") == series_uid, f"/activelearning/random (Slicer's next sample) gives the series {sample.get('id')}")
+            out = work / "results" / "dicomweb_label.nii.gz"
+            start = time.monotonic()
+            infer_to_file(server, "atria_cascade", out, image_id=series_uid)
+            log(f"/infer/atria_cascade on the DICOMweb series: {time.monotonic() - start:.1f} s (fetch, conversion and inference, twice)")
+            names = [{"name": CLASS_NAMES[value], "idx": value} for value in (1, 2, 3)]  # as Slicer sends them
+            status, content = server.put(f"/datastore/label?image={series_uid}&tag=final", out, field="label", params={"label_info": names})
+            check(status == 200, f"the label saved as final -> HTTP {status} {content[:300].decode()}")
+        [seg] = orthanc.qido(f"/series?Modality=SEG&StudyInstanceUID={study_uid}") or [None]
+        seg_uid = seg["0020000E"]["Value"][0]
+        seg_file = orthanc.retrieve(seg["0020000D"]["Value"][0], seg_uid, work / "seg.dcm")
+        saved = pydicom.dcmread(seg_file)
+        referenced = {str(item.SeriesInstanceUID) for item in saved.ReferencedSeriesSequence}
+        check(saved.Modality == "SEG" and referenced == {series_uid} and saved.StudyInstanceUID == study_uid,
+              f"Orthanc holds a DICOM SEG in the study referencing the series ({len(saved.SegmentSequence)} segments: "
+              f"{', '.join(str(segment.SegmentLabel) for segment in saved.SegmentSequence)})")
+        segments = pydicom_seg.MultiClassReader().read(saved).data  # (Z, Y, X) label values
+        check(np.array_equal(np.transpose(segments, (2, 1, 0)), np.asanyarray(nib.load(out).dataobj)),
+              "the SEG read back with pydicom-seg equals the label map voxel for voxel")
+        got, want, source = nib.load(out), nib.load(work / "reference" / "default" / f"{case}_label.nii.gz"), nib.load(image)
+        check(got.shape == source.shape and np.allclose(got.affine, source.affine, atol=1e-3), f"label map on the series' grid {got.shape}")
+        got_array, want_array = np.asanyarray(got.dataobj), np.asanyarray(want.dataobj)
+        dice = {value: 2 * np.sum((got_array == value) & (want_array == value)) / max(np.sum(got_array == value) + np.sum(want_array == value), 1)
+                for value in (1, 2, 3)}
+        check(min(dice.values()) >= 0.98, f"agrees with `cascade predict` on the NIfTI file (Dice per class {', '.join(f'{d:.4f}' for d in dice.values())})")
+
+
+def check_mlflow_store(store: Path) -> None:
+    """The sqlite store MLflow tracking writes by default holds a finished run with its metrics."""
+    check(store.is_file(), f"MLflow store {store} written")
+    with sqlite3.connect(store) as db:
+        runs = db.execute("SELECT status FROM runs").fetchall()
+        metrics = sorted({key for (key,) in db.execute("SELECT key FROM metrics")})
+    check(("FINISHED",) in runs and metrics, f"MLflow runs {[status for (status,) in runs]}, metrics {metrics}")
 
 
 def check_pretrained_loaded(studies: Path, work: Path) -> None:
@@ -374,6 +511,7 @@ def check_missing_weights(studies: Path, work: Path, case: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--dicomweb", action="store_true", help="also serve a DICOMweb datastore (Orthanc, on PATH)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="monailabel-live-"))
     step = "set-up"
@@ -396,6 +534,9 @@ def main() -> int:
             check_inference(server, work, phantoms, cases)
             step = "training through /train/"
             check_training_route(server, model_dir, cases[0])
+        if args.dicomweb:
+            step = "DICOMweb datastore"
+            check_dicomweb_datastore(work, phantoms, cases[0])
         step = "concurrent inferences"
         check_concurrency(studies, work, cases)
         step = "pretrained weights"

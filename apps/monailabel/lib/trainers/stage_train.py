@@ -94,7 +94,7 @@ class CascadeStageTrainTask(BasicTrainTask):
                 # what the bundle's config uses (MONAI Label's own dataset choices do not apply)
                 "dataset": "CacheDataset",
                 "dataloader": "DataLoader",
-                "tracking": "None",  # MLflow is not installed with the app; a request may ask for "mlflow"
+                "tracking": "None",  # a request may ask for "mlflow" (requirements.txt installs it)
             },
             # MONAI Label's default store is a file:// folder, which MLflow as MONAI 1.6 runs it refuses;
             # an sqlite store beside the published model works (MONAI_LABEL_TRACKING_URI still wins)
