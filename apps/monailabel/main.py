@@ -16,6 +16,7 @@ import shutil
 from functools import partial
 
 import monailabel.datastore.dicom
+import monailabel.endpoints.infer
 from fastapi import HTTPException
 from monailabel.config import settings
 from monailabel.datastore.local import LocalDatastore
@@ -31,6 +32,7 @@ from cascade.io import InputError
 from cascade.labels import LABEL_VALUES
 from lib.infers.cascade_tasks import CASCADE_LABELS, AtriaCascadeInfer, AtriaLocalizerInfer
 from lib.infers.predictors import EngineCache
+from lib.serving import infer_in_worker_threads
 from lib.trainers.stage_train import CascadeStageTrainTask
 from lib.uploads import check_image_upload
 from lib.weights import weights_from_conf
@@ -72,6 +74,9 @@ class AtriaCascadeApp(MONAILabelApp):
                 logger.info(f"{stage}: serving {self.weights.served(stage).source}")
             except InputError as err:
                 logger.warning(f"{err}; inference answers HTTP 503 until the {stage} has weights")
+        # inferences at once, in MONAI Label's pool; its default -1 (no pool) would now mean no limit
+        if settings.MONAI_LABEL_INFER_CONCURRENCY < 0:
+            settings.MONAI_LABEL_INFER_CONCURRENCY = 1
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -81,6 +86,8 @@ class AtriaCascadeApp(MONAILabelApp):
             version=cascade.__version__,
             labels=CASCADE_LABELS,
         )
+        if infer_in_worker_threads(monailabel.endpoints.infer.router):
+            logger.info(f"inference runs off the event loop, {settings.MONAI_LABEL_INFER_CONCURRENCY} at a time (MONAI_LABEL_INFER_CONCURRENCY)")
 
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
