@@ -17,19 +17,25 @@ whole-volume pass of the same inferer.
 Part 2, the cascade per case (``--cascade``). Both stages through the engine's ``StagePredictor``
 (the code ``cascade predict`` runs: preprocessing, inference, postprocessing of each bundle's
 inference.json) with random weights (seeded, so exported networks are found in the backends' cache
-on later runs); stage 2 is gated by the phantom's own label (dilated), which stands in for a
-trained localizer's mask. For each overlap, stage-2 region (``--regions``), mirroring TTA off (and
-on with ``--tta``) and runtime (``--backends``, side by side): per stage the build seconds (an
-OpenVINO export included when the network is not cached yet; not part of the case), windows, and
-the seconds of preprocessing, inference and postprocessing; per case the total, the speed-up over
-the first runtime listed, and the peak resident memory of the process while that setting was built
-and ran (Linux ``VmHWM``, reset per setting).
+on later runs) or shipped ones (``--pretrained demo|la2018``, with their overlays), on the phantom
+or on ``--image`` (with its ``--label``); stage 2 is gated by the case's own label (dilated), which
+stands in for a trained localizer's mask. For each overlap (one value, or a per-stage pair
+``LOCALIZER,SEGMENTER``), stage-2 region (``--regions``), mirroring TTA off (and on with ``--tta``)
+and runtime (``--backends``, side by side, e.g. ``openvino:int8``): per stage the build seconds (an
+OpenVINO export or int8 quantization included when the network is not cached yet; not part of the
+case), windows, the seconds of preprocessing, inference and postprocessing, and the agreement of its
+output (stage 1: the mask; stage 2: each label) with the first runtime listed at the same settings,
+as Dice per label value; per case the total, the speed-up over the first runtime listed, and the
+peak resident memory of the process while that setting was built and ran (Linux ``VmHWM``, reset
+per setting). Agreement means something with trained weights only (``--pretrained``).
 
     python bench/predict_speed.py                               # full networks (CPU: ~40 s/window)
     python bench/predict_speed.py --width 0.25 --threads 2      # features / 4, for CPU-only machines
     python bench/predict_speed.py --cascade --tta               # on a GPU: the whole-cascade table
     python bench/predict_speed.py --cascade --no_windows --regions "mask region" \\
         --backends torch:fp32 openvino:fp32 openvino:bf16       # CPU runtimes side by side
+    python bench/predict_speed.py --cascade --no_windows --regions "mask region" --pretrained la2018 \\
+        --image SCAN --label LABEL --overlaps 0.5 0,0.5 --backends openvino:fp32 openvino:int8
 
 The mask region in part 1 is cut as the segmenter's inference.json cuts it: the phantom's label
 dilated by ``dilation_radius``, its bounding box plus ``crop_margin``, grown to at least one patch
@@ -50,13 +56,17 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import nibabel as nib
+import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
 from cascade.labels import LABEL_VALUES
 from cascade.phantom import DEFAULT_SHAPE, DEFAULT_SPACING, case_seed, make_phantom, write_phantoms
-from cascade.bundles import STAGES, bundle_dir, read_stage_config
+from cascade.bundles import STAGES, bundle_dir, read_stage_config, stage_weights
+from cascade.data import labelled_cases
 from cascade.engine import StagePredictor
+from cascade.metrics import dice
+from cascade.settings import as_overlap
 from cascade.transforms import CropForegroundMinSize, dilate_mask
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -118,7 +128,7 @@ def sliding_window_table(args: argparse.Namespace, device: torch.device) -> None
           f"mask region {tuple(s.stop - s.start for s in region)} (crop_margin {margin})")
 
     inferers = {}
-    for overlap in args.overlaps:
+    for overlap in [float(o) for o in args.overlaps if "," not in o]:
         if "monai" in args.inferers:
             for batch in args.sw_batch_sizes or [config.get_parsed_content("sw_batch_size")]:
                 inferers[overlap, f"monai b{batch}"] = monai_inferer(overlap, batch)
@@ -178,62 +188,90 @@ def cascade_table(args: argparse.Namespace, device: torch.device) -> None:
         case = scratch / "phantom" / "MBAS_001"
         write_phantoms(case.parent, cases=1, seed=args.seed, shape=tuple(args.shape), spacing=tuple(args.spacing))
         item = {"image": str(case / "MBAS_001_gt.nii.gz"), "label": str(case / "MBAS_001_label.nii.gz")}
-        features = {s: scaled_features(stage_config(s, {}, args.configs), args.width) for s in STAGES}
-        weights = {s: random_weights(s, features[s], scratch / f"{s}.pt", args.configs) for s in STAGES}
-        print(f"\ncascade on {nib.load(item['image']).shape}; features {features}; random weights, "
-              f"stage 2 gated by the phantom's label; overlays {args.configs or 'none'}")
+        if args.image:
+            item = {"image": str(args.image), "label": str(args.label)}
+        if args.pretrained:
+            found = {s: stage_weights(s, bundle_dir(s), pretrained=args.pretrained) for s in STAGES}
+            weights = {s: found[s].checkpoints for s in STAGES}
+            configs = {s: [*found[s].configs, *args.configs] for s in STAGES}
+            features = {s: None for s in STAGES}
+        else:
+            features = {s: scaled_features(stage_config(s, {}, args.configs), args.width) for s in STAGES}
+            weights = {s: [random_weights(s, features[s], scratch / f"{s}.pt", args.configs)] for s in STAGES}
+            configs = {s: args.configs for s in STAGES}
+        print(f"\ncascade on {nib.load(item['image']).shape} ({'--image' if args.image else 'phantom'}); "
+              f"{f'{args.pretrained} weights' if args.pretrained else f'features {features}; random weights'}, "
+              f"stage 2 gated by the case's label; overlays {({s: [Path(c).stem for c in configs[s]] for s in STAGES})}")
         print(f"{'overlap':>7} {'stage 2 over':<13} {'TTA':<4} {'backend':<14} {'stage':<10} {'build s':>7} {'windows':>7} "
-              f"{'prep s':>7} {'infer s':>8} {'post s':>7} {'total s':>8} {'vs torch':>8} {'peak RSS':>8}")
+              f"{'prep s':>7} {'infer s':>8} {'post s':>7} {'total s':>8} {'vs ref':>8} {'peak RSS':>8}  Dice vs ref (label=Dice)")
         if device.type == "cuda":  # cuDNN autotunes each shape on its first call: not part of a case
-            cascade_row(args, device, item, weights, features, args.overlaps[-1], args.regions[-1], False, args.backends[0])
+            cascade_row(args, device, item, weights, features, configs, as_overlap(args.overlaps[-1]), args.regions[-1], False, args.backends[0])
         rows = []
-        for overlap in args.overlaps:
+        for overlap in map(as_overlap, args.overlaps):
             for region in args.regions:
                 for tta in (False, True) if args.tta else (False,):
                     for setting in args.backends:
-                        rows.append(cascade_row(args, device, item, weights, features, overlap, region, tta, setting))
-                        row = rows[-1]
+                        row = cascade_row(args, device, item, weights, features, configs, overlap, region, tta, setting)
+                        rows.append(row)
                         reference = next(r for r in rows if r["setting"] == args.backends[0] and
-                                         (r["overlap"], r["region"], r["tta"]) == (overlap, region, tta))
+                                         (r["overlap"], r["region"], r["tta"]) == (row["overlap"], region, tta))
                         ratio = reference["seconds"] / row["seconds"]
                         for stage, steps in row["stages"].items():
-                            print(f"{overlap:>7.2f} {region:<13} {'on' if tta else 'off':<4} {setting:<14} {stage:<10} "
+                            ours, theirs = row["labels"][stage], reference["labels"][stage]
+                            values = sorted((set(np.unique(ours)) | set(np.unique(theirs))) - {0})
+                            steps["dice vs reference"] = {int(v): class_dice(ours, theirs, v) for v in values}
+                            print(f"{row['overlap'][stage]:>7.2f} {region:<13} {'on' if tta else 'off':<4} {setting:<14} {stage:<10} "
                                   f"{steps['build']:>7.1f} {steps['windows']:>7d} {steps['preprocessing']:>7.2f} "
-                                  f"{steps['inference']:>8.2f} {steps['postprocessing']:>7.2f} {steps['total']:>8.2f}")
+                                  f"{steps['inference']:>8.2f} {steps['postprocessing']:>7.2f} {steps['total']:>8.2f} {'':>8} {'':>8}  "
+                                  + " ".join(f"{v}={d:.4f}" for v, d in steps["dice vs reference"].items()))
                         print(f"{'':>7} {'':<13} {'':<4} {setting:<14} {'cascade':<10} {'':>7} {'':>7} {'':>7} {'':>8} {'':>7} "
                               f"{row['seconds']:>8.2f} {ratio:>7.2f}x {row['peak RSS GiB']:>6.2f} G", flush=True)
                         if args.json:
                             with args.json.open("a") as f:
-                                f.write(json.dumps({**row, "width": args.width, "speed-up": ratio}) + "\n")
+                                f.write(json.dumps({k: v for k, v in row.items() if k != "labels"} | {"width": args.width, "speed-up": ratio},
+                                                   default=str) + "\n")
 
 
-def cascade_row(args, device, item, weights, features, overlap, region, tta, setting) -> dict:
-    """Both stages on the phantom with one runtime setting (``backend:precision``)."""
+def class_dice(a: np.ndarray, b: np.ndarray, value: int) -> float:
+    """Dice of one label value between two maps (1 when both lack it)."""
+    x, y = a == value, b == value
+    return 1.0 if not (x.any() or y.any()) else float(dice(x, y))
+
+
+def cascade_row(args, device, item, weights, features, configs, overlap, region, tta, setting) -> dict:
+    """Both stages on the case with one runtime setting (``backend:precision``); ``overlap`` is one
+    value or stage -> value. The row keeps each stage's label map (``labels``) for the agreement."""
     backend, precision = setting.split(":")
+    overlap = overlap if isinstance(overlap, dict) else dict.fromkeys(STAGES, overlap)
     gc.collect()
     reset_peak_rss()
-    stages = {}
+    stages, labels = {}, {}
     for stage in STAGES:
-        overrides = {"device": f"$torch.device('{device}')", "overlap": overlap, "num_workers": 0,
-                     "features_per_stage": features[stage], "tta": tta}
+        overrides = {"device": f"$torch.device('{device}')", "overlap": overlap[stage], "num_workers": 0, "tta": tta}
+        if features[stage] is not None:
+            overrides["features_per_stage"] = features[stage]
         if stage == "segmenter":
-            overrides |= {"mask_region": region == "mask region", "mask_from_label": True}
+            overrides["mask_region"] = region == "mask region"
         start = time.perf_counter()
-        predictor = StagePredictor(bundle_dir(stage), [weights[stage]], overrides, args.configs, backend=backend, precision=precision)
+        calibration = labelled_cases(args.calibration) if args.calibration and precision == "int8" else None
+        predictor = StagePredictor(bundle_dir(stage), weights[stage], overrides, configs[stage], backend=backend, precision=precision,
+                                   calibration=calibration)
         build = time.perf_counter() - start  # with the export when the network is not in the cache yet
         predictor.network.members = [TimedNetwork(n) for n in predictor.network.members]
-        predictor(predictor.load(item))
+        result = predictor(predictor.load({"image": item["image"], **({"mask": item["label"]} if stage == "segmenter" else {})}))
+        labels[stage] = result["pred"][0].numpy().astype(np.uint8)
         stages[stage] = {**predictor.seconds, "total": sum(predictor.seconds.values()), "build": build,
                          "windows": predictor.network.members[0].windows}
         del predictor
     return {"overlap": overlap, "region": region, "mask region": region == "mask region", "tta": tta, "setting": setting,
-            "seconds": sum(s["total"] for s in stages.values()), "stages": stages, "peak RSS GiB": peak_rss_gib()}
+            "seconds": sum(s["total"] for s in stages.values()), "stages": stages, "peak RSS GiB": peak_rss_gib(), "labels": labels}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--width", type=float, default=1.0, help="multiply both networks' features (1 = the paper's)")
-    parser.add_argument("--overlaps", type=float, nargs="+", default=[0.5, 0.0])
+    parser.add_argument("--overlaps", nargs="+", default=["0.5", "0"],
+                        help="overlaps; part 2 also takes per-stage pairs LOCALIZER,SEGMENTER (e.g. 0,0.5)")
     parser.add_argument("--inferers", nargs="+", default=["monai", "nnunet"], choices=["monai", "nnunet"])
     parser.add_argument("--regions", nargs="+", default=["whole volume", "mask region"], choices=["whole volume", "mask region"])
     parser.add_argument("--sw_batch_sizes", type=int, nargs="+", help="MONAI sw_batch_size values (default: the config's)")
@@ -248,6 +286,10 @@ def main() -> None:
                         help="part 2: runtimes side by side, the first is the reference (e.g. torch:fp32 openvino:fp32 openvino:bf16)")
     parser.add_argument("--configs", nargs="*", default=[], help="part 2: bundle overlays (e.g. demo: the demo grids, for a smoke run)")
     parser.add_argument("--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE), help="part 2: phantom grid (Z, Y, X)")
+    parser.add_argument("--pretrained", help="part 2: shipped weights (demo, la2018) instead of random ones, with their overlays")
+    parser.add_argument("--image", type=Path, help="part 2: a case to run instead of the phantom (with --label, which gates stage 2)")
+    parser.add_argument("--label", type=Path, help="part 2: the label map of --image")
+    parser.add_argument("--calibration", type=Path, help="part 2: labelled folder calibrating int8 (default: the engine's phantoms)")
     parser.add_argument("--spacing", type=float, nargs=3, default=list(DEFAULT_SPACING), help="part 2: phantom spacing (Z, Y, X) mm")
     args = parser.parse_args()
     if args.threads:
