@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 from monai.data.utils import dense_patch_slices
 from monai.inferers import Inferer, SlidingWindowInferer
-from monai.inferers.utils import _get_scan_interval
+from monai.inferers.utils import _get_scan_interval  # private, but the interval rule of MONAI's own inferer
 from monai.utils import ensure_tuple_rep, fall_back_tuple
 from tqdm import tqdm
 
