@@ -3,7 +3,9 @@
 Training is a ``python -m monai.bundle run training`` of each bundle's ``train.json`` (no second
 training loop); every prediction is made by :class:`cascade.engine.CascadeEngine` with the fold's
 checkpoints, exactly as ``cascade predict --models WORK --folds k`` makes it. Every step is
-skipped when its outputs exist, so an interrupted run resumes where it stopped:
+skipped when its outputs exist, and a training run stopped part-way continues after its last
+finished epoch with the same random stream (:mod:`cascade.reproducibility`), so an interrupted
+run resumes where it stopped and ends as an uninterrupted one would:
 
 1. ``WORK/datalist.json``: validated cases, the classes each annotates, and their folds;
    ``WORK/crossval.json``: the settings (folds, seed, config overlay, annotated classes) a rerun
@@ -41,6 +43,7 @@ from pathlib import Path
 from cascade.bundles import STAGES, bundle_dir, overlay_path
 from cascade.data import DEFAULT_SEED, assign_folds, is_datalist_file, load_datalist, make_datalist, validate_case, write_datalist
 from cascade.io import InputError, file_sha256, save_nifti_atomic, write_text_atomic
+from cascade.reproducibility import latest_epoch_checkpoint
 
 __all__ = ["TrainingError", "run_crossval"]
 
@@ -49,6 +52,15 @@ SINGLE_STAGE = "single_stage"  # the work folder's sub-folder of the single-stag
 
 class TrainingError(RuntimeError):
     """A bundle training run failed; the message names its log and ends with the log's last lines."""
+
+
+def _resume_args(root: Path) -> dict:
+    """``resume_ckpt`` of an interrupted training run in ``root`` (its latest epoch checkpoint), else nothing."""
+    checkpoint = latest_epoch_checkpoint(root / "models")
+    if checkpoint is None:
+        return {}
+    print(f"[crossval] {root}: resuming after {checkpoint.name}", flush=True)
+    return {"resume_ckpt": checkpoint}
 
 
 def _bundle_training(stage: str, configs: list[Path], args: dict, log: Path) -> None:
@@ -214,7 +226,7 @@ def run_crossval(
         for k in range(folds):
             root = work_dir / stage / f"fold{k}"
             if not (root / "models" / "model_final.pt").is_file():
-                args = {"bundle_root": root, "fold": k, **common}
+                args = {"bundle_root": root, "fold": k, **common, **_resume_args(root)}
                 if stage == "segmenter":
                     args["mask_dir"] = masks
                 _bundle_training(stage, [Path("configs/train.json"), *overlay], args, logs / f"{stage}_fold{k}_train.log")
@@ -231,7 +243,7 @@ def run_crossval(
         rows = []
         for k in range(folds):
             if not (root / f"fold{k}" / "models" / "model_final.pt").is_file():
-                args = {"bundle_root": root / f"fold{k}", "fold": k, **common}
+                args = {"bundle_root": root / f"fold{k}", "fold": k, **common, **_resume_args(root / f"fold{k}")}
                 _bundle_training("segmenter", [Path("configs/train.json"), root / "config.json"], args, logs / f"single_stage_fold{k}_train.log")
             validation = [{"case": e["case"], "image": e["image"], "label": e["label"]} for e in datalist if e["fold"] == k]
             rows += _out_of_fold_predictions(work_dir, k, validation, root / "predictions", single_stage=True)
