@@ -10,11 +10,18 @@ are not attached, except the learning-rate schedule). Modes:
 - ``gpu_augmentation``: ``no_cache_copy`` plus ``bench/configs/gpu_augmentation.json`` (volumes
   cached on the GPU, random transforms on GPU tensors, ``ThreadDataLoader`` without workers);
 - ``preloaded``: one augmented batch, fetched before timing and fed every iteration: the speed of
-  the network step alone, what no loader can beat.
+  the network step alone, what no loader can beat;
+- CPU variants of ``config`` that leave the loss unchanged: ``loader_worker`` (one loader process
+  augments the next batch while the network runs), ``channels_last`` (network and batches in
+  PyTorch's channels-last-3d memory format), ``compile`` (``torch.compile`` of the network through
+  SupervisedTrainer's ``compile`` flag; its first iterations are compilation, so give a long
+  ``--warmup``).
 
 Printed per mode: iterations per second over the iterations after ``--warmup`` (cuDNN autotuning,
 worker start-up), the share of that time the trainer spent waiting for the next batch (ignite's
-GET_BATCH events), and the peak GPU memory allocated. A loader is the bottleneck when its it/s is
+GET_BATCH events), the peak GPU memory allocated, and where an iteration's time goes: milliseconds
+waiting for data, in the forward pass (batch to device included), the loss, the backward pass, the
+optimiser step and the rest (handlers), from MONAI's IterationEvents. A loader is the bottleneck when its it/s is
 well below ``preloaded`` and the waiting share is large. ``--json FILE`` appends one JSON line per
 mode (``bench/gpu.sh`` builds its table from them).
 
@@ -36,6 +43,7 @@ from pathlib import Path
 import torch
 from ignite.engine import Events
 from monai.bundle import ConfigParser
+from monai.engines.utils import IterationEvents
 from monai.utils import set_determinism
 
 from cascade.bundles import STAGES, bundle_dir, read_stage_config
@@ -48,6 +56,18 @@ MODES = {
     "no_cache_copy": ["configs/no_cache_copy.json"],
     "gpu_augmentation": ["configs/no_cache_copy.json", "configs/gpu_augmentation.json"],
     "preloaded": [],
+    "loader_worker": ["configs/loader_worker.json"],
+    "channels_last": ["configs/channels_last.json"],
+    "compile": ["configs/compile.json"],
+}
+# Ignite and MONAI events in the order one iteration fires them; a phase is the time between two.
+PHASES = {
+    "data": (Events.GET_BATCH_STARTED, Events.GET_BATCH_COMPLETED),
+    "forward": (Events.ITERATION_STARTED, IterationEvents.FORWARD_COMPLETED),
+    "loss": (IterationEvents.FORWARD_COMPLETED, IterationEvents.LOSS_COMPLETED),
+    "backward": (IterationEvents.LOSS_COMPLETED, IterationEvents.BACKWARD_COMPLETED),
+    "optimiser": (IterationEvents.BACKWARD_COMPLETED, IterationEvents.MODEL_COMPLETED),
+    "rest": (IterationEvents.MODEL_COMPLETED, Events.ITERATION_COMPLETED),
 }
 
 
@@ -74,26 +94,23 @@ def run_mode(stage: str, mode: str, args: argparse.Namespace) -> dict:
         start = time.perf_counter()
         trainer = parser.get_parsed_content("train#trainer")
         setup_s = time.perf_counter() - start  # CacheDataset: the deterministic transforms of every case
-        parser.get_parsed_content("train#handlers#1").attach(trainer)  # LrScheduleHandler
+        parser.get_parsed_content("train#handlers#2").attach(trainer)  # LrScheduleHandler
         if mode == "preloaded":
             batch = next(iter(trainer.data_loader))
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             trainer.data_loader = [batch] * args.iterations
-        stamps, waits = [], []
+        stamps, events = [], {}
 
-        @trainer.on(Events.GET_BATCH_STARTED)
-        def batch_requested(engine):
-            engine.state.batch_requested = time.perf_counter()
+        def stamp(event):
+            def record(engine):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                events.setdefault(event, []).append(time.perf_counter())
+            return record
 
-        @trainer.on(Events.GET_BATCH_COMPLETED)
-        def batch_received(engine):
-            waits.append(time.perf_counter() - engine.state.batch_requested)
-
-        @trainer.on(Events.ITERATION_COMPLETED)
-        def iteration_done(engine):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            stamps.append(time.perf_counter())
+        for event in {e for pair in PHASES.values() for e in pair}:
+            trainer.add_event_handler(event, stamp(event))
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: stamps.append(events[Events.ITERATION_COMPLETED][-1]))
 
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -101,10 +118,15 @@ def run_mode(stage: str, mode: str, args: argparse.Namespace) -> dict:
         output = trainer.state.output[0] if isinstance(trainer.state.output, list) else trainer.state.output
         timed = stamps[args.warmup :]
         seconds = timed[-1] - stamps[args.warmup - 1] if args.warmup else timed[-1] - start
+        phase_ms = {
+            name: 1000 * sum(e - s for s, e in list(zip(events[first], events[last]))[args.warmup :]) / len(timed)
+            for name, (first, last) in PHASES.items()
+        }
         return {
             "stage": stage, "mode": mode, "iterations": len(timed),
             "it/s": len(timed) / seconds,
-            "wait share": sum(waits[args.warmup :]) / seconds,
+            "wait share": phase_ms["data"] * len(timed) / 1000 / seconds,
+            "ms": phase_ms,
             "peak GiB": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan"),
             "setup s": setup_s,
             "batch": int(parser.get_parsed_content("batch_size")),
@@ -126,7 +148,10 @@ def main() -> None:
     parser.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path, help="append one JSON line per mode to this file")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads for the run (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if not 0 <= args.warmup < args.iterations:
         parser.error("--warmup must be smaller than --iterations")
     set_determinism(seed=args.seed)
@@ -143,6 +168,7 @@ def main() -> None:
               f"(batch {row['batch']}, {row['workers']} workers, amp {row['amp']}), waiting for data "
               f"{row['wait share']:.0%}, peak GPU {row['peak GiB']:.1f} GiB, setup {row['setup s']:.0f} s, "
               f"last loss {row['last loss']:.3f}", flush=True)
+        print("    ms per iteration: " + ", ".join(f"{name} {ms:.0f}" for name, ms in row["ms"].items()), flush=True)
         if args.json:
             with args.json.open("a") as f:
                 f.write(json.dumps(row) + "\n")
