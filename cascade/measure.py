@@ -33,6 +33,7 @@ import importlib.util
 import io
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,11 +49,13 @@ from cascade.wall import BLOOD_POOL_EROSION_MM, WallVoxels, blood_pool, crop_box
 
 __all__ = [
     "DEFAULT_IIR_THRESHOLDS", "REPORT_NAME", "WALL_PARTS", "parse_thresholds", "csv_columns", "CaseMeasures", "measure_case",
-    "MeasureReport", "check_measure_outputs", "measure_cases", "pair_labels_images",
+    "MeasureReport", "check_measure_outputs", "measure_cases", "pair_labels_images", "PREDICTION_FOLDER", "prediction_cases",
+    "check_prediction_measure", "measure_predictions",
 ]
 
 DEFAULT_IIR_THRESHOLDS = (1.2, 1.32)  # fibrosis, dense scar (Benito et al. 2017)
 REPORT_NAME = "measurements.csv"
+PREDICTION_FOLDER = "measurements"  # cascade predict --measure writes OUT/measurements/
 WALL_PARTS = {"wall": None, "la_wall": LEFT_ATRIUM, "ra_wall": RIGHT_ATRIUM}  # column prefix -> cavity of its voxels
 VERTEX_RADIUS_MM = 3.0  # a vertex shows the highest IIR of the wall within this distance (through the wall)
 VERTEX_NEIGHBOURS = 64
@@ -348,6 +351,7 @@ def measure_cases(
     png: bool = True,
     overwrite: bool = False,
     report: Callable[[str], None] | None = None,
+    debug: bool = False,
 ) -> MeasureReport:
     """Measure every case and write ``measurements.csv`` (and the PNGs and surfaces) into ``out_dir``.
 
@@ -361,6 +365,7 @@ def measure_cases(
         png: write a PNG per case (needs matplotlib).
         overwrite: replace existing outputs.
         report: called with each ``warning:``/``error:`` line (default: stderr, ``cascade: `` first).
+        debug: print the traceback of a case that fails.
 
     Returns:
         The report; a case whose label map cannot be read is a ``failed`` row.
@@ -375,10 +380,13 @@ def measure_cases(
     for case in cases:
         try:
             row, warnings = _measure_one(case, out_dir, labelled, thresholds, surfaces, png)
-        except InputError as err:
-            report(f"error: {err}")
+        except Exception as err:  # one bad case must not stop the others
+            if debug:
+                traceback.print_exc()
+            message = str(err) if isinstance(err, InputError) else f"{case['label']}: unexpected {type(err).__name__}: {err}"
+            report(f"error: {message}")
             result.rows.append({"case": case["case"], "label": case["label"], "image": case.get("name", case.get("image")) or "",
-                                "status": "failed", "message": str(err)})
+                                "status": "failed", "message": message})
             continue
         for warning in warnings:
             report(f"warning: {warning}")
@@ -416,3 +424,40 @@ def pair_labels_images(labels: str | os.PathLike, images: str | os.PathLike | No
 
         by_case = {entry["case"]: {k: v for k, v in entry.items() if k in ("image", "series", "name")} for entry in list_inputs(images)}
     return [{"case": c["case"], "label": c["label"], **by_case.get(c["case"], {})} for c in found]
+
+
+def prediction_cases(inputs: Sequence[dict], rows: Sequence[dict], out_dir: str | os.PathLike) -> list[dict]:
+    """The cases ``cascade predict`` left a label map for (status ok, warning or resumed), with their inputs as images.
+
+    Args:
+        inputs: the entries predicted (:func:`cascade.predict.list_inputs`).
+        rows: the rows of the prediction report.
+        out_dir: the prediction folder holding ``<case>_label.nii.gz``.
+    """
+    done = {row["case"] for row in rows if row["status"] in ("ok", "warning", "resumed")}
+    return [{"case": item["case"], "label": str(Path(out_dir) / f"{item['case']}_label.nii.gz"),
+             **{key: item[key] for key in ("image", "series", "name") if key in item}} for item in inputs if item["case"] in done]
+
+
+def check_prediction_measure(inputs: Sequence[dict], out_dir: Path, kinds: Sequence[str], surfaces: str | None, overwrite: bool) -> None:
+    """``cascade predict --measure``: refuse, before any case is predicted, what the measuring could not do.
+
+    Raises:
+        InputError: no NIfTI label maps written (``--output_format dicom-seg``), and the checks of
+            :func:`check_measure_outputs` on ``OUT/measurements/``.
+    """
+    if "label" not in kinds:
+        raise InputError("--measure reads the NIfTI label maps: use --output_format nifti or both")
+    check_measure_outputs(inputs, Path(out_dir) / PREDICTION_FOLDER, surfaces, True, overwrite)
+
+
+def measure_predictions(
+    inputs: Sequence[dict], rows: Sequence[dict], out_dir: Path, labelled: Sequence[int], thresholds: Sequence[float],
+    surfaces: str | None, debug: bool = False,
+) -> MeasureReport:
+    """``cascade predict --measure``: measure the label maps just written, with their input images, into
+    ``OUT/measurements/`` (replacing an earlier run's; :func:`check_prediction_measure` ran first)."""
+    cases = prediction_cases(inputs, rows, out_dir)
+    report = measure_cases(cases, Path(out_dir) / PREDICTION_FOLDER, labelled, thresholds, surfaces, overwrite=True, debug=debug)
+    print(f"cascade: {report.summary()} -> {Path(out_dir) / PREDICTION_FOLDER / REPORT_NAME}")
+    return report

@@ -94,11 +94,11 @@ def save_measures_png(path: str | os.PathLike, case: str, measures, thresholds: 
     if wall is not None and len(wall.thickness_mm):
         top = float(np.percentile(wall.thickness_mm, 99.5)) + 0.5
         bins = np.linspace(0.0, top, 40)
-        for side, name in ((LEFT_ATRIUM, "left-atrial wall"), (RIGHT_ATRIUM, "right-atrial wall")):
-            chosen = wall.thickness_mm[wall.sides == side]
-            if chosen.size:
-                histogram.hist(chosen, bins=bins, color=np.asarray(CLASS_COLOURS[side]) / 255, alpha=0.6,
-                               label=f"{name}: median {np.median(chosen):.2f} mm")
+        parts = [(wall.thickness_mm[wall.sides == side], name, side) for side, name in
+                 ((LEFT_ATRIUM, "left-atrial wall"), (RIGHT_ATRIUM, "right-atrial wall"))]
+        parts = [(values, f"{name}: median {np.median(values):.2f} mm", np.asarray(CLASS_COLOURS[side]) / 255)
+                 for values, name, side in parts if values.size]
+        histogram.hist([p[0] for p in parts], bins=bins, stacked=True, label=[p[1] for p in parts], color=[p[2] for p in parts])
         histogram.legend(fontsize=9)
     else:
         histogram.text(0.5, 0.5, "no wall thickness\n(no wall, or no cavity)", ha="center", va="center", transform=histogram.transAxes)
