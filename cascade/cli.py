@@ -147,7 +147,8 @@ def measure(
     classes = declared_classes(labels, as_classes(annotated))
     check_writable_folder(out, "the output folder")
     cases = pair_labels_images(labels, images)
-    report = measure_cases(cases, out, classes, thresholds, None if surfaces is None else str(surfaces), png, overwrite, debug=debug)
+    surfaces = None if surfaces is None else str(surfaces)
+    report = measure_cases(cases, out, classes, thresholds, surfaces, png, overwrite, debug=debug)
     print(f"cascade: {report.summary()} -> {Path(out) / REPORT_NAME}")
     if report.failed:  # each failure was reported on its own error line
         sys.exit(1)
@@ -314,7 +315,8 @@ def predict(
         raise KeyboardInterrupt(report.interrupted)
     measured = None
     if measuring and ranks.rank == 0:
-        measured = measure_predictions(all_inputs, report.rows, Path(out), engine.labelled_classes, thresholds, surfaces, debug)
+        classes = engine.labelled_classes
+        measured = measure_predictions(all_inputs, report.rows, Path(out), classes, thresholds, surfaces, debug)
     if report.failed or (measured and measured.failed):  # each failure was reported on its own error line
         sys.exit(1)
 

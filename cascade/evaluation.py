@@ -160,13 +160,14 @@ def score_pair(case: str, prediction: str, truth: str, annotated: tuple[int, ...
             worst = float(np.abs(pred_img.affine - truth_img.affine).max())
             detail = f"affine differs by up to {worst:.4g} (tolerance {AFFINE_TOLERANCE} mm)"
         raise EvaluationError(f"{prediction}: geometry differs from ground truth {truth}: {detail}")
-    pred_labels, truth_labels = np.asanyarray(pred_img.dataobj).astype(np.uint8), np.asanyarray(truth_img.dataobj).astype(np.uint8)
+    pred_labels = np.asanyarray(pred_img.dataobj).astype(np.uint8)
+    truth_labels = np.asanyarray(truth_img.dataobj).astype(np.uint8)
     rows = score_case(pred_labels, truth_labels, voxel_spacing(truth_img), annotated)
     voxel_ml = voxel_volume_ml(truth_img.affine)
-    pred_counts, truth_counts = (np.bincount(labels.ravel(), minlength=max(CLASS_NAMES) + 1) for labels in (pred_labels, truth_labels))
+    pred_ml, truth_ml = (np.bincount(labels.ravel(), minlength=4) * voxel_ml for labels in (pred_labels, truth_labels))
     values = {name: value for value, name in CLASS_NAMES.items()}
-    return [{"case": case, **row, "prediction_ml": float(pred_counts[values[row["class"]]]) * voxel_ml,
-             "truth_ml": float(truth_counts[values[row["class"]]]) * voxel_ml} for row in rows]
+    return [{"case": case, **row, "prediction_ml": float(pred_ml[values[row["class"]]]),
+             "truth_ml": float(truth_ml[values[row["class"]]])} for row in rows]
 
 
 def _statistics(values: list[float]) -> dict:

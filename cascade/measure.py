@@ -48,9 +48,21 @@ from cascade.surfaces import LPS_FROM_RAS, SURFACE_FORMATS, Surface, class_surfa
 from cascade.wall import BLOOD_POOL_EROSION_MM, WallVoxels, blood_pool, crop_box, intensity_ratio, wall_voxels
 
 __all__ = [
-    "DEFAULT_IIR_THRESHOLDS", "REPORT_NAME", "WALL_PARTS", "parse_thresholds", "csv_columns", "CaseMeasures", "measure_case",
-    "MeasureReport", "check_measure_outputs", "measure_cases", "pair_labels_images", "PREDICTION_FOLDER", "prediction_cases",
-    "check_prediction_measure", "measure_predictions",
+    "DEFAULT_IIR_THRESHOLDS",
+    "REPORT_NAME",
+    "PREDICTION_FOLDER",
+    "WALL_PARTS",
+    "parse_thresholds",
+    "csv_columns",
+    "CaseMeasures",
+    "measure_case",
+    "MeasureReport",
+    "check_measure_outputs",
+    "measure_cases",
+    "pair_labels_images",
+    "prediction_cases",
+    "check_prediction_measure",
+    "measure_predictions",
 ]
 
 DEFAULT_IIR_THRESHOLDS = (1.2, 1.32)  # fibrosis, dense scar (Benito et al. 2017)
@@ -166,7 +178,8 @@ def measure_case(
     counts = np.bincount(labels.ravel().astype(np.int64), minlength=4)
     empty = [CLASS_NAMES[v] for v in sorted(labelled) if counts[v] == 0]
     if empty:
-        result.warnings.append(f"{name}: no {' or '.join(empty)} voxels: {'its' if len(empty) == 1 else 'their'} measures are left empty")
+        pronoun = "its" if len(empty) == 1 else "their"
+        result.warnings.append(f"{name}: no {' or '.join(empty)} voxels: {pronoun} measures are left empty")
     measured = {v for v in labelled if counts[v] > 0}
     for value in sorted(measured):
         result.values[f"{CLASS_NAMES[value]}_ml"] = counts[value] * voxel_ml
@@ -185,29 +198,48 @@ def measure_case(
     if not cavities:
         result.warnings.append(f"{name}: a wall without a cavity: wall thickness and enhancement are left empty")
         return result
-    wall = result.wall = wall_voxels(crop, spacing, cavities)
-    parts = {part: np.ones(len(wall.points), bool) if side is None else wall.sides == side
-             for part, side in WALL_PARTS.items() if side is None or side in measured}
+    result.wall = wall_voxels(crop, spacing, cavities)
+    parts = {
+        part: result.wall.sides == side if side else np.ones(len(result.wall.points), bool)
+        for part, side in WALL_PARTS.items()
+        if side is None or side in measured
+    }
+    _thickness_measures(result, parts, voxel_ml)
+    if image is None:
+        return result
+    if LEFT_ATRIUM not in measured:
+        result.warnings.append(
+            f"{name}: no left atrium: the wall's IIR (relative to the left-atrial blood pool) is left empty"
+        )
+        return result
+    pool = blood_pool(crop == LEFT_ATRIUM, spacing)
+    try:
+        result.iir, reference = intensity_ratio(np.pad(image[box], 1), result.wall.points, pool)
+    except ValueError as err:
+        result.warnings.append(
+            f"{name}: IIR not measured: {err} ({BLOOD_POOL_EROSION_MM:g} mm erosion of the left atrium)"
+        )
+        return result
+    result.values.update(blood_pool_ml=int(pool.sum()) * voxel_ml, blood_pool_intensity=reference)
+    _enhancement_measures(result, parts, thresholds)
+    _surface_iir(result, affine, origin)
+    return result
+
+
+def _thickness_measures(result: CaseMeasures, parts: dict[str, np.ndarray], voxel_ml: float) -> None:
+    """Volume of each atrium's wall, and thickness statistics of each wall part (``parts``: prefix -> voxels chosen)."""
     for part, chosen in parts.items():
         if part != "wall":
             result.values[f"{part}_ml"] = int(chosen.sum()) * voxel_ml
         if chosen.any():
-            thickness = wall.thickness_mm[chosen]
-            result.values.update({f"{part}_thickness_mean_mm": float(thickness.mean()),
-                                  f"{part}_thickness_median_mm": float(np.median(thickness)),
-                                  f"{part}_thickness_p90_mm": float(np.percentile(thickness, 90))})
-    if image is None:
-        return result
-    if LEFT_ATRIUM not in measured:
-        result.warnings.append(f"{name}: no left atrium: the wall's IIR (relative to the left-atrial blood pool) is left empty")
-        return result
-    pool = blood_pool(crop == LEFT_ATRIUM, spacing)
-    try:
-        result.iir, reference = intensity_ratio(np.pad(image[box], 1), wall.points, pool)
-    except ValueError as err:
-        result.warnings.append(f"{name}: IIR not measured: {err} ({BLOOD_POOL_EROSION_MM:g} mm erosion of the left atrium)")
-        return result
-    result.values.update(blood_pool_ml=int(pool.sum()) * voxel_ml, blood_pool_intensity=reference)
+            thickness = result.wall.thickness_mm[chosen]
+            result.values[f"{part}_thickness_mean_mm"] = float(thickness.mean())
+            result.values[f"{part}_thickness_median_mm"] = float(np.median(thickness))
+            result.values[f"{part}_thickness_p90_mm"] = float(np.percentile(thickness, 90))
+
+
+def _enhancement_measures(result: CaseMeasures, parts: dict[str, np.ndarray], thresholds: Sequence[float]) -> None:
+    """Per wall part, the mean IIR and the share (%) of voxels above each threshold (the first: ``*_enhanced_pct``)."""
     for part, chosen in parts.items():
         if chosen.any():
             ratios = result.iir[chosen]
@@ -217,13 +249,17 @@ def measure_case(
                 result.values[f"{part}_enhanced_pct_iir_{threshold:g}"] = share
                 if index == 0:
                     result.values[f"{part}_enhanced_pct"] = share
+
+
+def _surface_iir(result: CaseMeasures, affine: np.ndarray, origin: tuple[int, int, int]) -> None:
+    """Per-vertex IIR on the left atrium's surface (from its wall) and on the wall's (from the whole wall)."""
     world = (LPS_FROM_RAS @ np.asarray(affine, np.float64))[:3]
+    wall = result.wall
     wall_lps = (wall.points + np.asarray(origin)) @ world[:, :3].T + world[:, 3]
     for structure, chosen in (("left_atrium", wall.sides == LEFT_ATRIUM), ("wall", np.ones(len(wall.points), bool))):
         if structure in result.surfaces and chosen.any():
             surface = result.surfaces[structure]
             surface.point_data["iir"] = _vertex_iir(surface, wall_lps[chosen], result.iir[chosen])
-    return result
 
 
 _DECIMALS = {"_ml": 4, "_sphericity": 4, "_mm": 3, "_iir_mean": 4, "blood_pool_intensity": 6}
@@ -267,7 +303,9 @@ def _output_paths(case: str, out_dir: Path, surfaces: str | None, png: bool) -> 
     return paths
 
 
-def check_measure_outputs(cases: Sequence[dict], out_dir: str | os.PathLike, surfaces: str | None, png: bool, overwrite: bool) -> None:
+def check_measure_outputs(
+    cases: Sequence[dict], out_dir: str | os.PathLike, surfaces: str | None, png: bool, overwrite: bool
+) -> None:
     """Refuse, before any work, what the run could not write: a missing optional package, an unknown
     surface format, an existing output without ``overwrite``.
 
@@ -283,7 +321,9 @@ def check_measure_outputs(cases: Sequence[dict], out_dir: str | os.PathLike, sur
     out_dir = Path(out_dir)
     if overwrite:
         return
-    for path in [out_dir / REPORT_NAME] + [p for case in cases for p in _output_paths(case["case"], out_dir, surfaces, png)]:
+    for path in [out_dir / REPORT_NAME] + [
+        p for case in cases for p in _output_paths(case["case"], out_dir, surfaces, png)
+    ]:
         if path.exists():
             raise InputError(f"{path}: output exists (--overwrite replaces it)")
 
@@ -302,9 +342,12 @@ def _geometry_problem(label: nib.Nifti1Image, image: nib.Nifti1Image, label_path
     if label.shape[:3] != image.shape[:3]:
         detail = f"shape {label.shape[:3]} vs {image.shape[:3]}"
     else:
-        detail = f"affine differs by up to {float(np.abs(label.affine - image.affine).max()):.4g} mm (tolerance {AFFINE_TOLERANCE} mm)"
-    return (f"{label_path}: geometry differs from its image {image_name} ({detail}; another case's image, or a resampled label map?): "
-            "shape measures only")
+        worst = float(np.abs(label.affine - image.affine).max())
+        detail = f"affine differs by up to {worst:.4g} mm (tolerance {AFFINE_TOLERANCE} mm)"
+    return (
+        f"{label_path}: geometry differs from its image {image_name} ({detail}; another case's image, or a resampled "
+        "label map?): shape measures only"
+    )
 
 
 def _measure_one(
@@ -328,7 +371,9 @@ def _measure_one(
                 notes.append(problem)
             else:
                 image = np.asanyarray(image_img.dataobj)
-    measures = measure_case(labels, label_img.affine, image, labelled, thresholds, wall_surface=bool(surfaces), name=case["label"])
+    measures = measure_case(
+        labels, label_img.affine, image, labelled, thresholds, wall_surface=bool(surfaces), name=case["label"]
+    )
     warnings = notes + measures.warnings
     if surfaces:
         for structure, surface in measures.surfaces.items():
@@ -337,8 +382,13 @@ def _measure_one(
         from cascade.measure_png import save_measures_png
 
         save_measures_png(out_dir / "png" / f"{case['case']}.png", case["case"], measures, thresholds)
-    row = {"case": case["case"], "label": case["label"], "image": image_name or "", "status": "warning" if warnings else "ok",
-           "message": "; ".join(warnings)}
+    row = {
+        "case": case["case"],
+        "label": case["label"],
+        "image": image_name or "",
+        "status": "warning" if warnings else "ok",
+        "message": "; ".join(warnings),
+    }
     return row | {column: _cell(column, value) for column, value in measures.values.items()}, warnings
 
 
@@ -383,10 +433,19 @@ def measure_cases(
         except Exception as err:  # one bad case must not stop the others
             if debug:
                 traceback.print_exc()
-            message = str(err) if isinstance(err, InputError) else f"{case['label']}: unexpected {type(err).__name__}: {err}"
+            message = (
+                str(err) if isinstance(err, InputError) else f"{case['label']}: unexpected {type(err).__name__}: {err}"
+            )
             report(f"error: {message}")
-            result.rows.append({"case": case["case"], "label": case["label"], "image": case.get("name", case.get("image")) or "",
-                                "status": "failed", "message": message})
+            result.rows.append(
+                {
+                    "case": case["case"],
+                    "label": case["label"],
+                    "image": case.get("name", case.get("image")) or "",
+                    "status": "failed",
+                    "message": message,
+                }
+            )
             continue
         for warning in warnings:
             report(f"warning: {warning}")
@@ -422,7 +481,10 @@ def pair_labels_images(labels: str | os.PathLike, images: str | os.PathLike | No
     else:
         from cascade.predict import list_inputs
 
-        by_case = {entry["case"]: {k: v for k, v in entry.items() if k in ("image", "series", "name")} for entry in list_inputs(images)}
+        by_case = {
+            entry["case"]: {k: v for k, v in entry.items() if k in ("image", "series", "name")}
+            for entry in list_inputs(images)
+        }
     return [{"case": c["case"], "label": c["label"], **by_case.get(c["case"], {})} for c in found]
 
 
@@ -435,11 +497,20 @@ def prediction_cases(inputs: Sequence[dict], rows: Sequence[dict], out_dir: str 
         out_dir: the prediction folder holding ``<case>_label.nii.gz``.
     """
     done = {row["case"] for row in rows if row["status"] in ("ok", "warning", "resumed")}
-    return [{"case": item["case"], "label": str(Path(out_dir) / f"{item['case']}_label.nii.gz"),
-             **{key: item[key] for key in ("image", "series", "name") if key in item}} for item in inputs if item["case"] in done]
+    return [
+        {
+            "case": item["case"],
+            "label": str(Path(out_dir) / f"{item['case']}_label.nii.gz"),
+            **{key: item[key] for key in ("image", "series", "name") if key in item},
+        }
+        for item in inputs
+        if item["case"] in done
+    ]
 
 
-def check_prediction_measure(inputs: Sequence[dict], out_dir: Path, kinds: Sequence[str], surfaces: str | None, overwrite: bool) -> None:
+def check_prediction_measure(
+    inputs: Sequence[dict], out_dir: Path, kinds: Sequence[str], surfaces: str | None, overwrite: bool
+) -> None:
     """``cascade predict --measure``: refuse, before any case is predicted, what the measuring could not do.
 
     Raises:
@@ -452,12 +523,19 @@ def check_prediction_measure(inputs: Sequence[dict], out_dir: Path, kinds: Seque
 
 
 def measure_predictions(
-    inputs: Sequence[dict], rows: Sequence[dict], out_dir: Path, labelled: Sequence[int], thresholds: Sequence[float],
-    surfaces: str | None, debug: bool = False,
+    inputs: Sequence[dict],
+    rows: Sequence[dict],
+    out_dir: Path,
+    labelled: Sequence[int],
+    thresholds: Sequence[float],
+    surfaces: str | None,
+    debug: bool = False,
 ) -> MeasureReport:
     """``cascade predict --measure``: measure the label maps just written, with their input images, into
     ``OUT/measurements/`` (replacing an earlier run's; :func:`check_prediction_measure` ran first)."""
     cases = prediction_cases(inputs, rows, out_dir)
-    report = measure_cases(cases, Path(out_dir) / PREDICTION_FOLDER, labelled, thresholds, surfaces, overwrite=True, debug=debug)
+    report = measure_cases(
+        cases, Path(out_dir) / PREDICTION_FOLDER, labelled, thresholds, surfaces, overwrite=True, debug=debug
+    )
     print(f"cascade: {report.summary()} -> {Path(out_dir) / PREDICTION_FOLDER / REPORT_NAME}")
     return report

@@ -38,8 +38,14 @@ def _draw_surface(axes, vertices: np.ndarray, faces: np.ndarray, face_colours, a
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
     colours = to_rgba_array(face_colours)
-    polygons = Poly3DCollection(vertices[faces], facecolors=colours, edgecolors=colours, linewidths=0.0, shade=True,
-                                lightsource=LightSource(azdeg=azimuth + 180.0, altdeg=35.0))
+    polygons = Poly3DCollection(
+        vertices[faces],
+        facecolors=colours,
+        edgecolors=colours,
+        linewidths=0.0,
+        shade=True,
+        lightsource=LightSource(azdeg=azimuth + 180.0, altdeg=35.0),
+    )
     axes.add_collection3d(polygons)
     low, high = vertices.min(axis=0), vertices.max(axis=0)
     centre, half = (low + high) / 2, (high - low).max() / 2
@@ -87,21 +93,41 @@ def save_measures_png(path: str | os.PathLike, case: str, measures, thresholds: 
         else:
             face_colours, legend = "#b0b0b0", [Patch(color="#b0b0b0", label="IIR not measured (no image)")]
         for index, (view, azimuth) in enumerate(VIEWS.items()):
-            _draw_surface(figure.add_subplot(1, 3, index + 1, projection="3d"), surface.vertices, faces, face_colours, azimuth,
-                          f"left atrium, {view}")
+            _draw_surface(
+                figure.add_subplot(1, 3, index + 1, projection="3d"),
+                surface.vertices,
+                faces,
+                face_colours,
+                azimuth,
+                f"left atrium, {view}",
+            )
         figure.legend(handles=legend, loc="lower left", fontsize=9, frameon=False)
     histogram = figure.add_subplot(1, 3, 3)
     if wall is not None and len(wall.thickness_mm):
         top = float(np.percentile(wall.thickness_mm, 99.5)) + 0.5
         bins = np.linspace(0.0, top, 40)
-        parts = [(wall.thickness_mm[wall.sides == side], name, side) for side, name in
-                 ((LEFT_ATRIUM, "left-atrial wall"), (RIGHT_ATRIUM, "right-atrial wall"))]
-        parts = [(values, f"{name}: median {np.median(values):.2f} mm", np.asarray(CLASS_COLOURS[side]) / 255)
-                 for values, name, side in parts if values.size]
-        histogram.hist([p[0] for p in parts], bins=bins, stacked=True, label=[p[1] for p in parts], color=[p[2] for p in parts])
+        parts = [
+            (wall.thickness_mm[wall.sides == side], name, side)
+            for side, name in ((LEFT_ATRIUM, "left-atrial wall"), (RIGHT_ATRIUM, "right-atrial wall"))
+        ]
+        parts = [
+            (values, f"{name}: median {np.median(values):.2f} mm", np.asarray(CLASS_COLOURS[side]) / 255)
+            for values, name, side in parts
+            if values.size
+        ]
+        histogram.hist(
+            [p[0] for p in parts], bins=bins, stacked=True, label=[p[1] for p in parts], color=[p[2] for p in parts]
+        )
         histogram.legend(fontsize=9)
     else:
-        histogram.text(0.5, 0.5, "no wall thickness\n(no wall, or no cavity)", ha="center", va="center", transform=histogram.transAxes)
+        histogram.text(
+            0.5,
+            0.5,
+            "no wall thickness\n(no wall, or no cavity)",
+            ha="center",
+            va="center",
+            transform=histogram.transAxes,
+        )
     histogram.set_xlabel("local wall thickness (mm)")
     histogram.set_ylabel("wall voxels")
     histogram.set_title("wall thickness", fontsize=10)

@@ -33,7 +33,15 @@ from skimage.measure import marching_cubes
 
 from cascade.io import InputError, write_atomic
 
-__all__ = ["SURFACE_FORMATS", "LPS_FROM_RAS", "Surface", "class_surface", "taubin_smooth", "require_meshio", "write_surface"]
+__all__ = [
+    "SURFACE_FORMATS",
+    "LPS_FROM_RAS",
+    "Surface",
+    "class_surface",
+    "taubin_smooth",
+    "require_meshio",
+    "write_surface",
+]
 
 SURFACE_FORMATS = ("stl", "ply", "vtk")
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -63,7 +71,10 @@ class Surface:
     def area_mm2(self) -> float:
         """Surface area in mm^2."""
         triangles = self.vertices[self.faces]
-        return float(np.linalg.norm(np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0]), axis=1).sum() / 2.0)
+        return float(
+            np.linalg.norm(np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0]), axis=1).sum()
+            / 2.0
+        )
 
     def volume_mm3(self) -> float:
         """Enclosed volume in mm^3 (divergence theorem: the signed tetrahedra from the origin)."""
@@ -75,11 +86,13 @@ class Surface:
         return (volumes[:, None] * triangles.sum(axis=1) / 4.0).sum(axis=0) / volumes.sum()
 
     def sphericity(self) -> float:
-        """``pi^(1/3) (6 V)^(2/3) / A`` of the enclosed volume and the area: 1 for a sphere, less for any other shape."""
+        """``pi^(1/3) (6 V)^(2/3) / A`` of the enclosed volume and the area: 1 for a sphere, less for any other."""
         return float(np.pi ** (1 / 3) * (6.0 * self.volume_mm3()) ** (2 / 3) / self.area_mm2())
 
 
-def taubin_smooth(vertices: np.ndarray, faces: np.ndarray, passes: int = SMOOTHING_PASSES, lam: float = 0.5, mu: float = -0.53) -> np.ndarray:
+def taubin_smooth(
+    vertices: np.ndarray, faces: np.ndarray, passes: int = SMOOTHING_PASSES, lam: float = 0.5, mu: float = -0.53
+) -> np.ndarray:
     """Taubin's lambda|mu smoothing with the umbrella operator (each vertex towards the mean of its neighbours).
 
     Args:
@@ -93,7 +106,9 @@ def taubin_smooth(vertices: np.ndarray, faces: np.ndarray, passes: int = SMOOTHI
     count = len(vertices)
     first = faces.ravel()
     second = faces[:, [1, 2, 0]].ravel()
-    adjacency = sparse.coo_matrix((np.ones(2 * first.size), (np.r_[first, second], np.r_[second, first])), shape=(count, count)).tocsr()
+    adjacency = sparse.coo_matrix(
+        (np.ones(2 * first.size), (np.r_[first, second], np.r_[second, first])), shape=(count, count)
+    ).tocsr()
     adjacency.data[:] = 1.0  # an edge shared by two triangles counts once
     neighbours_mean = sparse.diags(1.0 / np.maximum(np.asarray(adjacency.sum(axis=1)).ravel(), 1.0)) @ adjacency
     smoothed = np.asarray(vertices, np.float64)
@@ -143,6 +158,10 @@ def write_surface(surface: Surface, path: str | os.PathLike) -> Path:
     kind = path.suffix.lstrip(".").lower()
     if kind not in SURFACE_FORMATS:
         raise ValueError(f"{path}: surface format must be one of {', '.join(SURFACE_FORMATS)}")
-    point_data = {} if kind == "stl" else {name: np.asarray(values, np.float32) for name, values in surface.point_data.items()}
-    mesh = meshio.Mesh(surface.vertices.astype(np.float32), [("triangle", surface.faces.astype(np.int32))], point_data=point_data)
+    point_data = (
+        {} if kind == "stl" else {name: np.asarray(values, np.float32) for name, values in surface.point_data.items()}
+    )
+    mesh = meshio.Mesh(
+        surface.vertices.astype(np.float32), [("triangle", surface.faces.astype(np.int32))], point_data=point_data
+    )
     return write_atomic(path, lambda tmp: meshio.write(tmp, mesh, file_format=kind, binary=True))

@@ -29,7 +29,14 @@ import numpy as np
 from cascade.io import write_atomic, write_text_atomic
 from cascade.labels import CLASS_COLOURS, CLASS_NAMES
 
-__all__ = ["VOLUME_COLUMNS", "volume_rows", "bland_altman", "format_volume_table", "save_bland_altman_png", "write_volume_agreement"]
+__all__ = [
+    "VOLUME_COLUMNS",
+    "volume_rows",
+    "bland_altman",
+    "format_volume_table",
+    "save_bland_altman_png",
+    "write_volume_agreement",
+]
 
 VOLUME_COLUMNS = ("case", "class", "prediction_ml", "truth_ml", "difference_ml", "difference_pct")
 LIMIT_FACTOR = 1.96  # 95% of normally distributed differences
@@ -44,8 +51,16 @@ def volume_rows(metric_rows: list[dict]) -> list[dict]:
             continue
         difference = row["prediction_ml"] - row["truth_ml"]
         percent = 100.0 * difference / row["truth_ml"] if row["truth_ml"] > 0 else float("nan")
-        rows.append({"case": row["case"], "class": row["class"], "prediction_ml": row["prediction_ml"], "truth_ml": row["truth_ml"],
-                     "difference_ml": difference, "difference_pct": percent})
+        rows.append(
+            {
+                "case": row["case"],
+                "class": row["class"],
+                "prediction_ml": row["prediction_ml"],
+                "truth_ml": row["truth_ml"],
+                "difference_ml": difference,
+                "difference_pct": percent,
+            }
+        )
     return rows
 
 
@@ -56,8 +71,13 @@ def _limits(differences: list[float], unit: str) -> dict:
         stats[f"bias_{unit}"] = float(values.mean())
     if values.size > 1:
         sd = float(values.std(ddof=1))
-        stats.update({f"sd_{unit}": sd, f"lower_{unit}": float(values.mean() - LIMIT_FACTOR * sd),
-                      f"upper_{unit}": float(values.mean() + LIMIT_FACTOR * sd)})
+        stats.update(
+            {
+                f"sd_{unit}": sd,
+                f"lower_{unit}": float(values.mean() - LIMIT_FACTOR * sd),
+                f"upper_{unit}": float(values.mean() + LIMIT_FACTOR * sd),
+            }
+        )
     return stats
 
 
@@ -66,8 +86,11 @@ def bland_altman(rows: list[dict]) -> dict:
     stats = {}
     for name in CLASS_NAMES.values():
         chosen = [row for row in rows if row["class"] == name]
-        stats[name] = {"n": len(chosen), **_limits([r["difference_ml"] for r in chosen], "ml"),
-                       **_limits([r["difference_pct"] for r in chosen], "pct")}
+        stats[name] = {
+            "n": len(chosen),
+            **_limits([r["difference_ml"] for r in chosen], "ml"),
+            **_limits([r["difference_pct"] for r in chosen], "pct"),
+        }
     return stats
 
 
@@ -81,13 +104,15 @@ def format_volume_table(stats: dict) -> str:
     for name, entry in stats.items():
         limits_ml = f"{_number(entry['lower_ml'], '.2f')} .. {_number(entry['upper_ml'], '.2f')}"
         limits_pct = f"{_number(entry['lower_pct'], '.1f')} .. {_number(entry['upper_pct'], '.1f')}"
-        lines.append(f"{name:<18}{entry['n']:>4}{_number(entry['bias_ml'], '.2f'):>10}{limits_ml:>22}"
-                     f"{_number(entry['bias_pct'], '.1f'):>9}{limits_pct:>20}")
+        lines.append(
+            f"{name:<18}{entry['n']:>4}{_number(entry['bias_ml'], '.2f'):>10}{limits_ml:>22}"
+            f"{_number(entry['bias_pct'], '.1f'):>9}{limits_pct:>20}"
+        )
     return "\n".join(lines)
 
 
 def save_bland_altman_png(rows: list[dict], stats: dict, path: str | Path) -> Path:
-    """Bland-Altman plot per class: difference (prediction - truth, ml) against the mean volume, bias and limits drawn."""
+    """Bland-Altman plot per class: the difference (prediction - truth, ml) against the mean volume, bias and limits."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,13 +126,28 @@ def save_bland_altman_png(rows: list[dict], stats: dict, path: str | Path) -> Pa
         chosen = [row for row in rows if row["class"] == name]
         means = [(r["prediction_ml"] + r["truth_ml"]) / 2 for r in chosen]
         value = {v: k for k, v in CLASS_NAMES.items()}[name]
-        axes.scatter(means, [r["difference_ml"] for r in chosen], color=np.asarray(CLASS_COLOURS[value]) / 255, edgecolors="black")
+        axes.scatter(
+            means,
+            [r["difference_ml"] for r in chosen],
+            color=np.asarray(CLASS_COLOURS[value]) / 255,
+            edgecolors="black",
+        )
         entry = stats[name]
-        for key, style, label in (("bias_ml", "-", "bias"), ("lower_ml", "--", "-1.96 SD"), ("upper_ml", "--", "+1.96 SD")):
+        for key, style, label in (
+            ("bias_ml", "-", "bias"),
+            ("lower_ml", "--", "-1.96 SD"),
+            ("upper_ml", "--", "+1.96 SD"),
+        ):
             if entry[key] is not None:
                 axes.axhline(entry[key], color="black", linestyle=style, linewidth=1)
-                axes.annotate(f"{label} {entry[key]:.2f}", xy=(1.0, entry[key]), xycoords=("axes fraction", "data"),
-                              ha="right", va="bottom", fontsize=8)
+                axes.annotate(
+                    f"{label} {entry[key]:.2f}",
+                    xy=(1.0, entry[key]),
+                    xycoords=("axes fraction", "data"),
+                    ha="right",
+                    va="bottom",
+                    fontsize=8,
+                )
         axes.axhline(0.0, color="grey", linewidth=0.5)
         axes.set_title(f"{name} (n = {entry['n']})", fontsize=10)
         axes.set_xlabel("mean of the two volumes (ml)")
@@ -124,8 +164,16 @@ def write_volume_agreement(metric_rows: list[dict], out_dir: Path) -> dict:
     writer = csv.DictWriter(buffer, fieldnames=VOLUME_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({key: "" if isinstance(value, float) and math.isnan(value) else
-                         f"{value:.4f}" if isinstance(value, float) else value for key, value in row.items()})
+        writer.writerow(
+            {
+                key: ""
+                if isinstance(value, float) and math.isnan(value)
+                else f"{value:.4f}"
+                if isinstance(value, float)
+                else value
+                for key, value in row.items()
+            }
+        )
     write_text_atomic(out_dir / "volumes.csv", buffer.getvalue())
     if importlib.util.find_spec("matplotlib") is None:
         print("[evaluate] bland_altman.png not drawn: it needs matplotlib (pip install 'atria-cascade[measure]')")

@@ -52,7 +52,11 @@ BLOOD_POOL_EROSION_MM = 3.0
 
 def crop_box(mask: np.ndarray, margin: int = 2) -> tuple[slice, ...] | None:
     """The bounding box of a mask grown by ``margin`` voxels (clipped to the array); ``None`` when empty."""
-    where = np.nonzero(mask.any(axis=(1, 2)))[0], np.nonzero(mask.any(axis=(0, 2)))[0], np.nonzero(mask.any(axis=(0, 1)))[0]
+    where = (
+        np.nonzero(mask.any(axis=(1, 2)))[0],
+        np.nonzero(mask.any(axis=(0, 2)))[0],
+        np.nonzero(mask.any(axis=(0, 1)))[0],
+    )
     if any(w.size == 0 for w in where):
         return None
     return tuple(slice(max(0, int(w[0]) - margin), min(n, int(w[-1]) + 1 + margin)) for w, n in zip(where, mask.shape))
@@ -137,5 +141,7 @@ def intensity_ratio(image: np.ndarray, points: np.ndarray, pool: np.ndarray) -> 
         raise ValueError("no blood pool left after the erosion")
     reference = float(image[pool].astype(np.float64).mean())
     if reference <= 0:
-        raise ValueError(f"the blood pool's mean intensity is {reference:.4g}, not positive (an intensity-normalised image?)")
+        raise ValueError(
+            f"the blood pool's mean intensity is {reference:.4g}, not positive (an intensity-normalised image?)"
+        )
     return image[tuple(points.T)].astype(np.float64) / reference, reference

@@ -157,7 +157,9 @@ def test_two_atria_walls_apart(spacing):
         assert values[f"{part}_thickness_median_mm"] == pytest.approx(R_WALL - R_CAVITY, rel=0.25)
     # the enhancement was planted on the left atrium's wall only
     la_wall_count = truth["near_left"].sum()
-    assert values["la_wall_enhanced_pct_iir_1.32"] == pytest.approx(100 * truth["above_1.32"].sum() / la_wall_count, abs=2.0)
+    assert values["la_wall_enhanced_pct_iir_1.32"] == pytest.approx(
+        100 * truth["above_1.32"].sum() / la_wall_count, abs=2.0
+    )
     assert values["ra_wall_enhanced_pct_iir_1.2"] < 1.0
     assert values["right_atrium_sphericity"] > 0.93
 
@@ -175,8 +177,10 @@ def test_wall_without_cavity_keeps_its_volume():
     labels[labels == LEFT_ATRIUM] = 0
     measures = measure_case(labels, make_affine(ISOTROPIC, "ras"), image, labelled=(WALL, LEFT_ATRIUM), name="x.nii.gz")
     assert set(measures.values) == {"wall_ml"}
-    assert measures.warnings == ["x.nii.gz: no left_atrium voxels: its measures are left empty",
-                                 "x.nii.gz: a wall without a cavity: wall thickness and enhancement are left empty"]
+    assert measures.warnings == [
+        "x.nii.gz: no left_atrium voxels: its measures are left empty",
+        "x.nii.gz: a wall without a cavity: wall thickness and enhancement are left empty",
+    ]
 
 
 def test_parse_thresholds():
@@ -195,7 +199,9 @@ def test_class_surface_of_a_mask_touching_the_volume_edge_is_closed():
     surface = class_surface(mask, np.diag([0.7, 0.7, 2.0, 1.0]))
     edges = np.sort(surface.faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
     assert (np.unique(edges, axis=0, return_counts=True)[1] == 2).all()
-    assert surface.volume_mm3() == pytest.approx(mask.sum() * 0.7 * 0.7 * 2.0, rel=0.25)  # a small box loses its corners
+    assert surface.volume_mm3() == pytest.approx(
+        mask.sum() * 0.7 * 0.7 * 2.0, rel=0.25
+    )  # a small box loses its corners
     assert class_surface(np.zeros((3, 3, 3), bool), np.eye(4)) is None
 
 
@@ -220,7 +226,9 @@ def test_measure_command_writes_csv_png_and_surfaces(cascade_in_process, tmp_pat
     write_case(tmp_path / "labels", tmp_path / "images", "case_a", labels, image, affine)
     before = {p: p.read_bytes() for p in (tmp_path / "labels").iterdir()}
     out = tmp_path / "out"
-    result = cascade_in_process("measure", tmp_path / "labels", "--images", tmp_path / "images", "--out", out, "--surfaces", kind)
+    result = cascade_in_process(
+        "measure", tmp_path / "labels", "--images", tmp_path / "images", "--out", out, "--surfaces", kind
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert {p: p.read_bytes() for p in (tmp_path / "labels").iterdir()} == before  # inputs untouched
@@ -228,7 +236,13 @@ def test_measure_command_writes_csv_png_and_surfaces(cascade_in_process, tmp_pat
     assert tuple(row) == csv_columns()
     expected = measure_case(labels, affine, image).values
     assert row["status"] == "ok" and row["message"] == ""
-    for column in ("left_atrium_ml", "right_atrium_ml", "wall_thickness_median_mm", "wall_enhanced_pct_iir_1.32", "ra_wall_iir_mean"):
+    for column in (
+        "left_atrium_ml",
+        "right_atrium_ml",
+        "wall_thickness_median_mm",
+        "wall_enhanced_pct_iir_1.32",
+        "ra_wall_iir_mean",
+    ):
         assert float(row[column]) == pytest.approx(expected[column], abs=0.01)
     assert (out / "png" / "case_a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for structure, value in (("left_atrium", LEFT_ATRIUM), ("right_atrium", RIGHT_ATRIUM), ("wall", WALL)):
@@ -249,18 +263,32 @@ def test_measure_command_left_atrium_only(cascade_in_process, tmp_path):
     affine = make_affine(ISOTROPIC, "ras")
     write_case(tmp_path / "labels", tmp_path / "images", "la_only", labels, image, affine)
     out = tmp_path / "out"
-    result = cascade_in_process("measure", tmp_path / "labels", "--images", tmp_path / "images", "--out", out,
-                                "--annotated", "left_atrium", "--png", "false")
+    result = cascade_in_process(
+        "measure",
+        tmp_path / "labels",
+        "--images",
+        tmp_path / "images",
+        "--out",
+        out,
+        "--annotated",
+        "left_atrium",
+        "--png",
+        "false",
+    )
     assert result.returncode == 0 and result.stderr == ""
     [row] = read_csv(out / "measurements.csv")
     assert float(row["left_atrium_ml"]) == pytest.approx((labels == LEFT_ATRIUM).sum() / 1000, abs=1e-4)
     assert row["right_atrium_ml"] == row["wall_ml"] == row["wall_thickness_mean_mm"] == row["wall_iir_mean"] == ""
     assert not (out / "png").exists()
     # without the declaration every class is expected: one warning line naming the file, the same numbers
-    result = cascade_in_process("measure", tmp_path / "labels", "--images", tmp_path / "images", "--out", tmp_path / "out2")
+    result = cascade_in_process(
+        "measure", tmp_path / "labels", "--images", tmp_path / "images", "--out", tmp_path / "out2"
+    )
     assert result.returncode == 0
     label_path = tmp_path / "labels" / "la_only_label.nii.gz"
-    assert result.stderr.splitlines() == [f"cascade: warning: {label_path}: no wall or right_atrium voxels: their measures are left empty"]
+    assert result.stderr.splitlines() == [
+        f"cascade: warning: {label_path}: no wall or right_atrium voxels: their measures are left empty"
+    ]
     [row2] = read_csv(tmp_path / "out2" / "measurements.csv")
     assert row2["status"] == "warning" and row2["left_atrium_ml"] == row["left_atrium_ml"] and row2["wall_ml"] == ""
 
@@ -289,9 +317,9 @@ def test_measure_command_bad_cases_one_line_each(cascade_in_process, tmp_path):
     expected = {
         "broken": f"cascade: error: {labels_dir / 'broken_label.nii.gz'}: not a readable NIfTI file",
         "other_grid": f"cascade: warning: {labels_dir / 'other_grid_label.nii.gz'}: geometry differs from its image "
-                      f"{images_dir / 'other_grid.nii.gz'} (shape",
+        f"{images_dir / 'other_grid.nii.gz'} (shape",
         "other_case": f"cascade: warning: {labels_dir / 'other_case_label.nii.gz'}: geometry differs from its image "
-                      f"{images_dir / 'other_case.nii.gz'} (affine differs by up to 40 mm",
+        f"{images_dir / 'other_case.nii.gz'} (affine differs by up to 40 mm",
         "no_cavity_empty": f"cascade: warning: {labels_dir / 'no_cavity_label.nii.gz'}: no left_atrium voxels",
         "no_cavity": f"cascade: warning: {labels_dir / 'no_cavity_label.nii.gz'}: a wall without a cavity",
         "no_image": f"cascade: warning: {labels_dir / 'no_image_label.nii.gz'}: no image found for case no_image",
@@ -310,7 +338,12 @@ def test_measure_command_bad_cases_one_line_each(cascade_in_process, tmp_path):
     assert rows["no_cavity"]["wall_ml"] == rows["good"]["wall_ml"] and rows["no_cavity"]["wall_thickness_mean_mm"] == ""
     # without the broken file everything useful was made: exit 0
     (labels_dir / "broken_label.nii.gz").unlink()
-    assert cascade_in_process("measure", labels_dir, "--images", images_dir, "--out", tmp_path / "out2", *declared).returncode == 0
+    assert (
+        cascade_in_process(
+            "measure", labels_dir, "--images", images_dir, "--out", tmp_path / "out2", *declared
+        ).returncode
+        == 0
+    )
 
 
 def test_measure_command_refuses_before_any_work(cascade_in_process, tmp_path):
@@ -322,11 +355,16 @@ def test_measure_command_refuses_before_any_work(cascade_in_process, tmp_path):
     written = (out / "measurements.csv").read_bytes()
     result = cascade_in_process(*args)
     assert result.returncode == 1
-    assert result.stderr.strip() == f"cascade: error: {out / 'measurements.csv'}: output exists (--overwrite replaces it)"
+    assert (
+        result.stderr.strip() == f"cascade: error: {out / 'measurements.csv'}: output exists (--overwrite replaces it)"
+    )
     assert (out / "measurements.csv").read_bytes() == written
     assert cascade_in_process(*args, "--overwrite").returncode == 0
     result = cascade_in_process(*args, "--overwrite", "--surfaces", "obj")
-    assert result.returncode == 1 and result.stderr.strip() == "cascade: error: --surfaces obj: expected one of stl, ply, vtk"
+    assert (
+        result.returncode == 1
+        and result.stderr.strip() == "cascade: error: --surfaces obj: expected one of stl, ply, vtk"
+    )
     result = cascade_in_process(*args, "--overwrite", "--iir_thresholds", "x")
     assert result.returncode == 1 and "--iir_thresholds" in result.stderr and "Traceback" not in result.stderr
 
@@ -338,13 +376,26 @@ def test_measure_command_thresholds_and_mbas_layout(cascade_in_process, tmp_path
     write_nifti(case_dir / "MBAS_007_gt.nii.gz", image, make_affine(ISOTROPIC, "lps"))
     write_nifti(case_dir / "MBAS_007_label.nii.gz", labels, make_affine(ISOTROPIC, "lps"))
     out = tmp_path / "out"
-    result = cascade_in_process("measure", tmp_path / "mbas", "--out", out, "--annotated", "wall,left_atrium",
-                                "--iir_thresholds", "1.4", "1.0", "--png", "false")
+    result = cascade_in_process(
+        "measure",
+        tmp_path / "mbas",
+        "--out",
+        out,
+        "--annotated",
+        "wall,left_atrium",
+        "--iir_thresholds",
+        "1.4",
+        "1.0",
+        "--png",
+        "false",
+    )
     assert result.returncode == 0, result.stderr
     [row] = read_csv(out / "measurements.csv")
     assert "wall_enhanced_pct_iir_1.4" in row and "wall_enhanced_pct_iir_1.32" not in row
     wall_count = (labels == WALL).sum()
-    assert float(row["wall_enhanced_pct"]) == pytest.approx(100 * truth["above_1.32"].sum() / wall_count, abs=2.0)  # first: 1.4
+    assert float(row["wall_enhanced_pct"]) == pytest.approx(
+        100 * truth["above_1.32"].sum() / wall_count, abs=2.0
+    )  # first: 1.4
     assert float(row["wall_enhanced_pct_iir_1"]) == pytest.approx(100 * truth["above_1.2"].sum() / wall_count, abs=2.0)
 
 
@@ -389,7 +440,9 @@ def test_evaluate_bland_altman(tmp_path):
         differences["wall"].append(-grown * voxel)
         truths["left_atrium"].append((truth == LEFT_ATRIUM).sum() * voxel)
         truths["wall"].append((truth == WALL).sum() * voxel)
-    (tmp_path / "gt" / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "wall": 1, "left_atrium": 3}}))
+    (tmp_path / "gt" / "dataset.json").write_text(
+        json.dumps({"labels": {"background": 0, "wall": 1, "left_atrium": 3}})
+    )
     summary = evaluate(str(tmp_path / "pred"), str(tmp_path / "gt"), str(tmp_path / "ev"), workers=1)
     agreement = summary["volume_agreement"]
     for name in ("wall", "left_atrium"):
@@ -404,6 +457,8 @@ def test_evaluate_bland_altman(tmp_path):
     assert [(r["case"], r["class"]) for r in rows] == [(f"c{i}", n) for i in range(4) for n in ("wall", "left_atrium")]
     first = rows[1]
     assert float(first["difference_ml"]) == pytest.approx(differences["left_atrium"][0], abs=1e-4)
-    assert float(first["difference_pct"]) == pytest.approx(100 * differences["left_atrium"][0] / truths["left_atrium"][0], abs=1e-3)
+    assert float(first["difference_pct"]) == pytest.approx(
+        100 * differences["left_atrium"][0] / truths["left_atrium"][0], abs=1e-3
+    )
     assert (tmp_path / "ev" / "bland_altman.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "ev" / "summary.json").read_text())["volume_agreement"] == agreement
