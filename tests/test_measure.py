@@ -462,3 +462,25 @@ def test_evaluate_bland_altman(tmp_path):
     )
     assert (tmp_path / "ev" / "bland_altman.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "ev" / "summary.json").read_text())["volume_agreement"] == agreement
+
+
+def test_measure_command_dicom_images(cascade_in_process, tmp_path):
+    """IMAGES as a DICOM folder (one series per case folder), matched to the label maps by case id."""
+    pytest.importorskip("pydicom")
+    from cascade.dicom import find_series, read_series
+    from tests.dicom_series import write_series
+
+    labels, image, truth = shell_phantom(ISOTROPIC)
+    write_series(nib.Nifti1Image(image, make_affine(ISOTROPIC, "lps")), tmp_path / "dicom" / "case_d")
+    [series] = find_series(tmp_path / "dicom", lambda line: None)
+    volume, _ = read_series(series)  # the series' own geometry: the label map is drawn on it
+    write_nifti(tmp_path / "labels" / "case_d_label.nii.gz", labels, volume.affine)
+    out = tmp_path / "out"
+    result = cascade_in_process(
+        "measure", tmp_path / "labels", "--images", tmp_path / "dicom", "--out", out, "--annotated", "1,3", "--png", "false"
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    [row] = read_csv(out / "measurements.csv")
+    assert row["status"] == "ok" and row["image"].startswith(str(tmp_path / "dicom" / "case_d"))
+    wall_count = (labels == WALL).sum()
+    assert float(row["wall_enhanced_pct_iir_1.32"]) == pytest.approx(100 * truth["above_1.32"].sum() / wall_count, abs=2.0)
