@@ -412,7 +412,11 @@ def test_predict_measure(predict, phantom_dir, tmp_path):
     assert (out / "measurements" / "png" / "MBAS_001.png").is_file()
     assert (out / "measurements" / "surfaces" / "MBAS_001_wall.vtk").is_file()
     report = read_csv(out / "predictions.csv")
-    assert [r["case"] for r in report] == ["MBAS_001"]  # the measurements folder is no case of the prediction folder
+    assert [r["case"] for r in report] == ["MBAS_001"]
+    from cascade.evaluation import evaluate
+
+    summary = evaluate(str(out), str(phantom_dir), str(tmp_path / "ev"), allow_missing=True, workers=1)
+    assert summary["cases"] == 1 and summary["n_extra"] == 0  # OUT/measurements/ is no case of the prediction folder
 
 
 # --- cascade evaluate: volume agreement ----------------------------------------------------------
