@@ -4,7 +4,8 @@ A left atrium of radius 12 mm inside a 3 mm wall (a spherical shell to 15 mm), w
 planted on a known share of the wall, on a 1 mm isotropic grid and the MBAS grid (0.625 x 0.625 x
 2.5 mm), stored with rotated affines whose voxel axes run to RAS, LPS, or one axis reversed.
 Printed per grid: wall thickness (mean, median, p90; truth 3 mm), enhanced shares against the
-planted ones, the left atrium's sphericity (1 for the sphere), the blood-pool intensity (truth 100)
+planted ones, the left atrium's sphericity (1 for the sphere; also of marching cubes' surface without
+the Taubin smoothing), the blood-pool intensity (truth 100)
 and, per surface, its enclosed volume against the label's and the distance of its centroid from
 the label's world centroid (LPS).
 
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cascade.surfaces import class_surface  # noqa: E402
 from tests.test_measure import (  # noqa: E402
     ISOTROPIC, LEFT_ATRIUM, MBAS_GRID, WALL, label_centroid_lps, make_affine, measure_case, shell_phantom,
 )
@@ -31,6 +33,7 @@ def main() -> None:
             affine = make_affine(spacing, axes)
             measures = measure_case(labels, affine, image, wall_surface=True)
             values, wall_count = measures.values, (labels == WALL).sum()
+            unsmoothed = class_surface(labels == LEFT_ATRIUM, affine, smoothing_passes=0)
             surfaces = []
             for name, value in (("left_atrium", LEFT_ATRIUM), ("wall", WALL)):
                 surface, mask = measures.surfaces[name], labels == value
@@ -42,7 +45,8 @@ def main() -> None:
                 f"median {values['wall_thickness_median_mm']:.2f} p90 {values['wall_thickness_p90_mm']:.2f} mm; "
                 f"IIR > 1.2 {values['wall_enhanced_pct_iir_1.2']:.2f}% (planted {100 * truth['above_1.2'].sum() / wall_count:.2f}%), "
                 f"> 1.32 {values['wall_enhanced_pct_iir_1.32']:.2f}% (planted {100 * truth['above_1.32'].sum() / wall_count:.2f}%); "
-                f"sphericity {values['left_atrium_sphericity']:.3f}; blood pool {values['blood_pool_intensity']:.2f}; "
+                f"sphericity {values['left_atrium_sphericity']:.3f} ({unsmoothed.sphericity():.3f} unsmoothed); "
+                f"blood pool {values['blood_pool_intensity']:.2f}; "
                 + "; ".join(surfaces)
             )
 
