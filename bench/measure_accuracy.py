@@ -22,7 +22,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cascade.surfaces import class_surface  # noqa: E402
 from tests.test_measure import (  # noqa: E402
-    ISOTROPIC, LEFT_ATRIUM, MBAS_GRID, WALL, label_centroid_lps, make_affine, measure_case, shell_phantom,
+    ISOTROPIC,
+    LEFT_ATRIUM,
+    MBAS_GRID,
+    WALL,
+    label_centroid_lps,
+    make_affine,
+    measure_case,
+    shell_phantom,
 )
 
 
@@ -40,14 +47,15 @@ def main() -> None:
                 volume_error = 100 * (surface.volume_mm3() / (mask.sum() * np.prod(spacing)) - 1)
                 offset = np.linalg.norm(surface.centroid_mm() - label_centroid_lps(mask, affine))
                 surfaces.append(f"{name} surface volume {volume_error:+.2f}%, centroid {offset:.2f} mm")
+            grid = " x ".join(f"{s:g}" for s in spacing)
+            planted = {t: 100 * truth[f"above_{t}"].sum() / wall_count for t in ("1.2", "1.32")}
             print(
-                f"{' x '.join(f'{s:g}' for s in spacing)} mm, {axes}: thickness mean {values['wall_thickness_mean_mm']:.2f} "
+                f"{grid} mm, {axes}: thickness mean {values['wall_thickness_mean_mm']:.2f} "
                 f"median {values['wall_thickness_median_mm']:.2f} p90 {values['wall_thickness_p90_mm']:.2f} mm; "
-                f"IIR > 1.2 {values['wall_enhanced_pct_iir_1.2']:.2f}% (planted {100 * truth['above_1.2'].sum() / wall_count:.2f}%), "
-                f"> 1.32 {values['wall_enhanced_pct_iir_1.32']:.2f}% (planted {100 * truth['above_1.32'].sum() / wall_count:.2f}%); "
+                f"IIR > 1.2 {values['wall_enhanced_pct_iir_1.2']:.2f}% (planted {planted['1.2']:.2f}%), "
+                f"> 1.32 {values['wall_enhanced_pct_iir_1.32']:.2f}% (planted {planted['1.32']:.2f}%); "
                 f"sphericity {values['left_atrium_sphericity']:.3f} ({unsmoothed.sphericity():.3f} unsmoothed); "
-                f"blood pool {values['blood_pool_intensity']:.2f}; "
-                + "; ".join(surfaces)
+                f"blood pool {values['blood_pool_intensity']:.2f}; " + "; ".join(surfaces)
             )
 
 

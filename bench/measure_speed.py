@@ -79,7 +79,10 @@ def main() -> None:
             data = Path(folder) / "data"
             start = time.perf_counter()
             write_phantoms(data, cases=args.cases, seed=5, shape=tuple(args.shape), spacing=(2.5, 0.625, 0.625))
-            print(f"phantom(s) {tuple(args.shape)} at 2.5 x 0.625 x 0.625 mm written in {time.perf_counter() - start:.1f} s")
+            print(
+                f"phantom(s) {tuple(args.shape)} at 2.5 x 0.625 x 0.625 mm written in "
+                f"{time.perf_counter() - start:.1f} s"
+            )
         cases = [c for c in scan_folder(data).cases if c["image"] and c["label"]][: args.cases]
         timings = [time_case(case, Path(folder)) for case in cases]
     for step in timings[0]:

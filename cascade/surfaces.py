@@ -119,7 +119,10 @@ def taubin_smooth(
 
 
 def class_surface(
-    mask: np.ndarray, affine: np.ndarray, origin: tuple[int, int, int] = (0, 0, 0), smoothing_passes: int = SMOOTHING_PASSES
+    mask: np.ndarray,
+    affine: np.ndarray,
+    origin: tuple[int, int, int] = (0, 0, 0),
+    smoothing_passes: int = SMOOTHING_PASSES,
 ) -> Surface | None:
     """The closed, smoothed surface of a binary mask, in LPS mm.
 
