@@ -481,10 +481,21 @@ def test_measure_command_dicom_images(cascade_in_process, tmp_path):
     write_nifti(tmp_path / "labels" / "case_d_label.nii.gz", labels, volume.affine)
     out = tmp_path / "out"
     result = cascade_in_process(
-        "measure", tmp_path / "labels", "--images", tmp_path / "dicom", "--out", out, "--annotated", "1,3", "--png", "false"
+        "measure",
+        tmp_path / "labels",
+        "--images",
+        tmp_path / "dicom",
+        "--out",
+        out,
+        "--annotated",
+        "1,3",
+        "--png",
+        "false",
     )
     assert result.returncode == 0 and result.stderr == "", result.stderr
     [row] = read_csv(out / "measurements.csv")
     assert row["status"] == "ok" and row["image"].startswith(str(tmp_path / "dicom" / "case_d"))
     wall_count = (labels == WALL).sum()
-    assert float(row["wall_enhanced_pct_iir_1.32"]) == pytest.approx(100 * truth["above_1.32"].sum() / wall_count, abs=2.0)
+    assert float(row["wall_enhanced_pct_iir_1.32"]) == pytest.approx(
+        100 * truth["above_1.32"].sum() / wall_count, abs=2.0
+    )
