@@ -52,7 +52,7 @@ def _draw_surface(axes, vertices: np.ndarray, faces: np.ndarray, face_colours, a
     axes.set_xlim(centre[0] - half, centre[0] + half)
     axes.set_ylim(centre[1] - half, centre[1] + half)
     axes.set_zlim(centre[2] - half, centre[2] + half)
-    axes.set_box_aspect((1, 1, 1))
+    axes.set_box_aspect((1, 1, 1), zoom=1.5)
     axes.view_init(elev=10.0, azim=azimuth)
     axes.set_axis_off()
     axes.set_title(title, fontsize=10)
