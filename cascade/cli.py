@@ -270,6 +270,8 @@ def predict(
     kinds = output_kinds(save_masks, str(output_format))
     inputs = list_inputs(input, as_uids(series, "series"))
     measuring = as_bool(measure, "measure")
+    if surfaces is not None and not measuring:
+        raise InputError("--surfaces writes the surfaces of --measure: add --measure")
     if measuring:
         from cascade.measure import check_prediction_measure, measure_predictions, parse_thresholds
 
@@ -317,7 +319,7 @@ def predict(
     if measuring and ranks.rank == 0:
         classes = engine.labelled_classes
         measured = measure_predictions(all_inputs, report.rows, Path(out), classes, thresholds, surfaces, debug)
-    if report.failed or (measured and measured.failed):  # each failure was reported on its own error line
+    if report.failed or (measured is not None and measured.failed):  # each failure had its own error line
         sys.exit(1)
 
 

@@ -419,6 +419,20 @@ def test_predict_measure(predict, phantom_dir, tmp_path):
     assert summary["cases"] == 1 and summary["n_extra"] == 0  # OUT/measurements/ is no case of the prediction folder
 
 
+def test_predict_measure_refusals(cascade_in_process, phantom_dir, tmp_path):
+    image = phantom_dir / "MBAS_001" / "MBAS_001_gt.nii.gz"
+    result = cascade_in_process("predict", image, tmp_path / "a", "--demo", "--surfaces", "ply")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "cascade: error: --surfaces writes the surfaces of --measure: add --measure"
+    (tmp_path / "b" / "measurements").mkdir(parents=True)
+    (tmp_path / "b" / "measurements" / "measurements.csv").write_text("earlier\n")
+    result = cascade_in_process("predict", image, tmp_path / "b", "--demo", "--measure")
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(f"cascade: error: {tmp_path / 'b' / 'measurements' / 'measurements.csv'}: output exists")
+    assert not (tmp_path / "b" / "MBAS_001_label.nii.gz").exists()  # refused before predicting
+    assert not (tmp_path / "a").exists()
+
+
 # --- cascade evaluate: volume agreement ----------------------------------------------------------
 
 
