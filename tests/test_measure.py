@@ -428,7 +428,9 @@ def test_predict_measure_refusals(cascade_in_process, phantom_dir, tmp_path):
     (tmp_path / "b" / "measurements" / "measurements.csv").write_text("earlier\n")
     result = cascade_in_process("predict", image, tmp_path / "b", "--demo", "--measure")
     assert result.returncode == 1
-    assert result.stderr.strip().startswith(f"cascade: error: {tmp_path / 'b' / 'measurements' / 'measurements.csv'}: output exists")
+    assert result.stderr.strip().startswith(
+        f"cascade: error: {tmp_path / 'b' / 'measurements' / 'measurements.csv'}: output exists"
+    )
     assert not (tmp_path / "b" / "MBAS_001_label.nii.gz").exists()  # refused before predicting
     assert not (tmp_path / "a").exists()
 
