@@ -12,9 +12,9 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_SPEC)
-	# openvino: ~70 MB of wheels, ~20 s; CI then runs the backend agreement and export tests too; int8 (NNCF) and dicom:
-	# their tests.
-	$(PY) -m pip install -q -e ".[test,openvino,int8,export,dicom]"
+	# openvino: ~70 MB of wheels, ~20 s; CI then runs the backend agreement and export tests too; int8 (NNCF), dicom
+	# and measure (meshio, matplotlib): their tests.
+	$(PY) -m pip install -q -e ".[test,openvino,int8,export,dicom,measure]"
 	# The nnU-Net reference network for the equivalence tests; --no-deps because its timm
 	# requirement would pull torchvision and a CUDA build of torch.
 	$(PY) -m pip install -q --no-deps dynamic-network-architectures==0.4.4

@@ -106,6 +106,54 @@ def evaluate(
     )
 
 
+def measure(
+    labels: str,
+    out: str,
+    images: str | None = None,
+    surfaces: str | None = None,
+    iir_thresholds: str | float | tuple = "1.2,1.32",
+    annotated: str | None = None,
+    png: bool = True,
+    overwrite: bool = False,
+    debug: bool = False,
+) -> None:
+    """Atrial volumes, sphericity, wall thickness and LGE wall enhancement (IIR) of label maps (docs/measurements.md).
+
+    Args:
+        labels: folder of label maps: <case>_label.nii.gz (what cascade predict writes), or an MBAS folder.
+        out: output folder: measurements.csv (one row per case), png/<case>.png, surfaces/.
+        images: the cases' images, any input cascade predict reads (NIfTI folder, DICOM folder),
+            matched by case id; default: the images beside the labels (an MBAS folder). A case
+            without its image gets the shape measures only.
+        surfaces: stl, ply or vtk: write surfaces/<case>_<structure>.<ext> (left_atrium,
+            right_atrium, wall) in LPS mm; PLY and VTK carry the IIR per vertex. Needs pip
+            install 'atria-cascade[measure]'.
+        iir_thresholds: IIR thresholds, comma-separated (default 1.2,1.32: fibrosis, dense scar);
+            the first gives wall_enhanced_pct.
+        annotated: the classes the label maps label, names or values comma-separated (e.g.
+            left_atrium); the others are left empty without a warning. Default: LABELS'
+            dataset.json ("labels"), else all classes.
+        png: write png/<case>.png (needs pip install 'atria-cascade[measure]').
+        overwrite: replace existing outputs.
+        debug: print the traceback of a case that fails.
+    """
+    from cascade.annotation import declared_classes
+    from cascade.io import check_writable_folder
+    from cascade.measure import REPORT_NAME, measure_cases, pair_labels_images, parse_thresholds
+
+    labels, out, images = as_path(labels), as_path(out), as_path(images)
+    png, overwrite, debug = as_bool(png, "png"), as_bool(overwrite, "overwrite"), as_bool(debug, "debug")
+    thresholds = parse_thresholds(iir_thresholds)
+    classes = declared_classes(labels, as_classes(annotated))
+    check_writable_folder(out, "the output folder")
+    cases = pair_labels_images(labels, images)
+    surfaces = None if surfaces is None else str(surfaces)
+    report = measure_cases(cases, out, classes, thresholds, surfaces, png, overwrite, debug=debug)
+    print(f"cascade: {report.summary()} -> {Path(out) / REPORT_NAME}")
+    if report.failed:  # each failure was reported on its own error line
+        sys.exit(1)
+
+
 def predict(
     input: str,
     out: str,
@@ -130,6 +178,9 @@ def predict(
     overwrite: bool = False,
     resume: bool = False,
     debug: bool = False,
+    measure: bool = False,
+    surfaces: str | None = None,
+    iir_thresholds: str | float | tuple = "1.2,1.32",
 ) -> None:
     """Segment wall, right atrium and left atrium: one ``<case>_label.nii.gz`` per input image.
 
@@ -180,6 +231,10 @@ def predict(
         resume: keep finished outputs, redo missing or unreadable ones; refused when run.json
             there records other weights, configs or settings.
         debug: print tracebacks of unexpected errors.
+        measure: also measure each label map with its image into OUT/measurements/ (as cascade
+            measure: measurements.csv, png/; the classes the weights do not label are left empty).
+        surfaces: with --measure, also write surfaces (stl, ply or vtk) into OUT/measurements/surfaces/.
+        iir_thresholds: with --measure, the IIR thresholds (default 1.2,1.32).
 
     Under torchrun (`torchrun --nproc_per_node N -m cascade.cli predict ...`) the cases are split
     over the N ranks, each on its own GPU (or the CPU), and rank 0 writes the report.
@@ -214,6 +269,15 @@ def predict(
         check_writable_folder(default_cache_dir(), "the cache folder of exported networks ($CASCADE_CACHE_DIR)")
     kinds = output_kinds(save_masks, str(output_format))
     inputs = list_inputs(input, as_uids(series, "series"))
+    measuring = as_bool(measure, "measure")
+    if surfaces is not None and not measuring:
+        raise InputError("--surfaces writes the surfaces of --measure: add --measure")
+    if measuring:
+        from cascade.measure import check_prediction_measure, measure_predictions, parse_thresholds
+
+        thresholds, surfaces = parse_thresholds(iir_thresholds), None if surfaces is None else str(surfaces)
+        check_prediction_measure(inputs, Path(out), kinds, surfaces, overwrite or resume)
+    all_inputs = inputs
     if ranks.distributed:  # under torchrun: this rank's share of the cases, on its own device
         ranks.start()
         check_outputs(inputs, Path(out), kinds, overwrite, resume)
@@ -251,7 +315,11 @@ def predict(
         print(report.summary())
     if report.interrupted:
         raise KeyboardInterrupt(report.interrupted)
-    if report.failed:  # each failure was reported on its own error line
+    measured = None
+    if measuring and ranks.rank == 0:
+        classes = engine.labelled_classes
+        measured = measure_predictions(all_inputs, report.rows, Path(out), classes, thresholds, surfaces, debug)
+    if report.failed or (measured is not None and measured.failed):  # each failure had its own error line
         sys.exit(1)
 
 
@@ -367,6 +435,7 @@ COMMANDS = {
     "datalist": datalist,
     "phantom": phantom,
     "evaluate": evaluate,
+    "measure": measure,
     "predict": predict,
     "crossval": crossval,
     "import-nnunet": import_nnunet,

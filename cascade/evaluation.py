@@ -18,7 +18,10 @@ annotate is reported as ``not_annotated``, never scored. Outputs (written atomic
   predict --save_masks`` and ``cascade crossval`` write): ``DIR/gate.csv``, per case and class
   (wall, right_atrium, left_atrium and their union ``atria``) the share of the true class inside the
   stage-1 mask (``mask_recall``; for ``atria`` the paper's stage-1 overlap) and inside the gate stage
-  2 was confined to (``gate_recall``), and their statistics under ``gate`` in the summary.
+  2 was confined to (``gate_recall``), and their statistics under ``gate`` in the summary;
+- volume agreement (:mod:`cascade.volume_agreement`): ``DIR/volumes.csv`` (per case and class the
+  two volumes and their difference in ml and %), the Bland-Altman bias and 95% limits per class
+  under ``volume_agreement`` in the summary, and ``DIR/bland_altman.png``.
 
 A table in the paper's column order (wall, right atrium, left atrium; Dice then HD95 in both
 conventions) is printed.
@@ -41,6 +44,8 @@ from cascade.data import discover_cases, is_datalist_file, load_datalist
 from cascade.io import AFFINE_TOLERANCE, InputError, load_nifti, same_geometry, voxel_spacing, write_text_atomic
 from cascade.labels import CLASS_NAMES
 from cascade.metrics import STATUSES, region_recall, score_case
+from cascade.qc import voxel_volume_ml
+from cascade.volume_agreement import format_volume_table, write_volume_agreement
 
 __all__ = [
     "METRIC_COLUMNS",
@@ -140,7 +145,8 @@ def score_pair(case: str, prediction: str, truth: str, annotated: tuple[int, ...
         annotated: label values the truth annotates (default: all); the others are ``not_annotated``.
 
     Returns:
-        ``[{"case", "class", "dice", "hd95_mm", "hd95_monai_vox", "status"}, ...]``, one per class.
+        ``[{"case", "class", "dice", "hd95_mm", "hd95_monai_vox", "status", "prediction_ml", "truth_ml"}, ...]``,
+        one per class (the class volumes in ml feed :mod:`cascade.volume_agreement`).
 
     Raises:
         EvaluationError: the two files differ in shape or affine.
@@ -154,13 +160,14 @@ def score_pair(case: str, prediction: str, truth: str, annotated: tuple[int, ...
             worst = float(np.abs(pred_img.affine - truth_img.affine).max())
             detail = f"affine differs by up to {worst:.4g} (tolerance {AFFINE_TOLERANCE} mm)"
         raise EvaluationError(f"{prediction}: geometry differs from ground truth {truth}: {detail}")
-    rows = score_case(
-        np.asanyarray(pred_img.dataobj).astype(np.uint8),
-        np.asanyarray(truth_img.dataobj).astype(np.uint8),
-        voxel_spacing(truth_img),
-        annotated,
-    )
-    return [{"case": case, **row} for row in rows]
+    pred_labels = np.asanyarray(pred_img.dataobj).astype(np.uint8)
+    truth_labels = np.asanyarray(truth_img.dataobj).astype(np.uint8)
+    rows = score_case(pred_labels, truth_labels, voxel_spacing(truth_img), annotated)
+    voxel_ml = voxel_volume_ml(truth_img.affine)
+    pred_ml, truth_ml = (np.bincount(labels.ravel(), minlength=4) * voxel_ml for labels in (pred_labels, truth_labels))
+    values = {name: value for value, name in CLASS_NAMES.items()}
+    return [{"case": case, **row, "prediction_ml": float(pred_ml[values[row["class"]]]),
+             "truth_ml": float(truth_ml[values[row["class"]]])} for row in rows]
 
 
 def _statistics(values: list[float]) -> dict:
@@ -231,7 +238,7 @@ def format_table(summary: dict) -> str:
 
 def _csv_text(rows: list[dict], columns: tuple[str, ...] = CSV_COLUMNS) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: "" if isinstance(row[k], float) and math.isnan(row[k]) else row[k] for k in columns})
@@ -376,11 +383,13 @@ def evaluate(
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "metrics.csv", _csv_text(rows))
+    summary["volume_agreement"] = write_volume_agreement(rows, out_dir)
     if gate_rows:
         summary["gate"] = summarize_gates(gate_rows)
         write_text_atomic(out_dir / "gate.csv", _csv_text(gate_rows, GATE_COLUMNS))
     write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(format_table(summary))
+    print(format_volume_table(summary["volume_agreement"]))
     if gate_rows:
         print(format_gate_table(summary["gate"]))
     notes = [f"{len(pairs)} case(s) scored"]

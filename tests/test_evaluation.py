@@ -52,7 +52,8 @@ def test_identical_folders_score_perfectly(truth_dir, tmp_path, capsys):
     assert summary["cases"] == 3 and summary["n_missing"] == 0 == summary["n_extra"]
     assert summary["mean"] == {"dice": 1.0, "hd95_mm": 0.0, "hd95_monai_vox": 0.0}
     assert summary["wall"]["dice"] == {"mean": 1.0, "std": 0.0, "median": 1.0, "min": 1.0, "n_valid": 3, "n_undefined": 0}
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "summary.json"]  # no temporary files left
+    # no temporary files left
+    assert sorted(p.name for p in out.iterdir()) == ["bland_altman.png", "metrics.csv", "summary.json", "volumes.csv"]
     printed = capsys.readouterr().out
     assert printed.index("Wall") < printed.index("Right atrium") < printed.index("Left atrium")
     assert printed.index("Dice") < printed.index("HD95 mm") < printed.index("HD95 vox")
