@@ -12,7 +12,8 @@ Trained weights are found in one of three places:
   crossval`` and ``cascade import-nnunet`` write them, with an optional config overlay
   ``WORK/<stage>/config.json`` layered over the bundle's configs;
 - the bundle's ``models/model.pt`` (``models/fold<k>/model.pt`` with ``--folds``);
-- shipped weights (``--pretrained NAME``): every ``models/NAME/*.pt`` of the bundle (several are
+- shipped weights (``--pretrained NAME``): every ``models/NAME/*.pt`` of the bundle, or ``fold<k>.pt`` of the
+  ``--folds`` given (several are
   an ensemble), with the overlay ``configs/NAME.json`` they were trained with: ``demo`` (phantoms
   only) and ``la2018`` (real LGE-MRI, left atrium; each folder's README.md is its model card).
   Weights may be stored in half precision; they are loaded into the fp32 network.
@@ -199,7 +200,8 @@ def stage_weights(
         bundle: the stage's bundle folder.
         models: a work folder (``cascade crossval --work`` or ``cascade import-nnunet --out``).
         folds: fold ids to ensemble (comma-separated string or sequence); with ``models`` the
-            default is every fold found there.
+            default is every fold found there, with ``pretrained`` every shipped file
+            (``fold<k>.pt`` picks fold ``k``).
         pretrained: name of shipped weights (``demo``, ``la2018``; see :func:`pretrained_names`).
 
     Returns:
@@ -219,7 +221,17 @@ def stage_weights(
         if pretrained not in names:
             raise InputError(f"--pretrained {pretrained}: no such shipped weights for the {stage} (available: {', '.join(names) or 'none'})")
         checkpoints = sorted((bundle / "models" / pretrained).glob("*.pt"))
-        weights = StageWeights(checkpoints, [bundle / "configs" / f"{pretrained}.json"], f"the {pretrained} weights")
+        if fold_ids is not None:
+            shipped = {c.stem: c for c in checkpoints}
+            absent = [k for k in fold_ids if f"fold{k}" not in shipped]
+            if absent:
+                raise InputError(
+                    f"--folds {','.join(map(str, fold_ids))}: the {pretrained} weights of the {stage} have no fold "
+                    f"{','.join(map(str, absent))} (shipped: {', '.join(sorted(shipped)) or 'none'})"
+                )
+            checkpoints = [shipped[f"fold{k}"] for k in fold_ids]
+        description = f"the {pretrained} weights" + (f", folds {fold_ids}" if fold_ids is not None else "")
+        weights = StageWeights(checkpoints, [bundle / "configs" / f"{pretrained}.json"], description)
     elif models:
         work = Path(models)
         if not work.is_dir():

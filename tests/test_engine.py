@@ -235,3 +235,20 @@ def test_localizer_validation_scores_the_mask_the_cascade_hands_on(tmp_path, thr
     handed_on = engine.localize(engine.read(tmp_path / "c.nii.gz")[0]).astype(bool)
     assert handed_on.any()
     np.testing.assert_array_equal(validated, handed_on)
+
+
+def test_folds_pick_shipped_fold_weights():
+    """`--pretrained la2018 --folds 2` is fold 2's model alone (its out-of-fold cases were unseen by it),
+    not the five-fold ensemble; a fold the weights do not have is one error naming what is shipped."""
+    from cascade.bundles import bundle_dir, stage_weights
+    from cascade.io import InputError
+
+    for stage in ("localizer", "segmenter"):
+        bundle = bundle_dir(stage)
+        assert [c.name for c in stage_weights(stage, bundle, pretrained="la2018").checkpoints] == [f"fold{k}.pt" for k in range(5)]
+        picked = stage_weights(stage, bundle, folds="2,4", pretrained="la2018")
+        assert [c.name for c in picked.checkpoints] == ["fold2.pt", "fold4.pt"] and "folds [2, 4]" in picked.source
+        with pytest.raises(InputError, match=r"no fold 7 \(shipped: fold0, fold1, fold2, fold3, fold4\)"):
+            stage_weights(stage, bundle, folds="7", pretrained="la2018")
+        with pytest.raises(InputError, match="no fold 0 .shipped: model"):
+            stage_weights(stage, bundle, folds="0", pretrained="demo")
