@@ -131,7 +131,8 @@ def measure(
         iir_thresholds: IIR thresholds, comma-separated (default 1.2,1.32: fibrosis, dense scar);
             the first gives wall_enhanced_pct.
         annotated: the classes the label maps label, names or values comma-separated (e.g.
-            left_atrium); the others are left empty without a warning. Default: LABELS'
+            left_atrium); the others are left empty without a warning. Default: the classes
+            the model labels when LABELS is a cascade predict folder (its run.json), else LABELS'
             dataset.json ("labels"), else all classes.
         png: write png/<case>.png (needs pip install 'atria-cascade[measure]').
         overwrite: replace existing outputs.
@@ -139,12 +140,12 @@ def measure(
     """
     from cascade.annotation import declared_classes
     from cascade.io import check_writable_folder
-    from cascade.measure import REPORT_NAME, measure_cases, pair_labels_images, parse_thresholds
+    from cascade.measure import REPORT_NAME, measure_cases, pair_labels_images, parse_thresholds, recorded_labelled_classes
 
     labels, out, images = as_path(labels), as_path(out), as_path(images)
     png, overwrite, debug = as_bool(png, "png"), as_bool(overwrite, "overwrite"), as_bool(debug, "debug")
     thresholds = parse_thresholds(iir_thresholds)
-    classes = declared_classes(labels, as_classes(annotated))
+    classes = (None if annotated else recorded_labelled_classes(labels)) or declared_classes(labels, as_classes(annotated))
     check_writable_folder(out, "the output folder")
     cases = pair_labels_images(labels, images)
     surfaces = None if surfaces is None else str(surfaces)

@@ -14,8 +14,10 @@ Outputs, each written atomically:
   right_atrium and wall, closed, in LPS mm (:mod:`cascade.surfaces`); in PLY and VTK the
   left_atrium and wall surfaces carry the IIR per vertex (point data ``iir``).
 
-Which classes are labelled: those the model declares (``cascade predict --measure``), else
-``--annotated`` or the labels folder's ``dataset.json`` (:mod:`cascade.annotation`), else all three.
+Which classes are labelled: those the model declares (``cascade predict --measure``, or the
+``run.json`` that ``cascade predict`` left in the labels folder), else ``--annotated`` or the labels
+folder's ``dataset.json`` (:mod:`cascade.annotation`), else all three; ``--annotated`` wins over
+the record.
 A labelled class with no voxel in a label map gets empty cells and a warning line; a class declared
 not labelled gets empty cells without a word (the la2018 model labels the left atrium only).
 
@@ -453,6 +455,20 @@ def measure_cases(
     out_dir.mkdir(parents=True, exist_ok=True)
     result.write(out_dir / REPORT_NAME, thresholds)
     return result
+
+
+def recorded_labelled_classes(labels: str | os.PathLike) -> tuple[int, ...] | None:
+    """The classes the model labels, as ``cascade predict`` recorded them in ``LABELS/run.json``; None without a record."""
+    import json
+
+    try:
+        record = json.loads((Path(labels) / "run.json").read_text())
+        classes = record["stages"]["segmenter"]["settings"]["labelled_classes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(classes, list) or not classes or not all(c in CLASS_NAMES for c in classes):
+        return None
+    return tuple(sorted(classes))
 
 
 def pair_labels_images(labels: str | os.PathLike, images: str | os.PathLike | None = None) -> list[dict]:
