@@ -56,6 +56,7 @@ demo-weights: setup
 	wait
 	cp $(DEMO_TRAIN)/localizer/models/model.pt bundles/atria_localizer/models/demo/model.pt
 	cp $(DEMO_TRAIN)/segmenter/models/model.pt bundles/atria_segmenter/models/demo/model.pt
+	$(PY) -c "from cascade.weights_manifest import record_shipped_weights as r; [r(f'bundles/atria_{s}', [f'bundles/atria_{s}/models/demo/model.pt']) for s in ('localizer', 'segmenter')]"
 
 # Retrain the shipped real-anatomy weights (--pretrained la2018; docs/real_data.md): the CPU recipe's
 # 5-fold cross-validation on the 80 LA-only scans (about 3.5 hours on 2 CPU cores; not run by CI), then

@@ -16,7 +16,8 @@ Trained weights are found in one of three places:
   ``--folds`` given (several are
   an ensemble), with the overlay ``configs/NAME.json`` they were trained with: ``demo`` (phantoms
   only) and ``la2018`` (real LGE-MRI, left atrium; each folder's README.md is its model card).
-  Weights may be stored in half precision; they are loaded into the fp32 network.
+  Weights may be stored in half precision; they are loaded into the fp32 network. Each is checked
+  against the SHA-256 the bundle's ``large_files.json`` records before it is used.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 from monai.bundle import ConfigParser
 
 from cascade.io import InputError
+from cascade.weights_manifest import record_shipped_weights, verify_shipped_weights
 
 __all__ = [
     "BUNDLE_NAMES",
@@ -232,6 +234,7 @@ def stage_weights(
             checkpoints = [shipped[f"fold{k}"] for k in fold_ids]
         description = f"the {pretrained} weights" + (f", folds {fold_ids}" if fold_ids is not None else "")
         weights = StageWeights(checkpoints, [bundle / "configs" / f"{pretrained}.json"], description)
+        verify_shipped_weights(bundle, checkpoints)
     elif models:
         work = Path(models)
         if not work.is_dir():
@@ -258,7 +261,9 @@ def publish_weights(models: str | os.PathLike, stage: str, name: str, bundle: st
 
     Half precision halves the repository's share of the weights; :func:`cascade.engine.load_checkpoint`
     loads them into the fp32 network (the rounding moves the label maps by far less than the
-    fold-to-fold spread). The overlay ``configs/NAME.json`` they need must exist in the bundle.
+    fold-to-fold spread). The overlay ``configs/NAME.json`` they need must exist in the bundle. Their
+    SHA-256 go into the bundle's ``large_files.json`` (:mod:`cascade.weights_manifest`), which
+    ``--pretrained`` checks before loading.
 
     Args:
         models: work folder of ``cascade crossval`` (``<stage>/fold<k>/models/model.pt``).
@@ -290,6 +295,7 @@ def publish_weights(models: str | os.PathLike, stage: str, name: str, bundle: st
         half = {key: value.half() if value.is_floating_point() else value for key, value in state.items()}
         torch.save(half, target / f"fold{k}.pt")
         written.append(target / f"fold{k}.pt")
+    record_shipped_weights(bundle, written)
     return written
 
 
