@@ -4,13 +4,14 @@ Per case and class: both volumes in ml, the difference (prediction minus truth) 
 of the truth. Per class over the cases, the Bland-Altman statistics (J. M. Bland and D. G. Altman,
 "Statistical methods for assessing agreement between two methods of clinical measurement", Lancet
 1986): the bias (mean difference) and the 95% limits of agreement, bias -/+ 1.96 standard deviations
-(sample SD, n - 1) of the differences, in ml and in percent. A class a case does not annotate is left
+(sample SD, n - 1) of the differences, and the mean absolute difference (what "the volume is off by
+x% on average" means), in ml and in percent. A class a case does not annotate is left
 out; limits need two cases. Outputs in the evaluation folder:
 
 - ``volumes.csv``: :data:`VOLUME_COLUMNS`, one row per case and annotated class; the percentage is
   empty where the true volume is 0;
 - ``summary.json`` under ``volume_agreement``: per class ``n``, ``bias_ml``, ``sd_ml``,
-  ``lower_ml``, ``upper_ml``, and the same in percent (``None`` where undefined);
+  ``lower_ml``, ``upper_ml``, ``mae_ml``, and the same in percent (``None`` where undefined);
 - ``bland_altman.png``: per class, the difference against the mean of the two volumes, with the
   bias and limits drawn (needs matplotlib, the optional extra ``atria-cascade[measure]``; without
   it a note says the picture was not drawn).
@@ -66,9 +67,10 @@ def volume_rows(metric_rows: list[dict]) -> list[dict]:
 
 def _limits(differences: list[float], unit: str) -> dict:
     values = np.array([d for d in differences if not math.isnan(d)], np.float64)
-    stats = {f"bias_{unit}": None, f"sd_{unit}": None, f"lower_{unit}": None, f"upper_{unit}": None}
+    stats = {f"bias_{unit}": None, f"sd_{unit}": None, f"lower_{unit}": None, f"upper_{unit}": None, f"mae_{unit}": None}
     if values.size:
         stats[f"bias_{unit}"] = float(values.mean())
+        stats[f"mae_{unit}"] = float(np.abs(values).mean())
     if values.size > 1:
         sd = float(values.std(ddof=1))
         stats.update(
@@ -99,14 +101,19 @@ def _number(value: float | None, spec: str) -> str:
 
 
 def format_volume_table(stats: dict) -> str:
-    """Bias and 95% limits of agreement per class, in ml and percent."""
-    lines = [f"{'volume agreement':<18}{'n':>4}{'bias ml':>10}{'95% limits ml':>22}{'bias %':>9}{'95% limits %':>20}"]
+    """Bias, 95% limits of agreement and mean absolute difference per scored class, in ml and percent."""
+    lines = [
+        f"{'volume agreement':<18}{'n':>4}{'bias ml':>10}{'95% limits ml':>22}{'bias %':>9}{'95% limits %':>20}"
+        f"{'mean |diff| %':>15}"
+    ]
     for name, entry in stats.items():
+        if not entry["n"]:
+            continue
         limits_ml = f"{_number(entry['lower_ml'], '.2f')} .. {_number(entry['upper_ml'], '.2f')}"
         limits_pct = f"{_number(entry['lower_pct'], '.1f')} .. {_number(entry['upper_pct'], '.1f')}"
         lines.append(
             f"{name:<18}{entry['n']:>4}{_number(entry['bias_ml'], '.2f'):>10}{limits_ml:>22}"
-            f"{_number(entry['bias_pct'], '.1f'):>9}{limits_pct:>20}"
+            f"{_number(entry['bias_pct'], '.1f'):>9}{limits_pct:>20}{_number(entry['mae_pct'], '.1f'):>15}"
         )
     return "\n".join(lines)
 

@@ -479,6 +479,8 @@ def test_evaluate_bland_altman(tmp_path):
         assert agreement[name]["lower_ml"] == pytest.approx(d.mean() - 1.96 * d.std(ddof=1))
         assert agreement[name]["upper_ml"] == pytest.approx(d.mean() + 1.96 * d.std(ddof=1))
         assert agreement[name]["bias_pct"] == pytest.approx(np.mean(100 * d / np.array(truths[name])))
+        assert agreement[name]["mae_pct"] == pytest.approx(np.mean(np.abs(100 * d / np.array(truths[name]))))
+        assert agreement[name]["mae_ml"] == pytest.approx(np.abs(d).mean())
     assert agreement["right_atrium"]["n"] == 0 and agreement["right_atrium"]["bias_ml"] is None  # not annotated
     rows = read_csv(tmp_path / "ev" / "volumes.csv")
     assert [(r["case"], r["class"]) for r in rows] == [(f"c{i}", n) for i in range(4) for n in ("wall", "left_atrium")]
