@@ -346,7 +346,7 @@ def demo(out: str = "demo_out", cases: int = 2, seed: int = 1000) -> None:
             root / "predictions" / f"{case_dir.name}_label.nii.gz",
             root / "png" / f"{case_dir.name}.png",
         )
-        print(f"overlay (axial | coronal | sagittal; wall yellow, right atrium blue, left atrium red): {png}")
+        print(f"overlay (axial | coronal | sagittal, radiological: the patient's right on the left; legend below): {png}")
     print(f"demo finished in {time.perf_counter() - start:.0f} s")
 
 
