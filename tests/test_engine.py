@@ -235,3 +235,18 @@ def test_localizer_validation_scores_the_mask_the_cascade_hands_on(tmp_path, thr
     handed_on = engine.localize(engine.read(tmp_path / "c.nii.gz")[0]).astype(bool)
     assert handed_on.any()
     np.testing.assert_array_equal(validated, handed_on)
+
+
+def test_weights_of_another_config_say_where_from_which_config_and_what_to_do():
+    """The demo weights (trained with configs/demo.json) loaded without their overlay: the message
+    names the file, the configs the network was built from, how the two differ, and the fixes."""
+    from cascade.io import InputError
+
+    with pytest.raises(InputError) as raised:
+        StagePredictor(BUNDLES["atria_localizer"], [DEMO["localizer"]], {"device": "$torch.device('cpu')"})
+    message = str(raised.value)
+    assert message.startswith(f"{DEMO['localizer']}: weights do not fit the network built from ")
+    assert str(BUNDLES["atria_localizer"] / "configs" / "inference.json") in message
+    assert re.search(r"tensors of other shapes, e\.g\. [\w.]+: \[\d+(, \d+)*\] in the file, \[\d+(, \d+)*\] in the network", message)
+    assert "--models WORK" in message and "--pretrained NAME" in message and "--bundle_root" in message
+    assert "\n" not in message
