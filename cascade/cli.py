@@ -16,11 +16,12 @@ import fire
 
 import cascade
 from cascade.bundles import bundle_dir, check_weight_choice
-from cascade.cli_help import THREE_VALUE_FLAGS, check_arguments, check_command, command_help, overview
+from cascade.cli_help import THREE_VALUE_FLAGS, check_arguments, check_command, command_help, is_number, overview
 from cascade.io import InputError
 from cascade.labels import CLASS_NAMES
 from cascade.settings import (
-    as_bool, as_classes, as_margin, as_number, as_overlap, as_path, as_paths, as_precision, as_seed, as_triple, as_uids, check_runtime, resolve_device,
+    as_bool, as_classes, as_margin, as_number, as_overlap, as_path, as_paths, as_precision, as_seed, as_triple, as_uids,
+    check_runtime, resolve_device,
 )
 
 __all__ = ["main"]
@@ -394,19 +395,11 @@ COMMANDS = {
 }
 
 
-def _is_number(token: str) -> bool:
-    try:
-        float(token)
-    except ValueError:
-        return False
-    return True
-
-
 def _takes(token: str, following: str) -> bool:
     """Whether ``following`` is one more value of flag ``token`` (numbers; any non-flag for --shape/--spacing)."""
     if not token.startswith("--") or "=" in token:
         return False
-    return _is_number(following) or (token in THREE_VALUE_FLAGS and not following.startswith("--"))
+    return is_number(following) or (token in THREE_VALUE_FLAGS and not following.startswith("--"))
 
 
 def join_multi_value_flags(argv: list[str]) -> list[str]:

@@ -18,7 +18,10 @@ import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["Docstring", "parse_docstring", "overview", "command_help", "usage", "check_command", "check_arguments"]
+__all__ = [
+    "THREE_VALUE_FLAGS", "Docstring", "parse_docstring", "overview", "command_help", "usage", "check_command",
+    "check_arguments", "is_number",
+]
 
 THREE_VALUE_FLAGS = ("--shape", "--spacing")
 _LEFT = 24  # width of the column of argument names, as argparse's
@@ -78,7 +81,8 @@ def parse_docstring(doc: str | None) -> Docstring:
             after.append(line)
         else:
             (before if section == "before" else after).append(line)
-    return Docstring(_plain(lines[0].strip()), _paragraphs(before), {k: _plain(v) for k, v in args.items()}, _paragraphs(after))
+    args = {name: _plain(text) for name, text in args.items()}
+    return Docstring(_plain(lines[0].strip()), _paragraphs(before), args, _paragraphs(after))
 
 
 def _width() -> int:
@@ -118,7 +122,10 @@ def _default_text(parameter: inspect.Parameter) -> str:
     value = parameter.default
     if value is None or value is False:
         return ""
-    shown = " ".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value).lower() if value is True else str(value)
+    if isinstance(value, (tuple, list)):
+        shown = " ".join(str(v) for v in value)
+    else:
+        shown = "true" if value is True else str(value)
     return f"(default: {shown})"
 
 
@@ -147,7 +154,8 @@ def command_help(name: str, function: Callable, width: int | None = None) -> str
     lines += _entry("-h, --help", "show this help and exit", width)
     lines += [line for paragraph in doc.epilog for line in ("", fill(paragraph))]
     if required:
-        lines += ["", fill(f"An argument may also be given as a flag: --{required[-1].name} {required[-1].name.upper()}.")]
+        last = required[-1].name
+        lines += ["", fill(f"An argument may also be given as a flag: --{last} {last.upper()}.")]
     return "\n".join(lines)
 
 
@@ -160,7 +168,8 @@ def overview(commands: Mapping[str, Callable], title: str, width: int | None = N
         summary = parse_docstring(function.__doc__).summary
         wrapped = textwrap.wrap(summary, width - left) or [""]
         lines += [f"  {name}".ljust(left) + wrapped[0], *(" " * left + line for line in wrapped[1:])]
-    lines += ["", "options:", "  -h, --help".ljust(left) + "show this help and exit", "  --version".ljust(left) + "show the version and exit"]
+    lines += ["", "options:", "  -h, --help".ljust(left) + "show this help and exit"]
+    lines += ["  --version".ljust(left) + "show the version and exit"]
     lines += ["", textwrap.fill("`cascade COMMAND --help` shows the arguments of a command.", width)]
     return "\n".join(lines)
 
@@ -176,11 +185,15 @@ def check_command(argv: list[str], commands: Mapping[str, Callable]) -> None:
         return
     what = "option" if name.startswith("-") else "command"
     close = difflib.get_close_matches(name.lstrip("-"), list(commands), n=1, cutoff=0.6)
-    hint = f" (did you mean `cascade {close[0]}`?)" if close else f"; the commands are: {', '.join(commands)} (see cascade --help)"
+    if close:
+        hint = f" (did you mean `cascade {close[0]}`?)"
+    else:
+        hint = f"; the commands are: {', '.join(commands)} (see cascade --help)"
     raise ValueError(f"unknown {what} {name!r}{hint}")
 
 
-def _is_number(token: str) -> bool:
+def is_number(token: str) -> bool:
+    """Whether a command-line token reads as a number (``-3``, ``2.5``, ``1e3``)."""
     try:
         float(token)
     except ValueError:
@@ -190,7 +203,7 @@ def _is_number(token: str) -> bool:
 
 def _is_flag(token: str) -> bool:
     """A flag as python-fire reads one: ``--name`` or ``-x``, not a negative number."""
-    return token.startswith("--") or (re.match(r"^-[a-zA-Z]", token) is not None and not _is_number(token))
+    return token.startswith("--") or (re.match(r"^-[a-zA-Z]", token) is not None and not is_number(token))
 
 
 def check_arguments(name: str, function: Callable, argv: list[str]) -> None:
@@ -214,7 +227,8 @@ def check_arguments(name: str, function: Callable, argv: list[str]) -> None:
             key = shortcuts[0] if len(shortcuts) == 1 else key  # python-fire's -w for --workers
             if key not in parameters and not (key.startswith("no") and key[2:] in parameters):
                 close = difflib.get_close_matches(key, parameters, n=1)
-                hint = f" (did you mean --{close[0]}?)" if close else f" (known: {', '.join('--' + p for p in parameters)})"
+                known = ", ".join("--" + p for p in parameters)
+                hint = f" (did you mean --{close[0]}?)" if close else f" (known: {known})"
                 raise ValueError(f"cascade {name}: unknown flag --{key}{hint}")
             given.add(key[2:] if key not in parameters else key)
             if "=" not in token and i + 1 < len(argv) and not _is_flag(argv[i + 1]):
@@ -224,7 +238,8 @@ def check_arguments(name: str, function: Callable, argv: list[str]) -> None:
         i += 1
     open_parameters = [p for p in parameters if p not in given]
     if len(positional) > len(open_parameters):
-        raise ValueError(f"cascade {name}: unexpected argument {positional[len(open_parameters)]!r} ({usage(name, function)})")
+        extra = positional[len(open_parameters)]
+        raise ValueError(f"cascade {name}: unexpected argument {extra!r} ({usage(name, function)})")
     missing = [p.upper() for p in open_parameters[len(positional):] if parameters[p].default is inspect.Parameter.empty]
     if missing:
         raise ValueError(f"cascade {name}: missing argument {', '.join(missing)} ({usage(name, function)})")

@@ -46,7 +46,9 @@ def _display(plane: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(plane.swapaxes(0, 1)[::-1, ::-1])
 
 
-def _plane_rgb(image: np.ndarray, label: np.ndarray, spacing: tuple[float, float], low: float, high: float) -> Image.Image:
+def _plane_rgb(
+    image: np.ndarray, label: np.ndarray, spacing: tuple[float, float], low: float, high: float
+) -> Image.Image:
     """A (first, second) RAS plane coloured by label, as a picture at :data:`PIXEL_MM` per pixel."""
     grey = (np.clip((image - low) / max(high - low, 1e-6), 0, 1) * 255).astype(np.uint8)
     rgb = np.repeat(grey[..., None], 3, axis=-1)
@@ -54,15 +56,16 @@ def _plane_rgb(image: np.ndarray, label: np.ndarray, spacing: tuple[float, float
         where = label == value
         rgb[where] = (0.45 * rgb[where] + 0.55 * np.asarray(colour)).astype(np.uint8)
     picture = Image.fromarray(_display(rgb))
-    size = (max(1, round(image.shape[0] * spacing[0] / PIXEL_MM)), max(1, round(image.shape[1] * spacing[1] / PIXEL_MM)))
+    size = tuple(max(1, round(n * mm / PIXEL_MM)) for n, mm in zip(image.shape, spacing))
     return picture.resize(size, Image.NEAREST)
 
 
-def _letters(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], letters: tuple[str, str, str, str], font) -> None:
+def _letters(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], letters: tuple[str, ...], font) -> None:
     """Write (left, right, top, bottom) letters centred on the edges of ``box`` (x0, y0, x1, y1), in its border."""
     x0, y0, x1, y1 = box
     middle_x, middle_y, half = (x0 + x1) / 2, (y0 + y1) / 2, BORDER / 2
-    for letter, (x, y) in zip(letters, [(x0 - half, middle_y), (x1 + half, middle_y), (middle_x, y0 - half), (middle_x, y1 + half)]):
+    places = [(x0 - half, middle_y), (x1 + half, middle_y), (middle_x, y0 - half), (middle_x, y1 + half)]
+    for letter, (x, y) in zip(letters, places):
         draw.text((x, y), letter, fill=LETTER_COLOUR, font=font, anchor="mm")
 
 

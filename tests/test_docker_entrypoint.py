@@ -43,17 +43,21 @@ def installed(tmp_path_factory) -> Path:
 
 
 def entrypoint(site: Path, cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    environment = {key: value for key, value in os.environ.items() if key not in ("CASCADE_BUNDLES", "WEIGHTS", "PREDICT_ARGS")}
+    unset = ("CASCADE_BUNDLES", "WEIGHTS", "PREDICT_ARGS", "MODELS", "INPUT", "OUTPUT")
+    environment = {key: value for key, value in os.environ.items() if key not in unset}
     environment.update(PATH=f"{site / 'bin'}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(site), **env)
-    return subprocess.run(["sh", str(SCRIPT), *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
+    return subprocess.run(["sh", str(SCRIPT), *args], cwd=cwd, env=environment, capture_output=True, text=True,
+                          timeout=600)
 
 
 def test_the_entrypoint_segments_an_mbas_folder_with_the_installed_package(installed, tmp_path):
     write_phantoms(tmp_path / "input", cases=1, seed=5, shape=(24, 160, 160), spacing=(2.5, 1.25, 1.25))
-    result = entrypoint(installed, tmp_path, INPUT=str(tmp_path / "input"), OUTPUT=str(tmp_path / "output"), WEIGHTS="demo")
+    result = entrypoint(installed, tmp_path, INPUT=str(tmp_path / "input"), OUTPUT=str(tmp_path / "output"),
+                        WEIGHTS="demo")
     assert result.returncode == 0, result.stderr
     assert f"{tmp_path / 'input'} -> {tmp_path / 'output'} with weights demo" in result.stdout
-    assert sorted(p.name for p in (tmp_path / "output").iterdir()) == ["MBAS_001_label.nii.gz", "predictions.csv", "run.json"]
+    written = sorted(p.name for p in (tmp_path / "output").iterdir())
+    assert written == ["MBAS_001_label.nii.gz", "predictions.csv", "run.json"]
     image = nib.load(str(tmp_path / "input" / "MBAS_001" / "MBAS_001_gt.nii.gz"))
     label = nib.load(str(tmp_path / "output" / "MBAS_001_label.nii.gz"))
     assert label.shape == image.shape and np.allclose(label.affine, image.affine)

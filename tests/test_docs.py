@@ -10,7 +10,8 @@ import pytest
 from cascade.cli import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", ROOT / "CHANGELOG.md", ROOT / "apps" / "monailabel" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", ROOT / "CHANGELOG.md", ROOT / "apps" / "monailabel" / "README.md",
+        *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def anchors(markdown: Path) -> set[str]:

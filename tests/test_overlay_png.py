@@ -26,7 +26,11 @@ def marked_phantom() -> np.ndarray:
 def panels(png: Image.Image, spacing_mm: tuple[float, float, float]) -> dict[str, np.ndarray]:
     """The three plane pictures of a snapshot, cut out at the positions the layout gives them."""
     sx, sy, sz = spacing_mm
-    sizes = {"axial": (SHAPE[0] * sx, SHAPE[1] * sy), "coronal": (SHAPE[0] * sx, SHAPE[2] * sz), "sagittal": (SHAPE[1] * sy, SHAPE[2] * sz)}
+    sizes = {
+        "axial": (SHAPE[0] * sx, SHAPE[1] * sy),
+        "coronal": (SHAPE[0] * sx, SHAPE[2] * sz),
+        "sagittal": (SHAPE[1] * sy, SHAPE[2] * sz),
+    }
     pixels, cut, left = np.asarray(png), {}, 0
     for name, (width_mm, height_mm) in sizes.items():
         width, height = round(width_mm / PIXEL_MM), round(height_mm / PIXEL_MM)
@@ -48,7 +52,8 @@ def test_patient_right_is_drawn_on_the_image_left(tmp_path):
     label = marked_phantom()
     write_nifti(tmp_path / "image.nii.gz", np.zeros(SHAPE, np.float32))
     write_nifti(tmp_path / "label.nii.gz", label)
-    png = Image.open(save_overlay_png(tmp_path / "image.nii.gz", tmp_path / "label.nii.gz", tmp_path / "case.png")).convert("RGB")
+    written = save_overlay_png(tmp_path / "image.nii.gz", tmp_path / "label.nii.gz", tmp_path / "case.png")
+    png = Image.open(written).convert("RGB")
     cut = panels(png, (0.625, 0.625, 2.5))
 
     assert centre_of(cut["axial"], WALL)[1] < 0.2  # patient's right: image's left
