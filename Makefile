@@ -29,8 +29,8 @@ $(VENV)/.installed: pyproject.toml
 test: setup
 	$(PY) -m pytest -q
 
-# Opt-in: the MONAI Label app against a live server on 127.0.0.1, in its own virtualenv
-# (.venv-monailabel, about 2 GB; see apps/monailabel/README.md). Not part of `make test`.
+# Opt-in: the MONAI Label app against a live server on 127.0.0.1, in a virtualenv built from scratch
+# by apps/monailabel/README.md's install commands (about 2 GB, in a temporary folder). Not part of `make test`.
 monailabel-test:
 	bash apps/monailabel/test_live.sh
 

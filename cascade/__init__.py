@@ -1,12 +1,16 @@
 """atria-cascade: two-stage cascaded segmentation of the atria in 3D LGE cardiac MRI.
 
-The submodules that bundle configs reference are imported here, so ``"$import cascade"`` in a
-config makes ``cascade.bundles``, ``cascade.data``, ``cascade.handlers``, ``cascade.intensity``,
-``cascade.losses``, ``cascade.networks`` and ``cascade.transforms`` available to its expressions.
+The submodules that bundle configs reference are attributes of the package, imported on first
+use (PEP 562 ``__getattr__``), so ``"$import cascade"`` in a config makes ``cascade.bundles``,
+``cascade.data``, ``cascade.handlers``, ``cascade.intensity``, ``cascade.losses``,
+``cascade.networks`` and ``cascade.transforms`` available to its expressions, while ``import
+cascade`` alone (the command line's help and argument checks) does not load torch or MONAI.
 """
 
+import importlib
 import logging
 import warnings
+from types import ModuleType
 
 __version__ = "0.1.0"
 
@@ -16,6 +20,11 @@ __version__ = "0.1.0"
 logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register", category=UserWarning)
 
-from cascade import bundles, data, handlers, intensity, io, labels, losses, networks, transforms  # noqa: E402
-
 __all__ = ["bundles", "data", "handlers", "intensity", "io", "labels", "losses", "networks", "transforms"]
+
+
+def __getattr__(name: str) -> ModuleType:
+    """Import a submodule of :data:`__all__` the first time it is used as ``cascade.<name>``."""
+    if name in __all__:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

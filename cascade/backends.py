@@ -50,13 +50,12 @@ import torch
 from monai.utils import optional_import
 
 from cascade.io import InputError
+from cascade.settings import check_runtime
 
 __all__ = [
-    "BACKENDS", "PRECISIONS", "OpenVINONetwork", "compile_network", "default_cache_dir", "default_precision", "network_fingerprint",
+    "OpenVINONetwork", "compile_network", "default_cache_dir", "default_precision", "network_fingerprint",
 ]
 
-BACKENDS = ("torch", "openvino")
-PRECISIONS = ("fp32", "bf16", "int8")
 logger = logging.getLogger(__name__)
 
 OPENVINO_EXTRA_HINT = "pip install 'atria-cascade[openvino]'"
@@ -255,10 +254,7 @@ def compile_network(
             calibration, or the ``openvino`` (``int8``) extra not installed (the message names the
             install command).
     """
-    if backend not in BACKENDS:
-        raise InputError(f"--backend {backend}: expected one of {', '.join(BACKENDS)}")
-    if precision not in PRECISIONS:
-        raise InputError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
+    check_runtime(backend, [precision])
     network = network.eval()
     if backend == "torch":
         if precision != "fp32":

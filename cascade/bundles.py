@@ -28,11 +28,13 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from monai.bundle import ConfigParser
+from typing import TYPE_CHECKING
 
 from cascade.io import InputError
 from cascade.weights_manifest import record_shipped_weights, verify_shipped_weights
+
+if TYPE_CHECKING:
+    from monai.bundle import ConfigParser
 
 __all__ = [
     "BUNDLE_NAMES",
@@ -42,6 +44,7 @@ __all__ = [
     "RENAMED_KEYS",
     "bundles_root",
     "bundle_dir",
+    "check_weight_choice",
     "overlay_path",
     "StageWeights",
     "pretrained_names",
@@ -127,6 +130,8 @@ def read_stage_config(
     Raises:
         InputError: a config file does not exist.
     """
+    from monai.bundle import ConfigParser  # here, not at the top: the command line's help and checks need no MONAI
+
     files = stage_config_files(bundle, base, overlays)
     parser = ConfigParser()
     parser.read_config([str(f) for f in files])
@@ -188,6 +193,21 @@ def pretrained_names(bundle: str | os.PathLike) -> list[str]:
     )
 
 
+def check_weight_choice(stage: str, bundle: str | os.PathLike, models: str | os.PathLike | None, pretrained: str | None) -> None:
+    """Check the choice of weights before any file is read: ``pretrained`` names shipped weights of
+    the bundle, and not together with ``models``.
+
+    Raises:
+        InputError: both given, or an unknown ``pretrained`` name (the message lists the known ones).
+    """
+    if pretrained and models:
+        raise InputError(f"--pretrained {pretrained} and --models exclude each other")
+    if pretrained:
+        names = pretrained_names(bundle)
+        if pretrained not in names:
+            raise InputError(f"--pretrained {pretrained}: no such shipped weights for the {stage} (available: {', '.join(names) or 'none'})")
+
+
 def stage_weights(
     stage: str,
     bundle: str | os.PathLike,
@@ -216,12 +236,8 @@ def stage_weights(
     """
     bundle = Path(bundle)
     fold_ids = _fold_ids(folds)
-    if pretrained and models:
-        raise InputError(f"--pretrained {pretrained} and --models exclude each other")
+    check_weight_choice(stage, bundle, models, pretrained)
     if pretrained:
-        names = pretrained_names(bundle)
-        if pretrained not in names:
-            raise InputError(f"--pretrained {pretrained}: no such shipped weights for the {stage} (available: {', '.join(names) or 'none'})")
         checkpoints = sorted((bundle / "models" / pretrained).glob("*.pt"))
         if fold_ids is not None:
             shipped = {c.stem: c for c in checkpoints}

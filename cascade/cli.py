@@ -1,25 +1,34 @@
 """The ``cascade`` command line (a ``fire`` CLI).
 
-Every subcommand turns bad input into one error line on stderr and exit status 1.
+Every subcommand turns bad input into one error line on stderr and exit status 1. Help and the
+checks of the command line (:mod:`cascade.cli_help`) come before any import of torch or MONAI:
+each command imports what it needs when it starts.
 """
 
 from __future__ import annotations
 
-import difflib
-import inspect
+import os
 import signal
 import sys
 from pathlib import Path
 
 import fire
 
-from cascade.annotation import ALL_CLASSES
-from cascade.crossval import TrainingError
+import cascade
+from cascade.bundles import bundle_dir, check_weight_choice
+from cascade.cli_help import THREE_VALUE_FLAGS, check_arguments, check_command, command_help, is_number, overview
 from cascade.io import InputError
 from cascade.labels import CLASS_NAMES
-from cascade.settings import as_bool, as_classes, as_margin, as_number, as_overlap, as_path, as_paths, as_precision, as_seed, as_triple, as_uids
+from cascade.settings import (
+    as_bool, as_classes, as_margin, as_number, as_overlap, as_path, as_paths, as_precision, as_seed, as_triple, as_uids,
+    check_runtime, resolve_device,
+)
 
 __all__ = ["main"]
+
+
+class CommandFailed(Exception):
+    """A command could not finish (e.g. a training run failed); the message says where to look."""
 
 
 def report_line(line: str) -> None:
@@ -240,15 +249,6 @@ def predict(
     Under torchrun (`torchrun --nproc_per_node N -m cascade.cli predict ...`) the cases are split
     over the N ranks, each on its own GPU (or the CPU), and rank 0 writes the report.
     """
-    from cascade.backends import default_cache_dir
-    from cascade.distributed import ranks_from_env
-    from cascade.engine import CascadeEngine
-    from cascade.io import check_writable_folder
-    from cascade.predict import (
-        REPORT_NAME, PredictionReport, check_output_folder, check_outputs, list_inputs, output_kinds, predict_cases, run_record,
-        write_run_record,
-    )
-
     input, out, models, localizer, segmenter = (as_path(v) for v in (input, out, models, localizer, segmenter))
     demo, save_masks, overwrite, resume, debug = (
         as_bool(value, flag)
@@ -264,19 +264,43 @@ def predict(
         "backend": str(backend),
         "precision": as_precision(precision),
     }
-    ranks = ranks_from_env()
-    check_output_folder(input, out)
-    if settings["backend"] == "openvino":
-        check_writable_folder(default_cache_dir(), "the cache folder of exported networks ($CASCADE_CACHE_DIR)")
-    kinds = output_kinds(save_masks, str(output_format))
-    inputs = list_inputs(input, as_uids(series, "series"))
+    if demo:
+        if pretrained not in (None, "demo"):
+            raise InputError(f"--demo and --pretrained {pretrained} exclude each other")
+        pretrained = "demo"
+    pretrained = None if pretrained is None else str(pretrained)
+    for stage, bundle in (("localizer", localizer), ("segmenter", segmenter)):
+        check_weight_choice(stage, bundle or bundle_dir(stage), models, pretrained)
+    precisions = settings["precision"]
+    check_runtime(settings["backend"], list(precisions.values()) if isinstance(precisions, dict) else [precisions])
+    series = as_uids(series, "series")
     measuring = as_bool(measure, "measure")
     if surfaces is not None and not measuring:
         raise InputError("--surfaces writes the surfaces of --measure: add --measure")
+
+    from cascade.annotation import ALL_CLASSES  # the work starts: torch and MONAI are imported from here on
+    from cascade.backends import default_cache_dir
+    from cascade.distributed import ranks_from_env
+    from cascade.engine import CascadeEngine
+    from cascade.io import check_writable_folder
+    from cascade.predict import (
+        REPORT_NAME, PredictionReport, check_output_folder, check_outputs, list_inputs, output_kinds, predict_cases, run_record,
+        write_run_record,
+    )
+
+    kinds = output_kinds(save_masks, str(output_format))
     if measuring:
         from cascade.measure import check_prediction_measure, measure_predictions, parse_thresholds
 
         thresholds, surfaces = parse_thresholds(iir_thresholds), None if surfaces is None else str(surfaces)
+    if settings["device"] is not None:
+        resolve_device(settings["device"])
+    ranks = ranks_from_env()
+    check_output_folder(input, out)  # the first file touched: every argument is checked above
+    if settings["backend"] == "openvino":
+        check_writable_folder(default_cache_dir(), "the cache folder of exported networks ($CASCADE_CACHE_DIR)")
+    inputs = list_inputs(input, series)
+    if measuring:
         check_prediction_measure(inputs, Path(out), kinds, surfaces, overwrite or resume)
     all_inputs = inputs
     if ranks.distributed:  # under torchrun: this rank's share of the cases, on its own device
@@ -285,14 +309,10 @@ def predict(
         ranks.barrier()
         inputs = ranks.shard(inputs)
         settings["device"] = settings["device"] or ranks.device()
-    if demo:
-        if pretrained not in (None, "demo"):
-            raise InputError(f"--demo and --pretrained {pretrained} exclude each other")
-        pretrained = "demo"
     if pretrained == "demo" and ranks.rank == 0:
         print("cascade: using the DEMO weights, trained on synthetic phantoms only: not a model of real anatomy")
     engine = CascadeEngine.from_options(
-        models=models, folds=folds, pretrained=None if pretrained is None else str(pretrained), localizer=localizer, segmenter=segmenter,
+        models=models, folds=folds, pretrained=pretrained, localizer=localizer, segmenter=segmenter,
         calibration=as_path(calibration),
         progress=sys.stderr.isatty(), **settings,
     )
@@ -355,7 +375,7 @@ def crossval(
         annotated: the classes the labels annotate, names or values comma-separated (e.g.
             left_atrium: partially labelled data); default: each folder's dataset.json, else all.
     """
-    from cascade.crossval import run_crossval
+    from cascade.crossval import TrainingError, run_crossval
     from cascade.data import DEFAULT_SEED
 
     if isinstance(config, (tuple, list)):  # fire reads "a,b" as a tuple
@@ -364,10 +384,13 @@ def crossval(
         config = "quick" if config in (None, "quick") else f"quick,{config}"
     folds = as_number(folds, "folds", 2, 1000, integer=True)
     seed = as_seed(seed, DEFAULT_SEED)
-    run_crossval(
-        as_paths(data), as_path(work), folds=folds, config=config, seed=seed, single_stage=as_bool(single_stage, "single_stage"),
-        annotated=as_classes(annotated), command=["cascade", *sys.argv[1:]],
-    )
+    try:
+        run_crossval(
+            as_paths(data), as_path(work), folds=folds, config=config, seed=seed, single_stage=as_bool(single_stage, "single_stage"),
+            annotated=as_classes(annotated), command=["cascade", *sys.argv[1:]],
+        )
+    except TrainingError as err:  # reported as bad input is; the class is imported with the (heavy) training code
+        raise CommandFailed(str(err)) from None
 
 
 def demo(out: str = "demo_out", cases: int = 2, seed: int = 1000) -> None:
@@ -394,7 +417,7 @@ def demo(out: str = "demo_out", cases: int = 2, seed: int = 1000) -> None:
             root / "predictions" / f"{case_dir.name}_label.nii.gz",
             root / "png" / f"{case_dir.name}.png",
         )
-        print(f"overlay (axial | coronal | sagittal; wall yellow, right atrium blue, left atrium red): {png}")
+        print(f"overlay (axial | coronal | sagittal, radiological: the patient's right on the left; legend below): {png}")
     print(f"demo finished in {time.perf_counter() - start:.0f} s")
 
 
@@ -443,22 +466,11 @@ COMMANDS = {
 }
 
 
-def _is_number(token: str) -> bool:
-    try:
-        float(token)
-    except ValueError:
-        return False
-    return True
-
-
-THREE_VALUE_FLAGS = ("--shape", "--spacing")
-
-
 def _takes(token: str, following: str) -> bool:
     """Whether ``following`` is one more value of flag ``token`` (numbers; any non-flag for --shape/--spacing)."""
     if not token.startswith("--") or "=" in token:
         return False
-    return _is_number(following) or (token in THREE_VALUE_FLAGS and not following.startswith("--"))
+    return is_number(following) or (token in THREE_VALUE_FLAGS and not following.startswith("--"))
 
 
 def join_multi_value_flags(argv: list[str]) -> list[str]:
@@ -483,27 +495,28 @@ def join_multi_value_flags(argv: list[str]) -> list[str]:
     return joined
 
 
-def check_flags(argv: list[str]) -> None:
-    """Refuse a flag the command does not take before any work starts (fire would run the command
-    first and complain about the flag afterwards).
+def show_help_or_check(argv: list[str]) -> bool:
+    """Print the help ``argv`` asks for, or check its command and arguments before anything runs.
+
+    Returns:
+        Whether help (or the version) was printed: there is nothing to run.
 
     Raises:
-        ValueError: an unknown flag, naming the closest known one.
+        ValueError: an unknown command or flag, a missing or extra argument (one line).
     """
-    if not argv or argv[0] not in COMMANDS:
-        return
-    parameters = inspect.signature(COMMANDS[argv[0]]).parameters
-    for token in argv[1:]:
-        if token == "--":  # what follows is for fire itself (e.g. -- --help)
-            break
-        if not token.startswith("--") or _is_number(token):
-            continue
-        name = token[2:].split("=", 1)[0].replace("-", "_")
-        if name in parameters or name == "help" or (name.startswith("no") and name[2:] in parameters):
-            continue
-        close = difflib.get_close_matches(name, parameters, n=1)
-        hint = f" (did you mean --{close[0]}?)" if close else f" (known: {', '.join('--' + p for p in parameters)})"
-        raise ValueError(f"cascade {argv[0]}: unknown flag --{name}{hint}")
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(overview(COMMANDS, f"{cascade.__doc__.splitlines()[0].rstrip('.')} (version {cascade.__version__})."))
+        return True
+    if argv[0] == "--version":
+        print(f"atria-cascade {cascade.__version__}")
+        return True
+    check_command(argv, COMMANDS)
+    options = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+    if "-h" in options or "--help" in options:
+        print(command_help(argv[0], COMMANDS[argv[0]]))
+        return True
+    check_arguments(argv[0], COMMANDS[argv[0]], argv[1:])
+    return False
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -519,13 +532,17 @@ def main(argv: list[str] | None = None) -> None:
     argv = join_multi_value_flags(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        check_flags(argv)
+        if show_help_or_check(argv):
+            return
         fire.Fire(COMMANDS, command=argv, name="cascade")
     except PermissionError as err:
         print(f"cascade: error: {err.filename or ''}: permission denied", file=sys.stderr)
         sys.exit(1)
-    except (InputError, FileExistsError, FileNotFoundError, ValueError, TrainingError) as err:
+    except (InputError, FileExistsError, FileNotFoundError, ValueError, CommandFailed) as err:
         print(f"cascade: error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except BrokenPipeError:  # the reader went away (e.g. `cascade --help | head`): no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
     except KeyboardInterrupt as interrupt:
         name = str(interrupt) or "SIGINT"

@@ -258,7 +258,10 @@ def assign_folds(case_ids: list[str], num_folds: int = 5, seed: int = DEFAULT_SE
     if num_folds < 2:
         raise ValueError(f"num_folds must be >= 2, got {num_folds}")
     if len(case_ids) < num_folds:
-        raise ValueError(f"{len(case_ids)} cases cannot be split into {num_folds} folds (each fold validates at least one case): use at most {len(case_ids)} folds")
+        raise ValueError(
+            f"{len(case_ids)} cases cannot be split into {num_folds} folds (each fold validates at least one case): use at most "
+            f"{len(case_ids)} folds (--num_folds {len(case_ids)} for a bundle run, --folds {len(case_ids)} for cascade datalist or crossval)"
+        )
     order = np.random.default_rng(seed).permutation(len(case_ids))
     ordered = sorted(case_ids)
     return {ordered[i]: rank % num_folds for rank, i in enumerate(order)}

@@ -51,11 +51,28 @@ RECORDED_SETTINGS = (
 )  # config values a user changes or must know to reproduce a prediction (run.json)
 
 
-def load_checkpoint(network: torch.nn.Module, checkpoint: str | os.PathLike) -> torch.nn.Module:
+def _mismatch(network: torch.nn.Module, state: dict) -> str:
+    """How a state dict differs from a network's: the first tensor of another shape, missing and unexpected keys."""
+    own = network.state_dict()
+    shapes = [f"{key}: {list(value.shape)} in the file, {list(own[key].shape)} in the network"
+              for key, value in state.items() if key in own and hasattr(value, "shape") and value.shape != own[key].shape]
+    missing, unexpected = len(set(own) - set(state)), len(set(state) - set(own))
+    parts = ([f"{len(shapes)} tensors of other shapes, e.g. {shapes[0]}"] if shapes else []) + (
+        [f"{missing} tensors missing"] if missing else []) + ([f"{unexpected} unexpected"] if unexpected else [])
+    return "; ".join(parts) or "tensors of other types"
+
+
+def load_checkpoint(network: torch.nn.Module, checkpoint: str | os.PathLike, configs: Sequence[str | os.PathLike] = ()) -> torch.nn.Module:
     """Load a weight file (a state dict, or a MONAI checkpoint with a ``model`` entry) into ``network``.
 
+    Args:
+        network: the network the configs build.
+        checkpoint: the weight file.
+        configs: the config files the network was built from, named in the message of a mismatch.
+
     Raises:
-        InputError: the file is not a readable checkpoint or does not fit the network.
+        InputError: the file is not a readable checkpoint or does not fit the network (the message
+            says how they differ, for which configs, and what to do).
     """
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -68,7 +85,13 @@ def load_checkpoint(network: torch.nn.Module, checkpoint: str | os.PathLike) -> 
     try:
         network.load_state_dict(state)
     except RuntimeError as err:
-        raise InputError(f"{checkpoint}: weights do not fit the configured network ({str(err).splitlines()[0]})") from err
+        built = f" built from {' + '.join(str(c) for c in configs)}" if configs else ""
+        raise InputError(
+            f"{checkpoint}: weights do not fit the network{built} ({_mismatch(network, state)}); they were trained with "
+            "another config: pass the weights with the overlay they were trained with (--models WORK uses WORK/<stage>/config.json; "
+            "shipped weights: --pretrained NAME), or move them away if a training run left them there (train with --bundle_root "
+            "outside the checkout)"
+        ) from err
     return network
 
 
@@ -196,7 +219,7 @@ class StagePredictor:
         }
 
     def _network(self, checkpoint: str | os.PathLike) -> Callable[[torch.Tensor], torch.Tensor]:
-        network = load_checkpoint(self.parser.get_parsed_content("network_def", lazy=False), checkpoint)
+        network = load_checkpoint(self.parser.get_parsed_content("network_def", lazy=False), checkpoint, self.config_files)
         patch_size = self.parser.get_parsed_content("patch_size")
         if self.precision != "int8":
             return compile_network(network, patch_size, backend=self.backend, precision=self.precision)

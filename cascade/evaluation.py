@@ -55,6 +55,7 @@ __all__ = [
     "pair_cases",
     "score_pair",
     "summarize",
+    "annotation_hint",
     "format_table",
     "score_gate",
     "summarize_gates",
@@ -204,6 +205,22 @@ def summarize(rows: list[dict]) -> dict:
         means = [summary[name][metric]["mean"] for name in annotated]
         summary["mean"][metric] = None if None in means or not means else float(np.mean(means))
     return summary
+
+
+def annotation_hint(rows: list[dict]) -> str | None:
+    """One hint line when no ground-truth case holds a class that is scored while others are held:
+    partially labelled truth (e.g. left atrium only) evaluated without ``--annotated``.
+
+    Args:
+        rows: the rows of :func:`score_pair` of every case.
+    """
+    statuses = {name: [r["status"] for r in rows if r["class"] == name and r["status"] != "not_annotated"] for name in CLASS_NAMES.values()}
+    absent = [name for name, found in statuses.items() if found and set(found) <= {"empty_truth", "both_empty"}]
+    held = [name for name, found in statuses.items() if found and name not in absent]
+    if not absent or not held:
+        return None
+    return (f"[evaluate] hint: no ground-truth case holds {' or '.join(absent)}; if the labels annotate only {', '.join(held)}, "
+            f"rerun with --annotated {','.join(held)} (the others are then reported as not annotated instead of scored)")
 
 
 def format_table(summary: dict) -> str:
@@ -392,6 +409,9 @@ def evaluate(
     print(format_volume_table(summary["volume_agreement"]))
     if gate_rows:
         print(format_gate_table(summary["gate"]))
+    hint = annotation_hint(rows)
+    if hint:
+        print(hint)
     notes = [f"{len(pairs)} case(s) scored"]
     if missing:
         notes.append(f"{len(missing)} without prediction: {', '.join(missing[:10])}")

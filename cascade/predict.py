@@ -4,7 +4,8 @@ For every case the engine's label map is written as ``OUT/<case>_label.nii.gz`` 
 input with ``--output_format dicom-seg`` or ``both``, as the DICOM Segmentation ``<case>_seg.dcm``
 (:mod:`cascade.dicom`); with ``--save_masks`` also the stage-1 mask ``<case>_mask.nii.gz`` and the
 gate stage 2 was confined to, ``<case>_gate.nii.gz``; each atomically, on the input's exact grid.
-``OUT/predictions.csv`` holds one row per case (:data:`REPORT_COLUMNS`).
+``OUT/predictions.csv`` holds one row per case (:data:`REPORT_COLUMNS`); the volume of a class
+the weights do not label (e.g. the wall and right atrium of la2018) is left empty, not 0.
 
 Rules, checked before any case runs:
 
@@ -51,6 +52,7 @@ from cascade.engine import CascadeEngine, CaseResult
 from cascade.io import (
     InputError, check_writable_folder, file_sha256, load_nifti, read_header, remove_stale_temporaries, same_geometry, save_nifti_atomic, write_text_atomic,
 )
+from cascade.labels import CLASS_NAMES
 from cascade.qc import class_volumes_ml, grid_warnings, volume_warnings
 
 __all__ = [
@@ -223,16 +225,18 @@ def _failure_message(image: str, err: Exception, device: object) -> str:
     return f"{image}: out of memory on {device}{size}; free memory, use another --device, --tta false or --mask_region true"
 
 
-def _row(item: dict, result: CaseResult | None = None, seconds: float = 0.0) -> dict:
+def _row(item: dict, result: CaseResult | None = None, seconds: float = 0.0, labelled: Sequence[int] | None = None) -> dict:
+    """A report row; the volumes of classes the model does not label (``labelled``: label values) stay empty."""
     row = {key: "" for key in REPORT_COLUMNS} | {"case": item["case"], "image": item["image"], "image_sha256": item.get("sha256", "")}
     if result is not None:
         volumes = class_volumes_ml(result.labels, result.mask, result.affine)
+        unlabelled = {name for value, name in CLASS_NAMES.items() if labelled is not None and value not in labelled}
         spacing = np.linalg.norm(result.affine[:3, :3], axis=0)
         row.update(
             shape="x".join(str(n) for n in result.labels.shape),
             spacing_mm="x".join(f"{s:.4g}" for s in spacing),
             seconds=f"{seconds:.2f}",
-            **{f"{name}_ml": f"{volume:.2f}" for name, volume in volumes.items()},
+            **{f"{name}_ml": "" if name in unlabelled else f"{volume:.2f}" for name, volume in volumes.items()},
         )
     return row
 
@@ -396,7 +400,7 @@ def _predict_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], deb
         return _row(item) | {"status": "failed", "message": message}
     for warning in warnings:
         tqdm.write(f"cascade: warning: {warning}", file=sys.stderr)
-    row = _row(item, result, time.perf_counter() - start)
+    row = _row(item, result, time.perf_counter() - start, engine.labelled_classes)
     return row | {"status": "warning" if warnings else "ok", "message": "; ".join(warnings)}
 
 

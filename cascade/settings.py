@@ -27,12 +27,12 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 
-import torch
-
 from cascade.bundles import STAGES, read_stage_config
 from cascade.io import InputError
 
 __all__ = [
+    "BACKENDS",
+    "PRECISIONS",
     "STAGE_SETTINGS",
     "as_bool",
     "as_number",
@@ -45,11 +45,14 @@ __all__ = [
     "as_precision",
     "as_paths",
     "as_classes",
+    "check_runtime",
     "resolve_device",
     "stage_overrides",
     "stage_defaults",
 ]
 
+BACKENDS = ("torch", "openvino")
+PRECISIONS = ("fp32", "bf16", "int8")
 STAGE_SETTINGS = {
     "localizer": ("device", "overlap", "tta", "mask_threshold"),
     "segmenter": ("device", "overlap", "tta", "gate_margin_mm", "mask_region"),
@@ -185,6 +188,19 @@ def as_classes(value: str | int | tuple | list | None) -> str | None:
     return ",".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
 
 
+def check_runtime(backend: str, precisions: Sequence[str | None]) -> None:
+    """Check ``--backend`` and ``--precision`` names (``None``: the default precision).
+
+    Raises:
+        InputError: an unknown backend or precision.
+    """
+    if backend not in BACKENDS:
+        raise InputError(f"--backend {backend}: expected one of {', '.join(BACKENDS)}")
+    for precision in precisions:
+        if precision is not None and precision not in PRECISIONS:
+            raise InputError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
+
+
 def resolve_device(device: str) -> str:
     """Check a device name: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
 
@@ -194,6 +210,8 @@ def resolve_device(device: str) -> str:
     Raises:
         InputError: an unknown name, or CUDA asked for on a machine without it.
     """
+    import torch  # here, not at the top: the command line checks its other settings without torch
+
     if device == "auto":
         device = "cuda:0" if torch.cuda.is_available() else "cpu"
     try:

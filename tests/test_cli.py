@@ -91,3 +91,60 @@ def test_number_like_paths_stay_paths(tmp_path, monkeypatch, cascade_in_process)
     scored = cascade_in_process("evaluate", "2024", "2024", "--out", "2025")
     assert scored.returncode == 0, scored.stderr
     assert (tmp_path / "2025" / "summary.json").is_file()
+
+
+def test_help_and_argument_errors_import_neither_torch_nor_monai(tmp_path):
+    """Help and argument errors come before the heavy imports (seconds of CPU): a fresh interpreter
+    runs main() on each and reports which of torch and MONAI got imported."""
+    script = (
+        "import sys\nfrom cascade.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as stop:\n    print('exit', stop.code)\n"
+        "print('imported:', sorted(m for m in ('torch', 'monai') if m in sys.modules))\n"
+    )
+    missing = str(tmp_path / "missing")
+    for args in (["--help"], ["predict", "--help"], ["predcit", "a", "b"], ["predict", missing, missing, "--pretrained", "la2019"],
+                 ["phantom"], ["evaluate", "a", "b", "--out", "c", "--wokers", "2"]):
+        result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120)
+        assert result.stdout.splitlines()[-1] == "imported: []", (args, result.stdout, result.stderr)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_lists_every_command_and_reads_like_a_cli():
+    from cascade.cli import COMMANDS
+
+    top = cascade("--help")
+    assert top.returncode == 0 and top.stdout.startswith("usage: cascade COMMAND")
+    for name in COMMANDS:
+        assert f"\n  {name} " in top.stdout
+    phantom = cascade("phantom", "--help")
+    assert phantom.returncode == 0 and phantom.stderr == ""
+    assert phantom.stdout.startswith("usage: cascade phantom OUT [options]\n")
+    options = phantom.stdout.split("\noptions:\n", 1)[1]
+    assert "--seed SEED" in options and "(default: 0)" in options  # optional, with its default
+    assert "--shape Z Y X" in options and "(default: 44 576 576)" in options
+    for clutter in ("Type:", "INFO:", "Optional[", "SYNOPSIS"):
+        assert clutter not in phantom.stdout + top.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["predcit", "IN", "OUT"], "unknown command 'predcit' (did you mean `cascade predict`?)"),
+        (["evalute"], "did you mean `cascade evaluate`?"),
+        (["zzz"], "the commands are: demo, datalist"),
+        (["predict", "IN"], "cascade predict: missing argument OUT (usage: cascade predict INPUT OUT [options])"),
+        (["predict", "IN", "OUT", "--pretrained", "la2019"], "--pretrained la2019: no such shipped weights"),
+        (["predict", "IN", "OUT", "--backend", "tensorflow"], "--backend tensorflow: expected one of torch, openvino"),
+        (["predict", "IN", "OUT", "--precision", "fp32,fp8"], "--precision fp8: expected one of fp32, bf16, int8"),
+        (["predict", "IN", "OUT", "--output_format", "png"], "--output_format png: expected one of nifti, dicom-seg, both"),
+        (["predict", "IN", "OUT", "--demo", "--pretrained", "la2018"], "--demo and --pretrained la2018 exclude each other"),
+    ],
+)
+def test_commands_and_arguments_are_checked_before_any_file(tmp_path, monkeypatch, cascade_in_process, args, message):
+    """IN does not exist: every error here must come from the arguments, before the input is looked at."""
+    monkeypatch.chdir(tmp_path)
+    result = cascade_in_process(*args)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("cascade: error: ") and message in line, line
+    assert list(tmp_path.iterdir()) == []

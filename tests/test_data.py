@@ -104,3 +104,8 @@ def test_validation_messages_name_the_file(tmp_path):
     (root / "A" / "A_gt.nii.gz").write_bytes(b"not a nifti")
     with pytest.raises(InputError, match=r"A_gt\.nii\.gz: not a readable NIfTI"):
         make_datalist(root, num_folds=2)
+
+
+def test_too_few_cases_for_the_folds_names_the_flags():
+    with pytest.raises(ValueError, match=r"4 cases cannot be split into 5 folds .*use at most 4 folds \(--num_folds 4 for a bundle run, --folds 4 "):
+        assign_folds(["a", "b", "c", "d"], 5)

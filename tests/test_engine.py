@@ -252,3 +252,18 @@ def test_folds_pick_shipped_fold_weights():
             stage_weights(stage, bundle, folds="7", pretrained="la2018")
         with pytest.raises(InputError, match="no fold 0 .shipped: model"):
             stage_weights(stage, bundle, folds="0", pretrained="demo")
+
+
+def test_weights_of_another_config_say_where_from_which_config_and_what_to_do():
+    """The demo weights (trained with configs/demo.json) loaded without their overlay: the message
+    names the file, the configs the network was built from, how the two differ, and the fixes."""
+    from cascade.io import InputError
+
+    with pytest.raises(InputError) as raised:
+        StagePredictor(BUNDLES["atria_localizer"], [DEMO["localizer"]], {"device": "$torch.device('cpu')"})
+    message = str(raised.value)
+    assert message.startswith(f"{DEMO['localizer']}: weights do not fit the network built from ")
+    assert str(BUNDLES["atria_localizer"] / "configs" / "inference.json") in message
+    assert re.search(r"tensors of other shapes, e\.g\. [\w.]+: \[\d+(, \d+)*\] in the file, \[\d+(, \d+)*\] in the network", message)
+    assert "--models WORK" in message and "--pretrained NAME" in message and "--bundle_root" in message
+    assert "\n" not in message

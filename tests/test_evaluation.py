@@ -216,3 +216,19 @@ def test_hd95_spacing_follows_the_affine_not_pixdim(truth_dir, tmp_path):
     evaluate(str(pred), str(truth_dir), str(tmp_path / "ev"), workers=1)
     rows = {(r["case"], r["class"]): r for r in read_rows(tmp_path / "ev")[1]}
     assert float(rows[("MBAS_002", "left_atrium")]["hd95_mm"]) == pytest.approx(2.5)  # not 5.0 from pixdim
+
+
+def test_left_atrium_only_truth_without_annotated_gets_one_hint(tmp_path, capsys):
+    """Truth holding only the left atrium, scored as if it annotated every class: a hint names the
+    flag; with --annotated given, or with truth holding every class, there is none."""
+    truth, pred = tmp_path / "gt", tmp_path / "pred"
+    for i, case in enumerate(CASES, 1):
+        label = toy_case(seed=i)[1]
+        write_nifti(truth / f"{case}_label.nii.gz", np.where(label == 3, 3, 0).astype(np.uint8))
+        write_nifti(pred / f"{case}_label.nii.gz", label)
+    evaluate(str(pred), str(truth), str(tmp_path / "ev"), workers=1)
+    [hint] = [line for line in capsys.readouterr().out.splitlines() if "hint" in line]
+    assert "no ground-truth case holds wall or right_atrium" in hint and "--annotated left_atrium" in hint
+    evaluate(str(pred), str(truth), str(tmp_path / "ev2"), workers=1, annotated="left_atrium")
+    evaluate(str(pred), str(pred), str(tmp_path / "ev3"), workers=1)
+    assert "hint" not in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -196,6 +197,10 @@ def test_pretrained_la2018_runs_the_shipped_ensemble_on_a_real_like_case(tmp_pat
     output = nib.load(str(tmp_path / "out" / "real_like_label.nii.gz"))
     assert output.shape == stored.shape and np.allclose(output.affine, stored.affine)
     assert set(np.unique(np.asanyarray(output.dataobj)).tolist()) <= {0, 3}
+    with open(tmp_path / "out" / "predictions.csv", newline="") as handle:
+        [row] = list(csv.DictReader(handle))
+    assert row["wall_ml"] == row["right_atrium_ml"] == ""  # not labelled by these weights: no volume, not 0.00
+    assert float(row["left_atrium_ml"]) >= 0 and float(row["stage1_ml"]) > 0
 
 
 def header_variants(affine: np.ndarray) -> dict[str, tuple[tuple[np.ndarray | None, int], tuple[np.ndarray | None, int]]]:
