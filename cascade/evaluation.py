@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from cascade.annotation import declared_classes, parse_classes
-from cascade.data import discover_cases, is_datalist_file, load_datalist
+from cascade.data import is_datalist_file, load_datalist, scan_folder
 from cascade.io import AFFINE_TOLERANCE, InputError, load_nifti, same_geometry, voxel_spacing, write_text_atomic
 from cascade.labels import CLASS_NAMES
 from cascade.metrics import STATUSES, region_recall, score_case
@@ -71,7 +71,10 @@ class EvaluationError(InputError):
 
 
 def _label_files(root: str | os.PathLike, side: str) -> dict[str, str]:
-    cases = discover_cases(root)
+    scan = scan_folder(root)
+    if scan.conflicts:  # a stale X.nii beside X.nii.gz: scoring either could score the wrong one
+        raise EvaluationError(scan.conflicts[0])
+    cases = scan.cases
     labels = {c["case"]: c["label"] for c in cases if c["label"]}
     if not labels:
         raise EvaluationError(
@@ -154,9 +157,14 @@ def score_pair(case: str, prediction: str, truth: str, annotated: tuple[int, ...
             worst = float(np.abs(pred_img.affine - truth_img.affine).max())
             detail = f"affine differs by up to {worst:.4g} (tolerance {AFFINE_TOLERANCE} mm)"
         raise EvaluationError(f"{prediction}: geometry differs from ground truth {truth}: {detail}")
+    truth_labels = np.asanyarray(truth_img.dataobj).astype(np.uint8)
+    drawn = sorted(set(np.unique(truth_labels).tolist()) - {0} - set(annotated or CLASS_NAMES))
+    if drawn:  # the declaration contradicts the label map: scoring would compare the wrong classes
+        raise EvaluationError(f"{truth}: label values {drawn} are not among the annotated classes {sorted(annotated)} "
+                              "(declared by the datalist's 'annotated', --annotated or the data's dataset.json); fix the declaration")
     rows = score_case(
         np.asanyarray(pred_img.dataobj).astype(np.uint8),
-        np.asanyarray(truth_img.dataobj).astype(np.uint8),
+        truth_labels,
         voxel_spacing(truth_img),
         annotated,
     )

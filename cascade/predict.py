@@ -44,7 +44,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cascade import dicom
-from cascade.data import case_id, image_datalist, scan_folder
+from cascade.data import NoCasesError, case_id, image_datalist, scan_folder
 from monai.data import MetaTensor
 
 from cascade.engine import CascadeEngine, CaseResult
@@ -238,12 +238,20 @@ def _row(item: dict, result: CaseResult | None = None, seconds: float = 0.0) -> 
 
 
 def _save(result: CaseResult, paths: dict[str, Path], datasets: Sequence, classes: Sequence[int]) -> None:
+    """Write a case's outputs; when one fails, those written before it are removed (a case is all or nothing)."""
     arrays = {"label": result.labels, "mask": result.mask, "gate": result.gate}
-    for kind, path in paths.items():
-        if kind == "seg":
-            dicom.write_segmentation(result.labels, datasets, path, classes)
-        else:
-            save_nifti_atomic(arrays[kind], result.affine, path, header=result.header)
+    written = []
+    try:
+        for kind, path in paths.items():
+            if kind == "seg":
+                dicom.write_segmentation(result.labels, datasets, path, classes)
+            else:
+                save_nifti_atomic(arrays[kind], result.affine, path, header=result.header)
+            written.append(path)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def predict_cases(
@@ -511,24 +519,35 @@ def list_inputs(source: str | os.PathLike, series: Sequence[str] | None = None) 
         return dicom_inputs(source.parent, series or [dicom.series_uid(source)])
     if not source.exists():
         raise InputError(f"{source}: input not found")
-    nifti = source.is_file() or any(path.name.endswith((".nii", ".nii.gz")) for path in source.rglob("*"))
-    if not nifti and dicom.has_dicom_files(source):
-        return dicom_inputs(source, series)
-    if series:
-        raise InputError(f"{source}: --series selects DICOM series, but this input holds NIfTI images")
+    if not source.is_dir() and not dicom.is_regular_file(source):
+        raise InputError(f"{source}: not a regular file or folder (a FIFO, socket or device); give an image file or a folder")
     if source.is_file():
+        if series:
+            raise InputError(f"{source}: --series selects DICOM series, but this input holds NIfTI images")
         return [{"case": case_id(source), "image": str(source), **_label_beside(source)}]
-    return image_datalist(source, report=_report)
-
-
+    has_dicom = dicom.has_dicom_files(source)
+    if series:
+        if not has_dicom:
+            raise InputError(f"{source}: --series selects DICOM series, but this input holds NIfTI images")
+        return dicom_inputs(source, series)
+    try:
+        scan = scan_folder(source)
+    except NoCasesError:
+        if has_dicom:  # no NIfTI case (stray NIfTI files at most): the DICOM series are the input
+            return dicom_inputs(source, series)
+        raise
+    if has_dicom:
+        _report(f"{source}: holds NIfTI images and DICOM files; the NIfTI cases are predicted, the DICOM files are not read "
+                "(give a folder holding only DICOM files to predict its series)")
+    return image_datalist(source, report=_report, scan=scan)
 def _report(line: str) -> None:
     tqdm.write(f"cascade: {line}", file=sys.stderr)
 
 
 def dicom_inputs(source: Path, series: Sequence[str] | None = None) -> list[dict]:
     """One entry per DICOM series to predict (:func:`cascade.dicom.choose_series`):
-    ``{"case", "image", "name", "series"}``; ``case`` is the name of the series' folder, with
-    ``_S<SeriesNumber>`` added where two chosen series share a folder name.
+    ``{"case", "image", "name", "series"}``; ``case`` is the name of the series' folder, made unique
+    where chosen series share it (:func:`_dicom_case_ids`).
 
     Raises:
         InputError: pydicom is missing; no image series; a ``series`` UID that is not there.
@@ -536,12 +555,38 @@ def dicom_inputs(source: Path, series: Sequence[str] | None = None) -> list[dict
     chosen = dicom.choose_series(dicom.find_series(source, _report), series, _report)
     if not chosen:
         raise InputError(f"{source}: no DICOM image series found")
-    names = [s.folder.name for s in chosen]
-    entries = []
-    for index, found in enumerate(chosen):
-        case = found.folder.name if names.count(found.folder.name) == 1 else f"{found.folder.name}_S{found.number or index + 1}"
-        entries.append({"case": case, "image": str(found.folder), "name": found.name, "series": found})
-    return entries
+    return [{"case": case, "image": str(found.folder), "name": found.name, "series": found}
+            for case, found in zip(_dicom_case_ids(chosen), chosen)]
+
+
+def _dicom_case_ids(chosen: Sequence[dicom.DicomSeries]) -> list[str]:
+    """Case ids of DICOM series: the series' folder name; where two share it (a CD of two patients,
+    each in a folder ``DICOM``), the folders above are joined in (``PAT1_DICOM``), and where series
+    share a folder, ``_S<SeriesNumber>`` (then ``_<n>``) is added. Every id made longer is reported."""
+    folders = [found.folder.absolute().parts for found in chosen]
+    depth = [1] * len(chosen)
+
+    def ids() -> list[str]:
+        return ["_".join(parts[-d:]).strip("/") or "series" for parts, d in zip(folders, depth)]
+
+    while True:
+        current = ids()
+        growing = [i for i, case in enumerate(current) if current.count(case) > 1 and depth[i] < len(folders[i])]
+        if not growing:
+            break
+        for i in growing:
+            depth[i] += 1
+    cases = ids()
+    for i, found in enumerate(chosen):
+        if cases.count(cases[i]) > 1:
+            cases[i] = f"{cases[i]}_S{found.number if found.number is not None else i + 1}"
+    for i in range(len(cases)):
+        if cases.count(cases[i]) > 1:
+            cases[i] = f"{cases[i]}_{i + 1}"
+    for case, found in zip(cases, chosen):
+        if case != found.folder.name:
+            _report(f"{found.folder}: case id {case} (the folder name {found.folder.name} is not unique among the series)")
+    return cases
 
 
 def _label_beside(image: Path) -> dict:
