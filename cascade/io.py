@@ -3,8 +3,8 @@
 Arrays stay in nibabel's storage order, (X, Y, Z), which is also the order MONAI's ``LoadImage``
 returns; spacing is given in that order, in mm.
 
-An image is usable when its header describes one single-component 3D volume (a trailing
-singleton 4th axis is accepted) on a finite, invertible affine whose voxel sizes lie in
+An image is usable when its header describes one single-component 3D volume of at least two
+voxels along each axis (a trailing singleton 4th axis is accepted) on a finite, invertible affine whose voxel sizes lie in
 :data:`PLAUSIBLE_SPACING_MM`, and its intensities are finite and within :data:`MAX_INTENSITY`. The spacing range excludes headers
 written in metres or micrometres (0.000625 or 625 for a 0.625 mm voxel), which would otherwise be
 resampled to a grid a thousand times too coarse or too fine and segmented without a word.
@@ -93,8 +93,8 @@ def check_geometry(img: nib.Nifti1Image, path: str | os.PathLike) -> None:
         path: the name its messages give (a file, or a DICOM series).
 
     Raises:
-        InputError: multi-component voxels, not 3D, empty, a non-finite or singular affine, voxel
-            sizes outside :data:`PLAUSIBLE_SPACING_MM`.
+        InputError: multi-component voxels, not 3D, empty, a single slice, a non-finite or singular
+            affine, voxel sizes outside :data:`PLAUSIBLE_SPACING_MM`.
     """
     dtype = img.get_data_dtype()
     if dtype.fields is not None or dtype.kind == "c":
@@ -104,6 +104,8 @@ def check_geometry(img: nib.Nifti1Image, path: str | os.PathLike) -> None:
         raise InputError(f"{path}: expected a 3D volume, got shape {tuple(shape)}")
     if min(shape[:3]) < 1:
         raise InputError(f"{path}: empty volume of shape {tuple(shape)}")
+    if min(shape[:3]) == 1:  # as a DICOM series of one image is refused: no 3D context, yet every class could be drawn
+        raise InputError(f"{path}: one slice (shape {tuple(shape)}), not a 3D volume; give the 3D scan")
     affine = img.affine
     if not np.isfinite(affine).all():
         raise InputError(f"{path}: the affine holds non-finite values")
@@ -263,8 +265,12 @@ def check_writable_folder(folder: str | os.PathLike, what: str) -> None:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write a text file (UTF-8, newlines as given) with :func:`write_atomic`."""
-    return write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8", newline=""))
+    """Write a text file (UTF-8, newlines as given) with :func:`write_atomic`.
+
+    File names that the file system encoding could not decode (a non-ASCII path under ``LC_ALL=C``:
+    Python holds its bytes as surrogates) are written as their original bytes (``surrogateescape``).
+    """
+    return write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8", errors="surrogateescape", newline=""))
 
 
 def save_nifti_atomic(

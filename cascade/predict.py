@@ -27,6 +27,7 @@ by the next run.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -54,14 +55,14 @@ from cascade.io import (
 from cascade.qc import class_volumes_ml, grid_warnings, volume_warnings
 
 __all__ = [
-    "REPORT_COLUMNS", "PredictionReport", "software_versions", "run_record", "write_run_record", "check_resume_record",
-    "list_inputs", "OUTPUT_FORMATS", "output_kinds", "output_paths", "check_output_folder", "check_outputs", "out_of_memory",
+    "REPORT_COLUMNS", "PredictionReport", "read_report", "software_versions", "run_record", "write_run_record", "check_resume_record",
+    "list_inputs", "OUTPUT_FORMATS", "output_kinds", "output_paths", "outputs_sha256", "check_output_folder", "check_outputs", "out_of_memory",
     "predict_cases",
 ]
 
 REPORT_COLUMNS = (
     "case", "image", "image_sha256", "status", "shape", "spacing_mm", "stage1_ml", "wall_ml", "right_atrium_ml", "left_atrium_ml",
-    "seconds", "message",
+    "seconds", "message", "outputs_sha256",
 )
 REPORT_NAME = "predictions.csv"
 RUN_RECORD_NAME = "run.json"
@@ -126,12 +127,25 @@ def _input_sha256(item: dict) -> str:
     return dicom.series_sha256(item["series"].files) if "series" in item else file_sha256(item["image"])
 
 
-def _finished(item: dict, paths: dict[str, Path], recorded_sha256: str) -> bool:
+def outputs_sha256(paths: dict[str, Path]) -> str:
+    """SHA-256 over a case's output files (each file's SHA-256, by kind): recorded in the report so that
+    ``--resume`` keeps only the very files this run wrote, not another case's label map copied over."""
+    digest = hashlib.sha256()
+    for kind in sorted(paths):
+        digest.update(f"{kind}:{file_sha256(paths[kind])}\n".encode())
+    return digest.hexdigest()
+
+
+def _finished(item: dict, paths: dict[str, Path], recorded: dict) -> bool:
     """Whether every output of a case exists, is readable (a label map with the input's geometry, a
-    DICOM Segmentation), and was made from this input (``recorded_sha256``, from the earlier report,
-    equals its checksum): a scan replaced by another of the same grid is predicted again."""
+    DICOM Segmentation), was made from this input (the earlier report's ``image_sha256`` equals its
+    checksum: a scan replaced by another of the same grid is predicted again), and is the file that
+    run wrote (``outputs_sha256``: a label map copied over from another case is predicted again; not
+    checked for reports written before the column existed)."""
     try:
-        if recorded_sha256 != _input_sha256(item):
+        if not recorded.get("image_sha256") or recorded["image_sha256"] != _input_sha256(item):
+            return False
+        if "outputs_sha256" in recorded and recorded["outputs_sha256"] != outputs_sha256(paths):
             return False
         source = None if "series" in item else read_header(item["image"])  # a series' geometry follows from its checksum
         for kind, path in paths.items():
@@ -174,27 +188,51 @@ class PredictionReport:
         return text
 
     def write(self, path: Path) -> Path:
-        """Write the rows as CSV atomically, keeping rows of an earlier report for cases not run now."""
-        rows = {row["case"]: row for row in _read_report(path)}
+        """Write the rows as CSV atomically, keeping what the earlier report there holds beyond them: rows of
+        cases not run now (hand-added ones too), and columns added by hand, with their cells for every case."""
+        earlier, extra_columns = read_report(path)
+        rows = {row["case"]: row for row in earlier}
         for row in self.rows:
             if row["status"] != "resumed" or row["case"] not in rows:
-                rows[row["case"]] = row
+                rows[row["case"]] = {column: rows.get(row["case"], {}).get(column, "") for column in extra_columns} | row
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=REPORT_COLUMNS, lineterminator="\n", extrasaction="ignore")
+        writer = csv.DictWriter(buffer, fieldnames=REPORT_COLUMNS + extra_columns, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
         for case in sorted(rows):
             writer.writerow(rows[case])
         return write_text_atomic(path, buffer.getvalue())
 
 
-def _read_report(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
+def _as_path_text(value: object) -> object:
+    """A cell as this process spells file names: under a non-UTF-8 locale (``LC_ALL=C``) the UTF-8 bytes of a
+    non-ASCII name are held as surrogates, and case ids read back must equal those of the files."""
+    return os.fsdecode(value.encode("utf-8", "surrogateescape")) if isinstance(value, str) else value
+
+
+def read_report(path: Path) -> tuple[list[dict], tuple[str, ...]]:
+    """The rows of an earlier ``predictions.csv`` (a spreadsheet's UTF-8 byte order mark accepted) and the
+    columns it has beyond :data:`REPORT_COLUMNS` (added by hand); no file: no rows.
+
+    Raises:
+        InputError: the path is a folder or another non-file, or the file is not a readable UTF-8 CSV
+            report with a ``case`` column (it is then never overwritten: what a person wrote there stays).
+    """
+    path = Path(path)
+    if not os.path.lexists(path):
+        return [], ()
+    if not dicom.is_regular_file(path):
+        raise InputError(f"{path}: not a file (a folder?); the report is written there: move it away")
     try:
-        with path.open(newline="") as stream:
-            return [row for row in csv.DictReader(stream) if row.get("case")]
-    except (OSError, csv.Error, UnicodeDecodeError):
-        return []
+        with path.open(newline="", encoding="utf-8-sig") as stream:
+            reader = csv.DictReader(stream)
+            rows = [{key: _as_path_text(value) for key, value in row.items()} for row in reader if row.get("case")]
+            columns = reader.fieldnames or []
+    except (OSError, csv.Error, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not a readable CSV report ({type(err).__name__}: {err}); save it as UTF-8 CSV, "
+                         "or move it away (it is never overwritten)") from None
+    if columns and "case" not in columns:
+        raise InputError(f"{path}: a CSV without the 'case' column, not a report of cascade predict; move it away (it is never overwritten)")
+    return rows, tuple(c for c in columns if c and c not in REPORT_COLUMNS)
 
 
 def out_of_memory(err: BaseException | None) -> bool:
@@ -292,6 +330,10 @@ def predict_cases(
     """
     out_dir = Path(out_dir)
     check_outputs(inputs, out_dir, kinds, overwrite, resume)
+    if report_name:  # before any case: a report or run record that cannot be replaced stops nothing half-way
+        read_report(out_dir / report_name)
+        if record is not None and os.path.lexists(out_dir / RUN_RECORD_NAME) and not dicom.is_regular_file(out_dir / RUN_RECORD_NAME):
+            raise InputError(f"{out_dir / RUN_RECORD_NAME}: not a file (a folder?); the run record is written there: move it away")
     if resume and record is not None:
         check_resume_record(out_dir, record)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -301,14 +343,14 @@ def predict_cases(
     for path in outputs + ([out_dir / report_name] if report_name else []):
         remove_stale_temporaries(path)  # left by a kill -9 of an earlier run
     report = PredictionReport()
-    recorded = {row["case"]: row.get("image_sha256") or "" for row in _read_report(out_dir / REPORT_NAME)} if resume else {}
+    recorded = {row["case"]: row for row in read_report(out_dir / REPORT_NAME)[0]} if resume else {}
     log_lines, computed = not sys.stderr.isatty(), []  # without a terminal (a batch job's log): one line per case
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cascade-loader")
 
     def load(index: int) -> Future:
         item = inputs[index]
-        recorded_sha256 = recorded.get(item["case"], "") if resume else None
-        return loader.submit(_load_case, engine, item, output_paths(item["case"], out_dir, kinds), recorded_sha256)
+        earlier = recorded.get(item["case"], {}) if resume else None
+        return loader.submit(_load_case, engine, item, output_paths(item["case"], out_dir, kinds), earlier)
 
     try:
         upcoming = load(0) if inputs else None
@@ -360,13 +402,13 @@ class _Loaded:
     error: Exception | None = None
 
 
-def _load_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], recorded_sha256: str | None) -> _Loaded:
-    """Everything a case needs before the networks: the resume check (with ``recorded_sha256``, the
-    earlier report's checksum; ``None`` without ``--resume``), the input's checksum and the checked
+def _load_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], recorded: dict | None) -> _Loaded:
+    """Everything a case needs before the networks: the resume check (with ``recorded``, the earlier
+    report's row of the case; ``None`` without ``--resume``), the input's checksum and the checked
     image. A DICOM series is read and checked once, then handed to the engine as a temporary NIfTI
     file, so that the bundles' own loading transforms read both kinds of input alike."""
     try:
-        if recorded_sha256 is not None and _finished(item, paths, recorded_sha256):
+        if recorded is not None and _finished(item, paths, recorded):
             return _Loaded(finished=True)
         sha256 = _input_sha256(item)
         if "series" not in item:
@@ -404,7 +446,7 @@ def _predict_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], deb
         return _row(item) | {"status": "failed", "message": message}
     for warning in warnings:
         tqdm.write(f"cascade: warning: {warning}", file=sys.stderr)
-    row = _row(item, result, time.perf_counter() - start)
+    row = _row(item, result, time.perf_counter() - start) | {"outputs_sha256": outputs_sha256(paths)}
     return row | {"status": "warning" if warnings else "ok", "message": "; ".join(warnings)}
 
 
@@ -453,19 +495,38 @@ def _determining(record: dict) -> dict[str, object]:
     return flat
 
 
+def _well_formed(record: object) -> bool:
+    """Whether a parsed ``run.json`` has the shape :func:`run_record` gives it (what :func:`_determining` reads)."""
+    if not isinstance(record, dict) or not isinstance(record.get("stages", {}), dict):
+        return False
+    for entry in record.get("stages", {}).values():
+        if not isinstance(entry, dict) or not isinstance(entry.get("settings", {}), dict):
+            return False
+        files = [entry.get(key, []) for key in ("checkpoints", "configs")]
+        if not all(isinstance(group, list) and all(isinstance(c, dict) and "sha256" in c for c in group) for group in files):
+            return False
+    return True
+
+
 def check_resume_record(out_dir: Path, record: dict) -> None:
     """Refuse ``--resume`` when the outputs there were made with other weights, configs or settings.
 
-    An output folder without a readable ``run.json`` (made before run records existed) is not checked.
+    An output folder without ``run.json`` (made before run records existed) is not checked.
 
     Raises:
-        InputError: naming the first setting that differs, its old and new value.
+        InputError: naming the first setting that differs, its old and new value; a ``run.json`` that is
+            not a readable run record (hand-edited or foreign: delete it to resume unchecked).
     """
     path = out_dir / RUN_RECORD_NAME
-    try:
-        earlier = json.loads(path.read_text())
-    except (OSError, ValueError):
+    if not os.path.lexists(path):
         return
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        earlier = err
+    if not _well_formed(earlier):
+        raise InputError(f"{path}: not a run record of cascade predict (the settings of the run that made these outputs); "
+                         "delete it to --resume without that check, use --overwrite, or another output folder")
     old, new = _determining(earlier), _determining(record)
     for key in sorted(set(old) | set(new)):
         if old.get(key) != new.get(key):
