@@ -128,12 +128,16 @@ def _input_sha256(item: dict) -> str:
 
 
 def outputs_sha256(paths: dict[str, Path]) -> str:
-    """SHA-256 over a case's output files (each file's SHA-256, by kind): recorded in the report so that
-    ``--resume`` keeps only the very files this run wrote, not another case's label map copied over."""
-    digest = hashlib.sha256()
-    for kind in sorted(paths):
-        digest.update(f"{kind}:{file_sha256(paths[kind])}\n".encode())
-    return digest.hexdigest()
+    """The SHA-256 of each of a case's output files, ``kind=hex`` joined by ``;`` (kinds sorted): recorded
+    in the report so that ``--resume`` keeps only the very files a run wrote, not another case's label
+    map copied over (per kind, so a resume with fewer kinds, e.g. without ``--save_masks``, still matches)."""
+    return ";".join(f"{kind}={file_sha256(paths[kind])}" for kind in sorted(paths))
+
+
+def _recorded_outputs_match(recorded: str, paths: dict[str, Path]) -> bool:
+    """Whether every output in ``paths`` has the checksum the report's ``outputs_sha256`` cell records."""
+    sums = dict(entry.split("=", 1) for entry in recorded.split(";") if "=" in entry)
+    return all(sums.get(kind) == file_sha256(path) for kind, path in paths.items())
 
 
 def _finished(item: dict, paths: dict[str, Path], recorded: dict) -> bool:
@@ -145,7 +149,7 @@ def _finished(item: dict, paths: dict[str, Path], recorded: dict) -> bool:
     try:
         if not recorded.get("image_sha256") or recorded["image_sha256"] != _input_sha256(item):
             return False
-        if "outputs_sha256" in recorded and recorded["outputs_sha256"] != outputs_sha256(paths):
+        if "outputs_sha256" in recorded and not _recorded_outputs_match(recorded["outputs_sha256"] or "", paths):
             return False
         source = None if "series" in item else read_header(item["image"])  # a series' geometry follows from its checksum
         for kind, path in paths.items():
