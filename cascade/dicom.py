@@ -9,7 +9,10 @@ that do not fit; a study folder (several series), a sagittal stack or a series w
 would be segmented on a wrong grid without a word. This module therefore groups files by
 SeriesInstanceUID, orders slices by their position along the slice normal and checks the
 series before building the volume; on a clean single-series folder the volume and affine equal
-``PydicomReader``'s (tested).
+``PydicomReader``'s (tested). Files stored without the 128-byte preamble are read when they hold an
+image object; direction cosines within :data:`COSINE_TOLERANCE` of unit length are normalised, and
+the voxel size comes from PixelSpacing and the slice positions alone. A series whose files name
+several patients or studies is refused before any network runs.
 
 Which series are predicted (:func:`choose_series`): with ``--series UID[,UID...]`` exactly those;
 otherwise one per study (StudyInstanceUID): among its single-frame image series, the one whose

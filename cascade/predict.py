@@ -12,7 +12,10 @@ Rules, checked before any case runs:
   ``--overwrite`` or not, so ground truth can never be replaced by a prediction;
 - an existing output is an error unless ``--overwrite`` (replace it) or ``--resume`` (keep it when
   it is a readable label map with the input's geometry and the report records it as made from
-  this very input file, by its SHA-256; redo it otherwise); not both.
+  this very input file, by its SHA-256, and as this very file, by its own; redo it otherwise); not both;
+- an earlier ``predictions.csv`` or ``run.json`` that cannot be read back or replaced (a folder, a
+  report in another encoding) is an error; what a person added to the report (columns, rows, a
+  byte order mark) is kept.
 
 A folder is pipelined: a loader thread reads and checks the next case (and, with ``--resume``,
 checks its finished outputs) while the networks run on the current one.
