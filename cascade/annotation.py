@@ -126,7 +126,7 @@ def declared_classes(root: str | os.PathLike, annotated: str | Iterable | None =
     if not path.is_file():
         return ALL_CLASSES
     try:
-        labels = json.loads(path.read_text()).get("labels")
+        labels = json.loads(path.read_text(encoding="utf-8-sig")).get("labels")  # a byte order mark as Notepad writes it
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
         raise InputError(f"{path}: not a readable dataset.json ({type(err).__name__})") from err
     if labels is None:

@@ -362,6 +362,8 @@ def _slice_geometry(datasets: Sequence, name: str) -> tuple[list, np.ndarray]:
             raise InputError(f"{name}: slice {dataset.filename} differs from {first.filename} in size, pixel spacing or orientation")
         if int(dataset.get("SamplesPerPixel", 1)) != 1:
             raise InputError(f"{name}: slice {dataset.filename} has {dataset.SamplesPerPixel} samples per pixel; expected one intensity")
+    if not (spacing > 0).all():
+        raise InputError(f"{name}: PixelSpacing of {first.filename} is {spacing[0]:g} x {spacing[1]:g} mm; a broken header: re-export the series")
     row_cosine, column_cosine = _unit_cosines(orientation, first, name)
     if len(datasets) < 2:
         raise InputError(f"{name}: one slice, not a 3D volume")

@@ -360,6 +360,8 @@ def evaluate(
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    if os.path.realpath(pred) == os.path.realpath(gt):
+        raise EvaluationError(f"{pred}: the predictions are the ground truth folder itself; every score would be perfect")
     pairs, missing, extra = pair_cases(pred, gt, annotated)
     if missing and not allow_missing:
         shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")

@@ -78,6 +78,10 @@ def read_header(path: str | os.PathLike) -> nib.Nifti1Image:
     except PermissionError as err:
         raise InputError(f"{path}: permission denied") from err
     except Exception as err:  # nibabel raises many types for truncated or foreign files
+        with open(path, "rb") as stream:
+            archive = stream.read(4) == b"PK\x03\x04"
+        if archive:
+            raise InputError(f"{path}: a zip archive, not a NIfTI file; unpack it and give the folder") from err
         raise InputError(f"{path}: not a readable NIfTI file ({type(err).__name__}: {err})") from err
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"{path}: not a NIfTI image ({type(img).__name__})")

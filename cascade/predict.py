@@ -48,14 +48,14 @@ import numpy as np
 from tqdm import tqdm
 
 from cascade import dicom
-from cascade.data import NoCasesError, case_id, image_datalist, scan_folder
+from cascade.data import NoCasesError, case_id, image_datalist, is_datalist_file, scan_folder
 from monai.data import MetaTensor
 
 from cascade.engine import CascadeEngine, CaseResult
 from cascade.io import (
     InputError, check_writable_folder, file_sha256, load_nifti, read_header, remove_stale_temporaries, same_geometry, save_nifti_atomic, write_text_atomic,
 )
-from cascade.qc import class_volumes_ml, grid_warnings, volume_warnings
+from cascade.qc import class_volumes_ml, grid_warnings, orientation_warnings, volume_warnings
 
 __all__ = [
     "REPORT_COLUMNS", "PredictionReport", "read_report", "software_versions", "run_record", "write_run_record", "check_resume_record",
@@ -70,6 +70,7 @@ REPORT_COLUMNS = (
 REPORT_NAME = "predictions.csv"
 RUN_RECORD_NAME = "run.json"
 OUTPUT_FORMATS = ("nifti", "dicom-seg", "both")
+NAME_MAX = 255  # bytes in a file name on the usual file systems (ext4, XFS, APFS, NTFS)
 OUTPUT_SUFFIXES = {"label": "_label.nii.gz", "seg": "_seg.dcm", "mask": "_mask.nii.gz", "gate": "_gate.nii.gz"}
 
 
@@ -100,7 +101,7 @@ def check_outputs(inputs: Sequence[dict], out_dir: Path, kinds: Sequence[str], o
 
     Raises:
         InputError: ``overwrite`` with ``resume``; a DICOM SEG for NIfTI input, or without highdicom;
-            an output path that is an input file; an existing output (only without ``overwrite`` or
+            an output name too long for the file system; an output path that is an input file; an existing output (only without ``overwrite`` or
             ``resume``); two cases with the same output.
     """
     if "seg" in kinds:
@@ -113,8 +114,13 @@ def check_outputs(inputs: Sequence[dict], out_dir: Path, kinds: Sequence[str], o
         raise InputError("--overwrite and --resume exclude each other: --resume keeps finished outputs, --overwrite replaces them")
     protected = {_real(item[key]): item[key] for item in inputs for key in ("image", "label", "mask") if item.get(key)}
     seen: dict[str, str] = {}
+    longest = NAME_MAX - len(".." + "x" * 8)  # write_atomic's temporary name: ".<name>.<8 random characters><suffixes>"
     for item in inputs:
         for path in output_paths(item["case"], out_dir, kinds).values():
+            size = len(os.fsencode(path.name)) + len("".join(path.suffixes[-2:]))
+            if size > longest:
+                raise InputError(f"{item['image']}: the output name {path.name[:40]}... is too long for the file system ({size} of at most "
+                                 f"{longest} bytes with the temporary name); rename the input")
             real = _real(path)
             if real in protected:
                 raise InputError(f"{path}: this output would replace the input {protected[real]}; choose another output folder")
@@ -440,7 +446,7 @@ def _predict_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], deb
         item = item | {"sha256": loaded.sha256}
         result, datasets = engine.predict_loaded(loaded.image, loaded.source, name), loaded.datasets
         volumes = class_volumes_ml(result.labels, result.mask, result.affine)
-        warnings = (result.input_warnings + grid_warnings(name, result.affine)
+        warnings = (result.input_warnings + grid_warnings(name, result.affine) + orientation_warnings(name, result.header)
                     + (result.warnings or volume_warnings(name, volumes, engine.labelled_classes)))
         _save(result, paths, datasets, engine.labelled_classes)
     except Exception as err:  # one bad case must not stop the folder
@@ -592,6 +598,10 @@ def list_inputs(source: str | os.PathLike, series: Sequence[str] | None = None) 
     if source.is_file():
         if series:
             raise InputError(f"{source}: --series selects DICOM series, but this input holds NIfTI images")
+        if is_datalist_file(source):
+            raise InputError(f"{source}: a datalist JSON; predict reads images: give the data folder, an image file or a DICOM folder")
+        if source.name.lower().endswith(("_label.nii.gz", "_label.nii")):
+            raise InputError(f"{source}: named as a label map (<case>_label); give the image it labels (e.g. <case>.nii.gz or <case>_gt.nii.gz)")
         return [{"case": case_id(source), "image": str(source), **_label_beside(source)}]
     has_dicom = dicom.has_dicom_files(source)
     if series:
