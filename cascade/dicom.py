@@ -51,6 +51,7 @@ HEADER_TAGS = (
     "SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "Modality", "SeriesNumber", "SeriesDescription",
     "NumberOfFrames", "ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns", "PatientID",
 )
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # the SOP class of a DICOMDIR
 NOT_IMAGES = {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "SR", "PR", "KO", "REG", "DOC"}
 POSITION_TOLERANCE_MM = 0.05  # slice positions off their line by more than this are a broken series
 # ImageOrientationPatient's direction cosines are unit vectors; headers written with few digits miss that by about 1e-4.
@@ -280,11 +281,14 @@ def series_uid(path: str | os.PathLike) -> str:
         InputError: unreadable, or without one.
     """
     try:
-        uid = _dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SeriesInstanceUID"]).get("SeriesInstanceUID")
+        header = _dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SeriesInstanceUID"])
     except InputError:
         raise
     except Exception as err:
         raise InputError(f"{path}: not a readable DICOM file ({type(err).__name__}: {err})") from err
+    uid = header.get("SeriesInstanceUID")
+    if header.file_meta.get("MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY:
+        raise InputError(f"{path}: a DICOMDIR (the index of a CD or DVD), not an image; give the folder that holds it")
     if not uid:
         raise InputError(f"{path}: a DICOM file without SeriesInstanceUID (not an image)")
     return str(uid)

@@ -398,3 +398,95 @@ def test_bundle_runs_without_data_or_on_a_missing_device_are_one_line(bundle, tm
         assert result.returncode == 1, (name, result.stderr[-2000:])
         [line] = [line for line in result.stderr.splitlines() if line.strip() and " - INFO - " not in line]
         assert line.startswith(expected), (name, line)
+
+
+# More messy input of the same kind (the closing note of issue 29 lists them) -----------------------
+
+
+def test_datalists_and_dataset_json_as_hand_editors_save_them(tmp_path):
+    """A byte order mark (Notepad) is read; a datalist of another shape, a path that is a number or a
+    case listed twice is one line each (they were a KeyError or TypeError traceback, or the last
+    entry of a case scored silently)."""
+    _, label = toy_case()
+    write_nifti(tmp_path / "c1_label.nii.gz", label)
+    entry = {"case": "c1", "label": "c1_label.nii.gz", "annotated": ["left_atrium", 1, 2], "fold": 0}
+    path = tmp_path / "datalist.json"
+    path.write_text(json.dumps({"training": [entry]}), encoding="utf-8-sig")
+    assert load_datalist(path)[0]["annotated"] == [1, 2, 3]
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "left_atrium": 3}}), encoding="utf-8-sig")
+    assert declared_classes(tmp_path) == (3,)
+    for content, message in (({"cases": []}, "not a datalist: expected"), ({"training": [entry | {"label": 3}]}, "'label' must be a file path"),
+                             ({"training": [entry, entry]}, r"case ids listed more than once: \['c1'\]"),
+                             ({"training": [entry | {"fold": "1"}]}, "'fold' must be a whole number")):
+        path.write_text(json.dumps(content))
+        with pytest.raises(InputError, match=message):
+            load_datalist(path)
+
+
+def test_a_folder_scored_against_itself_is_refused(tmp_path, cascade_in_process):
+    pred, _ = la_only_gt(tmp_path)
+    result = cascade_in_process("evaluate", str(pred), str(pred), "--out", str(tmp_path / "eval"))
+    assert result.returncode == 1 and "the predictions are the ground truth folder itself" in errors(result.stderr)[0]
+
+
+def test_what_is_no_image_is_named_before_any_work(volume, tmp_path):
+    """A datalist, a label map, a zip archive or a DICOMDIR given to predict; an output name too long
+    for the file system (it failed after inference); a DICOM PixelSpacing of 0 (an unexpected error)."""
+    import zipfile
+
+    from cascade.predict import check_outputs
+
+    image, label = toy_case()
+    data = tmp_path / "data"
+    write_nifti(data / "c1.nii.gz", image)
+    write_nifti(data / "c1_label.nii.gz", label)
+    (tmp_path / "list.json").write_text(json.dumps({"training": [{"case": "c1", "image": "data/c1.nii.gz"}]}))
+    with zipfile.ZipFile(tmp_path / "export.zip", "w") as archive:
+        archive.write(data / "c1.nii.gz", "c1.nii.gz")
+    for source, message in ((tmp_path / "list.json", "a datalist JSON; predict reads images: give the data folder"),
+                            (data / "c1_label.nii.gz", r"named as a label map \(<case>_label\); give the image it labels")):
+        with pytest.raises(InputError, match=message):
+            list_inputs(source)
+    with pytest.raises(InputError, match="export.zip: a zip archive, not a NIfTI file; unpack it"):
+        read_header(tmp_path / "export.zip")
+    with pytest.raises(InputError, match=r"is too long for the file system \(246 of at most 245 bytes"):
+        check_outputs([{"case": "x" * 226, "image": "x.nii.gz"}], tmp_path / "out", ("label",), False, False)
+    check_outputs([{"case": "x" * 225, "image": "x.nii.gz"}], tmp_path / "out", ("label",), False, False)
+    from cascade.io import write_text_atomic
+
+    assert write_text_atomic(tmp_path / "out" / f"{'x' * 225}_label.nii.gz", "").is_file()  # the longest name allowed can be written
+
+    write_series(volume, tmp_path / "dicom" / "lge")
+    from pydicom.fileset import FileSet
+
+    media = FileSet()
+    for path in sorted((tmp_path / "dicom" / "lge").iterdir()):
+        media.add(pydicom.dcmread(path))
+    media.write(tmp_path / "cd")
+    with pytest.raises(InputError, match="DICOMDIR: a DICOMDIR .*give the folder that holds it"):
+        list_inputs(tmp_path / "cd" / "DICOMDIR")
+    assert [len(item["series"].files) for item in list_inputs(tmp_path / "cd")] == [24]
+    for path in (tmp_path / "dicom" / "lge").iterdir():
+        rewrite(path, lambda d: setattr(d, "PixelSpacing", ["0", "0"]))
+    (series,) = find_series(tmp_path / "dicom", print)
+    with pytest.raises(InputError, match="PixelSpacing of .* is 0 x 0 mm; a broken header"):
+        read_series(series)
+
+
+def test_a_header_without_orientation_is_warned_about(tmp_path):
+    from cascade.qc import orientation_warnings
+
+    image, _ = toy_case()
+    unoriented = nib.Nifti1Image(image, None)
+    unoriented.set_qform(None, code=0)
+    unoriented.set_sform(None, code=0)
+    nib.save(unoriented, tmp_path / "old.nii.gz")
+    [warning] = orientation_warnings("old.nii.gz", nib.load(tmp_path / "old.nii.gz").header)
+    assert warning.startswith("old.nii.gz: the header states no orientation (qform and sform codes 0)")
+    assert orientation_warnings("new.nii.gz", nib.load(write_nifti(tmp_path / "new.nii.gz", image)).header) == []
+
+
+def test_a_crossval_work_folder_that_is_a_file_is_one_line(tmp_path, mbas_dir, cascade_in_process):
+    (tmp_path / "work").write_text("notes")
+    result = cascade_in_process("crossval", str(mbas_dir), str(tmp_path / "work"), "--folds", "2", "--quick")
+    assert result.returncode == 1 and errors(result.stderr) == [f"cascade: error: {tmp_path / 'work'}: the work folder is an existing file, not a folder"]
