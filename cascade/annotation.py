@@ -100,13 +100,16 @@ def annotated_classes(value: object, where: str) -> tuple[int, ...]:
         InputError: not a list, empty, or holding something that is not one of the classes.
     """
     known = ", ".join(f"{value} ({name})" for value, name in CLASS_NAMES.items())
-    if not isinstance(value, list) or not value or any(isinstance(item, bool) or not isinstance(item, (int, str)) for item in value):
-        raise InputError(f"{where}: 'annotated' must be a non-empty list of the label values it annotates, e.g. [3] for "
+    well_typed = isinstance(value, list) and all(type(item) in (int, str) for item in value)  # bool is an int, not a class
+    if not well_typed or not value:
+        raise InputError(f"{where}: 'annotated' must be a non-empty list of the label values it annotates, e.g. "
+                         "[3] for "
                          f"left atrium only; got {json.dumps(value)} (values: {known})")
     try:
         return parse_classes(value)
     except InputError:
-        raise InputError(f"{where}: 'annotated' holds {json.dumps(value)}; expected label values among {known}") from None
+        raise InputError(f"{where}: 'annotated' holds {json.dumps(value)}; expected label values among "
+                         f"{known}") from None
 
 
 def declared_classes(root: str | os.PathLike, annotated: str | Iterable | None = None) -> tuple[int, ...]:
@@ -126,7 +129,7 @@ def declared_classes(root: str | os.PathLike, annotated: str | Iterable | None =
     if not path.is_file():
         return ALL_CLASSES
     try:
-        labels = json.loads(path.read_text(encoding="utf-8-sig")).get("labels")  # a byte order mark as Notepad writes it
+        labels = json.loads(path.read_text(encoding="utf-8-sig")).get("labels")  # with Notepad's byte order mark
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
         raise InputError(f"{path}: not a readable dataset.json ({type(err).__name__})") from err
     if labels is None:
@@ -140,10 +143,11 @@ def declared_classes(root: str | os.PathLike, annotated: str | Iterable | None =
     for name, value in labels.items():
         meant = CLASS_SYNONYMS.get(str(name).strip().lower().replace(" ", "_").replace("-", "_"))
         if meant is not None and value != meant:
+            meaning = CLASS_NAMES.get(value, "background")
             raise InputError(
                 f"{path}: 'labels' gives {name!r} the value {value}, but this project's label maps use {meant} for "
-                f"{CLASS_NAMES[meant]} ({value} is {CLASS_NAMES.get(value, 'background')}); relabel the maps ({value} -> {meant}) "
-                f"and declare {{\"{name}\": {meant}}}, or rename the class if {value} really is {CLASS_NAMES.get(value, 'background')}"
+                f"{CLASS_NAMES[meant]} ({value} is {meaning}); relabel the maps ({value} -> {meant}) and declare "
+                f"{{\"{name}\": {meant}}}, or rename the class if {value} really is {meaning}"
             )
     return tuple(foreground)
 

@@ -246,9 +246,11 @@ def stage_weights(
             unfinished = [k for k in found if unfinished_fold(work, stage, k)]
             if unfinished:
                 finished = [k for k in found if k not in unfinished]
-                hint = f"name the finished ones with --folds {','.join(map(str, finished))}" if finished else "no fold has finished"
+                folds_flag = ",".join(map(str, finished))
+                hint = f"name the finished ones with --folds {folds_flag}" if finished else "none has finished"
                 raise InputError(
-                    f"{work / stage / f'fold{unfinished[0]}'}: unfinished training (model.pt without model_final.pt) of the {stage} "
+                    f"{work / stage / f'fold{unfinished[0]}'}: unfinished training (model.pt without model_final.pt) "
+                    f"of the {stage} "
                     f"fold(s) {unfinished}; finish them (rerun the same cascade crossval) or {hint}"
                 )
             fold_ids = found
@@ -332,7 +334,8 @@ def check_bundle_run(dataset_dir: str | os.PathLike | None, device: object) -> N
 
     resolve_device(str(device))
     if not dataset_dir or not Path(dataset_dir).exists():
-        raise InputError(f"--dataset_dir {dataset_dir}: not found; pass --dataset_dir DIR (a data folder of any supported layout, "
+        raise InputError(f"--dataset_dir {dataset_dir}: not found; pass --dataset_dir DIR (a data folder of any "
+                         "supported layout, "
                          "or a datalist JSON of `cascade datalist`)")
 
 

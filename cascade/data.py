@@ -119,7 +119,8 @@ def _nifti_files(folder: Path, scan: FolderScan) -> dict[str, Path]:
             scan.skip(path, "not a regular file (a FIFO, socket or device): not read")
         elif stem in files or stem in twice:
             other = files.pop(stem, None)
-            reason = f"{path.name} and {other.name if other else 'another file'} are both {stem}; neither is read (delete the stale one)"
+            reason = (f"{path.name} and {other.name if other else 'another file'} are both {stem}; neither is read "
+                      "(delete the stale one)")
             scan.conflicts.append(f"{path}: {reason}")
             for duplicate in (other, path):
                 if duplicate is not None:
@@ -404,8 +405,10 @@ def load_datalist(
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise InputError(f"{source}: not a valid datalist JSON ({err})") from err
         entries = content.get("training") if isinstance(content, dict) else content
-        if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("case"), str) and e["case"] for e in entries):
-            raise InputError(f"{source}: not a datalist: expected {{\"training\": [{{\"case\": ..., \"image\": ..., \"label\": ...}}, ...]}} "
+        named = isinstance(entries, list) and all(isinstance(e, dict) and type(e.get("case")) is str for e in entries)
+        if not named or not all(e["case"] for e in entries):
+            raise InputError(f"{source}: not a datalist: expected "
+                             '{"training": [{"case": ..., "image": ..., "label": ...}, ...]} '
                              "as `cascade datalist` writes it")
         base = source.parent
         datalist = []
@@ -413,11 +416,13 @@ def load_datalist(
             entry = dict(entry)
             for key in _PATH_KEYS:
                 if entry.get(key) is not None and not isinstance(entry[key], str):
-                    raise InputError(f"{source}: case {entry['case']}: {key!r} must be a file path, got {json.dumps(entry[key])}")
+                    raise InputError(f"{source}: case {entry['case']}: {key!r} must be a file path, got "
+                                     f"{json.dumps(entry[key])}")
                 if entry.get(key) and not os.path.isabs(entry[key]):
                     entry[key] = str(base / entry[key])
             where = f"{source}: case {entry['case']}"
-            entry["annotated"] = list(annotated_classes(entry["annotated"], where) if "annotated" in entry else ALL_CLASSES)
+            declared = annotated_classes(entry["annotated"], where) if "annotated" in entry else ALL_CLASSES
+            entry["annotated"] = list(declared)
             if "fold" in entry and (isinstance(entry["fold"], bool) or not isinstance(entry["fold"], int)):
                 raise InputError(f"{where}: 'fold' must be a whole number, got {json.dumps(entry['fold'])}")
             datalist.append(entry)

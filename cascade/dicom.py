@@ -74,8 +74,10 @@ CATEGORY_CODE = ("91723000", "Anatomical Structure")
 SEGMENT_LABELS = {1: "Atrial wall", 2: "Right atrium cavity", 3: "Left atrium cavity"}
 # Type 2 attributes of the Patient and General Study modules (PS3.3 C.7.1.1, C.7.2.1) that a SEG copies from its source:
 # anonymised exports often drop them; they are present but may be empty
-_TYPE_2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName",
-                  "StudyID", "AccessionNumber")
+_TYPE_2_COPIED = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+    "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber",
+)
 
 
 def require_highdicom() -> None:
@@ -169,7 +171,8 @@ def _dcmread(path: str | os.PathLike, **kwargs):
     meta = getattr(dataset, "file_meta", None)
     if meta is not None and "TransferSyntaxUID" not in meta:
         implicit, little = dataset.original_encoding
-        meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+        explicit = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+        meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else explicit
     return dataset
 
 
@@ -221,7 +224,8 @@ def find_series(root: str | os.PathLike, report: Callable[[str], None]) -> list[
             files.setdefault(uid, []).append((path, header))
     found = []
     for uid, members in files.items():
-        slices = [(path, h) for path, h in members if str(h.get("Modality", "")) not in NOT_IMAGES and "ImageOrientationPatient" in h]
+        slices = [(path, h) for path, h in members
+                  if str(h.get("Modality", "")) not in NOT_IMAGES and "ImageOrientationPatient" in h]
         slice_paths = {path for path, _ in slices}
         first = (slices or members)[0][1]
         paths = tuple(path for path, _ in slices or members)
@@ -229,15 +233,16 @@ def find_series(root: str | os.PathLike, report: Callable[[str], None]) -> list[
         series = DicomSeries(
             uid=uid, study_uid=str(first.get("StudyInstanceUID", "")), folder=Path(os.path.commonpath([p.parent for p in paths])),
             files=paths, number=_number(first.get("SeriesNumber")), description=str(first.get("SeriesDescription", "")),
-            distinct_positions=len({tuple(np.round(np.asarray(h.get("ImagePositionPatient", [np.nan] * 3), float), 3)) for _, h in slices})
-            == len(slices),
+            distinct_positions=len(slices) == len({
+                tuple(np.round(np.asarray(h.get("ImagePositionPatient", [np.nan] * 3), float), 3)) for _, h in slices}),
         )
         if not slices:
             report(f"skipped {series.folder}: {series.summary()} is not an image series (Modality {modality or 'unknown'})")
             continue
         for path, header in members:
             if path not in slice_paths:
-                report(f"skipped {path}: not a slice of {series.summary()} (Modality {header.get('Modality', 'unknown')}, "
+                report(f"skipped {path}: not a slice of {series.summary()} "
+                       f"(Modality {header.get('Modality', 'unknown')}, "
                        "no ImageOrientationPatient: a screenshot, secondary capture or report filed in the series)")
         if frames > 1:
             report(f"skipped {series.folder}: {series.summary()} is a multi-frame (enhanced) object, not supported: "
@@ -331,14 +336,16 @@ def _unit_cosines(orientation: np.ndarray, dataset, name: str) -> tuple[np.ndarr
     lengths = np.linalg.norm(row), np.linalg.norm(column)
     where = f"{name}: ImageOrientationPatient of {dataset.filename} ({', '.join(f'{v:g}' for v in orientation)})"
     if min(lengths) < 1e-6 or np.linalg.norm(np.cross(row, column)) < 1e-6 * lengths[0] * lengths[1]:
-        raise InputError(f"{where}: its row and column directions are parallel (or zero), so the slices have no normal; "
+        raise InputError(f"{where}: its row and column directions are parallel (or zero), so the slices have no "
+                         "normal; "
                          "a broken header: re-export the series")
     if max(abs(length - 1) for length in lengths) > COSINE_TOLERANCE:
         raise InputError(f"{where}: direction cosines of length {lengths[0]:.4g} and {lengths[1]:.4g}, not 1; "
                          "a broken header (the voxel size would be wrong): re-export the series")
     row, column = row / lengths[0], column / lengths[1]
     if abs(float(row @ column)) > COSINE_TOLERANCE:
-        raise InputError(f"{where}: row and column directions are not perpendicular (cosine {float(row @ column):.3g}); "
+        raise InputError(f"{where}: row and column directions are not perpendicular "
+                         f"(cosine {float(row @ column):.3g}); "
                          "a broken header: re-export the series")
     return row, column
 
@@ -367,7 +374,8 @@ def _slice_geometry(datasets: Sequence, name: str) -> tuple[list, np.ndarray]:
         if int(dataset.get("SamplesPerPixel", 1)) != 1:
             raise InputError(f"{name}: slice {dataset.filename} has {dataset.SamplesPerPixel} samples per pixel; expected one intensity")
     if not (spacing > 0).all():
-        raise InputError(f"{name}: PixelSpacing of {first.filename} is {spacing[0]:g} x {spacing[1]:g} mm; a broken header: re-export the series")
+        raise InputError(f"{name}: PixelSpacing of {first.filename} is {spacing[0]:g} x {spacing[1]:g} mm; a "
+                         "broken header: re-export the series")
     row_cosine, column_cosine = _unit_cosines(orientation, first, name)
     if len(datasets) < 2:
         raise InputError(f"{name}: one slice, not a 3D volume")
@@ -395,7 +403,9 @@ def _slice_geometry(datasets: Sequence, name: str) -> tuple[list, np.ndarray]:
     return ordered, affine
 
 
-_ONE_ACQUISITION = {"PatientID": "patients", "StudyInstanceUID": "studies", "FrameOfReferenceUID": "frames of reference"}
+_ONE_ACQUISITION = {
+    "PatientID": "patients", "StudyInstanceUID": "studies", "FrameOfReferenceUID": "frames of reference",
+}
 
 
 def _check_one_acquisition(datasets: Sequence, name: str) -> None:
@@ -410,7 +420,8 @@ def _check_one_acquisition(datasets: Sequence, name: str) -> None:
             first_of.setdefault(str(dataset.get(keyword, "")), dataset.filename)
         if len(first_of) > 1:
             (a, file_a), (b, file_b) = list(first_of.items())[:2]
-            raise InputError(f"{name}: its slices belong to {len(first_of)} {what} ({keyword} {a!r} in {Path(file_a).name}, {b!r} in "
+            raise InputError(f"{name}: its slices belong to {len(first_of)} {what} ({keyword} {a!r} in "
+                             f"{Path(file_a).name}, {b!r} in "
                              f"{Path(file_b).name}): a mixed-up export; re-export the series, or separate the files")
 
 

@@ -31,6 +31,7 @@ import io
 import json
 import math
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -161,7 +162,8 @@ def score_pair(case: str, prediction: str, truth: str, annotated: tuple[int, ...
     drawn = sorted(set(np.unique(truth_labels).tolist()) - {0} - set(annotated or CLASS_NAMES))
     if drawn:  # the declaration contradicts the label map: scoring would compare the wrong classes
         raise EvaluationError(f"{truth}: label values {drawn} are not among the annotated classes {sorted(annotated)} "
-                              "(declared by the datalist's 'annotated', --annotated or the data's dataset.json); fix the declaration")
+                              "(declared by the datalist's 'annotated', --annotated or the data's dataset.json); "
+                              "fix the declaration")
     rows = score_case(
         np.asanyarray(pred_img.dataobj).astype(np.uint8),
         truth_labels,
@@ -360,8 +362,9 @@ def evaluate(
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    if os.path.realpath(pred) == os.path.realpath(gt):
-        raise EvaluationError(f"{pred}: the predictions are the ground truth folder itself; every score would be perfect")
+    if os.path.realpath(pred) == os.path.realpath(gt):  # a self-check, or a mistake: say which it is
+        print(f"cascade: warning: {pred}: the predictions are the ground truth folder itself; every score is perfect",
+              file=sys.stderr)
     pairs, missing, extra = pair_cases(pred, gt, annotated)
     if missing and not allow_missing:
         shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")

@@ -4,10 +4,11 @@ Arrays stay in nibabel's storage order, (X, Y, Z), which is also the order MONAI
 returns; spacing is given in that order, in mm.
 
 An image is usable when its header describes one single-component 3D volume of at least two
-voxels along each axis (a trailing singleton 4th axis is accepted) on a finite, invertible affine whose voxel sizes lie in
-:data:`PLAUSIBLE_SPACING_MM`, and its intensities are finite and within :data:`MAX_INTENSITY`. The spacing range excludes headers
-written in metres or micrometres (0.000625 or 625 for a 0.625 mm voxel), which would otherwise be
-resampled to a grid a thousand times too coarse or too fine and segmented without a word.
+voxels along each axis (a trailing singleton 4th axis is accepted) on a finite, invertible affine
+whose voxel sizes lie in :data:`PLAUSIBLE_SPACING_MM`, and its intensities are finite and within
+:data:`MAX_INTENSITY`. The spacing range excludes headers written in metres or micrometres
+(0.000625 or 625 for a 0.625 mm voxel), which would otherwise be resampled to a grid a thousand
+times too coarse or too fine and segmented without a word.
 """
 
 from __future__ import annotations
@@ -274,7 +275,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     File names that the file system encoding could not decode (a non-ASCII path under ``LC_ALL=C``:
     Python holds its bytes as surrogates) are written as their original bytes (``surrogateescape``).
     """
-    return write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8", errors="surrogateescape", newline=""))
+    return write_atomic(path, lambda tmp: Path(tmp).write_text(text, "utf-8", "surrogateescape", newline=""))
 
 
 def save_nifti_atomic(

@@ -30,7 +30,6 @@ by the next run.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -101,8 +100,8 @@ def check_outputs(inputs: Sequence[dict], out_dir: Path, kinds: Sequence[str], o
 
     Raises:
         InputError: ``overwrite`` with ``resume``; a DICOM SEG for NIfTI input, or without highdicom;
-            an output name too long for the file system; an output path that is an input file; an existing output (only without ``overwrite`` or
-            ``resume``); two cases with the same output.
+            an output name too long for the file system; an output path that is an input file; an
+            existing output (only without ``overwrite`` or ``resume``); two cases with the same output.
     """
     if "seg" in kinds:
         nifti = next((item for item in inputs if "series" not in item), None)
@@ -119,7 +118,8 @@ def check_outputs(inputs: Sequence[dict], out_dir: Path, kinds: Sequence[str], o
         for path in output_paths(item["case"], out_dir, kinds).values():
             size = len(os.fsencode(path.name)) + len("".join(path.suffixes[-2:]))
             if size > longest:
-                raise InputError(f"{item['image']}: the output name {path.name[:40]}... is too long for the file system ({size} of at most "
+                raise InputError(f"{item['image']}: the output name {path.name[:40]}... is too long for the file "
+                                 f"system ({size} of at most "
                                  f"{longest} bytes with the temporary name); rename the input")
             real = _real(path)
             if real in protected:
@@ -207,9 +207,11 @@ class PredictionReport:
         rows = {row["case"]: row for row in earlier}
         for row in self.rows:
             if row["status"] != "resumed" or row["case"] not in rows:
-                rows[row["case"]] = {column: rows.get(row["case"], {}).get(column, "") for column in extra_columns} | row
+                written_by_hand = {column: rows.get(row["case"], {}).get(column, "") for column in extra_columns}
+                rows[row["case"]] = written_by_hand | row
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=REPORT_COLUMNS + extra_columns, lineterminator="\n", extrasaction="ignore")
+        columns = REPORT_COLUMNS + extra_columns
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
         for case in sorted(rows):
             writer.writerow(rows[case])
@@ -244,7 +246,8 @@ def read_report(path: Path) -> tuple[list[dict], tuple[str, ...]]:
         raise InputError(f"{path}: not a readable CSV report ({type(err).__name__}: {err}); save it as UTF-8 CSV, "
                          "or move it away (it is never overwritten)") from None
     if columns and "case" not in columns:
-        raise InputError(f"{path}: a CSV without the 'case' column, not a report of cascade predict; move it away (it is never overwritten)")
+        raise InputError(f"{path}: a CSV without the 'case' column, not a report of cascade predict; move it "
+                         "away (it is never overwritten)")
     return rows, tuple(c for c in columns if c and c not in REPORT_COLUMNS)
 
 
@@ -345,8 +348,10 @@ def predict_cases(
     check_outputs(inputs, out_dir, kinds, overwrite, resume)
     if report_name:  # before any case: a report or run record that cannot be replaced stops nothing half-way
         read_report(out_dir / report_name)
-        if record is not None and os.path.lexists(out_dir / RUN_RECORD_NAME) and not dicom.is_regular_file(out_dir / RUN_RECORD_NAME):
-            raise InputError(f"{out_dir / RUN_RECORD_NAME}: not a file (a folder?); the run record is written there: move it away")
+        record_path = out_dir / RUN_RECORD_NAME
+        if record is not None and os.path.lexists(record_path) and not dicom.is_regular_file(record_path):
+            raise InputError(f"{record_path}: not a file (a folder?); the run record is written "
+                             "there: move it away")
     if resume and record is not None:
         check_resume_record(out_dir, record)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -446,7 +451,8 @@ def _predict_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], deb
         item = item | {"sha256": loaded.sha256}
         result, datasets = engine.predict_loaded(loaded.image, loaded.source, name), loaded.datasets
         volumes = class_volumes_ml(result.labels, result.mask, result.affine)
-        warnings = (result.input_warnings + grid_warnings(name, result.affine) + orientation_warnings(name, result.header)
+        warnings = (result.input_warnings + grid_warnings(name, result.affine)
+                    + orientation_warnings(name, result.header)
                     + (result.warnings or volume_warnings(name, volumes, engine.labelled_classes)))
         _save(result, paths, datasets, engine.labelled_classes)
     except Exception as err:  # one bad case must not stop the folder
@@ -516,7 +522,8 @@ def _well_formed(record: object) -> bool:
         if not isinstance(entry, dict) or not isinstance(entry.get("settings", {}), dict):
             return False
         files = [entry.get(key, []) for key in ("checkpoints", "configs")]
-        if not all(isinstance(group, list) and all(isinstance(c, dict) and "sha256" in c for c in group) for group in files):
+        if not all(isinstance(group, list) and all(isinstance(c, dict) and "sha256" in c for c in group)
+                   for group in files):
             return False
     return True
 
@@ -538,7 +545,8 @@ def check_resume_record(out_dir: Path, record: dict) -> None:
     except (OSError, ValueError) as err:
         earlier = err
     if not _well_formed(earlier):
-        raise InputError(f"{path}: not a run record of cascade predict (the settings of the run that made these outputs); "
+        raise InputError(f"{path}: not a run record of cascade predict (the settings of the run that made these "
+                         "outputs); "
                          "delete it to --resume without that check, use --overwrite, or another output folder")
     old, new = _determining(earlier), _determining(record)
     for key in sorted(set(old) | set(new)):
@@ -594,14 +602,17 @@ def list_inputs(source: str | os.PathLike, series: Sequence[str] | None = None) 
     if not source.exists():
         raise InputError(f"{source}: input not found")
     if not source.is_dir() and not dicom.is_regular_file(source):
-        raise InputError(f"{source}: not a regular file or folder (a FIFO, socket or device); give an image file or a folder")
+        raise InputError(f"{source}: not a regular file or folder (a FIFO, socket or device); give an image file "
+                         "or a folder")
     if source.is_file():
         if series:
             raise InputError(f"{source}: --series selects DICOM series, but this input holds NIfTI images")
         if is_datalist_file(source):
-            raise InputError(f"{source}: a datalist JSON; predict reads images: give the data folder, an image file or a DICOM folder")
+            raise InputError(f"{source}: a datalist JSON; predict reads images: give the data folder, an image "
+                             "file or a DICOM folder")
         if source.name.lower().endswith(("_label.nii.gz", "_label.nii")):
-            raise InputError(f"{source}: named as a label map (<case>_label); give the image it labels (e.g. <case>.nii.gz or <case>_gt.nii.gz)")
+            raise InputError(f"{source}: named as a label map (<case>_label); give the image it labels (e.g. "
+                             "<case>.nii.gz or <case>_gt.nii.gz)")
         return [{"case": case_id(source), "image": str(source), **_label_beside(source)}]
     has_dicom = dicom.has_dicom_files(source)
     if series:
@@ -615,9 +626,12 @@ def list_inputs(source: str | os.PathLike, series: Sequence[str] | None = None) 
             return dicom_inputs(source, series)
         raise
     if has_dicom:
-        _report(f"{source}: holds NIfTI images and DICOM files; the NIfTI cases are predicted, the DICOM files are not read "
+        _report(f"{source}: holds NIfTI images and DICOM files; the NIfTI cases are predicted, the DICOM files "
+                "are not read "
                 "(give a folder holding only DICOM files to predict its series)")
     return image_datalist(source, report=_report, scan=scan)
+
+
 def _report(line: str) -> None:
     tqdm.write(f"cascade: {line}", file=sys.stderr)
 
@@ -641,15 +655,16 @@ def _dicom_case_ids(chosen: Sequence[dicom.DicomSeries]) -> list[str]:
     """Case ids of DICOM series: the series' folder name; where two share it (a CD of two patients,
     each in a folder ``DICOM``), the folders above are joined in (``PAT1_DICOM``), and where series
     share a folder, ``_S<SeriesNumber>`` (then ``_<n>``) is added. Every id made longer is reported."""
-    folders = [found.folder.absolute().parts for found in chosen]
+    folders = [found.folder.absolute().parts[1:] or ("series",) for found in chosen]
     depth = [1] * len(chosen)
 
     def ids() -> list[str]:
-        return ["_".join(parts[-d:]).strip("/") or "series" for parts, d in zip(folders, depth)]
+        return ["_".join(parts[-d:]) for parts, d in zip(folders, depth)]
 
     while True:
         current = ids()
-        growing = [i for i, case in enumerate(current) if current.count(case) > 1 and depth[i] < len(folders[i])]
+        growing = [i for i, case in enumerate(current) if depth[i] < len(folders[i])
+                   and any(current[j] == case and folders[j] != folders[i] for j in range(len(current)))]
         if not growing:
             break
         for i in growing:
@@ -663,7 +678,8 @@ def _dicom_case_ids(chosen: Sequence[dicom.DicomSeries]) -> list[str]:
             cases[i] = f"{cases[i]}_{i + 1}"
     for case, found in zip(cases, chosen):
         if case != found.folder.name:
-            _report(f"{found.folder}: case id {case} (the folder name {found.folder.name} is not unique among the series)")
+            _report(f"{found.folder}: case id {case} (the folder name {found.folder.name} is not unique among "
+                    "the series)")
     return cases
 
 

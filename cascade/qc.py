@@ -93,8 +93,8 @@ def orientation_warnings(source: str, header: object) -> list[str]:
     """A warning line when a NIfTI header states no orientation (qform and sform codes 0, as Analyze-era
     converters write): nibabel then places the voxels by their sizes alone, and left-right, front-back
     or head-foot may be mirrored for the networks, which learnt on oriented scans."""
-    codes = (int(header["qform_code"]), int(header["sform_code"])) if header is not None and "qform_code" in header else None
-    if codes != (0, 0):
+    if header is None or "qform_code" not in header or (int(header["qform_code"]), int(header["sform_code"])) != (0, 0):
         return []
-    return [f"{source}: the header states no orientation (qform and sform codes 0): the voxels are placed by their sizes alone and "
+    return [f"{source}: the header states no orientation (qform and sform codes 0): the voxels are placed by "
+            "their sizes alone and "
             "the anatomy may be mirrored; set the orientation (e.g. re-convert from DICOM) and check the label map"]
