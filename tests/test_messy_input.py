@@ -490,3 +490,16 @@ def test_a_crossval_work_folder_that_is_a_file_is_one_line(tmp_path, mbas_dir, c
     (tmp_path / "work").write_text("notes")
     result = cascade_in_process("crossval", str(mbas_dir), str(tmp_path / "work"), "--folds", "2", "--quick")
     assert result.returncode == 1 and errors(result.stderr) == [f"cascade: error: {tmp_path / 'work'}: the work folder is an existing file, not a folder"]
+
+
+def test_a_stray_nifti_in_a_dicom_folder_leaves_the_dicom_input(volume, tmp_path, capsys):
+    """A NIfTI file that forms no case (deep in a DICOM export) no longer turns the folder into NIfTI input
+    that holds "no NIfTI cases"; a folder of NIfTI cases beside DICOM files says the DICOM files are not read."""
+    write_series(volume, tmp_path / "export" / "lge")
+    write_nifti(tmp_path / "export" / "lge" / "derived" / "map.nii.gz", np.zeros((4, 4, 4), np.float32))
+    (series,) = [item["series"] for item in list_inputs(tmp_path / "export")]
+    assert len(series.files) == 24
+    image, _ = toy_case()
+    write_nifti(tmp_path / "export" / "scan.nii.gz", image)
+    assert [item["case"] for item in list_inputs(tmp_path / "export")] == ["scan"]
+    assert "holds NIfTI images and DICOM files; the NIfTI cases are predicted, the DICOM files are not read" in capsys.readouterr().err
