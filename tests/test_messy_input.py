@@ -40,7 +40,9 @@ def volume(phantom) -> nib.Nifti1Image:
 
 
 def cascade(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cascade.cli", *args], capture_output=True, text=True, timeout=600, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "cascade.cli", *args], capture_output=True, text=True, timeout=600, **kwargs
+    )
 
 
 def errors(stderr: str) -> list[str]:
@@ -90,17 +92,27 @@ def test_dicom_files_without_preamble_are_read(volume, tmp_path):
     assert len(series.files) == 12
 
 
-@pytest.mark.parametrize("scale, message", [
-    (2.0, r"direction cosines of length 2 and 2, not 1; a broken header"),
-    (1.004, None),  # within the tolerance: normalised, the voxel size stays 1.25 mm
-])
+@pytest.mark.parametrize(
+    "scale, message",
+    [
+        (2.0, r"direction cosines of length 2 and 2, not 1; a broken header"),
+        (1.004, None),  # within the tolerance: normalised, the voxel size stays 1.25 mm
+    ],
+)
 def test_non_unit_orientation_is_normalised_within_tolerance_or_refused(volume, tmp_path, scale, message):
     write_series(volume, tmp_path / "lge", series_uid="1.2.3.4")
     for path in (tmp_path / "lge").iterdir():
-        rewrite(path, lambda d: setattr(d, "ImageOrientationPatient", [f"{float(v) * scale:.6f}" for v in d.ImageOrientationPatient]))
+        rewrite(
+            path,
+            lambda d: setattr(
+                d, "ImageOrientationPatient", [f"{float(v) * scale:.6f}" for v in d.ImageOrientationPatient]
+            ),
+        )
     (series,) = find_series(tmp_path, print)
     if message:
-        with pytest.raises(InputError, match=rf"^{tmp_path / 'lge'} \(series 1\.2\.3\.4\): ImageOrientationPatient of .*{message}"):
+        with pytest.raises(
+            InputError, match=rf"^{tmp_path / 'lge'} \(series 1\.2\.3\.4\): ImageOrientationPatient of .*{message}"
+        ):
             read_series(series)
     else:
         image, _ = read_series(series)
@@ -111,7 +123,12 @@ def test_non_unit_orientation_is_normalised_within_tolerance_or_refused(volume, 
 def test_collinear_orientation_has_its_own_message(volume, tmp_path):
     write_series(volume, tmp_path / "lge")
     for path in (tmp_path / "lge").iterdir():
-        rewrite(path, lambda d: setattr(d, "ImageOrientationPatient", [*d.ImageOrientationPatient[:3], *d.ImageOrientationPatient[:3]]))
+        rewrite(
+            path,
+            lambda d: setattr(
+                d, "ImageOrientationPatient", [*d.ImageOrientationPatient[:3], *d.ImageOrientationPatient[:3]]
+            ),
+        )
     (series,) = find_series(tmp_path, print)
     with pytest.raises(InputError, match="row and column directions are parallel") as raised:
         read_series(series)
@@ -148,8 +165,17 @@ def test_a_series_of_two_patients_or_studies_is_refused_before_inference(volume,
 def test_an_anonymised_series_gets_a_segmentation(volume, tmp_path):
     """No PatientID, PatientName, StudyID...: the SEG is written with them empty (type 2), the files untouched."""
     files = write_series(volume, tmp_path / "lge")
-    removed = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyID", "StudyDate", "StudyTime", "AccessionNumber",
-               "ReferringPhysicianName")
+    removed = (
+        "PatientID",
+        "PatientName",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyID",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "ReferringPhysicianName",
+    )
     for path in files:
         rewrite(path, lambda d: [delattr(d, keyword) for keyword in removed])
     before = {path: path.read_bytes() for path in files}
@@ -186,9 +212,16 @@ def test_fifos_are_skipped_unopened(volume, tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["['good']", "[24]", f"{tmp_path / 'lonely.nii.gz'}: not a regular file or folder (a FIFO, socket "
-                                                                 "or device); give an image file or a folder"]
-    assert "stuck.nii.gz: skipped: not a regular file" in result.stderr and "IM999.dcm: not a regular file" in result.stderr
+    assert result.stdout.splitlines() == [
+        "['good']",
+        "[24]",
+        f"{tmp_path / 'lonely.nii.gz'}: not a regular file or folder (a FIFO, socket "
+        "or device); give an image file or a folder",
+    ]
+    assert (
+        "stuck.nii.gz: skipped: not a regular file" in result.stderr
+        and "IM999.dcm: not a regular file" in result.stderr
+    )
 
 
 # Label declarations ------------------------------------------------------------------------------
@@ -197,14 +230,20 @@ def test_fifos_are_skipped_unopened(volume, tmp_path):
 def test_dataset_json_names_must_carry_the_projects_values(tmp_path):
     path = tmp_path / "dataset.json"
     path.write_text(json.dumps({"labels": {"background": 0, "left_atrium": 1}}))  # nnU-Net's LA-only habit
-    with pytest.raises(InputError, match=r"'labels' gives 'left_atrium' the value 1, but this project's label maps use 3 for left_atrium "
-                                         r"\(1 is wall\); relabel the maps \(1 -> 3\)"):
+    with pytest.raises(
+        InputError,
+        match=r"'labels' gives 'left_atrium' the value 1, but this project's label maps use 3 for left_atrium "
+        r"\(1 is wall\); relabel the maps \(1 -> 3\)",
+    ):
         declared_classes(tmp_path)
     path.write_text(json.dumps({"labels": {"background": 0, "Left Atrium": 2}}))
     with pytest.raises(InputError, match="'Left Atrium' the value 2"):
         declared_classes(tmp_path)
-    for labels, classes in (({"background": 0, "LA": 3}, (3,)), ({"background": 0, "left_atrium": 3, "wall": 1}, (1, 3)),
-                            ({"background": 0, "scar": 1}, (1,))):
+    for labels, classes in (
+        ({"background": 0, "LA": 3}, (3,)),
+        ({"background": 0, "left_atrium": 3, "wall": 1}, (1, 3)),
+        ({"background": 0, "scar": 1}, (1,)),
+    ):
         path.write_text(json.dumps({"labels": labels}))
         assert declared_classes(tmp_path) == classes
 
@@ -218,16 +257,21 @@ def la_only_gt(root: Path, value: int = 3) -> tuple[Path, Path]:
     return root / "pred", root / "gt"
 
 
-@pytest.mark.parametrize("annotated, message", [
-    ([1], r"label values \[3\] are not among the annotated classes \[1\]"),
-    ([], "'annotated' must be a non-empty list"),
-    ([4], r"'annotated' holds \[4\]; expected label values among"),
-    ("left_atrium", "'annotated' must be a non-empty list of the label values it annotates, e.g. \\[3\\]"),
-])
+@pytest.mark.parametrize(
+    "annotated, message",
+    [
+        ([1], r"label values \[3\] are not among the annotated classes \[1\]"),
+        ([], "'annotated' must be a non-empty list"),
+        ([4], r"'annotated' holds \[4\]; expected label values among"),
+        ("left_atrium", "'annotated' must be a non-empty list of the label values it annotates, e.g. \\[3\\]"),
+    ],
+)
 def test_a_datalists_annotated_classes_are_checked_by_evaluate_too(tmp_path, annotated, message, cascade_in_process):
     pred, gt = la_only_gt(tmp_path)
     datalist = tmp_path / "datalist.json"
-    datalist.write_text(json.dumps({"training": [{"case": "c1", "label": "gt/c1_label.nii.gz", "annotated": annotated, "fold": 0}]}))
+    datalist.write_text(
+        json.dumps({"training": [{"case": "c1", "label": "gt/c1_label.nii.gz", "annotated": annotated, "fold": 0}]})
+    )
     result = cascade_in_process("evaluate", str(pred), str(datalist), "--out", str(tmp_path / "eval"))
     assert result.returncode == 1 and not (tmp_path / "eval" / "metrics.csv").exists()
     [line] = errors(result.stderr)
@@ -240,12 +284,16 @@ def test_a_datalists_annotated_classes_are_checked_by_evaluate_too(tmp_path, ann
 def test_a_stale_nii_beside_the_nii_gz_is_not_scored(tmp_path, cascade_in_process):
     pred, gt = la_only_gt(tmp_path)
     write_nifti(pred / "c1_label.nii", np.zeros(toy_case()[1].shape, np.uint8))  # an older prediction, uncompressed
-    result = cascade_in_process("evaluate", str(pred), str(gt), "--out", str(tmp_path / "eval"), "--annotated", "left_atrium")
+    result = cascade_in_process(
+        "evaluate", str(pred), str(gt), "--out", str(tmp_path / "eval"), "--annotated", "left_atrium"
+    )
     assert result.returncode == 1
     [line] = errors(result.stderr)
     assert "c1_label.nii.gz and c1_label.nii are both c1_label; neither is read (delete the stale one)" in line
     (pred / "c1_label.nii").unlink()
-    scored = cascade_in_process("evaluate", str(pred), str(gt), "--out", str(tmp_path / "eval"), "--annotated", "left_atrium")
+    scored = cascade_in_process(
+        "evaluate", str(pred), str(gt), "--out", str(tmp_path / "eval"), "--annotated", "left_atrium"
+    )
     assert scored.returncode == 0 and "Dice 1.000" in scored.stdout
 
 
@@ -266,8 +314,11 @@ def test_unfinished_crossval_folds_are_not_ensembled_unasked(tmp_path):
         for name in names:
             (work / "localizer" / f"fold{fold}" / "models").mkdir(parents=True, exist_ok=True)
             (work / "localizer" / f"fold{fold}" / "models" / name).write_bytes(b"weights")
-    with pytest.raises(InputError, match=r"fold1: unfinished training \(model.pt without model_final.pt\) of the localizer fold\(s\) \[1\]; "
-                                         r"finish them \(rerun the same cascade crossval\) or name the finished ones with --folds 0"):
+    with pytest.raises(
+        InputError,
+        match=r"fold1: unfinished training \(model.pt without model_final.pt\) of the localizer fold\(s\) \[1\]; "
+        r"finish them \(rerun the same cascade crossval\) or name the finished ones with --folds 0",
+    ):
         stage_weights("localizer", bundle_dir("localizer"), models=work)
     assert len(stage_weights("localizer", bundle_dir("localizer"), models=work, folds="0").checkpoints) == 1
     asked = stage_weights("localizer", bundle_dir("localizer"), models=work, folds="0,1")
@@ -283,10 +334,14 @@ def test_a_hand_edited_report_keeps_what_a_person_wrote(tmp_path):
     """Saved by a spreadsheet (BOM), with a column and a row added by hand: both stay; a report in
     another encoding is refused and left as it is."""
     path = tmp_path / "predictions.csv"
-    path.write_text("case,image,status,reviewer\nc1,a.nii.gz,ok,checked by AB\nnotes,,,rerun c2 later\n", encoding="utf-8-sig")
+    path.write_text(
+        "case,image,status,reviewer\nc1,a.nii.gz,ok,checked by AB\nnotes,,,rerun c2 later\n", encoding="utf-8-sig"
+    )
     rows, extra = read_report(path)
     assert [row["case"] for row in rows] == ["c1", "notes"] and extra == ("reviewer",)
-    PredictionReport([{"case": "c1", "image": "a.nii.gz", "status": "ok"}, {"case": "c2", "image": "b.nii.gz", "status": "ok"}]).write(path)
+    PredictionReport(
+        [{"case": "c1", "image": "a.nii.gz", "status": "ok"}, {"case": "c2", "image": "b.nii.gz", "status": "ok"}]
+    ).write(path)
     with path.open(newline="") as stream:
         written = {row["case"]: row for row in csv.DictReader(stream)}
     assert list(written) == ["c1", "c2", "notes"] and written["c1"]["reviewer"] == "checked by AB"
@@ -298,10 +353,14 @@ def test_a_hand_edited_report_keeps_what_a_person_wrote(tmp_path):
     assert path.read_bytes() == before
 
 
-@pytest.mark.parametrize("content", ["[]", "null", '{"stages": []}', '{"stages": {"localizer": {"checkpoints": "x"}}}', "{broken"])
+@pytest.mark.parametrize(
+    "content", ["[]", "null", '{"stages": []}', '{"stages": {"localizer": {"checkpoints": "x"}}}', "{broken"]
+)
 def test_a_run_record_of_the_wrong_type_is_one_line(tmp_path, content):
     (tmp_path / "run.json").write_text(content)
-    with pytest.raises(InputError, match="run.json: not a run record of cascade predict .*delete it to --resume without that check"):
+    with pytest.raises(
+        InputError, match="run.json: not a run record of cascade predict .*delete it to --resume without that check"
+    ):
         check_resume_record(tmp_path, {"stages": {}})
 
 
@@ -346,7 +405,10 @@ def test_a_non_ascii_path_under_a_non_utf8_locale(phantom, tmp_path):
     args = ["predict", str(tmp_path / "in"), str(tmp_path / "out"), "--demo", "--device", "cpu"]
     first = cascade(*args, env=environment)
     assert first.returncode == 0, first.stderr[-2000:]
-    assert sorted(p.name for p in (tmp_path / "out").glob("*_label.nii.gz")) == ["caf\u00e9_label.nii.gz", "zeta_label.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*_label.nii.gz")) == [
+        "caf\u00e9_label.nii.gz",
+        "zeta_label.nii.gz",
+    ]
     rows = {row["case"]: row for row in csv.DictReader((tmp_path / "out" / "predictions.csv").open(encoding="utf-8"))}
     assert set(rows) == {"caf\u00e9", "zeta"} and rows["caf\u00e9"]["status"] == "ok"
     again = cascade(*args, "--resume", env=environment)
@@ -363,7 +425,9 @@ def test_resume_redoes_a_label_map_copied_over_from_another_case(phantom, tmp_pa
     own = (out / "b_label.nii.gz").read_bytes()
     shutil.copyfile(out / "a_label.nii.gz", out / "b_label.nii.gz")  # same grid, another case's labels
     resumed = cascade(*args, "--resume")
-    assert resumed.returncode == 0 and "1 cases done" in resumed.stdout and "1 kept from an earlier run" in resumed.stdout
+    assert (
+        resumed.returncode == 0 and "1 cases done" in resumed.stdout and "1 kept from an earlier run" in resumed.stdout
+    )
     assert (out / "b_label.nii.gz").read_bytes() == own
 
 
@@ -389,12 +453,30 @@ def test_bundle_runs_without_data_or_on_a_missing_device_are_one_line(bundle, tm
     base = ["run", "--config_file", "['configs/inference.json','configs/demo.json']", "--mask_from_label", "true"]
     runs = {"no data": (base, "error: --dataset_dir /workspace/data/MBAS: not found; pass --dataset_dir DIR")}
     if not torch.cuda.is_available():
-        runs["no cuda"] = ([*base, "--dataset_dir", str(mbas_dir), "--device", "cuda"], "error: --device cuda: CUDA is not available on this machine")
-        training = ["run", "training", "--config_file", "configs/train.json", "--dataset_dir", str(mbas_dir), "--device", "cuda"]
+        runs["no cuda"] = (
+            [*base, "--dataset_dir", str(mbas_dir), "--device", "cuda"],
+            "error: --device cuda: CUDA is not available on this machine",
+        )
+        training = [
+            "run",
+            "training",
+            "--config_file",
+            "configs/train.json",
+            "--dataset_dir",
+            str(mbas_dir),
+            "--device",
+            "cuda",
+        ]
         runs["training, no cuda"] = (training, "error: --device cuda: CUDA is not available")
     for name, (args, expected) in runs.items():
-        result = subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=BUNDLES[bundle], capture_output=True, text=True,
-                                env=environment, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-m", "monai.bundle", *args],
+            cwd=BUNDLES[bundle],
+            capture_output=True,
+            text=True,
+            env=environment,
+            timeout=300,
+        )
         assert result.returncode == 1, (name, result.stderr[-2000:])
         [line] = [line for line in result.stderr.splitlines() if line.strip() and " - INFO - " not in line]
         assert line.startswith(expected), (name, line)
@@ -413,11 +495,16 @@ def test_datalists_and_dataset_json_as_hand_editors_save_them(tmp_path):
     path = tmp_path / "datalist.json"
     path.write_text(json.dumps({"training": [entry]}), encoding="utf-8-sig")
     assert load_datalist(path)[0]["annotated"] == [1, 2, 3]
-    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "left_atrium": 3}}), encoding="utf-8-sig")
+    (tmp_path / "dataset.json").write_text(
+        json.dumps({"labels": {"background": 0, "left_atrium": 3}}), encoding="utf-8-sig"
+    )
     assert declared_classes(tmp_path) == (3,)
-    for content, message in (({"cases": []}, "not a datalist: expected"), ({"training": [entry | {"label": 3}]}, "'label' must be a file path"),
-                             ({"training": [entry, entry]}, r"case ids listed more than once: \['c1'\]"),
-                             ({"training": [entry | {"fold": "1"}]}, "'fold' must be a whole number")):
+    for content, message in (
+        ({"cases": []}, "not a datalist: expected"),
+        ({"training": [entry | {"label": 3}]}, "'label' must be a file path"),
+        ({"training": [entry, entry]}, r"case ids listed more than once: \['c1'\]"),
+        ({"training": [entry | {"fold": "1"}]}, "'fold' must be a whole number"),
+    ):
         path.write_text(json.dumps(content))
         with pytest.raises(InputError, match=message):
             load_datalist(path)
@@ -426,7 +513,10 @@ def test_datalists_and_dataset_json_as_hand_editors_save_them(tmp_path):
 def test_a_folder_scored_against_itself_is_named(tmp_path, cascade_in_process):
     pred, _ = la_only_gt(tmp_path)
     result = cascade_in_process("evaluate", str(pred), str(pred), "--out", str(tmp_path / "eval"))
-    assert result.returncode == 0 and "warning: " + str(pred) + ": the predictions are the ground truth folder itself" in result.stderr
+    assert (
+        result.returncode == 0
+        and "warning: " + str(pred) + ": the predictions are the ground truth folder itself" in result.stderr
+    )
 
 
 def test_what_is_no_image_is_named_before_any_work(volume, tmp_path):
@@ -443,8 +533,10 @@ def test_what_is_no_image_is_named_before_any_work(volume, tmp_path):
     (tmp_path / "list.json").write_text(json.dumps({"training": [{"case": "c1", "image": "data/c1.nii.gz"}]}))
     with zipfile.ZipFile(tmp_path / "export.zip", "w") as archive:
         archive.write(data / "c1.nii.gz", "c1.nii.gz")
-    for source, message in ((tmp_path / "list.json", "a datalist JSON; predict reads images: give the data folder"),
-                            (data / "c1_label.nii.gz", r"named as a label map \(<case>_label\); give the image it labels")):
+    for source, message in (
+        (tmp_path / "list.json", "a datalist JSON; predict reads images: give the data folder"),
+        (data / "c1_label.nii.gz", r"named as a label map \(<case>_label\); give the image it labels"),
+    ):
         with pytest.raises(InputError, match=message):
             list_inputs(source)
     with pytest.raises(InputError, match="export.zip: a zip archive, not a NIfTI file; unpack it"):
@@ -454,7 +546,9 @@ def test_what_is_no_image_is_named_before_any_work(volume, tmp_path):
     check_outputs([{"case": "x" * 225, "image": "x.nii.gz"}], tmp_path / "out", ("label",), False, False)
     from cascade.io import write_text_atomic
 
-    assert write_text_atomic(tmp_path / "out" / f"{'x' * 225}_label.nii.gz", "").is_file()  # the longest name allowed can be written
+    assert write_text_atomic(
+        tmp_path / "out" / f"{'x' * 225}_label.nii.gz", ""
+    ).is_file()  # the longest name allowed can be written
 
     write_series(volume, tmp_path / "dicom" / "lge")
     from pydicom.fileset import FileSet
@@ -489,7 +583,9 @@ def test_a_header_without_orientation_is_warned_about(tmp_path):
 def test_a_crossval_work_folder_that_is_a_file_is_one_line(tmp_path, mbas_dir, cascade_in_process):
     (tmp_path / "work").write_text("notes")
     result = cascade_in_process("crossval", str(mbas_dir), str(tmp_path / "work"), "--folds", "2", "--quick")
-    assert result.returncode == 1 and errors(result.stderr) == [f"cascade: error: {tmp_path / 'work'}: the work folder is an existing file, not a folder"]
+    assert result.returncode == 1 and errors(result.stderr) == [
+        f"cascade: error: {tmp_path / 'work'}: the work folder is an existing file, not a folder"
+    ]
 
 
 def test_a_stray_nifti_in_a_dicom_folder_leaves_the_dicom_input(volume, tmp_path, capsys):
@@ -502,4 +598,7 @@ def test_a_stray_nifti_in_a_dicom_folder_leaves_the_dicom_input(volume, tmp_path
     image, _ = toy_case()
     write_nifti(tmp_path / "export" / "scan.nii.gz", image)
     assert [item["case"] for item in list_inputs(tmp_path / "export")] == ["scan"]
-    assert "holds NIfTI images and DICOM files; the NIfTI cases are predicted, the DICOM files are not read" in capsys.readouterr().err
+    assert (
+        "holds NIfTI images and DICOM files; the NIfTI cases are predicted, the DICOM files are not read"
+        in capsys.readouterr().err
+    )
