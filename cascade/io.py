@@ -254,10 +254,14 @@ def check_writable_folder(folder: str | os.PathLike, what: str) -> None:
         what: its role, for the message (e.g. ``"the output folder"``).
 
     Raises:
-        InputError: it is, or lies under, an existing file, or it cannot be written (the reason,
-            e.g. permission denied or a read-only file system, is named).
+        InputError: it is, or lies under, an existing file or a symbolic link to nothing, or it cannot
+            be written (the reason, e.g. permission denied or a read-only file system, is named).
     """
     folder = Path(folder)
+    dangling = next((p for p in (folder, *folder.absolute().parents) if p.is_symlink() and not p.exists()), None)
+    if dangling is not None:
+        raise InputError(f"{dangling}: {what} {'is' if dangling == folder else 'lies under'} a symbolic link to "
+                         f"{os.readlink(dangling)}, which does not exist; create that folder or choose another one")
     existing = next(parent for parent in (folder, *folder.absolute().parents) if parent.exists())
     if not existing.is_dir():
         raise InputError(f"{existing}: {what} {'is' if existing == folder else 'lies under'} an existing file, not a folder")

@@ -602,3 +602,15 @@ def test_a_stray_nifti_in_a_dicom_folder_leaves_the_dicom_input(volume, tmp_path
         "holds NIfTI images and DICOM files; the NIfTI cases are predicted, the DICOM files are not read"
         in capsys.readouterr().err
     )
+
+
+def test_an_output_folder_that_is_a_link_to_nothing_or_a_foreign_table_is_one_line(tmp_path):
+    from cascade.io import check_writable_folder
+
+    (tmp_path / "out").symlink_to(tmp_path / "gone" / "results")  # e.g. a mount point that is not mounted
+    with pytest.raises(InputError, match=r"out: the output folder is a symbolic link to .*gone/results, which does not exist"):
+        check_writable_folder(tmp_path / "out", "the output folder")
+    table = tmp_path / "predictions.csv"
+    table.write_text("patient,volume\nA,80\n")
+    with pytest.raises(InputError, match="a CSV without the 'case' column, not a report of cascade predict"):
+        read_report(table)
