@@ -183,9 +183,13 @@ def _fold_ids(folds: str | int | Sequence | None) -> list[int] | None:
         return None
     values = folds if isinstance(folds, (tuple, list)) else str(folds).split(",")
     try:
-        return [int(k) for k in values]
+        ids = [int(k) for k in values]
     except ValueError as err:
         raise InputError(f"--folds: expected comma-separated fold numbers, got {folds!r}") from err
+    twice = sorted({k for k in ids if ids.count(k) > 1})
+    if twice:  # an ensemble would weigh that fold double
+        raise InputError(f"--folds {','.join(map(str, ids))}: fold(s) {twice} given twice")
+    return ids
 
 
 def pretrained_names(bundle: str | os.PathLike) -> list[str]:

@@ -614,3 +614,10 @@ def test_an_output_folder_that_is_a_link_to_nothing_or_a_foreign_table_is_one_li
     table.write_text("patient,volume\nA,80\n")
     with pytest.raises(InputError, match="a CSV without the 'case' column, not a report of cascade predict"):
         read_report(table)
+
+
+def test_a_fold_given_twice_is_refused():
+    from cascade.bundles import bundle_dir, stage_weights
+
+    with pytest.raises(InputError, match=r"--folds 0,0,1: fold\(s\) \[0\] given twice"):
+        stage_weights("localizer", bundle_dir("localizer"), folds="0,0,1")
