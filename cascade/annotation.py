@@ -99,17 +99,16 @@ def annotated_classes(value: object, where: str) -> tuple[int, ...]:
     Raises:
         InputError: not a list, empty, or holding something that is not one of the classes.
     """
-    known = ", ".join(f"{value} ({name})" for value, name in CLASS_NAMES.items())
-    well_typed = isinstance(value, list) and all(type(item) in (int, str) for item in value)  # bool is an int, not a class
+    known = ", ".join(f"{number} ({name})" for number, name in CLASS_NAMES.items())
+    well_typed = isinstance(value, list) and all(type(item) in (int, str) for item in value)  # not bool, an int too
     if not well_typed or not value:
-        raise InputError(f"{where}: 'annotated' must be a non-empty list of the label values it annotates, e.g. "
-                         "[3] for "
-                         f"left atrium only; got {json.dumps(value)} (values: {known})")
+        raise InputError(f"{where}: 'annotated' must be a non-empty list of the label values it annotates, "
+                         f"e.g. [3] for left atrium only; got {json.dumps(value)} (values: {known})")
     try:
         return parse_classes(value)
     except InputError:
-        raise InputError(f"{where}: 'annotated' holds {json.dumps(value)}; expected label values among "
-                         f"{known}") from None
+        raise InputError(f"{where}: 'annotated' holds {json.dumps(value)}; expected label values among {known}"
+                         ) from None
 
 
 def declared_classes(root: str | os.PathLike, annotated: str | Iterable | None = None) -> tuple[int, ...]:

@@ -336,9 +336,8 @@ def _unit_cosines(orientation: np.ndarray, dataset, name: str) -> tuple[np.ndarr
     lengths = np.linalg.norm(row), np.linalg.norm(column)
     where = f"{name}: ImageOrientationPatient of {dataset.filename} ({', '.join(f'{v:g}' for v in orientation)})"
     if min(lengths) < 1e-6 or np.linalg.norm(np.cross(row, column)) < 1e-6 * lengths[0] * lengths[1]:
-        raise InputError(f"{where}: its row and column directions are parallel (or zero), so the slices have no "
-                         "normal; "
-                         "a broken header: re-export the series")
+        raise InputError(f"{where}: its row and column directions are parallel (or zero), so the slices have "
+                         "no normal; a broken header: re-export the series")
     if max(abs(length - 1) for length in lengths) > COSINE_TOLERANCE:
         raise InputError(f"{where}: direction cosines of length {lengths[0]:.4g} and {lengths[1]:.4g}, not 1; "
                          "a broken header (the voxel size would be wrong): re-export the series")

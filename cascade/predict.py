@@ -57,9 +57,9 @@ from cascade.io import (
 from cascade.qc import class_volumes_ml, grid_warnings, orientation_warnings, volume_warnings
 
 __all__ = [
-    "REPORT_COLUMNS", "PredictionReport", "read_report", "software_versions", "run_record", "write_run_record", "check_resume_record",
-    "list_inputs", "OUTPUT_FORMATS", "output_kinds", "output_paths", "outputs_sha256", "check_output_folder", "check_outputs", "out_of_memory",
-    "predict_cases",
+    "REPORT_COLUMNS", "PredictionReport", "read_report", "software_versions", "run_record", "write_run_record",
+    "check_resume_record", "list_inputs", "OUTPUT_FORMATS", "output_kinds", "output_paths", "outputs_sha256",
+    "check_output_folder", "check_outputs", "out_of_memory", "predict_cases",
 ]
 
 REPORT_COLUMNS = (
@@ -545,9 +545,9 @@ def check_resume_record(out_dir: Path, record: dict) -> None:
     except (OSError, ValueError) as err:
         earlier = err
     if not _well_formed(earlier):
-        raise InputError(f"{path}: not a run record of cascade predict (the settings of the run that made these "
-                         "outputs); "
-                         "delete it to --resume without that check, use --overwrite, or another output folder")
+        raise InputError(f"{path}: not a run record of cascade predict (the settings of the run that made "
+                         "these outputs); delete it to --resume without that check, use --overwrite, or another "
+                         "output folder")
     old, new = _determining(earlier), _determining(record)
     for key in sorted(set(old) | set(new)):
         if old.get(key) != new.get(key):
@@ -602,8 +602,8 @@ def list_inputs(source: str | os.PathLike, series: Sequence[str] | None = None) 
     if not source.exists():
         raise InputError(f"{source}: input not found")
     if not source.is_dir() and not dicom.is_regular_file(source):
-        raise InputError(f"{source}: not a regular file or folder (a FIFO, socket or device); give an image file "
-                         "or a folder")
+        raise InputError(f"{source}: not a regular file or folder (a FIFO, socket or device); "
+                         "give an image file or a folder")
     if source.is_file():
         if series:
             raise InputError(f"{source}: --series selects DICOM series, but this input holds NIfTI images")
@@ -626,9 +626,8 @@ def list_inputs(source: str | os.PathLike, series: Sequence[str] | None = None) 
             return dicom_inputs(source, series)
         raise
     if has_dicom:
-        _report(f"{source}: holds NIfTI images and DICOM files; the NIfTI cases are predicted, the DICOM files "
-                "are not read "
-                "(give a folder holding only DICOM files to predict its series)")
+        _report(f"{source}: holds NIfTI images and DICOM files; the NIfTI cases are predicted, the DICOM "
+                "files are not read (give a folder holding only DICOM files to predict its series)")
     return image_datalist(source, report=_report, scan=scan)
 
 
@@ -678,8 +677,8 @@ def _dicom_case_ids(chosen: Sequence[dicom.DicomSeries]) -> list[str]:
             cases[i] = f"{cases[i]}_{i + 1}"
     for case, found in zip(cases, chosen):
         if case != found.folder.name:
-            _report(f"{found.folder}: case id {case} (the folder name {found.folder.name} is not unique among "
-                    "the series)")
+            _report(f"{found.folder}: case id {case} "
+                    f"(the folder name {found.folder.name} is not unique among the series)")
     return cases
 
 

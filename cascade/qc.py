@@ -31,8 +31,8 @@ import numpy as np
 from cascade.labels import CLASS_NAMES
 
 __all__ = [
-    "VOLUME_RANGES_ML", "MIN_STAGE1_ML", "MAX_WALL_VOXEL_MM", "voxel_volume_ml", "class_volumes_ml", "volume_warnings", "grid_warnings",
-    "orientation_warnings",
+    "VOLUME_RANGES_ML", "MIN_STAGE1_ML", "MAX_WALL_VOXEL_MM", "voxel_volume_ml", "class_volumes_ml", "volume_warnings",
+    "grid_warnings", "orientation_warnings",
 ]
 
 VOLUME_RANGES_ML = {"wall": (2.0, 200.0), "right_atrium": (10.0, 400.0), "left_atrium": (10.0, 400.0)}
