@@ -8,7 +8,11 @@ it annotates in one of two ways, the first found winning:
   label values, comma-separated;
 - a ``dataset.json`` beside the data with nnU-Net v2's ``labels`` field, e.g. ``{"labels":
   {"background": 0, "left_atrium": 3}}``: the label values it lists are the annotated classes
-  (names are free; an nnU-Net raw dataset already has this file).
+  (an nnU-Net raw dataset already has this file). Names are free, except that a name of one of
+  this project's classes (or a common synonym, :data:`CLASS_SYNONYMS`: ``LA``, ``left atrium``,
+  ``atrial_wall``, ...) must carry that class's value: ``{"left_atrium": 1}`` (nnU-Net's habit of
+  numbering an LA-only set from 1) is refused, since this project's value 1 is the wall. The
+  label maps are not remapped on reading: relabel them (left atrium 3) and fix the declaration.
 
 Without either, every class (wall, right atrium, left atrium) is annotated. Datalists store each
 case's classes as ``"annotated": [3]``, so one datalist can mix fully and partially labelled
@@ -35,7 +39,9 @@ from cascade.labels import BACKGROUND, CLASS_NAMES
 __all__ = [
     "ALL_CLASSES",
     "DATASET_JSON",
+    "CLASS_SYNONYMS",
     "parse_classes",
+    "annotated_classes",
     "declared_classes",
     "annotation_code",
     "classes_from_code",
@@ -45,6 +51,12 @@ __all__ = [
 ALL_CLASSES = tuple(CLASS_NAMES)  # (1, 2, 3): wall, right atrium, left atrium
 DATASET_JSON = "dataset.json"
 _BY_NAME = {name: value for value, name in CLASS_NAMES.items()}
+# names a dataset.json may give the project's classes (compared in lower case, spaces and hyphens as underscores)
+CLASS_SYNONYMS = {
+    "wall": 1, "walls": 1, "atrial_wall": 1, "atrial_walls": 1, "atria_wall": 1,
+    "right_atrium": 2, "ra": 2, "right_atrial_cavity": 2, "right_atrium_cavity": 2, "ra_cavity": 2,
+    "left_atrium": 3, "la": 3, "left_atrial_cavity": 3, "left_atrium_cavity": 3, "la_cavity": 3,
+}
 
 
 def parse_classes(spec: str | int | Iterable[str | int]) -> tuple[int, ...]:
@@ -72,6 +84,33 @@ def parse_classes(spec: str | int | Iterable[str | int]) -> tuple[int, ...]:
     return tuple(sorted(values))
 
 
+def annotated_classes(value: object, where: str) -> tuple[int, ...]:
+    """Check a datalist entry's ``annotated`` value: a non-empty list of label values (or class names).
+
+    One check for every reader of datalists (``cascade evaluate``, ``crossval``, the bundles).
+
+    Args:
+        value: the entry's ``annotated`` value as read from JSON.
+        where: how messages name the entry (the datalist file and the case).
+
+    Returns:
+        Sorted label values among :data:`ALL_CLASSES`.
+
+    Raises:
+        InputError: not a list, empty, or holding something that is not one of the classes.
+    """
+    known = ", ".join(f"{number} ({name})" for number, name in CLASS_NAMES.items())
+    well_typed = isinstance(value, list) and all(type(item) in (int, str) for item in value)  # not bool, an int too
+    if not well_typed or not value:
+        raise InputError(f"{where}: 'annotated' must be a non-empty list of the label values it annotates, "
+                         f"e.g. [3] for left atrium only; got {json.dumps(value)} (values: {known})")
+    try:
+        return parse_classes(value)
+    except InputError:
+        raise InputError(f"{where}: 'annotated' holds {json.dumps(value)}; expected label values among {known}"
+                         ) from None
+
+
 def declared_classes(root: str | os.PathLike, annotated: str | Iterable | None = None) -> tuple[int, ...]:
     """The classes a data folder annotates (see the module docstring for the rules).
 
@@ -89,7 +128,7 @@ def declared_classes(root: str | os.PathLike, annotated: str | Iterable | None =
     if not path.is_file():
         return ALL_CLASSES
     try:
-        labels = json.loads(path.read_text()).get("labels")
+        labels = json.loads(path.read_text(encoding="utf-8-sig")).get("labels")  # with Notepad's byte order mark
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
         raise InputError(f"{path}: not a readable dataset.json ({type(err).__name__})") from err
     if labels is None:
@@ -100,6 +139,15 @@ def declared_classes(root: str | os.PathLike, annotated: str | Iterable | None =
     foreground = sorted(set(values) - {BACKGROUND})
     if BACKGROUND not in values or not foreground or any(v not in ALL_CLASSES for v in foreground):
         raise InputError(f"{path}: 'labels' must hold background 0 and some of the values 1, 2, 3; got {sorted(set(values))}")
+    for name, value in labels.items():
+        meant = CLASS_SYNONYMS.get(str(name).strip().lower().replace(" ", "_").replace("-", "_"))
+        if meant is not None and value != meant:
+            meaning = CLASS_NAMES.get(value, "background")
+            raise InputError(
+                f"{path}: 'labels' gives {name!r} the value {value}, but this project's label maps use {meant} for "
+                f"{CLASS_NAMES[meant]} ({value} is {meaning}); relabel the maps ({value} -> {meant}) and declare "
+                f"{{\"{name}\": {meant}}}, or rename the class if {value} really is {meaning}"
+            )
     return tuple(foreground)
 
 

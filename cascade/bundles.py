@@ -45,6 +45,7 @@ __all__ = [
     "bundles_root",
     "bundle_dir",
     "check_weight_choice",
+    "check_bundle_run",
     "overlay_path",
     "StageWeights",
     "pretrained_names",
@@ -54,6 +55,7 @@ __all__ = [
     "stage_config_files",
     "stage_weights",
     "stop_on_input_error",
+    "unfinished_fold",
     "work_folds",
 ]
 
@@ -173,14 +175,29 @@ def work_folds(models: str | os.PathLike, stage: str) -> list[int]:
     return sorted(folds)
 
 
+def unfinished_fold(models: str | os.PathLike, stage: str, fold: int) -> bool:
+    """Whether a work folder's fold is a training that did not finish, by ``cascade crossval``'s rule:
+    a fold a training run made is finished once ``model_final.pt`` is written. A fold is a training
+    run's when the work folder is a crossval one (``crossval.json``) or the fold holds the training's
+    ``checkpoint_*.pt``; a ``model.pt`` alone elsewhere (``cascade import-nnunet``) is taken as is."""
+    models_dir = Path(models) / stage / f"fold{fold}" / "models"
+    if (models_dir / "model_final.pt").is_file():
+        return False
+    return (Path(models) / "crossval.json").is_file() or any(models_dir.glob("checkpoint_*.pt"))
+
+
 def _fold_ids(folds: str | int | Sequence | None) -> list[int] | None:
     if folds is None or folds == "":
         return None
     values = folds if isinstance(folds, (tuple, list)) else str(folds).split(",")
     try:
-        return [int(k) for k in values]
+        ids = [int(k) for k in values]
     except ValueError as err:
         raise InputError(f"--folds: expected comma-separated fold numbers, got {folds!r}") from err
+    twice = sorted({k for k in ids if ids.count(k) > 1})
+    if twice:  # an ensemble would weigh that fold double
+        raise InputError(f"--folds {','.join(map(str, ids))}: fold(s) {twice} given twice")
+    return ids
 
 
 def pretrained_names(bundle: str | os.PathLike) -> list[str]:
@@ -231,7 +248,8 @@ def stage_weights(
 
     Raises:
         InputError: ``pretrained`` and ``models`` together, an unknown ``pretrained`` name, a bad
-            ``folds`` value, or no fold in ``models``.
+            ``folds`` value, or no fold in ``models``; with ``models`` and no ``folds``, an unfinished
+            fold (:func:`unfinished_fold`; given by ``folds`` it is used, and named in the source).
         MissingCheckpointError: a checkpoint file does not exist.
     """
     bundle = Path(bundle)
@@ -256,13 +274,27 @@ def stage_weights(
         if not work.is_dir():
             raise InputError(f"{work}: --models folder not found")
         found = work_folds(work, stage)
+        note = ""
         if fold_ids is None:
             if not found:
                 raise MissingCheckpointError(f"{work / stage}: no fold<k>/models/model.pt found for the {stage}")
+            unfinished = [k for k in found if unfinished_fold(work, stage, k)]
+            if unfinished:
+                finished = [k for k in found if k not in unfinished]
+                folds_flag = ",".join(map(str, finished))
+                hint = f"name the finished ones with --folds {folds_flag}" if finished else "none has finished"
+                raise InputError(
+                    f"{work / stage / f'fold{unfinished[0]}'}: unfinished training (model.pt without model_final.pt) "
+                    f"of the {stage} "
+                    f"fold(s) {unfinished}; finish them (rerun the same cascade crossval) or {hint}"
+                )
             fold_ids = found
+        else:
+            asked = [k for k in fold_ids if k in found and unfinished_fold(work, stage, k)]
+            note = f" (unfinished training: fold(s) {asked}, as --folds asked)" if asked else ""
         overlay = work / stage / "config.json"
         checkpoints = [work / stage / f"fold{k}" / "models" / "model.pt" for k in fold_ids]
-        weights = StageWeights(checkpoints, [overlay] if overlay.is_file() else [], f"{work}, folds {fold_ids}")
+        weights = StageWeights(checkpoints, [overlay] if overlay.is_file() else [], f"{work}, folds {fold_ids}{note}")
     else:
         checkpoints = [bundle / "models" / f"fold{k}" / "model.pt" for k in fold_ids] if fold_ids else [bundle / "models" / "model.pt"]
         weights = StageWeights(checkpoints, [], ", ".join(str(c) for c in checkpoints))
@@ -327,6 +359,22 @@ def require_checkpoint(checkpoint: str | os.PathLike) -> None:
             "configs/la2018.json to --config_file), a trained fold (--checkpoint WORK/<stage>/fold<k>/models/model.pt "
             "from `cascade crossval` or a training run), or `cascade import-nnunet`"
         )
+
+
+def check_bundle_run(dataset_dir: str | os.PathLike | None, device: object) -> None:
+    """The checks of a bundle run's arguments that MONAI would otherwise report deep in a traceback:
+    the data (``--dataset_dir``, whose config default is a placeholder path) and the device.
+
+    Raises:
+        InputError: ``dataset_dir`` missing; a device that is unknown or not on this machine.
+    """
+    from cascade.settings import resolve_device
+
+    resolve_device(str(device))
+    if not dataset_dir or not Path(dataset_dir).exists():
+        raise InputError(f"--dataset_dir {dataset_dir}: not found; pass --dataset_dir DIR (a data folder of any "
+                         "supported layout, "
+                         "or a datalist JSON of `cascade datalist`)")
 
 
 def stop_on_input_error(check: Callable[..., object], *args, **kwargs) -> None:

@@ -529,8 +529,16 @@ def main(argv: list[str] | None = None) -> None:
     Bad input is one ``cascade: error:`` line and exit status 1; Ctrl-C and SIGTERM stop cleanly
     (no partial output, one line) with status 130 and 143.
     """
+    from cascade.pipes import outliving_readers
+
     argv = join_multi_value_flags(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, _terminate)
+    with outliving_readers():  # `cascade predict ... | head -1` still predicts every case
+        _run(argv)
+
+
+def _run(argv: list[str]) -> None:
+    """Run one command: bad input, Ctrl-C and SIGTERM end as :func:`main` says."""
     try:
         if show_help_or_check(argv):
             return

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from cascade.bundles import STAGES, bundle_dir, overlay_path
 from cascade.data import DEFAULT_SEED, assign_folds, is_datalist_file, load_datalist, make_datalist, validate_case, write_datalist
-from cascade.io import InputError, file_sha256, save_nifti_atomic, write_text_atomic
+from cascade.io import InputError, check_writable_folder, file_sha256, save_nifti_atomic, write_text_atomic
 from cascade.reproducibility import latest_epoch_checkpoint
 
 __all__ = ["TrainingError", "run_crossval"]
@@ -212,6 +212,7 @@ def run_crossval(
     from cascade.predict import REPORT_NAME, PredictionReport
 
     work_dir = Path(os.path.abspath(work))
+    check_writable_folder(work_dir, "the work folder")
     _settings(work_dir, folds, seed, config, single_stage, annotated)
     datalist_path = work_dir / "datalist.json"
     if not datalist_path.is_file():

@@ -28,11 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cascade.annotation import ALL_CLASSES, DATASET_JSON, declared_classes
+from cascade.annotation import ALL_CLASSES, DATASET_JSON, annotated_classes, declared_classes
 from cascade.io import InputError, load_nifti, read_header, same_geometry, write_text_atomic
 
 __all__ = [
     "FolderScan",
+    "NoCasesError",
     "scan_folder",
     "discover_cases",
     "validate_case",
@@ -78,12 +79,18 @@ def case_name_formatter(metadict: dict, saver: object) -> dict:
     return {"subject": case_id(metadict["filename_or_obj"]), "idx": metadict.get("patch_index")}
 
 
+class NoCasesError(InputError):
+    """A data folder holds no NIfTI case (the message names what was skipped and why)."""
+
+
 @dataclass
 class FolderScan:
-    """What a data folder holds: the cases found, and every entry not used with the reason."""
+    """What a data folder holds: the cases found, and every entry not used with the reason (``conflicts``:
+    the files skipped because another file has the same name, which a scorer must not pass over)."""
 
     cases: list[dict] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)  # two files of one name: "path: reason"
 
     def skip(self, path: Path, reason: str) -> None:
         self.skipped.append((str(path), reason))
@@ -93,9 +100,13 @@ def _nifti_files(folder: Path, scan: FolderScan) -> dict[str, Path]:
     """Map ``stem -> path`` for the NIfTI files directly in ``folder``; other files go to ``scan.skipped``.
 
     Hidden files (names starting with ``.``) and ``dataset.json`` (:mod:`cascade.annotation`) are
-    ignored; sub-folders are left to the caller.
+    ignored; sub-folders are left to the caller. Files that are not regular (FIFOs, sockets,
+    devices) are skipped without being opened (reading a FIFO blocks). Two files of one name
+    (``X.nii`` and ``X.nii.gz``, a stale copy beside a newer one) are both skipped, and noted in
+    ``scan.conflicts``: which one is current cannot be known.
     """
     files: dict[str, Path] = {}
+    twice: set[str] = set()
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or path.is_dir() or path.name == DATASET_JSON:
             continue
@@ -104,8 +115,17 @@ def _nifti_files(folder: Path, scan: FolderScan) -> dict[str, Path]:
             scan.skip(path, "not a NIfTI file (.nii or .nii.gz)")
         elif not path.exists():
             scan.skip(path, "broken symbolic link")
-        elif stem in files:
-            scan.skip(path, f"same name as {files[stem].name}; only one of them is read")
+        elif not path.is_file():
+            scan.skip(path, "not a regular file (a FIFO, socket or device): not read")
+        elif stem in files or stem in twice:
+            other = files.pop(stem, None)
+            reason = (f"{path.name} and {other.name if other else 'another file'} are both {stem}; neither is read "
+                      "(delete the stale one)")
+            scan.conflicts.append(f"{path}: {reason}")
+            for duplicate in (other, path):
+                if duplicate is not None:
+                    scan.skip(duplicate, reason)
+            twice.add(stem)
         else:
             files[stem] = path
     return files
@@ -209,7 +229,7 @@ def scan_folder(root: str | os.PathLike) -> FolderScan:
         reasons = "; ".join(f"{Path(path).name}: {reason}" for path, reason in scan.skipped[:5])
         more = f" (and {len(scan.skipped) - 5} more)" if len(scan.skipped) > 5 else ""
         skipped = f"; skipped {reasons}{more}" if reasons else ""
-        raise InputError(f"{root}: no NIfTI cases found (expected MBAS, nnU-Net raw or flat layout){skipped}")
+        raise NoCasesError(f"{root}: no NIfTI cases found (expected MBAS, nnU-Net raw or flat layout){skipped}")
     return scan
 
 
@@ -384,19 +404,35 @@ def load_datalist(
     if is_datalist_file(source):
         source = Path(source)
         try:
-            content = json.loads(source.read_text())
-        except json.JSONDecodeError as err:
+            content = json.loads(source.read_text(encoding="utf-8-sig"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise InputError(f"{source}: not a valid datalist JSON ({err})") from err
-        entries = content["training"] if isinstance(content, dict) else content
+        entries = content.get("training") if isinstance(content, dict) else content
+        named = isinstance(entries, list) and all(isinstance(e, dict) and type(e.get("case")) is str for e in entries)
+        if not named or not all(e["case"] for e in entries):
+            raise InputError(f"{source}: not a datalist: expected "
+                             '{"training": [{"case": ..., "image": ..., "label": ...}, ...]} '
+                             "as `cascade datalist` writes it")
         base = source.parent
         datalist = []
         for entry in entries:
             entry = dict(entry)
             for key in _PATH_KEYS:
+                if entry.get(key) is not None and not isinstance(entry[key], str):
+                    raise InputError(f"{source}: case {entry['case']}: {key!r} must be a file path, got "
+                                     f"{json.dumps(entry[key])}")
                 if entry.get(key) and not os.path.isabs(entry[key]):
                     entry[key] = str(base / entry[key])
-            entry["annotated"] = list(entry.get("annotated", ALL_CLASSES))
+            where = f"{source}: case {entry['case']}"
+            declared = annotated_classes(entry["annotated"], where) if "annotated" in entry else ALL_CLASSES
+            entry["annotated"] = list(declared)
+            if "fold" in entry and (isinstance(entry["fold"], bool) or not isinstance(entry["fold"], int)):
+                raise InputError(f"{where}: 'fold' must be a whole number, got {json.dumps(entry['fold'])}")
             datalist.append(entry)
+        ids = [e["case"] for e in datalist]
+        duplicated = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicated:
+            raise InputError(f"{source}: case ids listed more than once: {duplicated[:10]}")
         if any("fold" not in e for e in datalist):
             folds = assign_folds([e["case"] for e in datalist], num_folds, seed)
             datalist = [{**e, "fold": e.get("fold", folds[e["case"]])} for e in datalist]
@@ -439,7 +475,10 @@ def fold_datalist(
 
 
 def image_datalist(
-    source: str | os.PathLike, mask_dir: str | os.PathLike | None = None, report: Callable[[str], None] | None = None
+    source: str | os.PathLike,
+    mask_dir: str | os.PathLike | None = None,
+    report: Callable[[str], None] | None = None,
+    scan: FolderScan | None = None,
 ) -> list[dict]:
     """Every case of a data folder that has an image, for inference.
 
@@ -448,12 +487,13 @@ def image_datalist(
         mask_dir: folder of stage-1 masks to attach (see :func:`attach_masks`).
         report: called with one line for every file not used (label maps without an image
             included); default: a Python warning each.
+        scan: the folder's :func:`scan_folder`, when the caller made it already.
 
     Returns:
         ``{"case", "image"}`` entries, with ``"label"`` where the case has one and ``"mask"``
         when ``mask_dir`` is given.
     """
-    scan = scan_folder(source)
+    scan = scan or scan_folder(source)
     for case in scan.cases:
         if not case["image"]:
             scan.skip(Path(case["label"]), "label map without an image: nothing to predict")

@@ -9,7 +9,10 @@ that do not fit; a study folder (several series), a sagittal stack or a series w
 would be segmented on a wrong grid without a word. This module therefore groups files by
 SeriesInstanceUID, orders slices by their position along the slice normal and checks the
 series before building the volume; on a clean single-series folder the volume and affine equal
-``PydicomReader``'s (tested).
+``PydicomReader``'s (tested). Files stored without the 128-byte preamble are read when they hold an
+image object; direction cosines within :data:`COSINE_TOLERANCE` of unit length are normalised, and
+the voxel size comes from PixelSpacing and the slice positions alone. A series whose files name
+several patients or studies is refused before any network runs.
 
 Which series are predicted (:func:`choose_series`): with ``--series UID[,UID...]`` exactly those;
 otherwise one per study (StudyInstanceUID): among its single-frame image series, the one whose
@@ -26,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,10 +49,17 @@ __all__ = [
 INSTALL_HINT = "pip install 'atria-cascade[dicom]'"
 HEADER_TAGS = (
     "SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "Modality", "SeriesNumber", "SeriesDescription",
-    "NumberOfFrames", "ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns",
+    "NumberOfFrames", "ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns", "PatientID",
 )
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # the SOP class of a DICOMDIR
 NOT_IMAGES = {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "SR", "PR", "KO", "REG", "DOC"}
 POSITION_TOLERANCE_MM = 0.05  # slice positions off their line by more than this are a broken series
+# ImageOrientationPatient's direction cosines are unit vectors; headers written with few digits miss that by about 1e-4.
+# Within this tolerance of length 1 (and of perpendicular) they are normalised, beyond it the series is refused.
+COSINE_TOLERANCE = 0.01
+# The first bytes of a DICOM data set stored without the 128-byte preamble and "DICM" (as some PACS exports and
+# old CDs store them): the group number of its first element, file meta (0002) or identifying (0008), little endian.
+_HEADLESS_STARTS = (b"\x02\x00", b"\x08\x00")
 
 # SNOMED CT codes for each class, as DICOM PS3.16 gives them (CID 7150 "Segmentation Property
 # Categories"; the anatomic codes of CID 4031 "Common Anatomic Regions", which pydicom's code
@@ -61,6 +72,12 @@ SEGMENT_CODES = {
 }
 CATEGORY_CODE = ("91723000", "Anatomical Structure")
 SEGMENT_LABELS = {1: "Atrial wall", 2: "Right atrium cavity", 3: "Left atrium cavity"}
+# Type 2 attributes of the Patient and General Study modules (PS3.3 C.7.1.1, C.7.2.1) that a SEG copies from its source:
+# anonymised exports often drop them; they are present but may be empty
+_TYPE_2_COPIED = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+    "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber",
+)
 
 
 def require_highdicom() -> None:
@@ -111,18 +128,52 @@ class DicomSeries:
 
 
 def has_dicom_files(folder: str | os.PathLike) -> bool:
-    """Whether a folder, or one below it, holds a file with the DICOM preamble (``DICM`` at byte 128)."""
+    """Whether a folder, or one below it, holds a DICOM file (see :func:`is_dicom_file`)."""
     return any(is_dicom_file(Path(root) / name) for root, _, names in os.walk(folder) for name in names if not name.startswith("."))
 
 
-def is_dicom_file(path: str | os.PathLike) -> bool:
-    """Whether a file carries the DICOM preamble (``DICM`` at byte 128)."""
+def is_regular_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a regular file (links followed): FIFOs, sockets and devices are never opened,
+    since reading a FIFO blocks until something writes to it."""
     try:
-        with open(path, "rb") as stream:
-            stream.seek(128)
-            return stream.read(4) == b"DICM"
+        return stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
         return False
+
+
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    """Whether a regular file carries the DICOM preamble (``DICM`` at byte 128), or starts like a data
+    set stored without it (see :data:`_HEADLESS_STARTS`; :func:`find_series` then checks that it
+    reads as an image object)."""
+    if not is_regular_file(path):
+        return False
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM" or head[:2] in _HEADLESS_STARTS
+
+
+def _dcmread(path: str | os.PathLike, **kwargs):
+    """``pydicom.dcmread`` that also reads a data set stored without preamble and file meta (``force``),
+    with the transfer syntax it was read in recorded when its file meta has none (pixel decoding needs it).
+
+    Raises:
+        InputError: not a DICOM object (no SOPClassUID) although its first bytes looked like one.
+    """
+    pydicom = _pydicom()
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    dataset = pydicom.dcmread(path, force=True, **kwargs)
+    if "SOPClassUID" not in dataset and "MediaStorageSOPClassUID" not in getattr(dataset, "file_meta", {}):
+        raise InputError(f"{path}: not a DICOM file (no SOPClassUID)")
+    meta = getattr(dataset, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" not in meta:
+        implicit, little = dataset.original_encoding
+        explicit = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+        meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else explicit
+    return dataset
 
 
 def _number(value: object) -> int | None:
@@ -135,22 +186,34 @@ def _number(value: object) -> int | None:
 def find_series(root: str | os.PathLike, report: Callable[[str], None]) -> list[DicomSeries]:
     """Every DICOM series under ``root`` (searched recursively), from the files' headers only.
 
-    Files without the DICOM preamble, unreadable ones and non-image objects (SEG, structured
-    reports, multi-frame images) are named through ``report`` with the reason.
+    Files with the DICOM preamble and files that start like a DICOM data set without it (as some
+    PACS exports store them) are read. What is not used is named through ``report`` with the
+    reason: files that are not regular (FIFOs, sockets: never opened), unreadable files, non-image
+    objects (SEG, structured reports, DICOMDIR), multi-frame images, and files of an image series
+    that are not slices of it (no ImageOrientationPatient: a screenshot or secondary capture).
 
     Raises:
         InputError: pydicom is not installed.
     """
-    pydicom = _pydicom()
+    _pydicom()
     files: dict[str, list[tuple[Path, object]]] = {}
     for folder, subfolders, names in sorted(os.walk(root)):
         subfolders.sort()
         for name in sorted(names):
             path = Path(folder) / name
-            if name.startswith(".") or not is_dicom_file(path):
+            if name.startswith("."):
+                continue
+            if not is_regular_file(path):
+                if os.path.lexists(path) and os.path.exists(path):
+                    report(f"skipped {path}: not a regular file (a FIFO, socket or device): not read")
+                continue
+            if not is_dicom_file(path):
                 continue
             try:
-                header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
+                header = _dcmread(path, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
+            except InputError as err:
+                report(f"skipped {err}")
+                continue
             except Exception as err:  # pydicom raises many types for damaged files
                 report(f"skipped {path}: unreadable DICOM file ({type(err).__name__}: {err})")
                 continue
@@ -161,18 +224,27 @@ def find_series(root: str | os.PathLike, report: Callable[[str], None]) -> list[
             files.setdefault(uid, []).append((path, header))
     found = []
     for uid, members in files.items():
-        first = members[0][1]
-        paths = tuple(path for path, _ in members)
+        slices = [(path, h) for path, h in members
+                  if str(h.get("Modality", "")) not in NOT_IMAGES and "ImageOrientationPatient" in h]
+        slice_paths = {path for path, _ in slices}
+        first = (slices or members)[0][1]
+        paths = tuple(path for path, _ in slices or members)
         modality, frames = str(first.get("Modality", "")), _number(first.get("NumberOfFrames")) or 1
         series = DicomSeries(
             uid=uid, study_uid=str(first.get("StudyInstanceUID", "")), folder=Path(os.path.commonpath([p.parent for p in paths])),
             files=paths, number=_number(first.get("SeriesNumber")), description=str(first.get("SeriesDescription", "")),
-            distinct_positions=len({tuple(np.round(np.asarray(h.get("ImagePositionPatient", [np.nan] * 3), float), 3)) for _, h in members})
-            == len(members),
+            distinct_positions=len(slices) == len({
+                tuple(np.round(np.asarray(h.get("ImagePositionPatient", [np.nan] * 3), float), 3)) for _, h in slices}),
         )
-        if modality in NOT_IMAGES or "ImageOrientationPatient" not in first:
+        if not slices:
             report(f"skipped {series.folder}: {series.summary()} is not an image series (Modality {modality or 'unknown'})")
-        elif frames > 1:
+            continue
+        for path, header in members:
+            if path not in slice_paths:
+                report(f"skipped {path}: not a slice of {series.summary()} "
+                       f"(Modality {header.get('Modality', 'unknown')}, "
+                       "no ImageOrientationPatient: a screenshot, secondary capture or report filed in the series)")
+        if frames > 1:
             report(f"skipped {series.folder}: {series.summary()} is a multi-frame (enhanced) object, not supported: "
                    "convert it to NIfTI (e.g. dcm2niix) or export it as single-frame images")
         else:
@@ -214,11 +286,14 @@ def series_uid(path: str | os.PathLike) -> str:
         InputError: unreadable, or without one.
     """
     try:
-        uid = _pydicom().dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]).get("SeriesInstanceUID")
+        header = _dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SeriesInstanceUID"])
     except InputError:
         raise
     except Exception as err:
         raise InputError(f"{path}: not a readable DICOM file ({type(err).__name__}: {err})") from err
+    uid = header.get("SeriesInstanceUID")
+    if header.file_meta.get("MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY:
+        raise InputError(f"{path}: a DICOMDIR (the index of a CD or DVD), not an image; give the folder that holds it")
     if not uid:
         raise InputError(f"{path}: a DICOM file without SeriesInstanceUID (not an image)")
     return str(uid)
@@ -226,10 +301,9 @@ def series_uid(path: str | os.PathLike) -> str:
 
 def is_segmentation(path: str | os.PathLike) -> bool:
     """Whether a file is a readable DICOM Segmentation object (for ``--resume``)."""
+    _pydicom()
     try:
-        return str(_pydicom().dcmread(path, stop_before_pixels=True).get("Modality")) == "SEG"
-    except InputError:
-        raise
+        return is_regular_file(path) and str(_dcmread(path, stop_before_pixels=True).get("Modality")) == "SEG"
     except Exception:
         return False
 
@@ -250,12 +324,40 @@ def _vector(dataset, keyword: str, name: str, length: int) -> np.ndarray:
     return array
 
 
+def _unit_cosines(orientation: np.ndarray, dataset, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The row and column direction cosines of ImageOrientationPatient, normalised to length 1.
+
+    Raises:
+        InputError: parallel (collinear) directions, lengths off 1 or directions off perpendicular by
+            more than :data:`COSINE_TOLERANCE` (a broken header: scaling the voxel size by such cosines
+            would change every volume).
+    """
+    row, column = orientation[:3], orientation[3:]
+    lengths = np.linalg.norm(row), np.linalg.norm(column)
+    where = f"{name}: ImageOrientationPatient of {dataset.filename} ({', '.join(f'{v:g}' for v in orientation)})"
+    if min(lengths) < 1e-6 or np.linalg.norm(np.cross(row, column)) < 1e-6 * lengths[0] * lengths[1]:
+        raise InputError(f"{where}: its row and column directions are parallel (or zero), so the slices have "
+                         "no normal; a broken header: re-export the series")
+    if max(abs(length - 1) for length in lengths) > COSINE_TOLERANCE:
+        raise InputError(f"{where}: direction cosines of length {lengths[0]:.4g} and {lengths[1]:.4g}, not 1; "
+                         "a broken header (the voxel size would be wrong): re-export the series")
+    row, column = row / lengths[0], column / lengths[1]
+    if abs(float(row @ column)) > COSINE_TOLERANCE:
+        raise InputError(f"{where}: row and column directions are not perpendicular "
+                         f"(cosine {float(row @ column):.3g}); "
+                         "a broken header: re-export the series")
+    return row, column
+
+
 def _slice_geometry(datasets: Sequence, name: str) -> tuple[list, np.ndarray]:
     """Datasets sorted along the slice normal and the 4x4 LPS affine of the (column, row, slice) grid.
 
+    Direction cosines within :data:`COSINE_TOLERANCE` of unit length and of perpendicular are
+    normalised (:func:`_unit_cosines`); the voxel size is PixelSpacing and the slice step alone.
+
     Raises:
-        InputError: slices of other sizes, spacings or orientations; fewer than two slices; slices
-            not evenly spaced on one line (a duplicated or missing slice is named as such).
+        InputError: slices of other sizes, spacings or orientations; a broken orientation; fewer than
+            two slices; slices not evenly spaced on one line (a duplicated or missing slice is named as such).
     """
     first = datasets[0]
     orientation = _vector(first, "ImageOrientationPatient", name, 6)
@@ -270,9 +372,12 @@ def _slice_geometry(datasets: Sequence, name: str) -> tuple[list, np.ndarray]:
             raise InputError(f"{name}: slice {dataset.filename} differs from {first.filename} in size, pixel spacing or orientation")
         if int(dataset.get("SamplesPerPixel", 1)) != 1:
             raise InputError(f"{name}: slice {dataset.filename} has {dataset.SamplesPerPixel} samples per pixel; expected one intensity")
+    if not (spacing > 0).all():
+        raise InputError(f"{name}: PixelSpacing of {first.filename} is {spacing[0]:g} x {spacing[1]:g} mm; a "
+                         "broken header: re-export the series")
+    row_cosine, column_cosine = _unit_cosines(orientation, first, name)
     if len(datasets) < 2:
         raise InputError(f"{name}: one slice, not a 3D volume")
-    row_cosine, column_cosine = orientation[:3], orientation[3:]
     normal = np.cross(row_cosine, column_cosine)
     ordered = sorted(datasets, key=lambda d: float(_vector(d, "ImagePositionPatient", name, 3) @ normal))
     positions = np.array([_vector(d, "ImagePositionPatient", name, 3) for d in ordered])
@@ -297,6 +402,28 @@ def _slice_geometry(datasets: Sequence, name: str) -> tuple[list, np.ndarray]:
     return ordered, affine
 
 
+_ONE_ACQUISITION = {
+    "PatientID": "patients", "StudyInstanceUID": "studies", "FrameOfReferenceUID": "frames of reference",
+}
+
+
+def _check_one_acquisition(datasets: Sequence, name: str) -> None:
+    """Refuse a series whose slices name several patients, studies or frames of reference (a mixed-up export).
+
+    Raises:
+        InputError: naming the attribute, two of its values and a file holding each.
+    """
+    for keyword, what in _ONE_ACQUISITION.items():
+        first_of: dict[str, str] = {}
+        for dataset in datasets:
+            first_of.setdefault(str(dataset.get(keyword, "")), dataset.filename)
+        if len(first_of) > 1:
+            (a, file_a), (b, file_b) = list(first_of.items())[:2]
+            raise InputError(f"{name}: its slices belong to {len(first_of)} {what} ({keyword} {a!r} in "
+                             f"{Path(file_a).name}, {b!r} in "
+                             f"{Path(file_b).name}): a mixed-up export; re-export the series, or separate the files")
+
+
 def read_series(series: DicomSeries) -> tuple[nib.Nifti1Image, list]:
     """Read and check a series: the volume with the checks of :mod:`cascade.io`, and its datasets.
 
@@ -307,19 +434,20 @@ def read_series(series: DicomSeries) -> tuple[nib.Nifti1Image, list]:
     Raises:
         InputError: naming the series: unreadable files or pixel data, inconsistent slices (see
             :func:`_slice_geometry`) and every check of :func:`cascade.io.check_geometry` and
-            :func:`cascade.io.check_intensities`.
+            :func:`cascade.io.check_intensities`; slices of several patients, studies or frames of reference.
     """
-    pydicom = _pydicom()
+    _pydicom()
     from pydicom.pixels import apply_rescale
 
     datasets = []
     for path in series.files:
         try:
-            datasets.append(pydicom.dcmread(path))
+            datasets.append(_dcmread(path))
         except PermissionError as err:
             raise InputError(f"{path}: permission denied") from err
         except Exception as err:
             raise InputError(f"{series.name}: {path} is not a readable DICOM file ({type(err).__name__}: {err})") from err
+    _check_one_acquisition(datasets, series.name)
     ordered, affine = _slice_geometry(datasets, series.name)
     slices = []
     for dataset in ordered:
@@ -370,6 +498,9 @@ def write_segmentation(labels: np.ndarray, datasets: Sequence, path: str | os.Pa
         classes: label values to encode, one segment each, numbered 1, 2, ... in this order
             (segment labels and codes: :data:`SEGMENT_LABELS`, :data:`SEGMENT_CODES`).
 
+    Patient and study attributes an anonymised series lacks (:data:`_TYPE_2_COPIED`) are written empty,
+    as the standard allows for type 2 attributes.
+
     Returns:
         The destination path.
 
@@ -378,6 +509,10 @@ def write_segmentation(labels: np.ndarray, datasets: Sequence, path: str | os.Pa
     """
     import highdicom as hd
 
+    for dataset in datasets:  # in memory only: the files are not touched
+        for keyword in _TYPE_2_COPIED:
+            if keyword not in dataset:
+                setattr(dataset, keyword, "")
     frames = np.zeros(labels.shape[::-1], np.uint8)  # (slices, rows, columns)
     for number, value in enumerate(classes, 1):
         frames[labels.transpose(2, 1, 0) == value] = number

@@ -34,13 +34,14 @@ import io
 import json
 import math
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from cascade.annotation import declared_classes, parse_classes
-from cascade.data import discover_cases, is_datalist_file, load_datalist
+from cascade.data import is_datalist_file, load_datalist, scan_folder
 from cascade.io import AFFINE_TOLERANCE, InputError, load_nifti, same_geometry, voxel_spacing, write_text_atomic
 from cascade.labels import CLASS_NAMES
 from cascade.metrics import STATUSES, region_recall, score_case
@@ -77,7 +78,10 @@ class EvaluationError(InputError):
 
 
 def _label_files(root: str | os.PathLike, side: str) -> dict[str, str]:
-    cases = discover_cases(root)
+    scan = scan_folder(root)
+    if scan.conflicts:  # a stale X.nii beside X.nii.gz: scoring either could score the wrong one
+        raise EvaluationError(scan.conflicts[0])
+    cases = scan.cases
     labels = {c["case"]: c["label"] for c in cases if c["label"]}
     if not labels:
         raise EvaluationError(
@@ -163,6 +167,11 @@ def score_pair(case: str, prediction: str, truth: str, annotated: tuple[int, ...
         raise EvaluationError(f"{prediction}: geometry differs from ground truth {truth}: {detail}")
     pred_labels = np.asanyarray(pred_img.dataobj).astype(np.uint8)
     truth_labels = np.asanyarray(truth_img.dataobj).astype(np.uint8)
+    drawn = sorted(set(np.unique(truth_labels).tolist()) - {0} - set(annotated or CLASS_NAMES))
+    if drawn:  # the declaration contradicts the label map: scoring would compare the wrong classes
+        raise EvaluationError(f"{truth}: label values {drawn} are not among the annotated classes {sorted(annotated)} "
+                              "(declared by the datalist's 'annotated', --annotated or the data's dataset.json); "
+                              "fix the declaration")
     rows = score_case(pred_labels, truth_labels, voxel_spacing(truth_img), annotated)
     voxel_ml = voxel_volume_ml(truth_img.affine)
     pred_ml, truth_ml = (np.bincount(labels.ravel(), minlength=4) * voxel_ml for labels in (pred_labels, truth_labels))
@@ -376,6 +385,9 @@ def evaluate(
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    if os.path.realpath(pred) == os.path.realpath(gt):  # a self-check, or a mistake: say which it is
+        print(f"cascade: warning: {pred}: the predictions are the ground truth folder itself; every score is perfect",
+              file=sys.stderr)
     pairs, missing, extra = pair_cases(pred, gt, annotated)
     if missing and not allow_missing:
         shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")

@@ -3,11 +3,12 @@
 Arrays stay in nibabel's storage order, (X, Y, Z), which is also the order MONAI's ``LoadImage``
 returns; spacing is given in that order, in mm.
 
-An image is usable when its header describes one single-component 3D volume (a trailing
-singleton 4th axis is accepted) on a finite, invertible affine whose voxel sizes lie in
-:data:`PLAUSIBLE_SPACING_MM`, and its intensities are finite and within :data:`MAX_INTENSITY`. The spacing range excludes headers
-written in metres or micrometres (0.000625 or 625 for a 0.625 mm voxel), which would otherwise be
-resampled to a grid a thousand times too coarse or too fine and segmented without a word.
+An image is usable when its header describes one single-component 3D volume of at least two
+voxels along each axis (a trailing singleton 4th axis is accepted) on a finite, invertible affine
+whose voxel sizes lie in :data:`PLAUSIBLE_SPACING_MM`, and its intensities are finite and within
+:data:`MAX_INTENSITY`. The spacing range excludes headers written in metres or micrometres
+(0.000625 or 625 for a 0.625 mm voxel), which would otherwise be resampled to a grid a thousand
+times too coarse or too fine and segmented without a word.
 """
 
 from __future__ import annotations
@@ -78,6 +79,10 @@ def read_header(path: str | os.PathLike) -> nib.Nifti1Image:
     except PermissionError as err:
         raise InputError(f"{path}: permission denied") from err
     except Exception as err:  # nibabel raises many types for truncated or foreign files
+        with open(path, "rb") as stream:
+            archive = stream.read(4) == b"PK\x03\x04"
+        if archive:
+            raise InputError(f"{path}: a zip archive, not a NIfTI file; unpack it and give the folder") from err
         raise InputError(f"{path}: not a readable NIfTI file ({type(err).__name__}: {err})") from err
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"{path}: not a NIfTI image ({type(img).__name__})")
@@ -93,8 +98,8 @@ def check_geometry(img: nib.Nifti1Image, path: str | os.PathLike) -> None:
         path: the name its messages give (a file, or a DICOM series).
 
     Raises:
-        InputError: multi-component voxels, not 3D, empty, a non-finite or singular affine, voxel
-            sizes outside :data:`PLAUSIBLE_SPACING_MM`.
+        InputError: multi-component voxels, not 3D, empty, a single slice, a non-finite or singular
+            affine, voxel sizes outside :data:`PLAUSIBLE_SPACING_MM`.
     """
     dtype = img.get_data_dtype()
     if dtype.fields is not None or dtype.kind == "c":
@@ -104,6 +109,8 @@ def check_geometry(img: nib.Nifti1Image, path: str | os.PathLike) -> None:
         raise InputError(f"{path}: expected a 3D volume, got shape {tuple(shape)}")
     if min(shape[:3]) < 1:
         raise InputError(f"{path}: empty volume of shape {tuple(shape)}")
+    if min(shape[:3]) == 1:  # as a DICOM series of one image is refused: no 3D context, yet every class could be drawn
+        raise InputError(f"{path}: one slice (shape {tuple(shape)}), not a 3D volume; give the 3D scan")
     affine = img.affine
     if not np.isfinite(affine).all():
         raise InputError(f"{path}: the affine holds non-finite values")
@@ -247,10 +254,14 @@ def check_writable_folder(folder: str | os.PathLike, what: str) -> None:
         what: its role, for the message (e.g. ``"the output folder"``).
 
     Raises:
-        InputError: it is, or lies under, an existing file, or it cannot be written (the reason,
-            e.g. permission denied or a read-only file system, is named).
+        InputError: it is, or lies under, an existing file or a symbolic link to nothing, or it cannot
+            be written (the reason, e.g. permission denied or a read-only file system, is named).
     """
     folder = Path(folder)
+    dangling = next((p for p in (folder, *folder.absolute().parents) if p.is_symlink() and not p.exists()), None)
+    if dangling is not None:
+        raise InputError(f"{dangling}: {what} {'is' if dangling == folder else 'lies under'} a symbolic link to "
+                         f"{os.readlink(dangling)}, which does not exist; create that folder or choose another one")
     existing = next(parent for parent in (folder, *folder.absolute().parents) if parent.exists())
     if not existing.is_dir():
         raise InputError(f"{existing}: {what} {'is' if existing == folder else 'lies under'} an existing file, not a folder")
@@ -263,8 +274,12 @@ def check_writable_folder(folder: str | os.PathLike, what: str) -> None:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write a text file (UTF-8, newlines as given) with :func:`write_atomic`."""
-    return write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8", newline=""))
+    """Write a text file (UTF-8, newlines as given) with :func:`write_atomic`.
+
+    File names that the file system encoding could not decode (a non-ASCII path under ``LC_ALL=C``:
+    Python holds its bytes as surrogates) are written as their original bytes (``surrogateescape``).
+    """
+    return write_atomic(path, lambda tmp: Path(tmp).write_text(text, "utf-8", "surrogateescape", newline=""))
 
 
 def save_nifti_atomic(

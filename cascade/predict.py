@@ -13,7 +13,10 @@ Rules, checked before any case runs:
   ``--overwrite`` or not, so ground truth can never be replaced by a prediction;
 - an existing output is an error unless ``--overwrite`` (replace it) or ``--resume`` (keep it when
   it is a readable label map with the input's geometry and the report records it as made from
-  this very input file, by its SHA-256; redo it otherwise); not both.
+  this very input file, by its SHA-256, and as this very file, by its own; redo it otherwise); not both;
+- an earlier ``predictions.csv`` or ``run.json`` that cannot be read back or replaced (a folder, a
+  report in another encoding) is an error; what a person added to the report (columns, rows, a
+  byte order mark) is kept.
 
 A folder is pipelined: a loader thread reads and checks the next case (and, with ``--resume``,
 checks its finished outputs) while the networks run on the current one.
@@ -45,7 +48,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cascade import dicom
-from cascade.data import case_id, image_datalist, scan_folder
+from cascade.data import NoCasesError, case_id, image_datalist, is_datalist_file, scan_folder
 from monai.data import MetaTensor
 
 from cascade.engine import CascadeEngine, CaseResult
@@ -53,21 +56,22 @@ from cascade.io import (
     InputError, check_writable_folder, file_sha256, load_nifti, read_header, remove_stale_temporaries, same_geometry, save_nifti_atomic, write_text_atomic,
 )
 from cascade.labels import CLASS_NAMES
-from cascade.qc import class_volumes_ml, grid_warnings, volume_warnings
+from cascade.qc import class_volumes_ml, grid_warnings, orientation_warnings, volume_warnings
 
 __all__ = [
-    "REPORT_COLUMNS", "PredictionReport", "software_versions", "run_record", "write_run_record", "check_resume_record",
-    "list_inputs", "OUTPUT_FORMATS", "output_kinds", "output_paths", "check_output_folder", "check_outputs", "out_of_memory",
-    "predict_cases",
+    "REPORT_COLUMNS", "PredictionReport", "read_report", "software_versions", "run_record", "write_run_record",
+    "check_resume_record", "list_inputs", "OUTPUT_FORMATS", "output_kinds", "output_paths", "outputs_sha256",
+    "check_output_folder", "check_outputs", "out_of_memory", "predict_cases",
 ]
 
 REPORT_COLUMNS = (
     "case", "image", "image_sha256", "status", "shape", "spacing_mm", "stage1_ml", "wall_ml", "right_atrium_ml", "left_atrium_ml",
-    "seconds", "message",
+    "seconds", "message", "outputs_sha256",
 )
 REPORT_NAME = "predictions.csv"
 RUN_RECORD_NAME = "run.json"
 OUTPUT_FORMATS = ("nifti", "dicom-seg", "both")
+NAME_MAX = 255  # bytes in a file name on the usual file systems (ext4, XFS, APFS, NTFS)
 OUTPUT_SUFFIXES = {"label": "_label.nii.gz", "seg": "_seg.dcm", "mask": "_mask.nii.gz", "gate": "_gate.nii.gz"}
 
 
@@ -98,8 +102,8 @@ def check_outputs(inputs: Sequence[dict], out_dir: Path, kinds: Sequence[str], o
 
     Raises:
         InputError: ``overwrite`` with ``resume``; a DICOM SEG for NIfTI input, or without highdicom;
-            an output path that is an input file; an existing output (only without ``overwrite`` or
-            ``resume``); two cases with the same output.
+            an output name too long for the file system; an output path that is an input file; an
+            existing output (only without ``overwrite`` or ``resume``); two cases with the same output.
     """
     if "seg" in kinds:
         nifti = next((item for item in inputs if "series" not in item), None)
@@ -111,8 +115,14 @@ def check_outputs(inputs: Sequence[dict], out_dir: Path, kinds: Sequence[str], o
         raise InputError("--overwrite and --resume exclude each other: --resume keeps finished outputs, --overwrite replaces them")
     protected = {_real(item[key]): item[key] for item in inputs for key in ("image", "label", "mask") if item.get(key)}
     seen: dict[str, str] = {}
+    longest = NAME_MAX - len(".." + "x" * 8)  # write_atomic's temporary name: ".<name>.<8 random characters><suffixes>"
     for item in inputs:
         for path in output_paths(item["case"], out_dir, kinds).values():
+            size = len(os.fsencode(path.name)) + len("".join(path.suffixes[-2:]))
+            if size > longest:
+                raise InputError(f"{item['image']}: the output name {path.name[:40]}... is too long for the file "
+                                 f"system ({size} of at most "
+                                 f"{longest} bytes with the temporary name); rename the input")
             real = _real(path)
             if real in protected:
                 raise InputError(f"{path}: this output would replace the input {protected[real]}; choose another output folder")
@@ -128,12 +138,29 @@ def _input_sha256(item: dict) -> str:
     return dicom.series_sha256(item["series"].files) if "series" in item else file_sha256(item["image"])
 
 
-def _finished(item: dict, paths: dict[str, Path], recorded_sha256: str) -> bool:
+def outputs_sha256(paths: dict[str, Path]) -> str:
+    """The SHA-256 of each of a case's output files, ``kind=hex`` joined by ``;`` (kinds sorted): recorded
+    in the report so that ``--resume`` keeps only the very files a run wrote, not another case's label
+    map copied over (per kind, so a resume with fewer kinds, e.g. without ``--save_masks``, still matches)."""
+    return ";".join(f"{kind}={file_sha256(paths[kind])}" for kind in sorted(paths))
+
+
+def _recorded_outputs_match(recorded: str, paths: dict[str, Path]) -> bool:
+    """Whether every output in ``paths`` has the checksum the report's ``outputs_sha256`` cell records."""
+    sums = dict(entry.split("=", 1) for entry in recorded.split(";") if "=" in entry)
+    return all(sums.get(kind) == file_sha256(path) for kind, path in paths.items())
+
+
+def _finished(item: dict, paths: dict[str, Path], recorded: dict) -> bool:
     """Whether every output of a case exists, is readable (a label map with the input's geometry, a
-    DICOM Segmentation), and was made from this input (``recorded_sha256``, from the earlier report,
-    equals its checksum): a scan replaced by another of the same grid is predicted again."""
+    DICOM Segmentation), was made from this input (the earlier report's ``image_sha256`` equals its
+    checksum: a scan replaced by another of the same grid is predicted again), and is the file that
+    run wrote (``outputs_sha256``: a label map copied over from another case is predicted again; not
+    checked for reports written before the column existed)."""
     try:
-        if recorded_sha256 != _input_sha256(item):
+        if not recorded.get("image_sha256") or recorded["image_sha256"] != _input_sha256(item):
+            return False
+        if "outputs_sha256" in recorded and not _recorded_outputs_match(recorded["outputs_sha256"] or "", paths):
             return False
         source = None if "series" in item else read_header(item["image"])  # a series' geometry follows from its checksum
         for kind, path in paths.items():
@@ -176,27 +203,54 @@ class PredictionReport:
         return text
 
     def write(self, path: Path) -> Path:
-        """Write the rows as CSV atomically, keeping rows of an earlier report for cases not run now."""
-        rows = {row["case"]: row for row in _read_report(path)}
+        """Write the rows as CSV atomically, keeping what the earlier report there holds beyond them: rows of
+        cases not run now (hand-added ones too), and columns added by hand, with their cells for every case."""
+        earlier, extra_columns = read_report(path)
+        rows = {row["case"]: row for row in earlier}
         for row in self.rows:
             if row["status"] != "resumed" or row["case"] not in rows:
-                rows[row["case"]] = row
+                written_by_hand = {column: rows.get(row["case"], {}).get(column, "") for column in extra_columns}
+                rows[row["case"]] = written_by_hand | row
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=REPORT_COLUMNS, lineterminator="\n", extrasaction="ignore")
+        columns = REPORT_COLUMNS + extra_columns
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
         for case in sorted(rows):
             writer.writerow(rows[case])
         return write_text_atomic(path, buffer.getvalue())
 
 
-def _read_report(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
+def _as_path_text(value: object) -> object:
+    """A cell as this process spells file names: under a non-UTF-8 locale (``LC_ALL=C``) the UTF-8 bytes of a
+    non-ASCII name are held as surrogates, and case ids read back must equal those of the files."""
+    return os.fsdecode(value.encode("utf-8", "surrogateescape")) if isinstance(value, str) else value
+
+
+def read_report(path: Path) -> tuple[list[dict], tuple[str, ...]]:
+    """The rows of an earlier ``predictions.csv`` (a spreadsheet's UTF-8 byte order mark accepted) and the
+    columns it has beyond :data:`REPORT_COLUMNS` (added by hand); no file: no rows.
+
+    Raises:
+        InputError: the path is a folder or another non-file, or the file is not a readable UTF-8 CSV
+            report with a ``case`` column (it is then never overwritten: what a person wrote there stays).
+    """
+    path = Path(path)
+    if not os.path.lexists(path):
+        return [], ()
+    if not dicom.is_regular_file(path):
+        raise InputError(f"{path}: not a file (a folder?); the report is written there: move it away")
     try:
-        with path.open(newline="") as stream:
-            return [row for row in csv.DictReader(stream) if row.get("case")]
-    except (OSError, csv.Error, UnicodeDecodeError):
-        return []
+        with path.open(newline="", encoding="utf-8-sig") as stream:
+            reader = csv.DictReader(stream)
+            rows = [{key: _as_path_text(value) for key, value in row.items()} for row in reader if row.get("case")]
+            columns = reader.fieldnames or []
+    except (OSError, csv.Error, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not a readable CSV report ({type(err).__name__}: {err}); save it as UTF-8 CSV, "
+                         "or move it away (it is never overwritten)") from None
+    if columns and "case" not in columns:
+        raise InputError(f"{path}: a CSV without the 'case' column, not a report of cascade predict; move it "
+                         "away (it is never overwritten)")
+    return rows, tuple(c for c in columns if c and c not in REPORT_COLUMNS)
 
 
 def out_of_memory(err: BaseException | None) -> bool:
@@ -242,12 +296,20 @@ def _row(item: dict, result: CaseResult | None = None, seconds: float = 0.0, lab
 
 
 def _save(result: CaseResult, paths: dict[str, Path], datasets: Sequence, classes: Sequence[int]) -> None:
+    """Write a case's outputs; when one fails, those written before it are removed (a case is all or nothing)."""
     arrays = {"label": result.labels, "mask": result.mask, "gate": result.gate}
-    for kind, path in paths.items():
-        if kind == "seg":
-            dicom.write_segmentation(result.labels, datasets, path, classes)
-        else:
-            save_nifti_atomic(arrays[kind], result.affine, path, header=result.header)
+    written = []
+    try:
+        for kind, path in paths.items():
+            if kind == "seg":
+                dicom.write_segmentation(result.labels, datasets, path, classes)
+            else:
+                save_nifti_atomic(arrays[kind], result.affine, path, header=result.header)
+            written.append(path)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def predict_cases(
@@ -288,6 +350,12 @@ def predict_cases(
     """
     out_dir = Path(out_dir)
     check_outputs(inputs, out_dir, kinds, overwrite, resume)
+    if report_name:  # before any case: a report or run record that cannot be replaced stops nothing half-way
+        read_report(out_dir / report_name)
+        record_path = out_dir / RUN_RECORD_NAME
+        if record is not None and os.path.lexists(record_path) and not dicom.is_regular_file(record_path):
+            raise InputError(f"{record_path}: not a file (a folder?); the run record is written "
+                             "there: move it away")
     if resume and record is not None:
         check_resume_record(out_dir, record)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -297,14 +365,14 @@ def predict_cases(
     for path in outputs + ([out_dir / report_name] if report_name else []):
         remove_stale_temporaries(path)  # left by a kill -9 of an earlier run
     report = PredictionReport()
-    recorded = {row["case"]: row.get("image_sha256") or "" for row in _read_report(out_dir / REPORT_NAME)} if resume else {}
+    recorded = {row["case"]: row for row in read_report(out_dir / REPORT_NAME)[0]} if resume else {}
     log_lines, computed = not sys.stderr.isatty(), []  # without a terminal (a batch job's log): one line per case
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cascade-loader")
 
     def load(index: int) -> Future:
         item = inputs[index]
-        recorded_sha256 = recorded.get(item["case"], "") if resume else None
-        return loader.submit(_load_case, engine, item, output_paths(item["case"], out_dir, kinds), recorded_sha256)
+        earlier = recorded.get(item["case"], {}) if resume else None
+        return loader.submit(_load_case, engine, item, output_paths(item["case"], out_dir, kinds), earlier)
 
     try:
         upcoming = load(0) if inputs else None
@@ -356,13 +424,13 @@ class _Loaded:
     error: Exception | None = None
 
 
-def _load_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], recorded_sha256: str | None) -> _Loaded:
-    """Everything a case needs before the networks: the resume check (with ``recorded_sha256``, the
-    earlier report's checksum; ``None`` without ``--resume``), the input's checksum and the checked
+def _load_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], recorded: dict | None) -> _Loaded:
+    """Everything a case needs before the networks: the resume check (with ``recorded``, the earlier
+    report's row of the case; ``None`` without ``--resume``), the input's checksum and the checked
     image. A DICOM series is read and checked once, then handed to the engine as a temporary NIfTI
     file, so that the bundles' own loading transforms read both kinds of input alike."""
     try:
-        if recorded_sha256 is not None and _finished(item, paths, recorded_sha256):
+        if recorded is not None and _finished(item, paths, recorded):
             return _Loaded(finished=True)
         sha256 = _input_sha256(item)
         if "series" not in item:
@@ -388,6 +456,7 @@ def _predict_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], deb
         result, datasets = engine.predict_loaded(loaded.image, loaded.source, name), loaded.datasets
         volumes = class_volumes_ml(result.labels, result.mask, result.affine)
         warnings = (result.input_warnings + grid_warnings(name, result.affine)
+                    + orientation_warnings(name, result.header)
                     + (result.warnings or volume_warnings(name, volumes, engine.labelled_classes)))
         _save(result, paths, datasets, engine.labelled_classes)
     except Exception as err:  # one bad case must not stop the folder
@@ -400,7 +469,7 @@ def _predict_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], deb
         return _row(item) | {"status": "failed", "message": message}
     for warning in warnings:
         tqdm.write(f"cascade: warning: {warning}", file=sys.stderr)
-    row = _row(item, result, time.perf_counter() - start, engine.labelled_classes)
+    row = _row(item, result, time.perf_counter() - start, engine.labelled_classes) | {"outputs_sha256": outputs_sha256(paths)}
     return row | {"status": "warning" if warnings else "ok", "message": "; ".join(warnings)}
 
 
@@ -449,19 +518,40 @@ def _determining(record: dict) -> dict[str, object]:
     return flat
 
 
+def _well_formed(record: object) -> bool:
+    """Whether a parsed ``run.json`` has the shape :func:`run_record` gives it (what :func:`_determining` reads)."""
+    if not isinstance(record, dict) or not isinstance(record.get("stages", {}), dict):
+        return False
+    for entry in record.get("stages", {}).values():
+        if not isinstance(entry, dict) or not isinstance(entry.get("settings", {}), dict):
+            return False
+        files = [entry.get(key, []) for key in ("checkpoints", "configs")]
+        if not all(isinstance(group, list) and all(isinstance(c, dict) and "sha256" in c for c in group)
+                   for group in files):
+            return False
+    return True
+
+
 def check_resume_record(out_dir: Path, record: dict) -> None:
     """Refuse ``--resume`` when the outputs there were made with other weights, configs or settings.
 
-    An output folder without a readable ``run.json`` (made before run records existed) is not checked.
+    An output folder without ``run.json`` (made before run records existed) is not checked.
 
     Raises:
-        InputError: naming the first setting that differs, its old and new value.
+        InputError: naming the first setting that differs, its old and new value; a ``run.json`` that is
+            not a readable run record (hand-edited or foreign: delete it to resume unchecked).
     """
     path = out_dir / RUN_RECORD_NAME
-    try:
-        earlier = json.loads(path.read_text())
-    except (OSError, ValueError):
+    if not os.path.lexists(path):
         return
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        earlier = err
+    if not _well_formed(earlier):
+        raise InputError(f"{path}: not a run record of cascade predict (the settings of the run that made "
+                         "these outputs); delete it to --resume without that check, use --overwrite, or another "
+                         "output folder")
     old, new = _determining(earlier), _determining(record)
     for key in sorted(set(old) | set(new)):
         if old.get(key) != new.get(key):
@@ -515,14 +605,34 @@ def list_inputs(source: str | os.PathLike, series: Sequence[str] | None = None) 
         return dicom_inputs(source.parent, series or [dicom.series_uid(source)])
     if not source.exists():
         raise InputError(f"{source}: input not found")
-    nifti = source.is_file() or any(path.name.endswith((".nii", ".nii.gz")) for path in source.rglob("*"))
-    if not nifti and dicom.has_dicom_files(source):
-        return dicom_inputs(source, series)
-    if series:
-        raise InputError(f"{source}: --series selects DICOM series, but this input holds NIfTI images")
+    if not source.is_dir() and not dicom.is_regular_file(source):
+        raise InputError(f"{source}: not a regular file or folder (a FIFO, socket or device); "
+                         "give an image file or a folder")
     if source.is_file():
+        if series:
+            raise InputError(f"{source}: --series selects DICOM series, but this input holds NIfTI images")
+        if is_datalist_file(source):
+            raise InputError(f"{source}: a datalist JSON; predict reads images: give the data folder, an image "
+                             "file or a DICOM folder")
+        if source.name.lower().endswith(("_label.nii.gz", "_label.nii")):
+            raise InputError(f"{source}: named as a label map (<case>_label); give the image it labels (e.g. "
+                             "<case>.nii.gz or <case>_gt.nii.gz)")
         return [{"case": case_id(source), "image": str(source), **_label_beside(source)}]
-    return image_datalist(source, report=_report)
+    has_dicom = dicom.has_dicom_files(source)
+    if series:
+        if not has_dicom:
+            raise InputError(f"{source}: --series selects DICOM series, but this input holds NIfTI images")
+        return dicom_inputs(source, series)
+    try:
+        scan = scan_folder(source)
+    except NoCasesError:
+        if has_dicom:  # no NIfTI case (stray NIfTI files at most): the DICOM series are the input
+            return dicom_inputs(source, series)
+        raise
+    if has_dicom:
+        _report(f"{source}: holds NIfTI images and DICOM files; the NIfTI cases are predicted, the DICOM "
+                "files are not read (give a folder holding only DICOM files to predict its series)")
+    return image_datalist(source, report=_report, scan=scan)
 
 
 def _report(line: str) -> None:
@@ -531,8 +641,8 @@ def _report(line: str) -> None:
 
 def dicom_inputs(source: Path, series: Sequence[str] | None = None) -> list[dict]:
     """One entry per DICOM series to predict (:func:`cascade.dicom.choose_series`):
-    ``{"case", "image", "name", "series"}``; ``case`` is the name of the series' folder, with
-    ``_S<SeriesNumber>`` added where two chosen series share a folder name.
+    ``{"case", "image", "name", "series"}``; ``case`` is the name of the series' folder, made unique
+    where chosen series share it (:func:`_dicom_case_ids`).
 
     Raises:
         InputError: pydicom is missing; no image series; a ``series`` UID that is not there.
@@ -540,12 +650,40 @@ def dicom_inputs(source: Path, series: Sequence[str] | None = None) -> list[dict
     chosen = dicom.choose_series(dicom.find_series(source, _report), series, _report)
     if not chosen:
         raise InputError(f"{source}: no DICOM image series found")
-    names = [s.folder.name for s in chosen]
-    entries = []
-    for index, found in enumerate(chosen):
-        case = found.folder.name if names.count(found.folder.name) == 1 else f"{found.folder.name}_S{found.number or index + 1}"
-        entries.append({"case": case, "image": str(found.folder), "name": found.name, "series": found})
-    return entries
+    return [{"case": case, "image": str(found.folder), "name": found.name, "series": found}
+            for case, found in zip(_dicom_case_ids(chosen), chosen)]
+
+
+def _dicom_case_ids(chosen: Sequence[dicom.DicomSeries]) -> list[str]:
+    """Case ids of DICOM series: the series' folder name; where two share it (a CD of two patients,
+    each in a folder ``DICOM``), the folders above are joined in (``PAT1_DICOM``), and where series
+    share a folder, ``_S<SeriesNumber>`` (then ``_<n>``) is added. Every id made longer is reported."""
+    folders = [found.folder.absolute().parts[1:] or ("series",) for found in chosen]
+    depth = [1] * len(chosen)
+
+    def ids() -> list[str]:
+        return ["_".join(parts[-d:]) for parts, d in zip(folders, depth)]
+
+    while True:
+        current = ids()
+        growing = [i for i, case in enumerate(current) if depth[i] < len(folders[i])
+                   and any(current[j] == case and folders[j] != folders[i] for j in range(len(current)))]
+        if not growing:
+            break
+        for i in growing:
+            depth[i] += 1
+    cases = ids()
+    for i, found in enumerate(chosen):
+        if cases.count(cases[i]) > 1:
+            cases[i] = f"{cases[i]}_S{found.number if found.number is not None else i + 1}"
+    for i in range(len(cases)):
+        if cases.count(cases[i]) > 1:
+            cases[i] = f"{cases[i]}_{i + 1}"
+    for case, found in zip(cases, chosen):
+        if case != found.folder.name:
+            _report(f"{found.folder}: case id {case} "
+                    f"(the folder name {found.folder.name} is not unique among the series)")
+    return cases
 
 
 def _label_beside(image: Path) -> dict:

@@ -30,7 +30,10 @@ import numpy as np
 
 from cascade.labels import CLASS_NAMES
 
-__all__ = ["VOLUME_RANGES_ML", "MIN_STAGE1_ML", "MAX_WALL_VOXEL_MM", "voxel_volume_ml", "class_volumes_ml", "volume_warnings", "grid_warnings"]
+__all__ = [
+    "VOLUME_RANGES_ML", "MIN_STAGE1_ML", "MAX_WALL_VOXEL_MM", "voxel_volume_ml", "class_volumes_ml", "volume_warnings",
+    "grid_warnings", "orientation_warnings",
+]
 
 VOLUME_RANGES_ML = {"wall": (2.0, 200.0), "right_atrium": (10.0, 400.0), "left_atrium": (10.0, 400.0)}
 MIN_STAGE1_ML = 20.0
@@ -84,3 +87,14 @@ def grid_warnings(source: str, affine: np.ndarray) -> list[str]:
     size = " x ".join(f"{s:.3g}" for s in sizes)
     return [f"{source}: voxel size {size} mm is coarser than {MAX_WALL_VOXEL_MM:g} mm on an axis: the 2-3 mm atrial wall "
             "cannot be resolved there, so wall volume and cavity edges are unreliable"]
+
+
+def orientation_warnings(source: str, header: object) -> list[str]:
+    """A warning line when a NIfTI header states no orientation (qform and sform codes 0, as Analyze-era
+    converters write): nibabel then places the voxels by their sizes alone, and left-right, front-back
+    or head-foot may be mirrored for the networks, which learnt on oriented scans."""
+    if header is None or "qform_code" not in header or (int(header["qform_code"]), int(header["sform_code"])) != (0, 0):
+        return []
+    return [f"{source}: the header states no orientation (qform and sform codes 0): the voxels are placed by "
+            "their sizes alone and "
+            "the anatomy may be mirrored; set the orientation (e.g. re-convert from DICOM) and check the label map"]
