@@ -21,6 +21,7 @@ from monai.bundle import ConfigParser
 
 from cascade.metrics import dice
 from cascade.phantom import make_phantom, write_phantoms
+from cascade.weights_manifest import record_shipped_weights
 from tests.bundle_utils import BUNDLES
 from tests.conftest import labelled_outside_gate, write_nifti
 
@@ -129,6 +130,7 @@ def _background_only_localizer(tmp_path: Path) -> Path:
             if key.endswith("bias"):
                 state[key][0] = 10.0
     torch.save(state, weights)
+    record_shipped_weights(bundle, [weights])  # replaced on purpose: shipped weights are checked against the manifest
     return bundle
 
 
