@@ -11,11 +11,12 @@ are not attached, except the learning-rate schedule). Modes:
   cached on the GPU, random transforms on GPU tensors, ``ThreadDataLoader`` without workers);
 - ``preloaded``: one augmented batch, fetched before timing and fed every iteration: the speed of
   the network step alone, what no loader can beat;
-- CPU variants of ``config`` that leave the loss unchanged: ``loader_worker`` (one loader process
-  augments the next batch while the network runs), ``channels_last`` (network and batches in
-  PyTorch's channels-last-3d memory format), ``compile`` (``torch.compile`` of the network through
-  SupervisedTrainer's ``compile`` flag; its first iterations are compilation, so give a long
-  ``--warmup``).
+- variants of ``config``: ``contiguous`` and ``channels_last`` (the configs' ``memory_format``:
+  network and batches in PyTorch's default or channels-last-3d layout; the la2018 recipe trains
+  channels-last), ``loader_worker`` (one loader process augments the next batch while the network
+  runs; its augmentations draw from another random stream), ``compile`` (``torch.compile`` of the
+  network in place, batches as plain tensors; its first iterations are compilation, so give a
+  long ``--warmup``) and ``channels_last_compile``.
 
 Printed per mode: iterations per second over the iterations after ``--warmup`` (cuDNN autotuning,
 worker start-up), the share of that time the trainer spent waiting for the next batch (ignite's
@@ -56,9 +57,11 @@ MODES = {
     "no_cache_copy": ["configs/no_cache_copy.json"],
     "gpu_augmentation": ["configs/no_cache_copy.json", "configs/gpu_augmentation.json"],
     "preloaded": [],
-    "loader_worker": ["configs/loader_worker.json"],
+    "contiguous": ["configs/contiguous.json"],
     "channels_last": ["configs/channels_last.json"],
+    "loader_worker": ["configs/loader_worker.json"],
     "compile": ["configs/compile.json"],
+    "channels_last_compile": ["configs/channels_last.json", "configs/compile.json"],
 }
 # Ignite and MONAI events in the order one iteration fires them; a phase is the time between two.
 PHASES = {
