@@ -12,9 +12,9 @@ BUNDLES = {name: REPO / "bundles" / name for name in ("atria_localizer", "atria_
 SCHEMA = Path(os.environ.get("CASCADE_METADATA_SCHEMA", REPO.parent / "shared" / "monai" / "meta_schema_20240725.json"))
 
 
-def run_bundle(bundle: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run ``python -m monai.bundle ARGS`` from the bundle directory; fail with its output on error."""
-    result = subprocess.run(
+def bundle_process(bundle: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run ``python -m monai.bundle ARGS`` from the bundle directory (warnings off); its completed process."""
+    return subprocess.run(
         [sys.executable, "-m", "monai.bundle", *args],
         cwd=BUNDLES[bundle],
         capture_output=True,
@@ -22,6 +22,11 @@ def run_bundle(bundle: str, *args: str, timeout: float = 900) -> subprocess.Comp
         timeout=timeout,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
+
+
+def run_bundle(bundle: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run ``python -m monai.bundle ARGS`` from the bundle directory; fail with its output on error."""
+    result = bundle_process(bundle, *args, timeout=timeout)
     if result.returncode != 0:
         raise AssertionError(f"monai.bundle {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result

@@ -447,9 +447,8 @@ def test_bundle_runs_without_data_or_on_a_missing_device_are_one_line(bundle, tm
     --device cuda where there is none: one line and status 1, not a 60-line traceback."""
     import torch
 
-    from tests.bundle_utils import BUNDLES
+    from tests.bundle_utils import bundle_process
 
-    environment = {**os.environ, "PYTHONWARNINGS": "ignore"}
     base = ["run", "--config_file", "['configs/inference.json','configs/demo.json']", "--mask_from_label", "true"]
     runs = {"no data": (base, "error: --dataset_dir /workspace/data/MBAS: not found; pass --dataset_dir DIR")}
     if not torch.cuda.is_available():
@@ -469,14 +468,7 @@ def test_bundle_runs_without_data_or_on_a_missing_device_are_one_line(bundle, tm
         ]
         runs["training, no cuda"] = (training, "error: --device cuda: CUDA is not available")
     for name, (args, expected) in runs.items():
-        result = subprocess.run(
-            [sys.executable, "-m", "monai.bundle", *args],
-            cwd=BUNDLES[bundle],
-            capture_output=True,
-            text=True,
-            env=environment,
-            timeout=300,
-        )
+        result = bundle_process(bundle, *args, timeout=300)
         assert result.returncode == 1, (name, result.stderr[-2000:])
         [line] = [line for line in result.stderr.splitlines() if line.strip() and " - INFO - " not in line]
         assert line.startswith(expected), (name, line)
