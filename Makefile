@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 # Opt-in: the MONAI Label app against a live server on 127.0.0.1, in a virtualenv built from scratch
 # by apps/monailabel/README.md's install commands (about 2 GB, in a temporary folder). Not part of `make test`.

@@ -45,7 +45,6 @@ __all__ = [
     "bundles_root",
     "bundle_dir",
     "check_weight_choice",
-    "check_bundle_run",
     "overlay_path",
     "StageWeights",
     "pretrained_names",
@@ -359,22 +358,6 @@ def require_checkpoint(checkpoint: str | os.PathLike) -> None:
             "configs/la2018.json to --config_file), a trained fold (--checkpoint WORK/<stage>/fold<k>/models/model.pt "
             "from `cascade crossval` or a training run), or `cascade import-nnunet`"
         )
-
-
-def check_bundle_run(dataset_dir: str | os.PathLike | None, device: object) -> None:
-    """The checks of a bundle run's arguments that MONAI would otherwise report deep in a traceback:
-    the data (``--dataset_dir``, whose config default is a placeholder path) and the device.
-
-    Raises:
-        InputError: ``dataset_dir`` missing; a device that is unknown or not on this machine.
-    """
-    from cascade.settings import resolve_device
-
-    resolve_device(str(device))
-    if not dataset_dir or not Path(dataset_dir).exists():
-        raise InputError(f"--dataset_dir {dataset_dir}: not found; pass --dataset_dir DIR (a data folder of any "
-                         "supported layout, "
-                         "or a datalist JSON of `cascade datalist`)")
 
 
 def stop_on_input_error(check: Callable[..., object], *args, **kwargs) -> None:

@@ -18,7 +18,8 @@ mask_region              yes
 ============== ========= =========
 
 A stage's defaults are its own bundle config's values (:func:`stage_defaults`). The CLI, the
-engine, the MONAI Label app and the bench scripts all go through this module.
+engine, the MONAI Label app and the bench scripts all go through this module, and so do the
+bundles' own runs (:func:`check_bundle_run`, the first step of every ``run`` list).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from cascade.bundles import STAGES, read_stage_config
 from cascade.io import InputError
@@ -45,6 +47,7 @@ __all__ = [
     "as_precision",
     "as_paths",
     "as_classes",
+    "check_bundle_run",
     "check_runtime",
     "resolve_device",
     "stage_overrides",
@@ -226,6 +229,20 @@ def resolve_device(device: str) -> str:
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
             raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return f"$torch.device('{parsed}')"
+
+
+def check_bundle_run(dataset_dir: str | os.PathLike | None, device: object) -> None:
+    """The checks of a bundle run's arguments that MONAI would otherwise report deep in a traceback:
+    the data (``--dataset_dir``, whose config default is a placeholder path) and the device.
+
+    Raises:
+        InputError: ``dataset_dir`` missing; a device that is unknown or not on this machine.
+    """
+    resolve_device(str(device))
+    if not dataset_dir or not Path(dataset_dir).exists():
+        raise InputError(f"--dataset_dir {dataset_dir}: not found; pass --dataset_dir DIR (a data folder of any "
+                         "supported layout, "
+                         "or a datalist JSON of `cascade datalist`)")
 
 
 def stage_overrides(settings: Mapping[str, object]) -> dict[str, dict]:
