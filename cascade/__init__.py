@@ -1,13 +1,13 @@
 """atria-cascade: two-stage cascaded segmentation of the atria in 3D LGE cardiac MRI.
 
-The submodules that bundle configs reference are attributes of the package, imported on first
-use (PEP 562 ``__getattr__``), so ``"$import cascade"`` in a config makes ``cascade.bundles``,
-``cascade.data``, ``cascade.handlers``, ``cascade.intensity``, ``cascade.losses``,
-``cascade.networks`` and ``cascade.transforms`` available to its expressions, while ``import
+The submodules are attributes of the package, imported on first use (PEP 562 ``__getattr__``),
+so ``"$import cascade"`` in a bundle config makes every submodule (``cascade.bundles``,
+``cascade.settings``, ``cascade.transforms``, ...) available to its expressions, while ``import
 cascade`` alone (the command line's help and argument checks) does not load torch or MONAI.
 """
 
 import importlib
+import importlib.util
 import logging
 import warnings
 from types import ModuleType
@@ -24,7 +24,8 @@ __all__ = ["bundles", "data", "handlers", "intensity", "io", "labels", "losses",
 
 
 def __getattr__(name: str) -> ModuleType:
-    """Import a submodule of :data:`__all__` the first time it is used as ``cascade.<name>``."""
-    if name in __all__:
+    """Import a submodule the first time it is used as ``cascade.<name>`` (any submodule, not only
+    those of :data:`__all__`: bundle configs may name e.g. ``cascade.settings`` in expressions)."""
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
