@@ -185,6 +185,7 @@ def predict(
     output_format: str = "nifti",
     series: str | None = None,
     save_masks: bool = False,
+    save_uncertainty: bool = False,
     overwrite: bool = False,
     resume: bool = False,
     debug: bool = False,
@@ -237,6 +238,10 @@ def predict(
         series: DICOM SeriesInstanceUIDs to predict, comma-separated (default: one per study).
         save_masks: also write <case>_mask.nii.gz (stage-1 mask) and <case>_gate.nii.gz (the region
             stage 2 may label).
+        save_uncertainty: also write <case>_uncertainty.nii.gz: per voxel, the share of the
+            segmenter's passes (models times mirrorings) voting against the majority label (0-1,
+            float32; needs an ensemble or --tta true). predictions.csv's uncertainty and review
+            columns come with every ensemble or --tta run (docs/uncertainty.md).
         overwrite: replace existing outputs (never an input file).
         resume: keep finished outputs, redo missing or unreadable ones; refused when run.json
             there records other weights, configs or settings.
@@ -250,9 +255,10 @@ def predict(
     over the N ranks, each on its own GPU (or the CPU), and rank 0 writes the report.
     """
     input, out, models, localizer, segmenter = (as_path(v) for v in (input, out, models, localizer, segmenter))
-    demo, save_masks, overwrite, resume, debug = (
+    demo, save_masks, save_uncertainty, overwrite, resume, debug = (
         as_bool(value, flag)
-        for flag, value in [("demo", demo), ("save_masks", save_masks), ("overwrite", overwrite), ("resume", resume), ("debug", debug)]
+        for flag, value in [("demo", demo), ("save_masks", save_masks), ("save_uncertainty", save_uncertainty),
+                            ("overwrite", overwrite), ("resume", resume), ("debug", debug)]
     )
     settings = {
         "device": None if device is None else str(device),
@@ -288,7 +294,7 @@ def predict(
         write_run_record,
     )
 
-    kinds = output_kinds(save_masks, str(output_format))
+    kinds = output_kinds(save_masks, str(output_format), save_uncertainty)
     if measuring:
         from cascade.measure import check_prediction_measure, measure_predictions, parse_thresholds
 
@@ -316,11 +322,17 @@ def predict(
         calibration=as_path(calibration),
         progress=sys.stderr.isatty(), **settings,
     )
+    if save_uncertainty and engine.passes == 1:
+        raise InputError("--save_uncertainty: the segmenter predicts each window once (one model, no --tta), so there is no "
+                         "disagreement to map; add --tta true or use an ensemble (--pretrained la2018, --models with folds)")
     if ranks.rank == 0:
         print("cascade: weights of " + "; ".join(f"the {stage}: {source}" for stage, source in engine.weights.items()))
         if engine.labelled_classes != ALL_CLASSES:
             labelled = ", ".join(CLASS_NAMES[v] for v in engine.labelled_classes)
             print(f"cascade: these weights label only: {labelled} (trained on partially labelled data; other classes stay 0)")
+        if engine.passes == 1:
+            print("cascade: the segmenter predicts each window once (one model, no --tta): predictions.csv's uncertainty "
+                  "and review say n/a (an ensemble or --tta true measures them)")
     record = run_record(engine, ["cascade", *sys.argv[1:]])
     report = predict_cases(
         engine, inputs, out, overwrite=overwrite, resume=resume, kinds=kinds, debug=debug,

@@ -17,7 +17,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import nullcontext
 from copy import deepcopy
 from dataclasses import dataclass, field
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.data.utils import dense_patch_slices
-from monai.transforms import Compose
+from monai.transforms import Compose, Invertd
 
 from cascade.backends import compile_network, default_precision
 from cascade.bundles import STAGES, MissingCheckpointError, bundle_dir, read_stage_config, stage_config_files, stage_weights
@@ -36,6 +36,7 @@ from cascade.intensity import find_intensity_outliers
 from cascade.io import InputError, check_intensities, file_sha256, read_header
 from cascade.labels import CLASS_NAMES
 from cascade.settings import STAGE_SETTINGS, stage_overrides
+from cascade.uncertainty import case_uncertainty, disagreement, label_votes
 from cascade.window_progress import WindowProgress, count_windows
 
 __all__ = ["EnsembleNetwork", "StagePredictor", "CaseResult", "CascadeEngine", "load_checkpoint"]
@@ -47,7 +48,7 @@ CALIBRATION_WINDOWS_PER_CASE = 8
 
 RECORDED_SETTINGS = (
     "pixdim", "patch_size", "overlap", "tta", "mask_threshold", "keep_largest_component", "gate_margin_mm", "mask_region",
-    "labelled_classes",
+    "labelled_classes", "review_uncertainty",
 )  # config values a user changes or must know to reproduce a prediction (run.json)
 
 
@@ -109,9 +110,19 @@ class EnsembleNetwork(torch.nn.Module):
             torch modules (put in eval mode) or compiled runtime models.
         mirror_axes: spatial axes (0, 1, 2 for X, Y, Z) to mirror; every subset is predicted,
             2^len(mirror_axes) passes per member.
+        votes: also return the share of the passes voting for each label
+            (:func:`cascade.uncertainty.label_votes`): the output is then (B, 2K, X, Y, Z), the mean
+            logits followed by the vote shares, so the inferer blends both alike.
+        labelled: with ``votes``, the label values the weights label (the others vote background).
     """
 
-    def __init__(self, members: Sequence[Callable[[torch.Tensor], torch.Tensor]], mirror_axes: Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        members: Sequence[Callable[[torch.Tensor], torch.Tensor]],
+        mirror_axes: Sequence[int] = (),
+        votes: bool = False,
+        labelled: Collection[int] | None = None,
+    ) -> None:
         super().__init__()
         if not members:
             raise ValueError("an ensemble needs at least one member")
@@ -122,15 +133,26 @@ class EnsembleNetwork(torch.nn.Module):
         self.modules_ = torch.nn.ModuleList([m for m in members if isinstance(m, torch.nn.Module)])
         dims = [axis + 2 for axis in sorted(set(mirror_axes))]
         self.flips = [combo for n in range(len(dims) + 1) for combo in itertools.combinations(dims, n)]
+        self.votes, self.labelled = votes, labelled
+
+    @property
+    def passes(self) -> int:
+        """Predictions averaged per window: members times mirrorings."""
+        return len(self.members) * len(self.flips)
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        total = None
+        total = ballots = None
         for member in self.members:
             for dims in self.flips:
                 logits = member(torch.flip(windows, dims) if dims else windows)
-                logits = torch.flip(logits, dims) if dims else logits
-                total = logits.float() if total is None else total + logits.float()
-        return total / (len(self.members) * len(self.flips))
+                logits = (torch.flip(logits, dims) if dims else logits).float()
+                total = logits if total is None else total + logits
+                if self.votes:
+                    vote = label_votes(logits, self.labelled)
+                    ballots = vote if ballots is None else ballots + vote
+        if self.votes:
+            return torch.cat([total, ballots], dim=1) / self.passes
+        return total / self.passes
 
 
 class StagePredictor:
@@ -150,6 +172,8 @@ class StagePredictor:
             phantoms of seed :data:`CALIBRATION_PHANTOM_SEED`.
         progress: a bar on stderr over each case's windows, named after the bundle
             (:class:`~cascade.window_progress.WindowProgress`).
+        uncertainty: measure how much the ensemble's passes (checkpoints times mirrorings)
+            disagree (:mod:`cascade.uncertainty`); only where there are several passes.
 
     The config's ``tta`` (bool) and ``mirror_axes`` set the mirroring, its ``amp`` the autocast
     of inference; its ``initialize`` expressions run once here.
@@ -176,6 +200,7 @@ class StagePredictor:
         precision: str = "fp32",
         calibration: Sequence[Mapping[str, str]] | None = None,
         progress: bool = False,
+        uncertainty: bool = False,
     ) -> None:
         self.bundle, self.progress = Path(bundle), progress
         self.calibration = [dict(case) for case in calibration] if calibration else None
@@ -199,7 +224,9 @@ class StagePredictor:
         tta = bool(self.parser.get_parsed_content("tta")) if "tta" in self.parser else False
         mirror_axes = self.parser.get_parsed_content("mirror_axes") if tta else ()
         members = [self._network(checkpoint) for checkpoint in checkpoints]
-        self.network = EnsembleNetwork(members, mirror_axes).to(self.device).eval()
+        labelled = self.parser.get_parsed_content("labelled_classes") if "labelled_classes" in self.parser else None
+        votes = uncertainty and len(members) * 2 ** len(set(mirror_axes)) > 1
+        self.network = EnsembleNetwork(members, mirror_axes, votes=votes, labelled=labelled).to(self.device).eval()
         self.seconds: dict[str, float] = {}
 
     def record(self) -> dict:
@@ -276,7 +303,10 @@ class StagePredictor:
                 ``mask`` for the segmenter), e.g. from :meth:`load`.
 
         Returns:
-            The postprocessed dictionary; ``pred`` is on the input grid.
+            The postprocessed dictionary; ``pred`` is on the input grid. Where the network votes
+            (``uncertainty``), ``disagreement`` holds :func:`cascade.uncertainty.disagreement` on the
+            network's grid, 0 outside the gate (see :meth:`disagreement_on_input_grid`), and
+            ``disputed_mm3`` its integral in mm^3.
         """
         start = time.perf_counter()
         data = self.preprocessing(dict(data))
@@ -289,7 +319,14 @@ class StagePredictor:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         inferred = time.perf_counter()
-        data["pred"] = MetaTensor(logits[0].float().cpu(), meta=image.meta, applied_operations=list(image.applied_operations))
+        logits = logits[0].float().cpu()
+        if self.network.votes:
+            logits, shares = logits.tensor_split(2)
+            disputed = disagreement(shares[None])[0] * (data["mask"].as_tensor() > 0 if "mask" in data else 1)
+            voxel_mm3 = float(abs(torch.linalg.det(image.affine[:3, :3].double())))
+            data["disputed_mm3"] = float(disputed.sum()) * voxel_mm3
+            data["disagreement"] = MetaTensor(disputed, meta=image.meta, applied_operations=list(image.applied_operations))
+        data["pred"] = MetaTensor(logits, meta=image.meta, applied_operations=list(image.applied_operations))
         result = self.postprocessing(data)
         self.seconds = {
             "preprocessing": preprocessed - start,
@@ -297,6 +334,14 @@ class StagePredictor:
             "postprocessing": time.perf_counter() - inferred,
         }
         return result
+
+    def disagreement_on_input_grid(self, result: Mapping) -> np.ndarray:
+        """A result's ``disagreement`` brought back to the input grid through the inverse of the
+        preprocessing (as the bundle's ``Invertd`` brings back ``pred``, interpolated linearly):
+        an (X, Y, Z) float32 array in [0, 1]."""
+        inverted = Invertd("disagreement", self.preprocessing, orig_keys="image", nearest_interp=False)(
+            {"disagreement": result["disagreement"], "image": result["image"]})
+        return np.clip(inverted["disagreement"][0].numpy(), 0.0, 1.0).astype(np.float32)
 
 
 @dataclass
@@ -314,6 +359,11 @@ class CaseResult:
             naming the file.
         input_warnings: what was repaired in the input before the networks (corrupt slices,
             intensity spikes: :mod:`cascade.intensity`), one line each, naming the file.
+        passes: predictions the segmenter averaged per window (checkpoints times mirrorings); 0
+            where it did not run.
+        uncertainty: the case uncertainty of :mod:`cascade.uncertainty`; ``None`` with a single
+            pass (nothing to compare) or nothing labelled.
+        disagreement: the float32 (X, Y, Z) disagreement map, when asked for and measured.
     """
 
     labels: np.ndarray
@@ -324,6 +374,9 @@ class CaseResult:
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     input_warnings: list[str] = field(default_factory=list)
+    passes: int = 0
+    uncertainty: float | None = None
+    disagreement: np.ndarray | None = None
 
 
 def _channel(tensor: torch.Tensor) -> np.ndarray:
@@ -414,7 +467,7 @@ class CascadeEngine:
 
                 cases = labelled_cases(calibration)
             predictors[stage] = StagePredictor(bundle, weights.checkpoints, per_stage[stage], weights.configs, backend, precisions[stage], cases,
-                                               progress=bool(settings.get("progress")))
+                                               progress=bool(settings.get("progress")), uncertainty=stage == "segmenter")
             sources[stage] = weights.source
         engine = cls(predictors.get("localizer"), predictors.get("segmenter"))
         engine.weights = sources
@@ -431,6 +484,19 @@ class CascadeEngine:
         if self.segmenter is None or "labelled_classes" not in self.segmenter.parser:
             return tuple(CLASS_NAMES)
         return tuple(int(v) for v in self.segmenter.parser.get_parsed_content("labelled_classes"))
+
+    @property
+    def passes(self) -> int:
+        """Predictions the segmenter averages per window (checkpoints times mirrorings); 0 without one."""
+        return self.segmenter.network.passes if self.segmenter is not None else 0
+
+    @property
+    def review_threshold(self) -> float:
+        """The case uncertainty above which a case is flagged for review: the segmenter config's
+        ``review_uncertainty`` (:func:`cascade.uncertainty.needs_review`)."""
+        if self.segmenter is None or "review_uncertainty" not in self.segmenter.parser:
+            return float("inf")
+        return float(self.segmenter.parser.get_parsed_content("review_uncertainty"))
 
     def read(self, image_path: str | os.PathLike, name: str | None = None) -> tuple[MetaTensor, nib.Nifti1Image]:
         """Check and load an image once for both stages.
@@ -467,31 +533,46 @@ class CascadeEngine:
 
         ``mask`` is ``None`` for the single-stage segmenter, whose config makes an all-ones gate.
         """
+        result = self._segment(image, mask)
+        return _channel(result["pred"]), _channel(result["mask"] > 0)
+
+    def _segment(self, image: MetaTensor, mask: np.ndarray | None) -> dict:
+        """The segmenter's postprocessed result dictionary (see :meth:`StagePredictor.__call__`)."""
         if self.segmenter is None:
             raise RuntimeError("this engine has no segmenter")
         data = {"image": image.clone()}
         if mask is not None:
             data["mask"] = MetaTensor(torch.as_tensor(mask[None], dtype=torch.float32), meta=deepcopy(image.meta))
-        result = self.segmenter(data)
-        return _channel(result["pred"]), _channel(result["mask"] > 0)
+        return self.segmenter(data)
 
-    def predict_image(self, image_path: str | os.PathLike, name: str | None = None) -> CaseResult:
+    def _add_uncertainty(self, result: CaseResult, segmented: Mapping, disagreement_map: bool) -> None:
+        """Fill a result's ``passes``, ``uncertainty`` and (with ``disagreement_map``) ``disagreement``."""
+        result.passes = self.passes
+        if "disputed_mm3" not in segmented:
+            return
+        labelled_mm3 = float(np.count_nonzero(result.labels)) * abs(float(np.linalg.det(result.affine[:3, :3])))
+        result.uncertainty = case_uncertainty(segmented["disputed_mm3"], labelled_mm3)
+        if disagreement_map:
+            result.disagreement = self.segmenter.disagreement_on_input_grid(segmented)
+
+    def predict_image(self, image_path: str | os.PathLike, name: str | None = None, disagreement_map: bool = False) -> CaseResult:
         """Run the cascade on one image file.
 
         Args:
             image_path: NIfTI file.
             name: how messages name the input (default ``image_path``; e.g. the DICOM series a
                 temporary file was made from).
+            disagreement_map: also bring the segmenter's disagreement map to the input grid.
 
         Raises:
             InputError: the image cannot be used (see :meth:`read`).
         """
         image, source = self.read(image_path, name)
-        return self.predict_loaded(image, source, name or str(image_path))
+        return self.predict_loaded(image, source, name or str(image_path), disagreement_map)
 
-    def predict_loaded(self, image: MetaTensor, source: nib.Nifti1Image, name: str) -> CaseResult:
+    def predict_loaded(self, image: MetaTensor, source: nib.Nifti1Image, name: str, disagreement_map: bool = False) -> CaseResult:
         """Run the cascade on an image :meth:`read` loaded (``source``: its header, for the outputs'
-        geometry; ``name``: how messages name it)."""
+        geometry; ``name``: how messages name it; ``disagreement_map``: see :meth:`predict_image`)."""
         start = time.perf_counter()
         shape = tuple(source.shape[:3])
         low, high = float(image.min()), float(image.max())
@@ -502,9 +583,12 @@ class CascadeEngine:
         outliers = find_intensity_outliers(image[0].numpy(), image.affine.numpy())
         input_warnings = [f"{name}: {outliers.describe()}"] if outliers else []
         if self.localizer is None:  # the single-stage baseline: no gate
-            labels, gate = self.segment(image, None)
+            segmented = self._segment(image, None)
+            labels, gate = _channel(segmented["pred"]), _channel(segmented["mask"] > 0)
             seconds = {"stage 1": 0.0, "stage 2": time.perf_counter() - start}
-            return CaseResult(labels, gate, gate, source.affine, source.header, seconds, input_warnings=input_warnings)
+            result = CaseResult(labels, gate, gate, source.affine, source.header, seconds, input_warnings=input_warnings)
+            self._add_uncertainty(result, segmented, disagreement_map)
+            return result
         mask = self.localize(image)
         if mask.shape != shape:
             raise RuntimeError(f"{name}: stage-1 output shape {mask.shape} differs from the input {shape}")
@@ -514,6 +598,8 @@ class CascadeEngine:
             result.warnings.append(f"{name}: the localizer found no atria; the label map is empty")
             return result
         start = time.perf_counter()
-        result.labels, result.gate = self.segment(image, mask)
+        segmented = self._segment(image, mask)
+        result.labels, result.gate = _channel(segmented["pred"]), _channel(segmented["mask"] > 0)
+        self._add_uncertainty(result, segmented, disagreement_map)
         seconds["stage 2"] = time.perf_counter() - start
         return result

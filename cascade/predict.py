@@ -3,9 +3,15 @@
 For every case the engine's label map is written as ``OUT/<case>_label.nii.gz`` and, for DICOM
 input with ``--output_format dicom-seg`` or ``both``, as the DICOM Segmentation ``<case>_seg.dcm``
 (:mod:`cascade.dicom`); with ``--save_masks`` also the stage-1 mask ``<case>_mask.nii.gz`` and the
-gate stage 2 was confined to, ``<case>_gate.nii.gz``; each atomically, on the input's exact grid.
+gate stage 2 was confined to, ``<case>_gate.nii.gz``; with ``--save_uncertainty`` the segmenter's
+disagreement map ``<case>_uncertainty.nii.gz`` (float32 in [0, 1]; :mod:`cascade.uncertainty`);
+each atomically, on the input's exact grid.
 ``OUT/predictions.csv`` holds one row per case (:data:`REPORT_COLUMNS`); the volume of a class
-the weights do not label (e.g. the wall and right atrium of la2018) is left empty, not 0.
+the weights do not label (e.g. the wall and right atrium of la2018) is left empty, not 0. Its
+``uncertainty`` is the case uncertainty of :mod:`cascade.uncertainty` (``n/a`` where the segmenter
+predicts each window once: one model without test-time mirroring), ``review`` is ``true`` by
+:func:`cascade.uncertainty.needs_review` with the segmenter's ``review_uncertainty`` (``n/a`` where
+there is no uncertainty and no warning).
 
 Rules, checked before any case runs:
 
@@ -57,6 +63,7 @@ from cascade.io import (
 )
 from cascade.labels import CLASS_NAMES
 from cascade.qc import class_volumes_ml, grid_warnings, orientation_warnings, volume_warnings
+from cascade.uncertainty import UNCERTAINTY_UNAVAILABLE, needs_review
 
 __all__ = [
     "REPORT_COLUMNS", "PredictionReport", "read_report", "software_versions", "run_record", "write_run_record",
@@ -66,18 +73,21 @@ __all__ = [
 
 REPORT_COLUMNS = (
     "case", "image", "image_sha256", "status", "shape", "spacing_mm", "stage1_ml", "wall_ml", "right_atrium_ml", "left_atrium_ml",
-    "seconds", "message", "outputs_sha256",
+    "seconds", "uncertainty", "review", "message", "outputs_sha256",
 )
 REPORT_NAME = "predictions.csv"
 RUN_RECORD_NAME = "run.json"
 OUTPUT_FORMATS = ("nifti", "dicom-seg", "both")
 NAME_MAX = 255  # bytes in a file name on the usual file systems (ext4, XFS, APFS, NTFS)
-OUTPUT_SUFFIXES = {"label": "_label.nii.gz", "seg": "_seg.dcm", "mask": "_mask.nii.gz", "gate": "_gate.nii.gz"}
+OUTPUT_SUFFIXES = {
+    "label": "_label.nii.gz", "seg": "_seg.dcm", "mask": "_mask.nii.gz", "gate": "_gate.nii.gz", "uncertainty": "_uncertainty.nii.gz",
+}
 
 
-def output_kinds(save_masks: bool = False, output_format: str = "nifti") -> tuple[str, ...]:
+def output_kinds(save_masks: bool = False, output_format: str = "nifti", save_uncertainty: bool = False) -> tuple[str, ...]:
     """What is written per case: ``label`` (NIfTI) and/or ``seg`` (DICOM SEG) by ``output_format``
-    (one of :data:`OUTPUT_FORMATS`), and ``mask`` and ``gate`` with ``save_masks``.
+    (one of :data:`OUTPUT_FORMATS`), ``mask`` and ``gate`` with ``save_masks``, ``uncertainty``
+    with ``save_uncertainty``.
 
     Raises:
         InputError: an unknown format.
@@ -85,7 +95,7 @@ def output_kinds(save_masks: bool = False, output_format: str = "nifti") -> tupl
     if output_format not in OUTPUT_FORMATS:
         raise InputError(f"--output_format {output_format}: expected one of {', '.join(OUTPUT_FORMATS)}")
     kinds = {"nifti": ("label",), "dicom-seg": ("seg",), "both": ("label", "seg")}[output_format]
-    return kinds + (("mask", "gate") if save_masks else ())
+    return kinds + (("mask", "gate") if save_masks else ()) + (("uncertainty",) if save_uncertainty else ())
 
 
 def output_paths(case: str, out_dir: Path, kinds: Sequence[str] = ("label",)) -> dict[str, Path]:
@@ -168,7 +178,7 @@ def _finished(item: dict, paths: dict[str, Path], recorded: dict) -> bool:
                 if not dicom.is_segmentation(path):
                     return False
             else:
-                output = load_nifti(path, label=True)
+                output = load_nifti(path, label=kind != "uncertainty")
                 if source is not None and not same_geometry(output, source):
                     return False
         return True
@@ -296,8 +306,10 @@ def _row(item: dict, result: CaseResult | None = None, seconds: float = 0.0, lab
 
 
 def _save(result: CaseResult, paths: dict[str, Path], datasets: Sequence, classes: Sequence[int]) -> None:
-    """Write a case's outputs; when one fails, those written before it are removed (a case is all or nothing)."""
-    arrays = {"label": result.labels, "mask": result.mask, "gate": result.gate}
+    """Write a case's outputs; when one fails, those written before it are removed (a case is all or nothing).
+    The uncertainty map of a case stage 2 did not run on (no atria found, a constant image) is 0."""
+    disagreement = result.disagreement if result.disagreement is not None else np.zeros(result.labels.shape, np.float32)
+    arrays = {"label": result.labels, "mask": result.mask, "gate": result.gate, "uncertainty": disagreement}
     written = []
     try:
         for kind, path in paths.items():
@@ -453,7 +465,8 @@ def _predict_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], deb
         if loaded.error is not None:
             raise loaded.error
         item = item | {"sha256": loaded.sha256}
-        result, datasets = engine.predict_loaded(loaded.image, loaded.source, name), loaded.datasets
+        result = engine.predict_loaded(loaded.image, loaded.source, name, disagreement_map="uncertainty" in paths)
+        datasets = loaded.datasets
         volumes = class_volumes_ml(result.labels, result.mask, result.affine)
         warnings = (result.input_warnings + grid_warnings(name, result.affine)
                     + orientation_warnings(name, result.header)
@@ -470,7 +483,16 @@ def _predict_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], deb
     for warning in warnings:
         tqdm.write(f"cascade: warning: {warning}", file=sys.stderr)
     row = _row(item, result, time.perf_counter() - start, engine.labelled_classes) | {"outputs_sha256": outputs_sha256(paths)}
-    return row | {"status": "warning" if warnings else "ok", "message": "; ".join(warnings)}
+    return row | _review_cells(result, engine.review_threshold, warnings) | {
+        "status": "warning" if warnings else "ok", "message": "; ".join(warnings)}
+
+
+def _review_cells(result: CaseResult, threshold: float, warnings: Sequence[str]) -> dict[str, str]:
+    """The ``uncertainty`` and ``review`` cells of a case (see the module docstring)."""
+    if result.passes <= 1 and result.labels.any():
+        return {"uncertainty": UNCERTAINTY_UNAVAILABLE, "review": "true" if warnings else UNCERTAINTY_UNAVAILABLE}
+    uncertainty = "" if result.uncertainty is None else f"{result.uncertainty:.4f}"
+    return {"uncertainty": uncertainty, "review": str(needs_review(result.uncertainty, threshold, warnings)).lower()}
 
 
 def software_versions(openvino: bool = False) -> dict[str, str]:
