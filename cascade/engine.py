@@ -553,7 +553,7 @@ class CascadeEngine:
         labelled_mm3 = float(np.count_nonzero(result.labels)) * abs(float(np.linalg.det(result.affine[:3, :3])))
         result.uncertainty = case_uncertainty(segmented["disputed_mm3"], labelled_mm3)
         if disagreement_map:
-            result.disagreement = self.segmenter.disagreement_on_input_grid(segmented)
+            result.disagreement = self.segmenter.disagreement_on_input_grid(segmented) * (result.gate > 0)
 
     def predict_image(self, image_path: str | os.PathLike, name: str | None = None, disagreement_map: bool = False) -> CaseResult:
         """Run the cascade on one image file.
