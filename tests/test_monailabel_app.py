@@ -229,3 +229,14 @@ def test_next_sample_order_serves_the_least_certain_first():
     assert ranked_for_labelling(infos, served, now=now) == ["e", "a", "c", "f", "d", "b"]
     assert ranked_for_labelling(infos, served, now=now, served_within_s=0) == ["d", "b", "e", "a", "c", "f"]
     assert ranked_for_labelling({}) == []
+
+
+def test_scoring_without_unlabelled_images_needs_no_weights(tmp_path, bundles_without_weights):
+    from lib.uncertainty_scores import score_unlabelled
+
+    engines = EngineCache(weights_from_conf({"bundles": str(bundles_without_weights)}, tmp_path / "model", HINT))
+    store = FolderStore({"MBAS_001": tmp_path / "MBAS_001.nii.gz"}, labelled={"MBAS_001"})
+    assert score_unlabelled(engines, store, InferSettings())["total"] == 0  # MONAI Label scores at every server start
+    store.labelled.clear()
+    with pytest.raises(MissingCheckpointError, match=HINT):
+        score_unlabelled(engines, store, InferSettings())

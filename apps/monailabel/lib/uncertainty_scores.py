@@ -100,19 +100,22 @@ def score_unlabelled(engines: EngineCache, datastore: ImageStore, settings: Infe
         force: score every unlabelled image again.
 
     Returns:
-        A summary: ``total`` unlabelled images, ``scored``, ``skipped``, ``failed`` (ids), ``passes``,
-        ``tta_added``, ``key`` and ``seconds``.
+        A summary: ``total`` unlabelled images, ``scored``, ``skipped``, ``failed`` (ids), ``seconds``, and
+        where there were images to score ``passes``, ``tta_added`` and ``key``.
 
     Raises:
         MissingCheckpointError: a stage has no weights (nothing can be scored).
     """
     start = time.perf_counter()
+    images = list(datastore.get_unlabeled_images())
+    if not images:  # MONAI Label starts every scoring method at server start: build nothing then
+        logger.info("uncertainty: every image has a final label: nothing to score")
+        return {"total": 0, "scored": 0, "skipped": 0, "failed": [], "seconds": 0.0}
     engine, settings, tta_added = scoring_engine(engines, settings)
     key = scoring_key(engines, settings)
     if tta_added:
         logger.info(f"uncertainty: the served weights predict each window once (one model, no mirroring); "
                     f"scoring with test-time mirroring on: {engine.passes} passes per window")
-    images = list(datastore.get_unlabeled_images())
     scored, skipped, failed = 0, 0, []
     for image_id in images:
         if not force and datastore.get_image_info(image_id).get(KEY) == key:
@@ -120,15 +123,15 @@ def score_unlabelled(engines: EngineCache, datastore: ImageStore, settings: Infe
             continue
         try:
             result = engine.predict_image(datastore.get_image_uri(image_id), name=image_id)
+            datastore.update_image_info(image_id, {
+                UNCERTAINTY: result.uncertainty, PASSES: result.passes, TTA_ADDED: tta_added, KEY: key,
+                TIME: int(time.time()),
+            })
         except Exception as err:  # one image's failure (unreadable, a DICOM fetch, ...) must not end the run
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
             logger.error(f"uncertainty: {image_id}: not scored: {message}")
             failed.append(image_id)
             continue
-        datastore.update_image_info(image_id, {
-            UNCERTAINTY: result.uncertainty, PASSES: result.passes, TTA_ADDED: tta_added, KEY: key,
-            TIME: int(time.time()),
-        })
         scored += 1
         value = "null (nothing labelled)" if result.uncertainty is None else f"{result.uncertainty:.4f}"
         logger.info(f"uncertainty: {image_id}: {value} over {result.passes} passes")
