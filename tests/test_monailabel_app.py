@@ -1,4 +1,5 @@
-"""The MONAI Label app's weights resolution, request settings and engine cache (no MONAI Label needed).
+"""The MONAI Label app's weights resolution, request settings, engine cache and uncertainty scoring and
+next-sample order (no MONAI Label needed).
 
 The app's tasks themselves run against a live server in ``make monailabel-test``
 (apps/monailabel/test_live.sh); the modules tested here import only ``cascade`` and MONAI.

@@ -93,6 +93,11 @@ class AtriaCascadeApp(MONAILabelApp):
             version=cascade.__version__,
             labels=CASCADE_LABELS,
         )
+        if self.studies.startswith(("http://", "https://")) and self._auto_update_scoring:
+            # MONAI Label scores at every start, training and next sample: on a PACS, that fetches
+            # and infers every unlabelled series
+            self._auto_update_scoring = False
+            logger.info("DICOMweb datastore: no automatic scoring (POST /scoring/uncertainty to score)")
         if infer_in_worker_threads(monailabel.endpoints.infer.router):
             logger.info(f"inference runs off the event loop, {settings.MONAI_LABEL_INFER_CONCURRENCY} at a time (MONAI_LABEL_INFER_CONCURRENCY)")
 
