@@ -1,4 +1,5 @@
-"""The MONAI Label app's weights resolution, request settings and engine cache (no MONAI Label needed).
+"""The MONAI Label app's weights resolution, request settings, engine cache and uncertainty scoring and
+next-sample order (no MONAI Label needed).
 
 The app's tasks themselves run against a live server in ``make monailabel-test``
 (apps/monailabel/test_live.sh); the modules tested here import only ``cascade`` and MONAI.
@@ -117,6 +118,7 @@ def test_engine_cache_rebuilds_only_for_new_settings_or_checkpoints(tmp_path):
     assert other is not first
     assert other.parser["mask_region"] is False and other.parser["overlap"] == 0.0 and other.parser["tta"] is True
     assert len(other.network.flips) == 8  # mirroring on: every subset of the three spatial axes
+    assert other.network.votes and not first.network.votes  # the passes vote (uncertainty) only where there are several
     published = publish(model_dir, "localizer")
     localizer = cache.stage("localizer", settings)
     assert cache.checkpoints()["localizer"] == [str(published)]
@@ -158,3 +160,84 @@ def test_uploads_that_are_not_usable_nifti_are_refused_naming_the_file(tmp_path)
     nib.save(nib.Nifti1Image(np.full((4, 4, 4), np.nan, np.float32), np.eye(4)), nan)
     with pytest.raises(InputError, match="case_3: image contains NaN"):
         check_image_upload(str(nan), "case_3")
+
+
+class FolderStore:
+    """The four datastore calls the scoring makes, over image files and a set of labelled ids (MONAI
+    Label's LocalDatastore answers them the same way; the live test scores through the real one)."""
+
+    def __init__(self, images: dict[str, Path], labelled: set[str]) -> None:
+        self.images, self.labelled = images, labelled
+        self.infos: dict[str, dict] = {image: {} for image in images}
+
+    def get_unlabeled_images(self) -> list[str]:
+        return [image for image in self.images if image not in self.labelled]
+
+    def get_image_uri(self, image_id: str) -> str:
+        return str(self.images[image_id])
+
+    def get_image_info(self, image_id: str) -> dict:
+        return dict(self.infos[image_id])
+
+    def update_image_info(self, image_id: str, info: dict) -> None:
+        self.infos[image_id].update(info)
+
+
+def test_scoring_stores_each_unlabelled_images_uncertainty_and_skips_failures(tmp_path, caplog):
+    import logging
+
+    from cascade.phantom import write_phantoms
+    from lib.uncertainty_scores import KEY, PASSES, TTA_ADDED, UNCERTAINTY, score_unlabelled, scoring_key
+
+    write_phantoms(str(tmp_path / "phantoms"), cases=2, seed=7, shape=(16, 112, 112), spacing=(2.5, 1.25, 1.25))
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_text("not an image")
+    images = {f"MBAS_00{i}": tmp_path / "phantoms" / f"MBAS_00{i}" / f"MBAS_00{i}_gt.nii.gz" for i in (1, 2)}
+    images["broken"] = broken
+    store = FolderStore(images, labelled={"MBAS_002"})
+    engines = EngineCache(weights_from_conf({"demo": "true"}, tmp_path / "model", HINT))
+    settings = InferSettings(device="cpu")
+    assert engines.engine(settings).passes == 1  # the demo weights: one model, no mirroring
+
+    with caplog.at_level(logging.INFO, logger="lib.uncertainty_scores"):
+        summary = score_unlabelled(engines, store, settings)
+    assert (summary["total"], summary["scored"], summary["skipped"], summary["failed"]) == (2, 1, 0, ["broken"])
+    assert summary["tta_added"] is True and summary["passes"] == 8  # mirrored: every subset of the three axes
+    info = store.infos["MBAS_001"]
+    assert info[PASSES] == 8 and info[TTA_ADDED] is True and 0.0 < info[UNCERTAINTY] < 1.0
+    assert store.infos["MBAS_002"] == {} and store.infos["broken"] == {}  # labelled: not scored; failed: untouched
+    [failure] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert failure.startswith(f"uncertainty: broken: not scored: {broken}: not a readable NIfTI file") and "\n" not in failure
+    assert any("scoring with test-time mirroring on: 8 passes" in r.getMessage() for r in caplog.records)
+
+    again = score_unlabelled(engines, store, settings)  # same weights and settings: nothing to redo
+    assert (again["scored"], again["skipped"], again["failed"], again["key"]) == (0, 1, ["broken"], info[KEY])
+    mirrored = InferSettings(tta=True, device="cpu")  # what the scoring ran with
+    assert scoring_key(engines, mirrored) == info[KEY] != scoring_key(engines, InferSettings(tta=True, overlap=0.0, device="cpu"))
+    publish(tmp_path / "model", "segmenter")  # new weights (the app's training published a model): scores are stale
+    assert scoring_key(engines, mirrored) != info[KEY]
+
+
+def test_next_sample_order_serves_the_least_certain_first():
+    from lib.uncertainty_scores import UNCERTAINTY, ranked_for_labelling
+
+    infos = {"a": {UNCERTAINTY: 0.05}, "b": {UNCERTAINTY: 0.20}, "c": {}, "d": {UNCERTAINTY: None}, "e": {UNCERTAINTY: 0.20}, "f": {}}
+    # nothing labelled first, then by uncertainty (ties by id), then not scored (by id)
+    assert ranked_for_labelling(infos) == ["d", "b", "e", "a", "c", "f"]
+    now = 1_000_000.0
+    served = {"d": now - 60, "b": now - 30, "a": now - 7200}
+    # served within the hour: behind the others, longest ago first; served two hours ago: back in its place
+    assert ranked_for_labelling(infos, served, now=now) == ["e", "a", "c", "f", "d", "b"]
+    assert ranked_for_labelling(infos, served, now=now, served_within_s=0) == ["d", "b", "e", "a", "c", "f"]
+    assert ranked_for_labelling({}) == []
+
+
+def test_scoring_without_unlabelled_images_needs_no_weights(tmp_path, bundles_without_weights):
+    from lib.uncertainty_scores import score_unlabelled
+
+    engines = EngineCache(weights_from_conf({"bundles": str(bundles_without_weights)}, tmp_path / "model", HINT))
+    store = FolderStore({"MBAS_001": tmp_path / "MBAS_001.nii.gz"}, labelled={"MBAS_001"})
+    assert score_unlabelled(engines, store, InferSettings())["total"] == 0  # MONAI Label scores at every server start
+    store.labelled.clear()
+    with pytest.raises(MissingCheckpointError, match=HINT):
+        score_unlabelled(engines, store, InferSettings())

@@ -6,6 +6,8 @@ Start: ``monailabel start_server --app apps/monailabel --studies STUDIES [--conf
 Infer tasks: ``atria_cascade`` (the whole cascade, labels 1 wall, 2 right atrium, 3 left atrium)
 and ``atria_localizer`` (stage 1's atria mask). Train tasks: ``atria_localizer`` and
 ``atria_segmenter`` (gated by the dilated ground truth), both from the datastore's final labels.
+Scoring method ``uncertainty`` (each unlabelled image's case uncertainty, stored in its datastore info)
+and next-sample strategies ``uncertainty`` (the least certain image first) and MONAI Label's ``random``.
 """
 
 from __future__ import annotations
@@ -23,13 +25,17 @@ from monailabel.datastore.local import LocalDatastore
 from monailabel.datastore.utils.convert import nifti_to_dicom_seg
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.scoring import ScoringMethod
+from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.tasks.activelearning.random import Random
 
 import cascade
 from cascade.bundles import BUNDLE_NAMES, STAGES
 from cascade.io import InputError
 from cascade.labels import LABEL_VALUES
+from lib.activelearning import MostUncertain, UncertaintyScoring
 from lib.infers.cascade_tasks import CASCADE_LABELS, AtriaCascadeInfer, AtriaLocalizerInfer
 from lib.infers.predictors import EngineCache
 from lib.serving import infer_in_worker_threads
@@ -74,6 +80,7 @@ class AtriaCascadeApp(MONAILabelApp):
                 logger.info(f"{stage}: serving {self.weights.served(stage).source}")
             except InputError as err:
                 logger.warning(f"{err}; inference answers HTTP 503 until the {stage} has weights")
+        self.engines = EngineCache(self.weights)  # shared by the infer tasks and the scoring
         # inferences at once, in MONAI Label's pool; its default -1 (no pool) would now mean no limit
         if settings.MONAI_LABEL_INFER_CONCURRENCY < 0:
             settings.MONAI_LABEL_INFER_CONCURRENCY = 1
@@ -86,6 +93,11 @@ class AtriaCascadeApp(MONAILabelApp):
             version=cascade.__version__,
             labels=CASCADE_LABELS,
         )
+        if self.studies.startswith(("http://", "https://")) and self._auto_update_scoring:
+            # MONAI Label scores at every start, training and next sample: on a PACS, that fetches
+            # and infers every unlabelled series
+            self._auto_update_scoring = False
+            logger.info("DICOMweb datastore: no automatic scoring (POST /scoring/uncertainty to score)")
         if infer_in_worker_threads(monailabel.endpoints.infer.router):
             logger.info(f"inference runs off the event loop, {settings.MONAI_LABEL_INFER_CONCURRENCY} at a time (MONAI_LABEL_INFER_CONCURRENCY)")
 
@@ -125,8 +137,13 @@ class AtriaCascadeApp(MONAILabelApp):
         return super().infer(request, datastore)
 
     def init_infers(self) -> dict[str, InferTask]:
-        engines = EngineCache(self.weights)
-        return {"atria_cascade": AtriaCascadeInfer(engines), "atria_localizer": AtriaLocalizerInfer(engines)}
+        return {"atria_cascade": AtriaCascadeInfer(self.engines), "atria_localizer": AtriaLocalizerInfer(self.engines)}
+
+    def init_strategies(self) -> dict[str, Strategy]:
+        return {"random": Random(), "uncertainty": MostUncertain()}
+
+    def init_scoring_methods(self) -> dict[str, ScoringMethod]:
+        return {"uncertainty": UncertaintyScoring(self.engines)}
 
     def init_trainers(self) -> dict[str, TrainTask]:
         return {

@@ -12,7 +12,10 @@ Run by ``test_live.sh`` inside the app's own virtualenv (MONAI Label 0.8.5 insta
    localizer is then served;
 4. in this process, proves that training starts from the pretrained weights (the network's state
    at the first iteration equals the checkpoint; with ``pretrained: false`` it does not);
-5. restarts the server with a work folder holding no checkpoints and checks the HTTP 503 message.
+5. restarts the server with a work folder holding no checkpoints and checks the HTTP 503 message;
+6. serves unlabelled phantoms: ``/scoring/uncertainty`` stores each one's uncertainty (equal to ``cascade
+   predict --tta true``'s), ``/activelearning/uncertainty`` serves them from the least certain on as
+   they are labelled.
 
 The server is stopped on every exit path. The last line is ``monailabel live test: PASS`` or
 ``monailabel live test: FAIL (...)``; the exit status is 0 or 1.
@@ -44,6 +47,7 @@ import numpy as np
 APP_DIR = Path(__file__).resolve().parent
 CASES = 2
 PHANTOM_GRID = ["--shape", "24", "160", "160", "--spacing", "2.5", "1.25", "1.25"]
+SMALL_GRID = ["--shape", "16", "112", "112", "--spacing", "2.5", "1.25", "1.25"]  # the scoring's cases (8 passes each)
 
 
 def log(message: str) -> None:
@@ -336,6 +340,102 @@ def check_client_mistakes(server: Server, work: Path, case: str) -> None:
     check("notes" not in json.dumps(server.get("/datastore/?output=all")), "refused uploads are not stored")
 
 
+def stored_infos(server: Server) -> dict[str, dict]:
+    """Image id -> its datastore info, as the server holds it."""
+    return {image: item["image"]["info"] for image, item in server.get("/datastore/?output=all")["objects"].items()}
+
+
+def wait_for_scoring(server: Server, task_id: str | None = None, timeout: float = 900) -> dict:
+    """Wait until no scoring task runs (or task ``task_id`` has ended); return the last task's state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            tasks = server.get("/scoring/?all=true")
+        except urllib.error.HTTPError as err:  # 404: no scoring task yet
+            if err.code != 404:
+                raise
+            tasks = []
+        task = next((t for t in tasks if t["id"] == task_id), None) if task_id else (tasks[-1] if tasks else {})
+        if task is not None and task.get("status") not in ("SUBMITTED", "RUNNING"):
+            return task
+        if time.monotonic() > deadline:
+            raise AssertionError(f"scoring still running after {timeout} s")
+        time.sleep(2)
+
+
+def check_uncertainty_active_learning(work: Path) -> None:
+    """The scoring ``uncertainty`` stores each unlabelled image's uncertainty, equal to ``cascade predict
+    --demo --tta true``'s (the demo weights are one model: the scoring turns mirroring on): at server start
+    (MONAI Label's automatic scoring), then on ``POST /scoring/uncertainty`` for an image added since
+    (those scored are skipped); an image that cannot be scored is logged in one line and skipped. The
+    strategy ``uncertainty`` serves the largest stored value first, then, once it is labelled, the next,
+    the unscored image last, and ``{}`` when every image is labelled."""
+    import csv
+
+    phantoms, studies = work / "phantoms-al", work / "studies-al"
+    run([sys.executable, "-m", "cascade.cli", "phantom", str(phantoms), "--cases", "3", "--seed", "2000", *SMALL_GRID], work)
+    studies.mkdir()
+    cases = sorted(p.name for p in phantoms.iterdir())
+    for case in cases[:2]:
+        shutil.copyfile(phantoms / case / f"{case}_gt.nii.gz", studies / f"{case}.nii.gz")
+    nib.save(nib.Nifti1Image(np.full((8, 8, 4), np.nan, np.float32), np.eye(4)), studies / "unusable.nii.gz")
+    run([sys.executable, "-m", "cascade.cli", "predict", str(phantoms), str(work / "reference" / "tta"), "--demo", "--device", "cpu",
+         "--tta", "true"], work)
+    with (work / "reference" / "tta" / "predictions.csv").open() as report:
+        reference = {row["case"]: float(row["uncertainty"]) for row in csv.DictReader(report)}
+
+    def check_stored(server: Server, expected: list[str], since: float, when: str) -> dict[str, float]:
+        deadline = time.monotonic() + 30  # the server reloads the datastore file the scoring process wrote
+        while not all(stored_infos(server)[case].get("uncertainty_ts", 0) >= int(since) for case in expected):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{when}: the datastore holds no new scores for {expected}: {stored_infos(server)}")
+            time.sleep(1)
+        infos = stored_infos(server)
+        stored = {case: infos[case]["uncertainty"] for case in expected}
+        check(all(abs(stored[case] - reference[case]) <= 6e-5 and infos[case]["uncertainty_passes"] == 8 for case in expected),
+              f"{when}: stored uncertainties {', '.join(f'{v:.4f}' for v in stored.values())} equal `cascade predict --tta true`'s "
+              f"{', '.join(f'{reference[c]:.4f}' for c in expected)} (8 passes)")
+        check("uncertainty" not in infos["unusable"], f"{when}: the unusable image has no stored uncertainty")
+        return stored
+
+    started = time.time()
+    with Server(studies, {"demo": "true", "model_dir": str(work / "model-al")}, work, "uncertainty") as server:
+        info = server.get("/info/")
+        check({"random", "uncertainty"} <= set(info.get("strategies", {})) and "uncertainty" in info.get("scoring", {}),
+              f"/info/ lists the strategies {sorted(info.get('strategies', {}))} and the scoring methods {sorted(info.get('scoring', {}))}")
+        task = wait_for_scoring(server)  # MONAI Label starts every scoring method at server start
+        check(task.get("status") == "DONE", f"the scoring at server start ended {task.get('status')}")
+        check_stored(server, cases[:2], started, "scoring at server start")
+        status, content = server.put(f"/datastore/?image={cases[2]}", phantoms / cases[2] / f"{cases[2]}_gt.nii.gz")
+        check(status == 200, f"{cases[2]} added to the datastore -> HTTP {status}")
+
+        started, logged = time.time(), len(server.log_path.read_text())
+        status, content = server.post("/scoring/uncertainty", body={})
+        check(status == 200, f"POST /scoring/uncertainty accepted -> HTTP {status}")
+        task = wait_for_scoring(server, json.loads(content)["id"])
+        log_lines = server.log_path.read_text()[logged:]
+        check(task.get("status") == "DONE" and "'scored': 1, 'skipped': 2, 'failed': ['unusable']" in log_lines,
+              f"POST /scoring/uncertainty ended {task.get('status')}: the new image scored, 2 skipped (scored), the unusable one failed")
+        check("mirroring on: 8 passes" in log_lines, "one model served: the scoring turned test-time mirroring on (8 passes)")
+        [failure] = [line for line in log_lines.splitlines() if "unusable: not scored:" in line]
+        check("NaN" in failure, f"the unusable image logged in one line: {failure.split('uncertainty: ', 1)[-1]}")
+        stored = {**check_stored(server, cases[2:], started, "POST /scoring/uncertainty"), **check_stored(server, cases[:2], 0, "all")}
+
+        status, content = server.post("/activelearning/random", body={})
+        check(status == 200 and json.loads(content).get("id") in [*cases, "unusable"], "MONAI Label's random strategy still serves")
+        expected = [*sorted(cases, key=lambda case: -stored[case]), "unusable"]
+        for rank, image in enumerate(expected):
+            status, content = server.post("/activelearning/uncertainty", body={})
+            served = json.loads(content).get("id") if status == 200 else content
+            check(served == image, f"next sample {rank + 1}: {served} (" + (
+                f"uncertainty {stored[image]:.4f}, the largest of the unlabelled" if image in stored else "not scored: after the scored") + ")")
+            label = phantoms / cases[0] / f"{cases[0]}_label.nii.gz"  # any label file: the datastore checks none
+            status, content = server.put(f"/datastore/label?image={image}&tag=final", label, field="label")
+            check(status == 200, f"{image} labelled (final) -> HTTP {status}")
+        status, content = server.post("/activelearning/uncertainty", body={})
+        check(status == 200 and json.loads(content) == {}, f"every image labelled: next sample answers {content.decode()}")
+
+
 def check_concurrency(studies: Path, work: Path, cases: list[str], workers: int = 1, requests: int = 4) -> None:
     """``requests`` concurrent inferences on a server of ``workers`` processes while ``/info/`` is polled:
     every inference answers 200, and ``/info/`` within 1 s each time (the app runs inference off the
@@ -539,6 +639,8 @@ def main() -> int:
         if args.dicomweb:
             step = "DICOMweb datastore"
             check_dicomweb_datastore(work, phantoms, cases[0])
+        step = "uncertainty scoring and next sample"
+        check_uncertainty_active_learning(work)
         step = "concurrent inferences"
         check_concurrency(studies, work, cases)
         step = "pretrained weights"

@@ -117,7 +117,8 @@ class EngineCache:
             cached = self._stages.get(stage)
             if cached is None or cached[0] != key:
                 overrides = stage_overrides(asdict(settings))[stage]
-                predictor = StagePredictor(self.weights.bundles[stage], weights.checkpoints, overrides, weights.configs)
+                predictor = StagePredictor(self.weights.bundles[stage], weights.checkpoints, overrides, weights.configs,
+                                           uncertainty=stage == "segmenter")
                 self._stages[stage] = cached = (key, predictor)
         return cached[1]
 
