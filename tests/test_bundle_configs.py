@@ -30,7 +30,7 @@ SHARED_TRAIN = [
     "validate#handlers", "validate#evaluator",
 ]
 SHARED_INFERENCE = [
-    "bundle_root", "output_dir", "device", "amp", "num_workers", "axcodes", "sw_batch_size", "overlap", "tta", "gate_margin_mm",
+    "bundle_root", "output_dir", "device", "amp", "num_workers", "axcodes", "sw_batch_size", "overlap", "tta",
     "mirror_axes", "loading", "intensity_transforms", "grid_transforms", "tensor_transforms", "preprocessing", "dataset", "dataloader", "inferer", "handlers", "evaluator", "initialize", "run",
 ]
 

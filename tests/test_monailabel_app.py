@@ -18,7 +18,9 @@ from cascade.bundles import BUNDLE_NAMES, MissingCheckpointError, bundles_root
 from cascade.io import InputError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "apps" / "monailabel"))
-from lib.infers.predictors import EngineCache, InferSettings, default_settings, settings_from_request  # noqa: E402
+from lib.infers.predictors import (  # noqa: E402
+    EngineCache, InferSettings, client_settings, default_settings, settings_from_request,
+)
 from lib.weights import weights_from_conf  # noqa: E402
 
 HINT = "start with --conf demo true"
@@ -104,6 +106,18 @@ def test_request_settings_accept_client_strings_and_reject_bad_values():
         settings_from_request({"overlap": 1.5, "tta": False, "mask_region": True}, "cpu")
     with pytest.raises(InputError, match=r"^tta: expected true or false"):
         settings_from_request({"overlap": 0.5, "tta": "maybe", "mask_region": True}, "cpu")
+
+
+def test_client_settings_are_the_declared_settings_the_app_takes(tmp_path):
+    """The app lets a client send its own choice of settings, limited to those the bundles declare."""
+    bundles = {stage: bundles_root() / name for stage, name in BUNDLE_NAMES.items()}
+    assert client_settings(bundles) == ("overlap", "tta", "mask_region")
+    bundles["segmenter"] = tmp_path / "atria_segmenter"
+    shutil.copytree(bundles_root() / "atria_segmenter" / "configs", bundles["segmenter"] / "configs")
+    config = bundles["segmenter"] / "configs" / "inference.json"
+    declared = json.loads(config.read_text())
+    config.write_text(json.dumps({**declared, "user_settings": [n for n in declared["user_settings"] if n != "mask_region"]}))
+    assert client_settings(bundles) == ("overlap", "tta")
 
 
 def test_engine_cache_rebuilds_only_for_new_settings_or_checkpoints(tmp_path):

@@ -19,8 +19,10 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
+from cascade.bundles import bundle_dir
 from cascade.metrics import dice
 from cascade.phantom import make_phantom, write_phantoms
+from cascade.settings import declared_settings
 from cascade.weights_manifest import record_shipped_weights
 from tests.bundle_utils import BUNDLES
 from tests.conftest import labelled_outside_gate, write_nifti
@@ -255,6 +257,9 @@ def test_run_json_records_the_run_and_resume_refuses_other_settings(demo_cases, 
     [checkpoint] = localizer["checkpoints"]
     assert checkpoint["sha256"] == hashlib.sha256(Path(checkpoint["path"]).read_bytes()).hexdigest()
     assert localizer["settings"]["mask_threshold"] == 0.3 and record["stages"]["segmenter"]["settings"]["labelled_classes"] == [1, 2, 3]
+    for stage, recorded in record["stages"].items():  # what each bundle declares recorded, and only that
+        assert list(recorded["settings"]) == list(declared_settings(bundle_dir(stage), "recorded_settings"))
+    assert "gate_margin_mm" not in localizer["settings"] and "gate_margin_mm" in record["stages"]["segmenter"]["settings"]
     label = (out / "MBAS_001_label.nii.gz").read_bytes()
 
     refused = cascade_cli("predict", str(case), str(out), "--demo", "--resume", "--device", "cpu")
