@@ -22,6 +22,7 @@ Trained weights are found in one of three places:
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import warnings
@@ -50,6 +51,7 @@ __all__ = [
     "pretrained_names",
     "publish_weights",
     "read_stage_config",
+    "note_single_fold",
     "require_checkpoint",
     "stage_config_files",
     "stage_weights",
@@ -358,6 +360,28 @@ def require_checkpoint(checkpoint: str | os.PathLike) -> None:
             "configs/la2018.json to --config_file), a trained fold (--checkpoint WORK/<stage>/fold<k>/models/model.pt "
             "from `cascade crossval` or a training run), or `cascade import-nnunet`"
         )
+
+
+def note_single_fold(checkpoint: str | os.PathLike) -> str | None:
+    """Say in one logged line that a bundle run predicts with one fold of shipped fold weights.
+
+    A step of the inference configs' ``run`` lists: ``configs/la2018.json`` points ``checkpoint``
+    at ``models/la2018/fold0.pt``, so ``python -m monai.bundle run`` with it runs fold 0 alone, while
+    ``cascade predict --pretrained la2018`` ensembles every ``fold<k>.pt`` of the folder.
+
+    Returns:
+        The line logged (warning level, logger ``cascade.bundles``), or ``None`` when
+        ``checkpoint`` is not one ``fold<k>.pt`` of several in its folder.
+    """
+    path = Path(checkpoint)
+    folds = sorted(path.parent.glob("fold*.pt"))
+    if not re.fullmatch(r"fold\d+\.pt", path.name) or len(folds) < 2:
+        return None
+    name = path.parent.name
+    line = (f"{path}: this bundle run predicts with {path.stem} alone, one of the {len(folds)} folds of the {name} "
+            f"weights; `cascade predict IN OUT --pretrained {name}` ensembles all {len(folds)} (docs/README.md)")
+    logging.getLogger(__name__).warning(line)
+    return line
 
 
 def stop_on_input_error(check: Callable[..., object], *args, **kwargs) -> None:

@@ -193,3 +193,24 @@ def test_bundle_runs_without_weights_or_with_too_few_cases_fail_in_one_line(bund
         [line] = [line for line in result.stderr.splitlines() if line.strip()]
         expected = "error: ./models/model.pt: checkpoint not found; get weights:" if name == "inference" else "error: 4 cases cannot be split into 5 folds"
         assert line.startswith(expected), (name, line)
+
+
+def test_la2018_bundle_run_says_it_predicts_with_fold_0_alone(tmp_path):
+    """`python -m monai.bundle run` with configs/la2018.json loads fold0.pt, while `cascade predict
+    --pretrained la2018` ensembles the five folds: the run says so in one line, and labels the case."""
+    from cascade.bundles import note_single_fold
+    from tests.conftest import toy_case, write_nifti
+
+    write_nifti(tmp_path / "data" / "MBAS_001" / "MBAS_001_gt.nii.gz", toy_case(seed=1)[0])
+    result = run_bundle(
+        "atria_localizer", "run", "--config_file", config_files("inference", "la2018"), "--meta_file", "configs/metadata.json",
+        "--dataset_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out"), "--device", "$torch.device('cpu')",
+    )
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if "predicts with fold0 alone" in line]
+    assert len(lines) == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "one of the 5 folds of the la2018 weights; `cascade predict IN OUT --pretrained la2018` ensembles all 5" in lines[0]
+    assert (tmp_path / "out" / "MBAS_001_mask.nii.gz").is_file()
+    for stage in ("localizer", "segmenter"):
+        folder = BUNDLES[f"atria_{stage}"] / "models"
+        assert note_single_fold(folder / "la2018" / "fold3.pt").startswith(f"{folder / 'la2018' / 'fold3.pt'}: this bundle run")
+        assert note_single_fold(folder / "demo" / "model.pt") is None  # one model: nothing to say
