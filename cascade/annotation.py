@@ -33,7 +33,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from cascade.io import InputError
+from cascade.errors import InputError
 from cascade.labels import BACKGROUND, CLASS_NAMES
 
 __all__ = [

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from monai.utils import optional_import
 
-from cascade.io import InputError
+from cascade.errors import InputError
 from cascade.settings import check_runtime
 
 __all__ = [

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cascade.io import InputError
+from cascade.errors import InputError
 from cascade.weights_manifest import record_shipped_weights, verify_shipped_weights
 
 if TYPE_CHECKING:
@@ -392,7 +392,7 @@ def stop_on_input_error(check: Callable[..., object], *args, **kwargs) -> None:
     while ``SystemExit`` with a message prints that one line.
 
     Raises:
-        SystemExit: ``check`` raised :class:`~cascade.io.InputError` or ``ValueError``.
+        SystemExit: ``check`` raised :class:`~cascade.errors.InputError` or ``ValueError``.
     """
     try:
         check(*args, **kwargs)

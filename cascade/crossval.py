@@ -42,7 +42,8 @@ from pathlib import Path
 
 from cascade.bundles import STAGES, bundle_dir, overlay_path
 from cascade.data import DEFAULT_SEED, assign_folds, is_datalist_file, load_datalist, make_datalist, validate_case, write_datalist
-from cascade.io import InputError, check_writable_folder, file_sha256, save_nifti_atomic, write_text_atomic
+from cascade.errors import InputError
+from cascade.io import check_writable_folder, file_sha256, save_nifti_atomic, write_text_atomic
 from cascade.reproducibility import latest_epoch_checkpoint
 
 __all__ = ["TrainingError", "run_crossval"]

@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from cascade.annotation import ALL_CLASSES, DATASET_JSON, annotated_classes, declared_classes
-from cascade.io import InputError, load_nifti, read_header, same_geometry, write_text_atomic
+from cascade.errors import InputError
+from cascade.io import load_nifti, read_header, same_geometry, write_text_atomic
 
 __all__ = [
     "FolderScan",

@@ -38,7 +38,8 @@ import nibabel as nib
 import numpy as np
 
 from cascade import __version__
-from cascade.io import InputError, check_geometry, check_intensities, file_sha256, write_atomic
+from cascade.errors import InputError
+from cascade.io import check_geometry, check_intensities, file_sha256, write_atomic
 from cascade.labels import CLASS_NAMES
 
 __all__ = [
@@ -81,7 +82,7 @@ _TYPE_2_COPIED = (
 
 
 def require_highdicom() -> None:
-    """Raises :class:`~cascade.io.InputError` with the install hint when highdicom is missing."""
+    """Raises :class:`~cascade.errors.InputError` with the install hint when highdicom is missing."""
     if importlib.util.find_spec("highdicom") is None:
         raise InputError(f"DICOM SEG output needs highdicom: {INSTALL_HINT}")
 

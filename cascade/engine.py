@@ -33,7 +33,8 @@ from monai.transforms import Compose
 from cascade.backends import compile_network, default_precision
 from cascade.bundles import STAGES, MissingCheckpointError, bundle_dir, read_stage_config, stage_config_files, stage_weights
 from cascade.intensity import find_intensity_outliers
-from cascade.io import InputError, check_intensities, file_sha256, read_header
+from cascade.errors import InputError
+from cascade.io import check_intensities, file_sha256, read_header
 from cascade.labels import CLASS_NAMES
 from cascade.settings import declared_settings, stage_overrides, stage_settings
 from cascade.window_progress import WindowProgress, count_windows

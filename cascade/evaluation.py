@@ -42,7 +42,8 @@ import numpy as np
 
 from cascade.annotation import declared_classes, parse_classes
 from cascade.data import is_datalist_file, load_datalist, scan_folder
-from cascade.io import AFFINE_TOLERANCE, InputError, load_nifti, same_geometry, voxel_spacing, write_text_atomic
+from cascade.errors import InputError
+from cascade.io import AFFINE_TOLERANCE, load_nifti, same_geometry, voxel_spacing, write_text_atomic
 from cascade.labels import CLASS_NAMES
 from cascade.metrics import STATUSES, region_recall, score_case
 from cascade.qc import voxel_volume_ml

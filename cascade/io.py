@@ -23,10 +23,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from cascade.errors import InputError
 from cascade.labels import LABEL_VALUES
 
 __all__ = [
-    "InputError",
     "MAX_INTENSITY",
     "check_intensities",
     "check_geometry",
@@ -47,10 +47,6 @@ __all__ = [
 AFFINE_TOLERANCE = 1e-3  # mm; MBAS headers round-trip through float32
 PLAUSIBLE_SPACING_MM = (0.1, 20.0)  # smallest and largest voxel edge of a human cardiac MRI
 MAX_INTENSITY = 1e15  # |x| above this squares past float32's range (3.4e38) in the variance of z-scoring
-
-
-class InputError(ValueError):
-    """A file that cannot be used as given; the message names the file and the problem."""
 
 
 def _format_zooms(zooms: tuple[float, ...]) -> str:

@@ -43,7 +43,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from cascade.io import AFFINE_TOLERANCE, InputError, load_nifti, same_geometry, write_text_atomic
+from cascade.errors import InputError
+from cascade.io import AFFINE_TOLERANCE, load_nifti, same_geometry, write_text_atomic
 from cascade.labels import CLASS_NAMES, LEFT_ATRIUM, RIGHT_ATRIUM, WALL
 from cascade.qc import voxel_volume_ml
 from cascade.surfaces import LPS_FROM_RAS, SURFACE_FORMATS, Surface, class_surface, require_meshio, write_surface

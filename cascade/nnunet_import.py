@@ -8,7 +8,7 @@ writes, for stage ``localizer`` or ``segmenter``::
     WORK/<stage>/fold<k>/models/model.pt   a plain state dict that the bundle's network_def loads
     WORK/<stage>/config.json               a config overlay for the bundle's inference.json
 
-What the checks accept (anything else is an :class:`~cascade.io.InputError` naming the file and field):
+What the checks accept (anything else is an :class:`~cascade.errors.InputError` naming the file and field):
 
 - architecture: ``dynamic_network_architectures``' ``ResidualEncoderUNet`` with 3D convolutions with
   bias, ``InstanceNorm3d(eps=1e-5, affine=True)``, ``LeakyReLU(0.01)``, ``BasicBlockD`` blocks and
@@ -49,7 +49,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from cascade.bundles import STAGES, bundle_dir, read_stage_config
-from cascade.io import InputError
+from cascade.errors import InputError
 from cascade.networks.nnunet_weights import CHECKPOINT_WEIGHTS_KEY, convert_nnunet_state_dict
 
 __all__ = ["NNUNetModel", "ImportReport", "read_nnunet_model", "stage_overlay", "convert_weights", "import_nnunet"]

@@ -52,8 +52,9 @@ from cascade.data import NoCasesError, case_id, image_datalist, is_datalist_file
 from monai.data import MetaTensor
 
 from cascade.engine import CascadeEngine, CaseResult
+from cascade.errors import InputError
 from cascade.io import (
-    InputError, check_writable_folder, file_sha256, load_nifti, read_header, remove_stale_temporaries, same_geometry, save_nifti_atomic, write_text_atomic,
+    check_writable_folder, file_sha256, load_nifti, read_header, remove_stale_temporaries, same_geometry, save_nifti_atomic, write_text_atomic,
 )
 from cascade.labels import CLASS_NAMES
 from cascade.qc import class_volumes_ml, grid_warnings, orientation_warnings, volume_warnings

@@ -2,7 +2,7 @@
 
 Values arrive as strings or numbers (python-fire turns ``--overlap 0.5`` into a float and ``2024``
 into an int; MONAI Label passes request params as JSON or strings); the ``as_*`` functions turn
-them into typed values or raise a :class:`SettingError` naming the setting, which each caller
+them into typed values or raise a :class:`~cascade.errors.SettingError` naming the setting, which each caller
 words in its own terms (``--overlap`` on the command line, ``overlap`` in a MONAI Label request).
 
 Which settings a stage takes is declared by its bundle, not listed here: each bundle's
@@ -25,13 +25,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cascade.bundles import STAGES, bundle_dir, read_stage_config
-from cascade.io import InputError
+from cascade.errors import InputError, SettingError
 
 __all__ = [
     "BACKENDS",
     "PRECISIONS",
     "SETTING_DECLARATIONS",
-    "SettingError",
     "as_bool",
     "as_number",
     "as_seed",
@@ -55,23 +54,6 @@ __all__ = [
 BACKENDS = ("torch", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8")
 SETTING_DECLARATIONS = ("user_settings", "recorded_settings")  # the config ids of inference.json declaring settings
-
-
-class SettingError(ValueError):
-    """A setting's value that cannot be used.
-
-    ``str()`` words it for the command line (``--overlap: expected ...``); another caller names the
-    setting in its own terms from :attr:`setting` and :attr:`problem` (the MONAI Label app:
-    ``overlap: expected ...``).
-
-    Attributes:
-        setting: the setting's name (a config id or a command-line flag without ``--``).
-        problem: what is wrong with the value.
-    """
-
-    def __init__(self, setting: str, problem: str) -> None:
-        super().__init__(f"--{setting}: {problem}")
-        self.setting, self.problem = setting, problem
 
 
 def as_bool(value: bool | str | int, flag: str) -> bool:

@@ -16,7 +16,7 @@ from cascade.annotation import (
 )
 from cascade.data import fold_datalist, load_datalist, make_datalist, write_datalist
 from cascade.evaluation import evaluate
-from cascade.io import InputError
+from cascade.errors import InputError
 from tests.conftest import toy_case, write_nifti
 
 

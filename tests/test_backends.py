@@ -16,7 +16,7 @@ from monai.utils import optional_import
 from cascade.backends import compile_network, default_precision
 from cascade.bundles import bundle_dir
 from cascade.engine import CascadeEngine, StagePredictor
-from cascade.io import InputError
+from cascade.errors import InputError
 from cascade.labels import CLASS_NAMES
 from cascade.metrics import dice
 from cascade.networks import localizer_resenc_unet, segmenter_resenc_unet

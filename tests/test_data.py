@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from cascade.data import assign_folds, discover_cases, fold_datalist, load_datalist, make_datalist, write_datalist
-from cascade.io import InputError
+from cascade.errors import InputError
 from tests.conftest import MBAS_AFFINE, toy_case, write_nifti
 
 

@@ -10,7 +10,7 @@ import pytest
 from monai.data import PydicomReader
 
 from cascade.dicom import SEGMENT_CODES, choose_series, find_series, read_series, write_segmentation
-from cascade.io import InputError
+from cascade.errors import InputError
 from cascade.metrics import dice
 from cascade.phantom import make_phantom
 from cascade.predict import list_inputs

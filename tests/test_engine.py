@@ -111,7 +111,7 @@ def test_checkpoint_ensemble_of_one_model_twice_equals_the_model(phantom_dir):
 
 
 def test_corrupt_checkpoint_is_an_input_error(tmp_path):
-    from cascade.io import InputError
+    from cascade.errors import InputError
 
     broken = tmp_path / "model.pt"
     broken.write_bytes(DEMO["localizer"].read_bytes()[:5000])
@@ -241,7 +241,7 @@ def test_folds_pick_shipped_fold_weights():
     """`--pretrained la2018 --folds 2` is fold 2's model alone (its out-of-fold cases were unseen by it),
     not the five-fold ensemble; a fold the weights do not have is one error naming what is shipped."""
     from cascade.bundles import bundle_dir, stage_weights
-    from cascade.io import InputError
+    from cascade.errors import InputError
 
     for stage in ("localizer", "segmenter"):
         bundle = bundle_dir(stage)
@@ -257,7 +257,7 @@ def test_folds_pick_shipped_fold_weights():
 def test_weights_of_another_config_say_where_from_which_config_and_what_to_do():
     """The demo weights (trained with configs/demo.json) loaded without their overlay: the message
     names the file, the configs the network was built from, how the two differ, and the fixes."""
-    from cascade.io import InputError
+    from cascade.errors import InputError
 
     with pytest.raises(InputError) as raised:
         StagePredictor(BUNDLES["atria_localizer"], [DEMO["localizer"]], {"device": "$torch.device('cpu')"})

@@ -3,7 +3,7 @@
 Also the model zoo's full verification (`ci/verify_bundle.py -m full` of Project-MONAI/model-zoo)
 as its MONAI calls make it, on a copy of each bundle with random full-size weights in
 `models/model.pt`: the files it requires, the metadata, and `ckpt_export` of `inference.json`
-alone (`verify_net_in_out` is in tests/test_bundles.py).
+alone (`verify_net_in_out` is in tests/test_bundle_runs.py).
 """
 
 from __future__ import annotations

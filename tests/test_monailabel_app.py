@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cascade.bundles import BUNDLE_NAMES, MissingCheckpointError, bundles_root
-from cascade.io import InputError
+from cascade.errors import InputError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "apps" / "monailabel"))
 from lib.infers.predictors import (  # noqa: E402

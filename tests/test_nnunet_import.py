@@ -14,7 +14,7 @@ from monai.bundle import ConfigParser
 
 from cascade.bundles import bundle_dir
 from cascade.engine import StagePredictor
-from cascade.io import InputError
+from cascade.errors import InputError
 from cascade.nnunet_import import import_nnunet
 from cascade.phantom import make_phantom
 from tests.conftest import write_nifti

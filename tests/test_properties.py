@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cascade.io import InputError, load_nifti, read_header, save_nifti_atomic
+from cascade.errors import InputError
+from cascade.io import load_nifti, read_header, save_nifti_atomic
 from cascade.metrics import dice, hd95_mm, overlap
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -390,7 +390,8 @@ def test_discovery_reports_what_it_skips(tmp_path):
 
 def test_a_folder_with_nothing_usable_says_why(tmp_path):
     """When every file is skipped, the one error line carries the reasons (nothing is dropped silently)."""
-    from cascade.data import InputError, scan_folder
+    from cascade.errors import InputError
+    from cascade.data import scan_folder
 
     image = np.zeros((8, 8, 4), np.float32)
     write_nifti(tmp_path / "a.nii.gz", image)

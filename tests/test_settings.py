@@ -8,9 +8,9 @@ import shutil
 import pytest
 
 from cascade.bundles import STAGES, bundle_dir, read_stage_config
-from cascade.io import InputError
+from cascade.errors import InputError, SettingError
 from cascade.settings import (
-    SettingError, as_bool, as_number, as_overlap, declared_settings, stage_defaults, stage_overrides, stage_settings,
+    as_bool, as_number, as_overlap, declared_settings, stage_defaults, stage_overrides, stage_settings,
 )
 
 
@@ -94,7 +94,7 @@ def test_overlap_is_one_value_or_one_per_stage():
 
 
 def test_precision_and_series_values_are_parsed_once():
-    from cascade.io import InputError
+    from cascade.errors import InputError
     from cascade.settings import as_precision, as_uids
 
     assert as_precision(None) is None and as_precision("int8") == "int8"

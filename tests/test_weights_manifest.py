@@ -7,7 +7,8 @@ import shutil
 import pytest
 
 from cascade.bundles import bundle_dir, stage_weights
-from cascade.io import InputError, file_sha256
+from cascade.errors import InputError
+from cascade.io import file_sha256
 from cascade.weights_manifest import MANIFEST_NAME, read_manifest, record_shipped_weights
 
 

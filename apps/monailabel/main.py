@@ -28,7 +28,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 import cascade
 from cascade.bundles import BUNDLE_NAMES, STAGES
-from cascade.io import InputError
+from cascade.errors import InputError
 from cascade.labels import LABEL_VALUES
 from lib.infers.cascade_tasks import CASCADE_LABELS, AtriaCascadeInfer, AtriaLocalizerInfer
 from lib.infers.predictors import EngineCache

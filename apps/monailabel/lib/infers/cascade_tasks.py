@@ -21,7 +21,8 @@ from monailabel.utils.others.generic import name_to_device
 
 from cascade.bundles import MissingCheckpointError
 from cascade.engine import CaseResult
-from cascade.io import InputError, save_nifti_atomic
+from cascade.errors import InputError
+from cascade.io import save_nifti_atomic
 from cascade.labels import CLASS_COLOURS, CLASS_NAMES
 
 from lib.infers.predictors import EngineCache, InferSettings, check_request_keys, default_settings, settings_from_request

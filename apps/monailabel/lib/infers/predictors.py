@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass, fields
 
 from cascade.bundles import STAGES
 from cascade.engine import CascadeEngine, StagePredictor
-from cascade.io import InputError
-from cascade.settings import SettingError, as_bool, as_number, stage_defaults, stage_overrides, stage_settings
+from cascade.errors import InputError
+from cascade.errors import SettingError
+from cascade.settings import as_bool, as_number, stage_defaults, stage_overrides, stage_settings
 
 from lib.weights import ServedWeights
 
