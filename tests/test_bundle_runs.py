@@ -109,10 +109,17 @@ def test_localizer_evaluation_writes_per_case_metrics(localizer_run, phantom_dir
         "--bundle_root", str(localizer_run), "--dataset_dir", str(phantom_dir), "--num_folds", "2",
         "--output_dir", str(out),
     )
+    metrics = {}
     for metric in ("val_mean_dice", "val_hd95_vox", "val_mask_overlap", "val_gate_recall"):  # train.json's validation metrics
         rows = list(csv.DictReader((out / f"{metric}_raw.csv").open()))
         assert len(rows) == 2  # the two validation cases of fold 0
-        assert all(0 <= float(r["mean"]) for r in rows if r["mean"] != "nan")
+        metrics[metric] = {r["filename"]: float(r["mean"]) for r in rows}
+    assert set(metrics["val_mean_dice"]) <= {p.name for p in phantom_dir.iterdir()}
+    for case, dice in metrics["val_mean_dice"].items():
+        overlap, recall, hd95 = (metrics[m][case] for m in ("val_mask_overlap", "val_gate_recall", "val_hd95_vox"))
+        assert 0 <= dice <= 1 and 0 <= overlap <= 1 and 0 <= recall <= 1, (case, dice, overlap, recall)  # no nan either
+        assert recall >= overlap, case  # the dilated mask covers at least what the mask covers
+        assert (0 <= hd95 < np.inf) if dice > 0 else True, (case, hd95)
 
 
 def test_segmenter_evaluation_writes_per_case_metrics(segmenter_run, phantom_dir):

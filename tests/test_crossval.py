@@ -54,6 +54,8 @@ def crossval_run(tmp_path_factory):
     command = ("crossval", "data,la_only", "--work", "work", "--folds", "2", "--quick")
     first = cascade(*command, cwd=root)  # relative paths, resolved from the working folder
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    finished = [*(root / "work").glob("*/fold*/models/*.pt"), *(root / "work" / "masks").iterdir(), *(root / "work" / "predictions").iterdir()]
+    (root / "before_rerun.json").write_text(json.dumps({str(path): path.stat().st_mtime_ns for path in finished}))
     second = cascade(*command, cwd=root)
     assert second.returncode == 0, second.stderr[-3000:]
     return root, first, second
@@ -139,7 +141,13 @@ def test_fold_ensemble_predicts_unseen_cases(crossval_run, tmp_path):
 
 
 def test_rerun_skips_finished_steps(crossval_run):
-    _, _, second = crossval_run
+    """A rerun reaches the end (its summary) and leaves every model, mask and prediction of the first run as it was."""
+    root, _, second = crossval_run
+    before = json.loads((root / "before_rerun.json").read_text())
+    assert len(before) >= 4 * 2 + 6 * 2, sorted(before)  # models of 2 stages x 2 folds, a mask and a prediction per case
+    changed = [path for path, mtime in before.items() if Path(path).stat().st_mtime_ns != mtime]
+    assert not changed, changed
+    assert "cascade predictions of fold 1" in second.stdout and (root / "work" / "summary.json").is_file()
     assert "training" not in second.stdout and "stage-1 masks of fold" not in second.stdout
 
 

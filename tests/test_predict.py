@@ -272,10 +272,21 @@ def test_run_json_records_the_run_and_resume_refuses_other_settings(demo_cases, 
     assert "1 kept from an earlier run" in kept.stdout
 
 
-def test_overlap_per_stage_reaches_each_stage(demo_cases, tmp_path, predict):
-    """``--overlap LOCALIZER SEGMENTER`` (two tokens, or ``0,0.5``) sets each stage's sliding window."""
+def test_overlap_per_stage_reaches_each_stage(demo_cases, tmp_path, predict, monkeypatch):
+    """``--overlap LOCALIZER SEGMENTER`` (two tokens, or ``0,0.5``) sets each stage's sliding window:
+    the overlap each stage's inferer slides with (told apart by their demo patches), and the one recorded."""
+    from monai.inferers import SlidingWindowInferer
+
+    used, slide = [], SlidingWindowInferer.__call__
+
+    def recording(self, *args, **kwargs):  # MONAI's own inferer, run as is; the overlap it slides with noted
+        used.append((tuple(self.roi_size), self.overlap))
+        return slide(self, *args, **kwargs)
+
+    monkeypatch.setattr(SlidingWindowInferer, "__call__", recording)
     case = demo_cases / "MBAS_001" / "MBAS_001_gt.nii.gz"
     predict(str(case), str(tmp_path / "out"), "--demo", "--overlap", "0", "0.5")
+    assert sorted(set(used)) == [((96, 96, 16), 0.0), ((128, 128, 16), 0.5)]  # localizer, segmenter patches (demo.json)
     stages = json.loads((tmp_path / "out" / "run.json").read_text())["stages"]
     assert (stages["localizer"]["settings"]["overlap"], stages["segmenter"]["settings"]["overlap"]) == (0.0, 0.5)
 
