@@ -116,7 +116,9 @@ def check_geometry(img: nib.Nifti1Image, path: str | os.PathLike) -> None:
     low, high = PLAUSIBLE_SPACING_MM
     if not all(low <= z <= high for z in zooms):
         hint = " (metres instead of millimetres?)" if max(zooms) < low else ""
-        raise InputError(f"{path}: voxel size {_format_zooms(zooms)} mm is outside the plausible {low:g}-{high:g} mm{hint}")
+        raise InputError(
+            f"{path}: voxel size {_format_zooms(zooms)} mm is outside the plausible {low:g}-{high:g} mm{hint}"
+        )
 
 
 def load_nifti(path: str | os.PathLike, *, label: bool = False) -> nib.Nifti1Image:
@@ -260,7 +262,9 @@ def check_writable_folder(folder: str | os.PathLike, what: str) -> None:
                          f"{os.readlink(dangling)}, which does not exist; create that folder or choose another one")
     existing = next(parent for parent in (folder, *folder.absolute().parents) if parent.exists())
     if not existing.is_dir():
-        raise InputError(f"{existing}: {what} {'is' if existing == folder else 'lies under'} an existing file, not a folder")
+        raise InputError(
+            f"{existing}: {what} {'is' if existing == folder else 'lies under'} an existing file, not a folder"
+        )
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass

@@ -459,7 +459,8 @@ def measure_cases(
 
 
 def recorded_labelled_classes(labels: str | os.PathLike) -> tuple[int, ...] | None:
-    """The classes the model labels, as ``cascade predict`` recorded them in ``LABELS/run.json``; None without a record."""
+    """The classes the model labels, as ``cascade predict`` recorded them in ``LABELS/run.json``; None
+    without a record."""
     import json
 
     try:

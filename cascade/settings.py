@@ -72,7 +72,9 @@ def as_bool(value: bool | str | int, flag: str) -> bool:
     raise SettingError(flag, f"expected true or false, got {value!r}")
 
 
-def as_number(value: float | int | str | None, flag: str, low: float, high: float, integer: bool = False) -> float | int | None:
+def as_number(
+    value: float | int | str | None, flag: str, low: float, high: float, integer: bool = False
+) -> float | int | None:
     """A numeric setting checked against ``[low, high]``; ``None`` (not given) passes through.
 
     Raises:
@@ -134,7 +136,10 @@ def as_overlap(value: float | str | tuple | list | None) -> float | dict[str, fl
     """
     if value is None:
         return None
-    values = list(value) if isinstance(value, (tuple, list)) else value.split(",") if isinstance(value, str) else [value]
+    if isinstance(value, (tuple, list)):
+        values = list(value)
+    else:
+        values = value.split(",") if isinstance(value, str) else [value]
     if len(values) not in (1, 2):
         raise SettingError("overlap", f"expected one value or two (LOCALIZER,SEGMENTER), got {value!r}")
     overlaps = [as_number(v, "overlap", 0.0, 0.99) for v in values]
@@ -171,7 +176,8 @@ def as_uids(value: str | tuple | list | None, flag: str) -> list[str] | None:
     """
     if value is None:
         return None
-    uids = [str(v).strip() for v in value] if isinstance(value, (tuple, list)) else [v.strip() for v in str(value).split(",")]
+    parts = value if isinstance(value, (tuple, list)) else str(value).split(",")
+    uids = [str(v).strip() for v in parts]
     for uid in uids:
         if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", uid) or len(uid) > 64:
             raise InputError(f"--{flag} {uid}: not a DICOM UID (digits and dots, e.g. 1.2.840.113619.2.1)")
@@ -277,7 +283,9 @@ def stage_settings(bundles: Mapping[str, str | os.PathLike | None] | None = None
     return {stage: declared_settings(bundles.get(stage) or bundle_dir(stage)) for stage in STAGES}
 
 
-def stage_overrides(settings: Mapping[str, object], declared: Mapping[str, Sequence[str]] | None = None) -> dict[str, dict]:
+def stage_overrides(
+    settings: Mapping[str, object], declared: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, dict]:
     """Each stage's config overrides for prediction settings.
 
     Args:

@@ -601,7 +601,9 @@ def test_an_output_folder_that_is_a_link_to_nothing_or_a_foreign_table_is_one_li
     from cascade.io import check_writable_folder
 
     (tmp_path / "out").symlink_to(tmp_path / "gone" / "results")  # e.g. a mount point that is not mounted
-    with pytest.raises(InputError, match=r"out: the output folder is a symbolic link to .*gone/results, which does not exist"):
+    with pytest.raises(
+        InputError, match=r"out: the output folder is a symbolic link to .*gone/results, which does not exist"
+    ):
         check_writable_folder(tmp_path / "out", "the output folder")
     table = tmp_path / "predictions.csv"
     table.write_text("patient,volume\nA,80\n")

@@ -78,7 +78,8 @@ def test_conflicting_or_bad_options_are_one_line_errors(tmp_path):
         weights_from_conf({"demo": "true", "models": str(tmp_path)}, tmp_path, HINT)
     with pytest.raises(InputError, match="exclude each other"):
         weights_from_conf({"demo": "true", "pretrained": "la2018"}, tmp_path, HINT)
-    assert weights_from_conf({"pretrained": "demo"}, tmp_path, HINT) == weights_from_conf({"demo": "true"}, tmp_path, HINT)
+    demo = weights_from_conf({"demo": "true"}, tmp_path, HINT)
+    assert weights_from_conf({"pretrained": "demo"}, tmp_path, HINT) == demo
     with pytest.raises(InputError, match="not a folder"):
         weights_from_conf({"models": str(tmp_path / "absent")}, tmp_path, HINT)
     with pytest.raises(ValueError, match="true or false"):
@@ -116,7 +117,9 @@ def test_client_settings_are_the_declared_settings_the_app_takes(tmp_path):
     shutil.copytree(bundles_root() / "atria_segmenter" / "configs", bundles["segmenter"] / "configs")
     config = bundles["segmenter"] / "configs" / "inference.json"
     declared = json.loads(config.read_text())
-    config.write_text(json.dumps({**declared, "user_settings": [n for n in declared["user_settings"] if n != "mask_region"]}))
+    config.write_text(
+        json.dumps({**declared, "user_settings": [n for n in declared["user_settings"] if n != "mask_region"]})
+    )
     assert client_settings(bundles) == ("overlap", "tta")
 
 
@@ -142,9 +145,14 @@ def test_requests_with_unknown_settings_are_refused_naming_the_key():
     from lib.infers.predictors import SERVER_KEYS, check_request_keys
 
     settings = ["overlap", "tta", "mask_region", "device"]  # a task's config holds MONAI Label's device list too
-    check_request_keys({"model": "atria_cascade", "image": "/x.nii.gz", "overlap": 0, "device": "cpu", "result_extension": ".nrrd"}, settings)
+    request = {
+        "model": "atria_cascade", "image": "/x.nii.gz", "overlap": 0, "device": "cpu", "result_extension": ".nrrd",
+    }
+    check_request_keys(request, settings)
     check_request_keys(dict.fromkeys(SERVER_KEYS), settings)
-    with pytest.raises(InputError, match=r"^unknown setting 'overlapp': this model takes overlap, tta, mask_region and device$"):
+    with pytest.raises(
+        InputError, match=r"^unknown setting 'overlapp': this model takes overlap, tta, mask_region and device$"
+    ):
         check_request_keys({"model": "atria_cascade", "overlapp": 0.5}, settings)
     with pytest.raises(InputError, match="unknown setting 'mask_region'"):  # the localizer task has no stage 2
         check_request_keys({"mask_region": True}, ["overlap", "tta"])

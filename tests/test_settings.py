@@ -15,10 +15,14 @@ from cascade.settings import (
 
 
 def test_prediction_settings_go_to_the_stages_that_have_them():
-    overrides = stage_overrides({"device": "cpu", "overlap": 0.25, "tta": None, "mask_threshold": 0.3, "gate_margin_mm": 5.0, "mask_region": False})
+    overrides = stage_overrides({
+        "device": "cpu", "overlap": 0.25, "tta": None, "mask_threshold": 0.3, "gate_margin_mm": 5.0,
+        "mask_region": False,
+    })
     assert overrides["localizer"] == {"device": "$torch.device('cpu')", "overlap": 0.25, "mask_threshold": 0.3}
     assert overrides["segmenter"] == {
-        "device": "$torch.device('cpu')", "overlap": 0.25, "gate_margin_mm": 5.0, "mask_region": False, "mask_from_label": False,
+        "device": "$torch.device('cpu')", "overlap": 0.25, "gate_margin_mm": 5.0, "mask_region": False,
+        "mask_from_label": False,
     }
     assert stage_settings() == {
         "localizer": ("device", "overlap", "tta", "mask_threshold"),
@@ -33,7 +37,8 @@ def test_the_settings_are_those_each_bundle_declares(tmp_path):
         parser = read_stage_config(bundle_dir(stage))
         for declaration in ("user_settings", "recorded_settings"):
             assert declared_settings(bundle_dir(stage), declaration) and all(n in parser for n in parser[declaration])
-    assert "gate_margin_mm" not in read_stage_config(bundle_dir("localizer"))  # the localizer has no gate: no dead setting
+    # the localizer has no gate: no dead setting
+    assert "gate_margin_mm" not in read_stage_config(bundle_dir("localizer"))
     assert "gate_margin_mm" not in declared_settings(bundle_dir("localizer"), "recorded_settings")
     copies = {stage: tmp_path / stage for stage in STAGES}
     for stage, copy in copies.items():
@@ -45,13 +50,17 @@ def test_the_settings_are_those_each_bundle_declares(tmp_path):
     overrides = stage_overrides({"tta": True, "overlap": 0.25}, declared)
     assert overrides["localizer"] == {"tta": True, "overlap": 0.25}
     assert overrides["segmenter"] == {"overlap": 0.25, "mask_from_label": False}
-    assert stage_defaults("segmenter", copies["segmenter"]) == {"overlap": 0.5, "gate_margin_mm": [2.5, 2.5, 5.0], "mask_region": True}
+    assert stage_defaults("segmenter", copies["segmenter"]) == {
+        "overlap": 0.5, "gate_margin_mm": [2.5, 2.5, 5.0], "mask_region": True
+    }
 
     from cascade.engine import CascadeEngine
 
     config = copies["localizer"] / "configs" / "inference.json"
     localizer = json.loads(config.read_text())
-    config.write_text(json.dumps({**localizer, "user_settings": [n for n in localizer["user_settings"] if n != "mask_threshold"]}))
+    config.write_text(
+        json.dumps({**localizer, "user_settings": [n for n in localizer["user_settings"] if n != "mask_threshold"]})
+    )
     with pytest.raises(TypeError, match="unknown engine settings: \\['mask_threshold'\\]"):
         CascadeEngine.from_options(localizer=copies["localizer"], segmenter=copies["segmenter"], mask_threshold=0.3)
     config.write_text(json.dumps({**localizer, "user_settings": ["overlap", "no_such_id"]}))
@@ -63,9 +72,14 @@ def test_the_settings_are_those_each_bundle_declares(tmp_path):
 
 
 def test_each_stage_has_its_own_defaults_and_values_are_checked_once():
-    localizer, segmenter = stage_defaults("localizer", bundle_dir("localizer")), stage_defaults("segmenter", bundle_dir("segmenter"))
-    assert set(localizer) == {"overlap", "tta", "mask_threshold"} and set(segmenter) == {"overlap", "tta", "gate_margin_mm", "mask_region"}
-    assert stage_defaults("localizer", bundle_dir("localizer"), ["la2018"])["overlap"] == read_stage_config(bundle_dir("localizer"), overlays=["la2018"])["overlap"]
+    localizer, segmenter = stage_defaults("localizer", bundle_dir("localizer")), stage_defaults(
+        "segmenter", bundle_dir("segmenter")
+    )
+    assert set(localizer) == {"overlap", "tta", "mask_threshold"} and set(segmenter) == {
+        "overlap", "tta", "gate_margin_mm", "mask_region"
+    }
+    la2018 = read_stage_config(bundle_dir("localizer"), overlays=["la2018"])
+    assert stage_defaults("localizer", bundle_dir("localizer"), ["la2018"])["overlap"] == la2018["overlap"]
     assert as_bool("No", "tta") is False and as_number("0.5", "overlap", 0, 0.99) == 0.5
     for bad in ("abc", True, 1.5):
         with pytest.raises(SettingError, match="^--overlap: expected") as error:
