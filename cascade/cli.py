@@ -285,8 +285,8 @@ def predict(
     from cascade.io import check_writable_folder
     from cascade.predict import (
         REPORT_NAME, PredictionReport, check_output_folder, check_outputs, list_inputs, output_kinds, predict_cases, run_record,
-        write_run_record,
     )
+    from cascade.run_record import write_run_record
 
     kinds = output_kinds(save_masks, str(output_format))
     if measuring:

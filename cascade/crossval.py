@@ -46,8 +46,9 @@ from cascade.data import (
     DEFAULT_SEED, assign_folds, is_datalist_file, load_datalist, make_datalist, validate_case, write_datalist,
 )
 from cascade.errors import InputError
-from cascade.io import check_writable_folder, file_sha256, save_nifti_atomic, write_text_atomic
+from cascade.io import check_writable_folder, save_nifti_atomic, write_text_atomic
 from cascade.reproducibility import latest_epoch_checkpoint
+from cascade.run_record import file_entries, new_run_record, write_run_record
 
 __all__ = ["TrainingError", "run_crossval"]
 
@@ -114,11 +115,10 @@ def _settings(
 
 
 def _write_run_record(work_dir: Path, command: Sequence[str], folds: int) -> None:
-    """``WORK/run.json``: the command line, the settings (``crossval.json``), per stage (and the
-    single-stage baseline) the bundle, the overlay and each fold's ``model.pt`` (path and SHA-256,
-    what ``cascade predict --models WORK`` ensembles), and the software versions."""
-    from cascade.predict import software_versions
-
+    """``WORK/run.json`` in :mod:`cascade.run_record`'s layout: the command line, the software versions,
+    per stage (and the single-stage baseline) the bundle, its overlay (``configs``) and each fold's
+    ``model.pt`` (``checkpoints``: what ``cascade predict --models WORK`` ensembles), and the
+    settings (``crossval.json``)."""
     stages = {}
     for stage, bundle in (*((s, s) for s in STAGES), (SINGLE_STAGE, "segmenter")):
         checkpoints = [work_dir / stage / f"fold{k}" / "models" / "model.pt" for k in range(folds)]
@@ -127,15 +127,11 @@ def _write_run_record(work_dir: Path, command: Sequence[str], folds: int) -> Non
         overlay = work_dir / stage / "config.json"
         stages[stage] = {
             "bundle": str(bundle_dir(bundle)),
-            "overlay": str(overlay) if overlay.is_file() else None,
-            "checkpoints": [{"path": str(c), "sha256": file_sha256(c)} for c in checkpoints if c.is_file()],
+            "configs": file_entries([overlay] if overlay.is_file() else []),
+            "checkpoints": file_entries([c for c in checkpoints if c.is_file()]),
         }
-    record = {
-        "command": list(command), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "settings": json.loads((work_dir / "crossval.json").read_text()), "versions": software_versions(),
-        "stages": stages,
-    }
-    write_text_atomic(work_dir / "run.json", json.dumps(record, indent=2) + "\n")
+    settings = json.loads((work_dir / "crossval.json").read_text())
+    write_run_record(work_dir, new_run_record(command, stages, settings=settings))
 
 
 def _write_overlay(path: Path, stage: str, overlays: list[str]) -> None:
