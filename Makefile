@@ -27,6 +27,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: setup
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q --durations=25
 
 # Opt-in: the MONAI Label app against a live server on 127.0.0.1, in a virtualenv built from scratch

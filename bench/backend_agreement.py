@@ -52,17 +52,22 @@ def main() -> None:
     parser.add_argument("--overlap", type=float, help="both stages' overlap (default: the configs')")
     parser.add_argument("--pretrained", default="demo", help="shipped weights (demo or la2018)")
     parser.add_argument("--data", type=Path, help="images to compare on (default: generated phantoms)")
-    parser.add_argument("--calibration", type=Path, help="labelled folder calibrating int8 (default: the engine's phantoms)")
+    parser.add_argument(
+        "--calibration", type=Path, help="labelled folder calibrating int8 (default: the engine's phantoms)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         if args.data is None:
             write_phantoms(scratch, cases=args.cases, seed=args.seed, shape=(24, 160, 160), spacing=(2.5, 1.25, 1.25))
-        images = [Path(item["image"]) for item in image_datalist(args.data or scratch, report=lambda line: None)][: args.cases]
+        listed = image_datalist(args.data or scratch, report=lambda line: None)
+        images = [Path(item["image"]) for item in listed][: args.cases]
         results = {}
         for name in ["torch/fp32", *(s for s in args.settings if s != "torch/fp32")]:
             backend, localizer, segmenter = SETTINGS[name]
-            engine = CascadeEngine.from_options(pretrained=args.pretrained, device="cpu", overlap=args.overlap, backend=backend,
-                                                precision={"localizer": localizer, "segmenter": segmenter}, calibration=args.calibration)
+            engine = CascadeEngine.from_options(
+                pretrained=args.pretrained, device="cpu", overlap=args.overlap, backend=backend,
+                precision={"localizer": localizer, "segmenter": segmenter}, calibration=args.calibration,
+            )
             results[name] = [engine.predict_image(image) for image in images]
     reference = results["torch/fp32"]
     classes = list(CLASS_NAMES.items())

@@ -27,7 +27,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="data folder (default: generated phantoms)")
     parser.add_argument("--cases", type=int, default=10, help="phantoms to generate when --data is not given")
     parser.add_argument("--shape", type=int, nargs=3, default=[44, 576, 576], help="phantom grid (Z, Y, X)")
-    parser.add_argument("--spacing", type=float, nargs=3, default=[2.5, 0.625, 0.625], help="phantom voxel size (Z, Y, X) in mm")
+    parser.add_argument(
+        "--spacing", type=float, nargs=3, default=[2.5, 0.625, 0.625], help="phantom voxel size (Z, Y, X) in mm"
+    )
     parser.add_argument("--pretrained", default="demo")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--overlap", type=float, default=0.5)
@@ -45,10 +47,15 @@ def main() -> None:
         seconds = {}
         for name, prefetch in (("one case at a time", False), ("loader thread", True)):
             start = time.perf_counter()
-            report = predict_cases(engine, inputs, Path(folder) / name.replace(" ", "_"), kinds=output_kinds(), prefetch=prefetch)
+            report = predict_cases(
+                engine, inputs, Path(folder) / name.replace(" ", "_"), kinds=output_kinds(), prefetch=prefetch
+            )
             seconds[name] = time.perf_counter() - start
             assert not report.failed, report.summary()
-        print(f"{len(inputs)} cases, {args.pretrained} weights, {args.device}, overlap {args.overlap}, {args.threads} threads")
+        print(
+            f"{len(inputs)} cases, {args.pretrained} weights, "
+            f"{args.device}, overlap {args.overlap}, {args.threads} threads"
+        )
         print(f"{'run':20} {'seconds':>8} {'cases/hour':>10} {'ratio':>6}")
         baseline = seconds["one case at a time"]
         for name, value in seconds.items():

@@ -45,7 +45,10 @@ PAPER_RULE = "0.5:1.25,1.25,5"
 def parse_rule(text: str) -> dict:
     parts = text.split(":")
     margin = [float(v) for v in parts[1].split(",")]
-    return {"name": text, "threshold": float(parts[0]), "margin": margin if len(margin) == 3 else margin[0], "lcc": "nolcc" not in parts[2:]}
+    return {
+        "name": text, "threshold": float(parts[0]), "margin": margin if len(margin) == 3 else margin[0],
+        "lcc": "nolcc" not in parts[2:],
+    }
 
 
 def stage(name: str, checkpoint: str, configs: list[str], overrides: dict) -> StagePredictor:
@@ -70,7 +73,8 @@ def summarize(name: str, rows: list[dict]) -> str:
     windows = np.mean([r["windows"] for r in rows])
     cells = " ".join(f"{m:.4f}({lo:.3f})" for m, lo in zip(np.nanmean(recall, 0), np.nanmin(recall, 0)))
     return (f"{name:<22} {cells}  {gate:5.2f}  " + " ".join(f"{v:.3f}" for v in np.nanmean(dice, 0))
-            + f"  {np.nanmean(dice):.3f}  " + " ".join(f"{v:6.2f}" for v in np.nanmean(hd95, 0)) + f"  {np.nanmean(hd95):6.2f}  {windows:5.1f}")
+            + f"  {np.nanmean(dice):.3f}  " + " ".join(f"{v:6.2f}" for v in np.nanmean(hd95, 0))
+            + f"  {np.nanmean(hd95):6.2f}  {windows:5.1f}")
 
 
 def main() -> None:
@@ -79,12 +83,16 @@ def main() -> None:
     parser.add_argument("--segmenter", required=True, help="segmenter checkpoint")
     parser.add_argument("--single_stage", help="single-stage segmenter checkpoint (configs/single_stage.json)")
     parser.add_argument("--config", action="append", default=[], help="overlay(s) of both bundles, e.g. demo")
-    parser.add_argument("--rules", nargs="+", default=[PAPER_RULE, "0.5:2.5", "0.5:5", "0.3:2.5", "0.3:5", "0.5:5:nolcc"])
+    parser.add_argument(
+        "--rules", nargs="+", default=[PAPER_RULE, "0.5:2.5", "0.5:5", "0.3:2.5", "0.3:5", "0.5:5:nolcc"]
+    )
     parser.add_argument("--data", help="labelled data folder; default: generated phantoms")
     parser.add_argument("--cases", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7000, help="phantom seed (unseen by the demo weights)")
     parser.add_argument("--shape", type=int, nargs=3, default=[44, 288, 288], help="phantom grid (Z, Y, X)")
-    parser.add_argument("--spacing", type=float, nargs=3, default=[2.5, 1.25, 1.25], help="phantom voxel size (Z, Y, X) mm")
+    parser.add_argument(
+        "--spacing", type=float, nargs=3, default=[2.5, 1.25, 1.25], help="phantom voxel size (Z, Y, X) mm"
+    )
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--gates_only", action="store_true", help="gate recall only, no stage 2")
     args = parser.parse_args()
@@ -109,17 +117,22 @@ def main() -> None:
             for rule in rules:
                 mask = (probability >= rule["threshold"]).astype(np.uint8)
                 if rule["lcc"]:
-                    mask = np.asarray(KeepLargestConnectedComponent(applied_labels=[1])(torch.as_tensor(mask[None]))[0], np.uint8)
+                    mask = np.asarray(
+                        KeepLargestConnectedComponent(applied_labels=[1])(torch.as_tensor(mask[None]))[0], np.uint8
+                    )
                 key = str(rule["margin"])
                 if key not in segmenters:
-                    segmenters[key] = stage("segmenter", args.segmenter, args.config, {**common, "gate_margin_mm": rule["margin"]})
+                    segmenters[key] = stage(
+                        "segmenter", args.segmenter, args.config, {**common, "gate_margin_mm": rule["margin"]}
+                    )
                 segmenter = segmenters[key]
                 if args.gates_only:
                     gate = dilate_mask(torch.as_tensor(mask[None]), margin_voxels(rule["margin"], spacing))[0].numpy()
                     labels, windows = np.zeros_like(truth), 0
                 else:
                     segmenter.network.members[0].reset()
-                    labels, gate = CascadeEngine(localizer, segmenter).segment(image, mask) if mask.any() else (np.zeros_like(truth),) * 2
+                    empty = (np.zeros_like(truth),) * 2
+                    labels, gate = CascadeEngine(localizer, segmenter).segment(image, mask) if mask.any() else empty
                     windows = segmenter.network.members[0].windows
                 results[rule["name"]].append({
                     "recall": region_recall(gate > 0, truth),
@@ -128,17 +141,25 @@ def main() -> None:
                     "windows": windows,
                 })
             if args.single_stage:
-                single = segmenters.setdefault("single", stage("segmenter", args.single_stage, [*args.config, "single_stage"], common))
+                single = segmenters.setdefault(
+                    "single", stage("segmenter", args.single_stage, [*args.config, "single_stage"], common)
+                )
                 single.network.members[0].reset()
                 labels, gate = CascadeEngine(None, single).segment(image, None)
                 results["single stage"].append({
-                    "recall": region_recall(gate > 0, truth), "gate_ratio": float((gate > 0).sum()) / max(1, int((truth > 0).sum())),
-                    "scores": {row["class"]: row for row in score_case(labels, truth, spacing)}, "windows": single.network.members[0].windows,
+                    "recall": region_recall(gate > 0, truth),
+                    "gate_ratio": float((gate > 0).sum()) / max(1, int((truth > 0).sum())),
+                    "scores": {row["class"]: row for row in score_case(labels, truth, spacing)},
+                    "windows": single.network.members[0].windows,
                 })
             print(f"  {case['case']} done", flush=True)
     names = (*CLASS_NAMES.values(), "atria")
-    print(f"\n{len(cases)} cases from {args.data or f'phantoms seed {args.seed}, {args.shape} at {args.spacing} mm'}; configs {args.config}")
-    print(f"{'rule':<22} " + " ".join(f"{'recall ' + n[:8]:>15}" for n in names) + "  gate/atria  Dice wall RA LA mean  HD95 mm wall RA LA mean  windows")
+    print(
+        f"\n{len(cases)} cases from "
+        f"{args.data or f'phantoms seed {args.seed}, {args.shape} at {args.spacing} mm'}; configs {args.config}"
+    )
+    print(f"{'rule':<22} " + " ".join(f"{'recall ' + n[:8]:>15}" for n in names)
+          + "  gate/atria  Dice wall RA LA mean  HD95 mm wall RA LA mean  windows")
     for name, rows in results.items():
         print(summarize(name, rows))
 

@@ -33,22 +33,29 @@ def main() -> None:
     parser.add_argument("--margins", type=float, nargs="+", default=[0.0, 5.0, 7.5, 10.0])
     args = parser.parse_args()
     entries = [e for e in json.loads((args.work / "datalist.json").read_text())["training"] if e["fold"] == args.fold]
-    print(f"fold {args.fold}: {len(entries)} validation cases; recall of the annotated atria in the gate (mean, min) and gate volume / atria volume")
+    print(
+        f"fold {args.fold}: {len(entries)} validation cases; recall of the "
+        "annotated atria in the gate (mean, min) and gate volume / atria volume"
+    )
     for threshold in args.thresholds:
-        engine = CascadeEngine.from_options(models=args.work, folds=[args.fold], stages=("localizer",), device="cpu", mask_threshold=threshold)
+        engine = CascadeEngine.from_options(
+            models=args.work, folds=[args.fold], stages=("localizer",), device="cpu", mask_threshold=threshold
+        )
         rows = {margin: [] for margin in args.margins}
         for entry in entries:
             image, source = engine.read(args.work / entry["image"])
             mask = torch.from_numpy(engine.localize(image)[None].astype(np.float32))
-            atria = np.isin(np.asanyarray(nib.load(str(args.work / entry["label"])).dataobj), entry.get("annotated", [1, 2, 3]))
+            atria = np.isin(
+                np.asanyarray(nib.load(str(args.work / entry["label"])).dataobj), entry.get("annotated", [1, 2, 3])
+            )
             spacing = np.linalg.norm(source.affine[:3, :3], axis=0)
             for margin in args.margins:
                 gate = dilate_mask(mask, margin_voxels(margin, spacing))[0].numpy() > 0
                 rows[margin].append(((gate & atria).sum() / atria.sum(), gate.sum() / atria.sum()))
         for margin, values in rows.items():
             values = np.asarray(values)
-            print(f"  threshold {threshold:<5} margin {margin:>4} mm: recall {values[:, 0].mean():.4f} (min {values[:, 0].min():.4f}), "
-                  f"gate / atria {values[:, 1].mean():.2f}")
+            print(f"  threshold {threshold:<5} margin {margin:>4} mm: recall {values[:, 0].mean():.4f} "
+                  f"(min {values[:, 0].min():.4f}), gate / atria {values[:, 1].mean():.2f}")
 
 
 if __name__ == "__main__":

@@ -53,11 +53,15 @@ from timed_network import synchronize  # noqa: E402
 NO_CACHE_COPY = str(Path(__file__).resolve().parent / "configs" / "no_cache_copy.json")
 
 
-def training_config(stage: str, data: Path, device: torch.device, configs: list[str], no_cache_copy: bool) -> ConfigParser:
+def training_config(
+    stage: str, data: Path, device: torch.device, configs: list[str], no_cache_copy: bool
+) -> ConfigParser:
     overrides = {"dataset_dir": str(data), "fold": -1, "device": f"$torch.device('{device}')"}
     if stage == "segmenter":
         overrides["mask_from_label"] = True  # the dilated label stands in for stage-1 masks
-    return read_stage_config(bundle_dir(stage), "train", [*([NO_CACHE_COPY] if no_cache_copy else []), *configs], overrides)
+    return read_stage_config(
+        bundle_dir(stage), "train", [*([NO_CACHE_COPY] if no_cache_copy else []), *configs], overrides
+    )
 
 
 def transform_names(transforms: list) -> list[str]:
@@ -74,7 +78,9 @@ def measure(stage: str, items: list[dict], args: argparse.Namespace, device: tor
     parser = training_config(stage, args.data, device, args.configs, args.no_cache_copy)
     pipeline = parser.get_parsed_content("train#preprocessing")
     # CacheDataset caches up to the first random transform and deep-copies the cached item per patch.
-    first_random = pipeline.get_index_of_first(lambda t: isinstance(t, RandomizableTrait) or not isinstance(t, Transform))
+    first_random = pipeline.get_index_of_first(
+        lambda transform: isinstance(transform, RandomizableTrait) or not isinstance(transform, Transform)
+    )
     cached_part, random_part = pipeline.transforms[:first_random], pipeline.transforms[first_random:]
     cached, case_seconds = [], []
     for item in items:
@@ -121,7 +127,8 @@ def main() -> None:
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
     parser.add_argument("--configs", nargs="*", default=[], help="overlay configs layered over each train.json")
     parser.add_argument("--no_cache_copy", action="store_true",
-                        help="layer bench/configs/no_cache_copy.json (CacheDataset hands out its cached volumes uncopied)")
+                        help="layer bench/configs/no_cache_copy.json "
+                             "(CacheDataset hands out its cached volumes uncopied)")
     parser.add_argument("--device", default="cpu", help="where the cached volumes and random transforms live")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a DataLoader worker has 1)")
     parser.add_argument("--iterations_per_s", type=float, default=11.0, help="target (the paper: ~11 it/s at batch 2)")
@@ -140,7 +147,9 @@ def main() -> None:
             write_phantoms(args.data, cases=args.cases, seed=args.seed)
             print(f"wrote {args.cases} full-size phantoms (44 x 576 x 576 at 2.5 x 0.625 x 0.625 mm) "
                   f"in {time.perf_counter() - start:.0f} s")
-        items = [{"image": c["image"], "label": c["label"]} for c in discover_cases(args.data) if c["image"] and c["label"]]
+        items = [
+            {"image": c["image"], "label": c["label"]} for c in discover_cases(args.data) if c["image"] and c["label"]
+        ]
         items = items[: args.cases]
         rows = [measure(stage, items, args, device) for stage in args.stages]
 

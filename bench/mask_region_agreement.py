@@ -56,9 +56,13 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=8, help="phantoms to generate when --data is not given")
     parser.add_argument("--seed", type=int, default=7000, help="phantom seed (the demo weights saw seed 0)")
     parser.add_argument("--shape", type=int, nargs=3, default=[24, 160, 160], help="phantom grid (Z, Y, X) in voxels")
-    parser.add_argument("--spacing", type=float, nargs=3, default=[2.5, 1.25, 1.25], help="phantom voxel size (Z, Y, X) in mm")
+    parser.add_argument(
+        "--spacing", type=float, nargs=3, default=[2.5, 1.25, 1.25], help="phantom voxel size (Z, Y, X) in mm"
+    )
     parser.add_argument("--weights", choices=["demo", "model"], default="demo")
-    parser.add_argument("--scales", type=float, nargs="+", default=[0, 0.25, 0.5, 1, 2], help="margins, in units of crop_margin")
+    parser.add_argument(
+        "--scales", type=float, nargs="+", default=[0, 0.25, 0.5, 1, 2], help="margins, in units of crop_margin"
+    )
     parser.add_argument("--overlap", type=float, default=0.5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
@@ -79,7 +83,10 @@ def main() -> None:
         base_margin = whole.parser.get_parsed_content("crop_margin")
         margins = [[int(round(m * scale)) for m in base_margin] for scale in args.scales]
         regions = [
-            stage(bundle_dir("segmenter"), args.weights, {**common, "mask_region": True, "crop_margin": m, "mask_from_label": False})
+            stage(
+                bundle_dir("segmenter"), args.weights,
+                {**common, "mask_region": True, "crop_margin": m, "mask_from_label": False},
+            )
             for m in margins
         ]
         pixdim = whole.parser.get_parsed_content("pixdim")
@@ -101,17 +108,22 @@ def main() -> None:
                     "windows": predictor.network.members[0].windows,
                     "seconds": sum(predictor.seconds.values()),
                     "agreement": [dice(labels == v, reference == v) for v in CLASS_NAMES],
-                    "truth": [dice(labels == v, truth == v) for v in CLASS_NAMES] if truth is not None else [np.nan] * 3,
+                    "truth": [dice(labels == v, truth == v) for v in CLASS_NAMES] if truth is not None
+                    else [np.nan] * 3,
                 })
             print(f"  {case['case']}: stage-1 mask {int(mask.sum())} voxels", flush=True)
 
     names = " ".join(f"{n[:12]:>12}" for n in CLASS_NAMES.values())
-    print(f"\n{'stage 2 over':<22} {'windows':>7} {'s/case':>7}   Dice vs whole volume, mean (min): {names}   Dice vs label: {names}")
+    print(
+        f"\n{'stage 2 over':<22} {'windows':>7} {'s/case':>7}   Dice "
+        f"vs whole volume, mean (min): {names}   Dice vs label: {names}"
+    )
     for name, results in rows.items():
         label = name if name == "whole volume" else f"margin {name}"
         agreement = np.array([r["agreement"] for r in results])
         truth = np.array([r["truth"] for r in results])
-        print(f"{label:<22} {np.mean([r['windows'] for r in results]):>7.1f} {np.mean([r['seconds'] for r in results]):>7.1f}   "
+        windows, seconds = np.mean([r["windows"] for r in results]), np.mean([r["seconds"] for r in results])
+        print(f"{label:<22} {windows:>7.1f} {seconds:>7.1f}   "
               + " ".join(f"{np.nanmean(a):>6.4f} ({np.nanmin(a):.3f})" for a in agreement.T) + "   "
               + " ".join(f"{np.nanmean(t):>12.3f}" for t in truth.T))
 

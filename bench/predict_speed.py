@@ -91,7 +91,8 @@ def mask_region(mask: torch.Tensor, margin: list[int], min_size: list[int]) -> t
 
 
 def monai_inferer(overlap: float, sw_batch_size: int):
-    inferer = stage_config("segmenter", {"overlap": overlap, "sw_batch_size": sw_batch_size}).get_parsed_content("inferer")
+    config = stage_config("segmenter", {"overlap": overlap, "sw_batch_size": sw_batch_size})
+    inferer = config.get_parsed_content("inferer")
     return lambda image, network: inferer(image, network)
 
 
@@ -148,15 +149,18 @@ def sliding_window_table(args: argparse.Namespace, device: torch.device) -> None
                 start = time.perf_counter()
                 infer(views[view_name], network)
                 synchronize(device)
-                rows.append((overlap, inferer_name, view_name, network.windows, time.perf_counter() - start, network.seconds))
+                rows.append(
+                    (overlap, inferer_name, view_name, network.windows, time.perf_counter() - start, network.seconds)
+                )
 
     print(f"\n{'overlap':>7} {'inferer':<9} {'stage 2 over':<13} {'windows':>7} {'seconds':>9} {'s/window':>9} "
           f"{'network s':>9} {'overhead':>8} {'vs whole':>8}")
     for overlap, inferer_name, view_name, windows, seconds, network_seconds in rows:
         whole = [r[4] for r in rows if r[:3] == (overlap, inferer_name, "whole volume")]
         speedup = f"{whole[0] / seconds:>7.2f}x" if whole else f"{'':>8}"
-        print(f"{overlap:>7.2f} {inferer_name:<9} {view_name:<13} {windows:>7d} {seconds:>9.2f} {seconds / windows:>9.3f} "
-              f"{network_seconds:>9.2f} {(seconds - network_seconds) / network_seconds:>8.1%} {speedup}")
+        overhead = (seconds - network_seconds) / network_seconds
+        print(f"{overlap:>7.2f} {inferer_name:<9} {view_name:<13} {windows:>7d} {seconds:>9.2f} "
+              f"{seconds / windows:>9.3f} {network_seconds:>9.2f} {overhead:>8.1%} {speedup}")
 
 
 def random_weights(stage: str, features: list[int], path: Path, configs: list[str]) -> Path:
@@ -177,7 +181,8 @@ def reset_peak_rss() -> None:
 def peak_rss_gib() -> float:
     try:
         status = Path("/proc/self/status").read_text()
-        return int(next(l for l in status.splitlines() if l.startswith("VmHWM")).split()[1]) / 2**20
+        peak = next(line for line in status.splitlines() if line.startswith("VmHWM"))
+        return int(peak.split()[1]) / 2**20
     except (OSError, StopIteration):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
@@ -201,11 +206,14 @@ def cascade_table(args: argparse.Namespace, device: torch.device) -> None:
             configs = {s: args.configs for s in STAGES}
         print(f"\ncascade on {nib.load(item['image']).shape} ({'--image' if args.image else 'phantom'}); "
               f"{f'{args.pretrained} weights' if args.pretrained else f'features {features}; random weights'}, "
-              f"stage 2 gated by the case's label; overlays {({s: [Path(c).stem for c in configs[s]] for s in STAGES})}")
-        print(f"{'overlap':>7} {'stage 2 over':<13} {'TTA':<4} {'backend':<14} {'stage':<10} {'build s':>7} {'windows':>7} "
-              f"{'prep s':>7} {'infer s':>8} {'post s':>7} {'total s':>8} {'vs ref':>8} {'peak RSS':>8}  Dice vs ref (label=Dice)")
+              "stage 2 gated by the case's label; overlays "
+              f"{({s: [Path(c).stem for c in configs[s]] for s in STAGES})}")
+        print(f"{'overlap':>7} {'stage 2 over':<13} {'TTA':<4} {'backend':<14} {'stage':<10} {'build s':>7} "
+              f"{'windows':>7} {'prep s':>7} {'infer s':>8} {'post s':>7} {'total s':>8} {'vs ref':>8} "
+              f"{'peak RSS':>8}  Dice vs ref (label=Dice)")
         if device.type == "cuda":  # cuDNN autotunes each shape on its first call: not part of a case
-            cascade_row(args, device, item, weights, features, configs, as_overlap(args.overlaps[-1]), args.regions[-1], False, args.backends[0])
+            last_overlap, last_region, reference = as_overlap(args.overlaps[-1]), args.regions[-1], args.backends[0]
+            cascade_row(args, device, item, weights, features, configs, last_overlap, last_region, False, reference)
         rows = []
         for overlap in map(as_overlap, args.overlaps):
             for region in args.regions:
@@ -220,16 +228,20 @@ def cascade_table(args: argparse.Namespace, device: torch.device) -> None:
                             ours, theirs = row["labels"][stage], reference["labels"][stage]
                             values = sorted((set(np.unique(ours)) | set(np.unique(theirs))) - {0})
                             steps["dice vs reference"] = {int(v): class_dice(ours, theirs, v) for v in values}
-                            print(f"{row['overlap'][stage]:>7.2f} {region:<13} {'on' if tta else 'off':<4} {setting:<14} {stage:<10} "
-                                  f"{steps['build']:>7.1f} {steps['windows']:>7d} {steps['preprocessing']:>7.2f} "
-                                  f"{steps['inference']:>8.2f} {steps['postprocessing']:>7.2f} {steps['total']:>8.2f} {'':>8} {'':>8}  "
+                            print(f"{row['overlap'][stage]:>7.2f} {region:<13} {'on' if tta else 'off':<4} "
+                                  f"{setting:<14} {stage:<10} {steps['build']:>7.1f} {steps['windows']:>7d} "
+                                  f"{steps['preprocessing']:>7.2f} {steps['inference']:>8.2f} "
+                                  f"{steps['postprocessing']:>7.2f} {steps['total']:>8.2f} "
+                                  f"{'':>8} {'':>8}  "
                                   + " ".join(f"{v}={d:.4f}" for v, d in steps["dice vs reference"].items()))
-                        print(f"{'':>7} {'':<13} {'':<4} {setting:<14} {'cascade':<10} {'':>7} {'':>7} {'':>7} {'':>8} {'':>7} "
-                              f"{row['seconds']:>8.2f} {ratio:>7.2f}x {row['peak RSS GiB']:>6.2f} G", flush=True)
+                        print(f"{'':>7} {'':<13} {'':<4} {setting:<14} {'cascade':<10} {'':>7} {'':>7} {'':>7} "
+                              f"{'':>8} {'':>7} {row['seconds']:>8.2f} {ratio:>7.2f}x {row['peak RSS GiB']:>6.2f} G",
+                              flush=True)
                         if args.json:
                             with args.json.open("a") as f:
-                                f.write(json.dumps({k: v for k, v in row.items() if k != "labels"} | {"width": args.width, "speed-up": ratio},
-                                                   default=str) + "\n")
+                                record = {k: v for k, v in row.items() if k != "labels"}
+                                record |= {"width": args.width, "speed-up": ratio}
+                                f.write(json.dumps(record, default=str) + "\n")
 
 
 def class_dice(a: np.ndarray, b: np.ndarray, value: int) -> float:
@@ -254,17 +266,20 @@ def cascade_row(args, device, item, weights, features, configs, overlap, region,
             overrides["mask_region"] = region == "mask region"
         start = time.perf_counter()
         calibration = labelled_cases(args.calibration) if args.calibration and precision == "int8" else None
-        predictor = StagePredictor(bundle_dir(stage), weights[stage], overrides, configs[stage], backend=backend, precision=precision,
-                                   calibration=calibration)
+        predictor = StagePredictor(bundle_dir(stage), weights[stage], overrides, configs[stage], backend=backend,
+                                   precision=precision, calibration=calibration)
         build = time.perf_counter() - start  # with the export when the network is not in the cache yet
         predictor.network.members = [TimedNetwork(n) for n in predictor.network.members]
-        result = predictor(predictor.load({"image": item["image"], **({"mask": item["label"]} if stage == "segmenter" else {})}))
+        result = predictor(
+            predictor.load({"image": item["image"], **({"mask": item["label"]} if stage == "segmenter" else {})})
+        )
         labels[stage] = result["pred"][0].numpy().astype(np.uint8)
         stages[stage] = {**predictor.seconds, "total": sum(predictor.seconds.values()), "build": build,
                          "windows": predictor.network.members[0].windows}
         del predictor
-    return {"overlap": overlap, "region": region, "mask region": region == "mask region", "tta": tta, "setting": setting,
-            "seconds": sum(s["total"] for s in stages.values()), "stages": stages, "peak RSS GiB": peak_rss_gib(), "labels": labels}
+    return {"overlap": overlap, "region": region, "mask region": region == "mask region", "tta": tta,
+            "setting": setting, "seconds": sum(s["total"] for s in stages.values()), "stages": stages,
+            "peak RSS GiB": peak_rss_gib(), "labels": labels}
 
 
 def main() -> None:
@@ -273,8 +288,12 @@ def main() -> None:
     parser.add_argument("--overlaps", nargs="+", default=["0.5", "0"],
                         help="overlaps; part 2 also takes per-stage pairs LOCALIZER,SEGMENTER (e.g. 0,0.5)")
     parser.add_argument("--inferers", nargs="+", default=["monai", "nnunet"], choices=["monai", "nnunet"])
-    parser.add_argument("--regions", nargs="+", default=["whole volume", "mask region"], choices=["whole volume", "mask region"])
-    parser.add_argument("--sw_batch_sizes", type=int, nargs="+", help="MONAI sw_batch_size values (default: the config's)")
+    parser.add_argument(
+        "--regions", nargs="+", default=["whole volume", "mask region"], choices=["whole volume", "mask region"]
+    )
+    parser.add_argument(
+        "--sw_batch_sizes", type=int, nargs="+", help="MONAI sw_batch_size values (default: the config's)"
+    )
     parser.add_argument("--cascade", action="store_true", help="also time the whole cascade per case (part 2)")
     parser.add_argument("--tta", action="store_true", help="part 2 also with mirroring TTA (8x the windows)")
     parser.add_argument("--no_windows", action="store_true", help="skip part 1")
@@ -283,21 +302,37 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="phantom seed")
     parser.add_argument("--json", type=Path, help="part 2: append one JSON line per cascade setting to this file")
     parser.add_argument("--backends", nargs="+", default=["torch:fp32"], metavar="BACKEND:PRECISION",
-                        help="part 2: runtimes side by side, the first is the reference (e.g. torch:fp32 openvino:fp32 openvino:bf16)")
-    parser.add_argument("--configs", nargs="*", default=[], help="part 2: bundle overlays (e.g. demo: the demo grids, for a smoke run)")
-    parser.add_argument("--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE), help="part 2: phantom grid (Z, Y, X)")
-    parser.add_argument("--pretrained", help="part 2: shipped weights (demo, la2018) instead of random ones, with their overlays")
-    parser.add_argument("--image", type=Path, help="part 2: a case to run instead of the phantom (with --label, which gates stage 2)")
+                        help="part 2: runtimes side by side, the first is the reference "
+                             "(e.g. torch:fp32 openvino:fp32 openvino:bf16)")
+    parser.add_argument(
+        "--configs", nargs="*", default=[], help="part 2: bundle overlays (e.g. demo: the demo grids, for a smoke run)"
+    )
+    parser.add_argument(
+        "--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE), help="part 2: phantom grid (Z, Y, X)"
+    )
+    parser.add_argument(
+        "--pretrained", help="part 2: shipped weights (demo, la2018) instead of random ones, with their overlays"
+    )
+    parser.add_argument(
+        "--image", type=Path, help="part 2: a case to run instead of the phantom (with --label, which gates stage 2)"
+    )
     parser.add_argument("--label", type=Path, help="part 2: the label map of --image")
-    parser.add_argument("--calibration", type=Path, help="part 2: labelled folder calibrating int8 (default: the engine's phantoms)")
-    parser.add_argument("--spacing", type=float, nargs=3, default=list(DEFAULT_SPACING), help="part 2: phantom spacing (Z, Y, X) mm")
+    parser.add_argument(
+        "--calibration", type=Path, help="part 2: labelled folder calibrating int8 (default: the engine's phantoms)"
+    )
+    parser.add_argument(
+        "--spacing", type=float, nargs=3, default=list(DEFAULT_SPACING), help="part 2: phantom spacing (Z, Y, X) mm"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True  # as cascade predict and nnU-Net's predictor set it on CUDA
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"device {device} ({name}); torch {torch.__version__}, CPU threads {torch.get_num_threads()}; width {args.width}")
+    print(
+        f"device {device} ({name}); torch {torch.__version__}, CPU "
+        f"threads {torch.get_num_threads()}; width {args.width}"
+    )
     if not args.no_windows:
         sliding_window_table(args, device)
     if args.cascade:

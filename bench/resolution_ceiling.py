@@ -54,7 +54,10 @@ def main() -> None:
     print(f"{len(cases)} cases, grid {args.spacing} mm: Dice of each class with its round trip through the grid")
     for value, values in scores.items():
         if values:
-            print(f"  {CLASS_NAMES[value]:<13} mean {np.mean(values):.4f}  min {np.min(values):.4f}  ({len(values)} cases)")
+            print(
+                f"  {CLASS_NAMES[value]:<13} mean {np.mean(values):.4f} "
+                f" min {np.min(values):.4f}  ({len(values)} cases)"
+            )
 
 
 if __name__ == "__main__":

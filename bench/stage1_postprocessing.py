@@ -43,7 +43,9 @@ def network_output(engine: CascadeEngine, image_path: Path) -> dict:
     data = localizer.preprocessing({"image": image})
     with torch.no_grad():
         logits = localizer.inferer(data["image"].as_tensor()[None].to(localizer.device), localizer.network)
-    data["pred"] = MetaTensor(logits[0].float().cpu(), meta=data["image"].meta, applied_operations=list(data["image"].applied_operations))
+    data["pred"] = MetaTensor(
+        logits[0].float().cpu(), meta=data["image"].meta, applied_operations=list(data["image"].applied_operations)
+    )
     return data
 
 
@@ -61,7 +63,10 @@ def main() -> None:
             image, _, affine = make_phantom(7)  # the generator's default 44 x 576 x 576 grid at 0.625 x 0.625 x 2.5 mm
             images = [Path(folder) / "phantom.nii.gz"]
             nib.save(nib.Nifti1Image(image, affine), images[0])
-        print(f"{'weights':8} {'image':28} {'shape':14} {'route':24} {'median s':>9} {'ratio':>6} {'mask voxels':>11} {'equal':>5}")
+        print(
+            f"{'weights':8} {'image':28} {'shape':14} {'route':24} "
+            f"{'median s':>9} {'ratio':>6} {'mask voxels':>11} {'equal':>5}"
+        )
         for weights in args.pretrained:
             engine = CascadeEngine.from_options(pretrained=weights, stages=("localizer",), device="cpu", overlap=0)
             for path in images:

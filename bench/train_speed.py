@@ -27,8 +27,8 @@ well below ``preloaded`` and the waiting share is large. ``--json FILE`` appends
 mode (``bench/gpu.sh`` builds its table from them).
 
     python bench/train_speed.py --stage segmenter --data PHANTOMS --modes config preloaded
-    python bench/train_speed.py --stage localizer --data PHANTOMS --configs bundles/atria_localizer/configs/quick.json \\
-        --iterations 4 --warmup 1                                    # a CPU smoke run
+    python bench/train_speed.py --stage localizer --data PHANTOMS \\
+        --configs bundles/atria_localizer/configs/quick.json --iterations 4 --warmup 1    # a CPU smoke run
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ def build(stage: str, mode: str, args: argparse.Namespace, scratch: Path) -> Con
     overlays = [str(BENCH / c.format(stage=stage)) for c in MODES[mode]]
     overrides = {
         "ckpt_dir": str(scratch / "models"), "output_dir": str(scratch / "runs"),
-        "dataset_dir": str(args.data), "fold": -1, "num_folds": 2, "num_epochs": 1, "iterations_per_epoch": args.iterations,
+        "dataset_dir": str(args.data), "fold": -1, "num_folds": 2, "num_epochs": 1,
+        "iterations_per_epoch": args.iterations,
         "device": f"$torch.device('{args.device}')", "train#dataset#progress": False,
     }
     if args.num_workers is not None:
@@ -113,7 +114,9 @@ def run_mode(stage: str, mode: str, args: argparse.Namespace) -> dict:
 
         for event in {e for pair in PHASES.values() for e in pair}:
             trainer.add_event_handler(event, stamp(event))
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: stamps.append(events[Events.ITERATION_COMPLETED][-1]))
+        trainer.add_event_handler(
+            Events.ITERATION_COMPLETED, lambda engine: stamps.append(events[Events.ITERATION_COMPLETED][-1])
+        )
 
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -142,7 +145,9 @@ def run_mode(stage: str, mode: str, args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", required=True, choices=list(STAGES))
-    parser.add_argument("--data", type=Path, required=True, help="folder of cases with labels (e.g. from `cascade phantom`)")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="folder of cases with labels (e.g. from `cascade phantom`)"
+    )
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20, help="iterations left out of the timing")
@@ -163,7 +168,8 @@ def main() -> None:
         try:
             row = run_mode(args.stage, mode, args)
         except Exception as err:  # one failing mode should not cost the others' numbers
-            print(f"{args.stage} {mode}: failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", flush=True)
+            first_line = str(err).splitlines()[0] if str(err) else ""
+            print(f"{args.stage} {mode}: failed: {type(err).__name__}: {first_line}", flush=True)
             traceback.print_exc()
             failed.append(mode)
             continue

@@ -18,7 +18,9 @@ __version__ = "0.1.0"
 # LoadImage; without NVIDIA's nvImageCodec it logs and warns each time that pydicom's own decoders
 # are used, which is what this package wants: the lines would drown the one-line messages.
 logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
-warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register", category=UserWarning)
+warnings.filterwarnings(
+    "ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register", category=UserWarning
+)
 
 __all__ = ["bundles", "data", "handlers", "intensity", "io", "labels", "losses", "networks", "transforms"]
 

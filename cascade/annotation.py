@@ -33,7 +33,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from cascade.io import InputError
+from cascade.errors import InputError
 from cascade.labels import BACKGROUND, CLASS_NAMES
 
 __all__ = [
@@ -135,10 +135,14 @@ def declared_classes(root: str | os.PathLike, annotated: str | Iterable | None =
         return ALL_CLASSES
     values = list(labels.values()) if isinstance(labels, dict) else None
     if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise InputError(f"{path}: 'labels' must map names to label values, e.g. {{\"background\": 0, \"left_atrium\": 3}}")
+        raise InputError(
+            f"{path}: 'labels' must map names to label values, e.g. {{\"background\": 0, \"left_atrium\": 3}}"
+        )
     foreground = sorted(set(values) - {BACKGROUND})
     if BACKGROUND not in values or not foreground or any(v not in ALL_CLASSES for v in foreground):
-        raise InputError(f"{path}: 'labels' must hold background 0 and some of the values 1, 2, 3; got {sorted(set(values))}")
+        raise InputError(
+            f"{path}: 'labels' must hold background 0 and some of the values 1, 2, 3; got {sorted(set(values))}"
+        )
     for name, value in labels.items():
         meant = CLASS_SYNONYMS.get(str(name).strip().lower().replace(" ", "_").replace("-", "_"))
         if meant is not None and value != meant:
@@ -175,7 +179,9 @@ class AnnotationChanneld(MapTransform):
         allow_missing_keys: don't raise when a key is absent.
     """
 
-    def __init__(self, keys: KeysCollection, annotated_key: str = "annotated", allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self, keys: KeysCollection, annotated_key: str = "annotated", allow_missing_keys: bool = False
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.annotated_key = annotated_key
 

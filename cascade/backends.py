@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from monai.utils import optional_import
 
-from cascade.io import InputError
+from cascade.errors import InputError
 from cascade.settings import check_runtime
 
 __all__ = [
@@ -167,7 +167,9 @@ def _quantize_openvino(fp32_model: Path, windows: Sequence[np.ndarray], target: 
     scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
     try:
         model = openvino.Core().read_model(str(fp32_model))
-        quantized = nncf.quantize(model, nncf.Dataset(list(windows)), preset=nncf.QuantizationPreset.MIXED, subset_size=len(windows))
+        quantized = nncf.quantize(
+            model, nncf.Dataset(list(windows)), preset=nncf.QuantizationPreset.MIXED, subset_size=len(windows)
+        )
         openvino.save_model(quantized, str(scratch / "model.xml"), compress_to_fp16=False)
         try:
             scratch.rename(target)
@@ -212,7 +214,10 @@ class OpenVINONetwork:
             ValueError: a window's (C, X, Y, Z) differs from the compiled input shape.
         """
         if tuple(windows.shape[1:]) != self.input_shape[1:]:
-            raise ValueError(f"windows of shape {list(windows.shape[1:])}; this network was compiled for {list(self.input_shape[1:])}")
+            raise ValueError(
+                f"windows of shape {list(windows.shape[1:])}; this "
+                f"network was compiled for {list(self.input_shape[1:])}"
+            )
         batch = windows.detach().to("cpu", torch.float32).contiguous().numpy()
         # The IR has a static batch of 1 (fastest on a CPU); the output buffer is reused by the next call.
         logits = [torch.from_numpy(self._request.infer({0: batch[i : i + 1]})[0].copy()) for i in range(len(batch))]
@@ -268,7 +273,10 @@ def compile_network(
     target = Path(cache_dir or default_cache_dir()) / "openvino" / key
     exported = not (target / "model.xml").is_file()
     if exported:
-        logger.info("exporting %s to OpenVINO for windows %s (once; cached in %s)", type(network).__name__, list(input_shape), target)
+        logger.info(
+            "exporting %s to OpenVINO for windows %s (once; cached in %s)",
+            type(network).__name__, list(input_shape), target,
+        )
         _export_openvino(network, input_shape, target, openvino)
     if precision == "int8":
         nncf, has_nncf = optional_import("nncf")

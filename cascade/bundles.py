@@ -22,6 +22,7 @@ Trained weights are found in one of three places:
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import warnings
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cascade.io import InputError
+from cascade.errors import InputError
 from cascade.weights_manifest import record_shipped_weights, verify_shipped_weights
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ __all__ = [
     "pretrained_names",
     "publish_weights",
     "read_stage_config",
+    "note_single_fold",
     "require_checkpoint",
     "stage_config_files",
     "stage_weights",
@@ -122,7 +124,10 @@ def stage_config_files(bundle: str | os.PathLike, base: str, overlays: Sequence[
 
 
 def read_stage_config(
-    bundle: str | os.PathLike, base: str = "inference", overlays: Sequence[str | os.PathLike] = (), overrides: Mapping | None = None
+    bundle: str | os.PathLike,
+    base: str = "inference",
+    overlays: Sequence[str | os.PathLike] = (),
+    overrides: Mapping | None = None,
 ) -> ConfigParser:
     """A bundle's config as MONAI reads it: ``configs/<base>.json``, the overlays layered in order,
     then ``overrides``; ``bundle_root`` is the bundle folder. Renamed keys of earlier releases
@@ -140,7 +145,9 @@ def read_stage_config(
     for old, new in RENAMED_KEYS.items():
         holders = [holder for holder in (updates, parser.config) if old in holder]
         if holders:
-            warnings.warn(f"config key '{old}' is now '{new}'; '{old}' is read until version 0.3", FutureWarning, stacklevel=2)
+            warnings.warn(
+                f"config key '{old}' is now '{new}'; '{old}' is read until version 0.3", FutureWarning, stacklevel=2
+            )
             updates.setdefault(new, holders[0].pop(old))
     parser.update(updates)
     return parser
@@ -205,11 +212,15 @@ def pretrained_names(bundle: str | os.PathLike) -> list[str]:
     if not models.is_dir():
         return []
     return sorted(
-        d.name for d in models.iterdir() if d.is_dir() and any(d.glob("*.pt")) and (Path(bundle) / "configs" / f"{d.name}.json").is_file()
+        d.name
+        for d in models.iterdir()
+        if d.is_dir() and any(d.glob("*.pt")) and (Path(bundle) / "configs" / f"{d.name}.json").is_file()
     )
 
 
-def check_weight_choice(stage: str, bundle: str | os.PathLike, models: str | os.PathLike | None, pretrained: str | None) -> None:
+def check_weight_choice(
+    stage: str, bundle: str | os.PathLike, models: str | os.PathLike | None, pretrained: str | None
+) -> None:
     """Check the choice of weights before any file is read: ``pretrained`` names shipped weights of
     the bundle, and not together with ``models``.
 
@@ -221,7 +232,10 @@ def check_weight_choice(stage: str, bundle: str | os.PathLike, models: str | os.
     if pretrained:
         names = pretrained_names(bundle)
         if pretrained not in names:
-            raise InputError(f"--pretrained {pretrained}: no such shipped weights for the {stage} (available: {', '.join(names) or 'none'})")
+            raise InputError(
+                f"--pretrained {pretrained}: no such shipped weights for "
+                f"the {stage} (available: {', '.join(names) or 'none'})"
+            )
 
 
 def stage_weights(
@@ -295,7 +309,8 @@ def stage_weights(
         checkpoints = [work / stage / f"fold{k}" / "models" / "model.pt" for k in fold_ids]
         weights = StageWeights(checkpoints, [overlay] if overlay.is_file() else [], f"{work}, folds {fold_ids}{note}")
     else:
-        checkpoints = [bundle / "models" / f"fold{k}" / "model.pt" for k in fold_ids] if fold_ids else [bundle / "models" / "model.pt"]
+        checkpoints = [bundle / "models" / f"fold{k}" / "model.pt" for k in fold_ids or ()]
+        checkpoints = checkpoints or [bundle / "models" / "model.pt"]
         weights = StageWeights(checkpoints, [], ", ".join(str(c) for c in checkpoints))
     for checkpoint in weights.checkpoints:
         if not checkpoint.is_file():
@@ -303,7 +318,9 @@ def stage_weights(
     return weights
 
 
-def publish_weights(models: str | os.PathLike, stage: str, name: str, bundle: str | os.PathLike | None = None) -> list[Path]:
+def publish_weights(
+    models: str | os.PathLike, stage: str, name: str, bundle: str | os.PathLike | None = None
+) -> list[Path]:
     """Ship a work folder's fold models as a bundle's ``models/NAME/fold<k>.pt``, in half precision.
 
     Half precision halves the repository's share of the weights; :func:`cascade.engine.load_checkpoint`
@@ -336,7 +353,9 @@ def publish_weights(models: str | os.PathLike, stage: str, name: str, bundle: st
     target.mkdir(parents=True, exist_ok=True)
     written = []
     for k in folds:
-        state = torch.load(Path(models) / stage / f"fold{k}" / "models" / "model.pt", map_location="cpu", weights_only=True)
+        state = torch.load(
+            Path(models) / stage / f"fold{k}" / "models" / "model.pt", map_location="cpu", weights_only=True
+        )
         if isinstance(state.get("model"), dict):  # a MONAI checkpoint rather than a bare state dict
             state = state["model"]
         half = {key: value.half() if value.is_floating_point() else value for key, value in state.items()}
@@ -360,6 +379,28 @@ def require_checkpoint(checkpoint: str | os.PathLike) -> None:
         )
 
 
+def note_single_fold(checkpoint: str | os.PathLike) -> str | None:
+    """Say in one logged line that a bundle run predicts with one fold of shipped fold weights.
+
+    A step of the inference configs' ``run`` lists: ``configs/la2018.json`` points ``checkpoint``
+    at ``models/la2018/fold0.pt``, so ``python -m monai.bundle run`` with it runs fold 0 alone, while
+    ``cascade predict --pretrained la2018`` ensembles every ``fold<k>.pt`` of the folder.
+
+    Returns:
+        The line logged (warning level, logger ``cascade.bundles``), or ``None`` when
+        ``checkpoint`` is not one ``fold<k>.pt`` of several in its folder.
+    """
+    path = Path(checkpoint)
+    folds = sorted(path.parent.glob("fold*.pt"))
+    if not re.fullmatch(r"fold\d+\.pt", path.name) or len(folds) < 2:
+        return None
+    name = path.parent.name
+    line = (f"{path}: this bundle run predicts with {path.stem} alone, one of the {len(folds)} folds of the {name} "
+            f"weights; `cascade predict IN OUT --pretrained {name}` ensembles all {len(folds)} (docs/README.md)")
+    logging.getLogger(__name__).warning(line)
+    return line
+
+
 def stop_on_input_error(check: Callable[..., object], *args, **kwargs) -> None:
     """Run ``check(*args, **kwargs)``; turn a bad-input error into a one-line exit (status 1).
 
@@ -368,7 +409,7 @@ def stop_on_input_error(check: Callable[..., object], *args, **kwargs) -> None:
     while ``SystemExit`` with a message prints that one line.
 
     Raises:
-        SystemExit: ``check`` raised :class:`~cascade.io.InputError` or ``ValueError``.
+        SystemExit: ``check`` raised :class:`~cascade.errors.InputError` or ``ValueError``.
     """
     try:
         check(*args, **kwargs)

@@ -17,7 +17,7 @@ import fire
 import cascade
 from cascade.bundles import bundle_dir, check_weight_choice
 from cascade.cli_help import THREE_VALUE_FLAGS, check_arguments, check_command, command_help, is_number, overview
-from cascade.io import InputError
+from cascade.errors import InputError
 from cascade.labels import CLASS_NAMES
 from cascade.settings import (
     as_bool, as_classes, as_margin, as_number, as_overlap, as_path, as_paths, as_precision, as_seed, as_triple, as_uids,
@@ -291,8 +291,8 @@ def predict(
     from cascade.io import check_writable_folder
     from cascade.predict import (
         REPORT_NAME, PredictionReport, check_output_folder, check_outputs, list_inputs, output_kinds, predict_cases, run_record,
-        write_run_record,
     )
+    from cascade.run_record import write_run_record
 
     kinds = output_kinds(save_masks, str(output_format), save_uncertainty)
     if measuring:
@@ -415,7 +415,7 @@ def demo(out: str = "demo_out", cases: int = 2, seed: int = 1000) -> None:
     """
     import time
 
-    from cascade.overlay import save_overlay_png
+    from cascade.snapshots import save_overlay_png
 
     cases, seed = as_number(cases, "cases", 1, 1000, integer=True), as_seed(seed, 1000)
     start = time.perf_counter()

@@ -2,8 +2,9 @@
 
 Training is a ``python -m monai.bundle run training`` of each bundle's ``train.json`` (no second
 training loop); every prediction is made by :class:`cascade.engine.CascadeEngine` with the fold's
-checkpoints, exactly as ``cascade predict --models WORK --folds k`` makes it. Every step is
-skipped when its outputs exist, and a training run stopped part-way continues after its last
+checkpoints, exactly as ``cascade predict --models WORK --folds k`` makes it. Every training and
+stage-1 mask is skipped when it exists (the out-of-fold predictions are made again: no report in
+``WORK/predictions`` vouches for them), and a training run stopped part-way continues after its last
 finished epoch with the same random stream (:mod:`cascade.reproducibility`), so an interrupted
 run resumes where it stopped and ends as an uninterrupted one would:
 
@@ -41,9 +42,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cascade.bundles import STAGES, bundle_dir, overlay_path
-from cascade.data import DEFAULT_SEED, assign_folds, is_datalist_file, load_datalist, make_datalist, validate_case, write_datalist
-from cascade.io import InputError, check_writable_folder, file_sha256, save_nifti_atomic, write_text_atomic
+from cascade.data import (
+    DEFAULT_SEED, assign_folds, is_datalist_file, load_datalist, make_datalist, validate_case, write_datalist,
+)
+from cascade.errors import InputError
+from cascade.io import check_writable_folder, save_nifti_atomic, write_text_atomic
 from cascade.reproducibility import latest_epoch_checkpoint
+from cascade.run_record import file_entries, new_run_record, write_run_record
 
 __all__ = ["TrainingError", "run_crossval"]
 
@@ -67,7 +72,10 @@ def _bundle_training(stage: str, configs: list[Path], args: dict, log: Path) -> 
     """``python -m monai.bundle run training`` in the bundle folder; raises with the log's tail on failure."""
     bundle = bundle_dir(stage)
     config_files = "[" + ",".join(repr(str(c)) for c in configs) + "]"
-    command = [sys.executable, "-m", "monai.bundle", "run", "training", "--meta_file", "configs/metadata.json", "--config_file", config_files]
+    command = [
+        sys.executable, "-m", "monai.bundle", "run", "training", "--meta_file", "configs/metadata.json",
+        "--config_file", config_files,
+    ]
     for key, value in args.items():
         command += [f"--{key}", str(value)]
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +89,9 @@ def _bundle_training(stage: str, configs: list[Path], args: dict, log: Path) -> 
     print(f"[crossval]   done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def _settings(work_dir: Path, folds: int, seed: int, config: str | None, single_stage: bool, annotated: str | None) -> None:
+def _settings(
+    work_dir: Path, folds: int, seed: int, config: str | None, single_stage: bool, annotated: str | None
+) -> None:
     """Record the run's settings, or check that a rerun uses the same ones (a baseline may be added)."""
     path = work_dir / "crossval.json"
     settings = {"folds": folds, "seed": seed, "config": config, "annotated": annotated}
@@ -90,7 +100,9 @@ def _settings(work_dir: Path, folds: int, seed: int, config: str | None, single_
         changed = {key: (stored.get(key), value) for key, value in settings.items() if stored.get(key) != value}
         if changed:
             detail = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items())
-            raise InputError(f"{path}: this work folder was made with other settings ({detail}); use another --work folder")
+            raise InputError(
+                f"{path}: this work folder was made with other settings ({detail}); use another --work folder"
+            )
     else:
         work_dir.mkdir(parents=True, exist_ok=True)
         if config:
@@ -98,15 +110,15 @@ def _settings(work_dir: Path, folds: int, seed: int, config: str | None, single_
                 _write_overlay(work_dir / stage / "config.json", stage, config.split(","))
         path.write_text(json.dumps(settings, indent=2) + "\n")
     if single_stage and not (work_dir / SINGLE_STAGE / "config.json").is_file():
-        _write_overlay(work_dir / SINGLE_STAGE / "config.json", "segmenter", [*(config.split(",") if config else []), "single_stage"])
+        overlays = [*(config.split(",") if config else []), "single_stage"]
+        _write_overlay(work_dir / SINGLE_STAGE / "config.json", "segmenter", overlays)
 
 
 def _write_run_record(work_dir: Path, command: Sequence[str], folds: int) -> None:
-    """``WORK/run.json``: the command line, the settings (``crossval.json``), per stage (and the
-    single-stage baseline) the bundle, the overlay and each fold's ``model.pt`` (path and SHA-256,
-    what ``cascade predict --models WORK`` ensembles), and the software versions."""
-    from cascade.predict import software_versions
-
+    """``WORK/run.json`` in :mod:`cascade.run_record`'s layout: the command line, the software versions,
+    per stage (and the single-stage baseline) the bundle, its overlay (``configs``) and each fold's
+    ``model.pt`` (``checkpoints``: what ``cascade predict --models WORK`` ensembles), and the
+    settings (``crossval.json``)."""
     stages = {}
     for stage, bundle in (*((s, s) for s in STAGES), (SINGLE_STAGE, "segmenter")):
         checkpoints = [work_dir / stage / f"fold{k}" / "models" / "model.pt" for k in range(folds)]
@@ -115,19 +127,18 @@ def _write_run_record(work_dir: Path, command: Sequence[str], folds: int) -> Non
         overlay = work_dir / stage / "config.json"
         stages[stage] = {
             "bundle": str(bundle_dir(bundle)),
-            "overlay": str(overlay) if overlay.is_file() else None,
-            "checkpoints": [{"path": str(c), "sha256": file_sha256(c)} for c in checkpoints if c.is_file()],
+            "configs": file_entries([overlay] if overlay.is_file() else []),
+            "checkpoints": file_entries([c for c in checkpoints if c.is_file()]),
         }
-    record = {
-        "command": list(command), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "settings": json.loads((work_dir / "crossval.json").read_text()), "versions": software_versions(), "stages": stages,
-    }
-    write_text_atomic(work_dir / "run.json", json.dumps(record, indent=2) + "\n")
+    settings = json.loads((work_dir / "crossval.json").read_text())
+    write_run_record(work_dir, new_run_record(command, stages, settings=settings))
 
 
 def _write_overlay(path: Path, stage: str, overlays: list[str]) -> None:
     """Merge a stage's overlays (names or files, later ones win) into one config file."""
-    merged = {key: value for name in overlays for key, value in json.loads(overlay_path(bundle_dir(stage), name).read_text()).items()}
+    merged = {}
+    for name in overlays:
+        merged.update(json.loads(overlay_path(bundle_dir(stage), name).read_text()))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(merged, indent=2) + "\n")
 
@@ -143,25 +154,36 @@ def _out_of_fold_masks(work_dir: Path, fold: int, cases: list[dict], masks: Path
     engine = CascadeEngine.from_options(models=work_dir, folds=[fold], stages=("localizer",))
     for case in missing:
         image, source = engine.read(case["image"])
-        save_nifti_atomic(engine.localize(image), source.affine, masks / f"{case['case']}_mask.nii.gz", header=source.header)
+        save_nifti_atomic(
+            engine.localize(image), source.affine, masks / f"{case['case']}_mask.nii.gz", header=source.header
+        )
 
 
-def _out_of_fold_predictions(work_dir: Path, fold: int, cases: list[dict], predictions: Path, single_stage: bool = False) -> list[dict]:
+def _out_of_fold_predictions(
+    work_dir: Path, fold: int, cases: list[dict], predictions: Path, single_stage: bool = False
+) -> list[dict]:
     """Cascade predictions of a fold's validation cases with that fold's two models (or its single-stage model)."""
     from cascade.engine import CascadeEngine, StagePredictor
     from cascade.predict import output_kinds, predict_cases
 
-    print(f"[crossval] {'single-stage' if single_stage else 'cascade'} predictions of fold {fold}: {len(cases)} case(s)", flush=True)
+    kind = "single-stage" if single_stage else "cascade"
+    print(f"[crossval] {kind} predictions of fold {fold}: {len(cases)} case(s)", flush=True)
     if single_stage:
         root = work_dir / SINGLE_STAGE
-        engine = CascadeEngine(None, StagePredictor(bundle_dir("segmenter"), [root / f"fold{fold}" / "models" / "model.pt"], configs=[root / "config.json"]))
+        checkpoint = root / f"fold{fold}" / "models" / "model.pt"
+        segmenter = StagePredictor(bundle_dir("segmenter"), [checkpoint], configs=[root / "config.json"])
+        engine = CascadeEngine(None, segmenter)
     else:
         engine = CascadeEngine.from_options(models=work_dir, folds=[fold])
-    report = predict_cases(engine, cases, predictions, resume=True, kinds=output_kinds(save_masks=True), report_name=None)
+    report = predict_cases(
+        engine, cases, predictions, resume=True, kinds=output_kinds(save_masks=True), report_name=None
+    )
     if report.interrupted:
         raise KeyboardInterrupt(report.interrupted)
     if report.failed:
-        raise InputError(f"fold {fold}: {len(report.failed)} case(s) failed: " + "; ".join(r["message"] for r in report.failed))
+        raise InputError(
+            f"fold {fold}: {len(report.failed)} case(s) failed: " + "; ".join(r["message"] for r in report.failed)
+        )
     return report.rows
 
 
@@ -170,7 +192,9 @@ def _cases(data: str | list[str], folds: int, seed: int, annotated: str | None) 
     report = lambda line: print(f"[crossval] {line}", flush=True)  # noqa: E731
     if isinstance(data, str) and is_datalist_file(data):
         if annotated:
-            raise InputError(f"{data}: a datalist states each case's annotated classes; --annotated applies to data folders")
+            raise InputError(
+                f"{data}: a datalist states each case's annotated classes; --annotated applies to data folders"
+            )
         cases = load_datalist(data)
         for case in cases:
             validate_case(case)
@@ -230,8 +254,12 @@ def run_crossval(
                 args = {"bundle_root": root, "fold": k, **common, **_resume_args(root)}
                 if stage == "segmenter":
                     args["mask_dir"] = masks
-                _bundle_training(stage, [Path("configs/train.json"), *overlay], args, logs / f"{stage}_fold{k}_train.log")
-            validation = [{"case": e["case"], "image": e["image"], "label": e["label"]} for e in datalist if e["fold"] == k]
+                _bundle_training(
+                    stage, [Path("configs/train.json"), *overlay], args, logs / f"{stage}_fold{k}_train.log"
+                )
+            validation = [
+                {"case": e["case"], "image": e["image"], "label": e["label"]} for e in datalist if e["fold"] == k
+            ]
             if stage == "localizer":
                 _out_of_fold_masks(work_dir, k, validation, masks)
             else:
@@ -245,8 +273,11 @@ def run_crossval(
         for k in range(folds):
             if not (root / f"fold{k}" / "models" / "model_final.pt").is_file():
                 args = {"bundle_root": root / f"fold{k}", "fold": k, **common, **_resume_args(root / f"fold{k}")}
-                _bundle_training("segmenter", [Path("configs/train.json"), root / "config.json"], args, logs / f"single_stage_fold{k}_train.log")
-            validation = [{"case": e["case"], "image": e["image"], "label": e["label"]} for e in datalist if e["fold"] == k]
+                configs = [Path("configs/train.json"), root / "config.json"]
+                _bundle_training("segmenter", configs, args, logs / f"single_stage_fold{k}_train.log")
+            validation = [
+                {"case": e["case"], "image": e["image"], "label": e["label"]} for e in datalist if e["fold"] == k
+            ]
             rows += _out_of_fold_predictions(work_dir, k, validation, root / "predictions", single_stage=True)
         PredictionReport(rows).write(root / REPORT_NAME)
         print("[crossval] single-stage baseline (no gate), the same budget:", flush=True)

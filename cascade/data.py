@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from cascade.annotation import ALL_CLASSES, DATASET_JSON, annotated_classes, declared_classes
-from cascade.io import InputError, load_nifti, read_header, same_geometry, write_text_atomic
+from cascade.errors import InputError
+from cascade.io import load_nifti, read_header, same_geometry, write_text_atomic
 
 __all__ = [
     "FolderScan",
@@ -169,7 +170,9 @@ def _flat_cases(folder: Path, scan: FolderScan) -> None:
         names = " and ".join(p.name for p in paths)
         for path in paths + ([labels.pop(case)] if case in labels else []):
             scan.skip(path, f"case {case!r} is given by {names}; none of them is read")
-    scan.cases += [_case_entry(case, images.get(case), labels.get(case)) for case in sorted(images.keys() | labels.keys())]
+    scan.cases += [
+        _case_entry(case, images.get(case), labels.get(case)) for case in sorted(images.keys() | labels.keys())
+    ]
 
 
 def _mbas_cases(root: Path, scan: FolderScan) -> None:
@@ -279,8 +282,9 @@ def assign_folds(case_ids: list[str], num_folds: int = 5, seed: int = DEFAULT_SE
         raise ValueError(f"num_folds must be >= 2, got {num_folds}")
     if len(case_ids) < num_folds:
         raise ValueError(
-            f"{len(case_ids)} cases cannot be split into {num_folds} folds (each fold validates at least one case): use at most "
-            f"{len(case_ids)} folds (--num_folds {len(case_ids)} for a bundle run, --folds {len(case_ids)} for cascade datalist or crossval)"
+            f"{len(case_ids)} cases cannot be split into {num_folds} folds (each fold validates at least one case): "
+            f"use at most {len(case_ids)} folds (--num_folds {len(case_ids)} for a bundle run, --folds {len(case_ids)} "
+            "for cascade datalist or crossval)"
         )
     order = np.random.default_rng(seed).permutation(len(case_ids))
     ordered = sorted(case_ids)
@@ -305,7 +309,9 @@ def data_folders(root: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
     return folders
 
 
-def labelled_cases(root: str | os.PathLike, annotated: str | Sequence | None = None, report: Callable[[str], None] | None = None) -> list[dict]:
+def labelled_cases(
+    root: str | os.PathLike, annotated: str | Sequence | None = None, report: Callable[[str], None] | None = None
+) -> list[dict]:
     """The labelled cases of a data folder, each with the classes its label maps annotate.
 
     Args:
@@ -382,10 +388,14 @@ def write_datalist(datalist: list[dict], path: str | os.PathLike, num_folds: int
     """
     folder = Path(os.path.abspath(path)).parent
     entries = [
-        {key: os.path.relpath(os.path.abspath(value), folder) if key in _PATH_KEYS and value else value for key, value in entry.items()}
+        {
+            key: os.path.relpath(os.path.abspath(value), folder) if key in _PATH_KEYS and value else value
+            for key, value in entry.items()
+        }
         for entry in datalist
     ]
-    write_text_atomic(folder / Path(path).name, json.dumps({"num_folds": num_folds, "seed": seed, "training": entries}, indent=2) + "\n")
+    stored = {"num_folds": num_folds, "seed": seed, "training": entries}
+    write_text_atomic(folder / Path(path).name, json.dumps(stored, indent=2) + "\n")
 
 
 def is_datalist_file(source: str | os.PathLike) -> bool:

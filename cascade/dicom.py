@@ -38,18 +38,20 @@ import nibabel as nib
 import numpy as np
 
 from cascade import __version__
-from cascade.io import InputError, check_geometry, check_intensities, file_sha256, write_atomic
+from cascade.errors import InputError
+from cascade.io import check_geometry, check_intensities, file_sha256, write_atomic
 from cascade.labels import CLASS_NAMES
 
 __all__ = [
-    "DicomSeries", "SEGMENT_CODES", "find_series", "choose_series", "read_series", "series_sha256", "write_segmentation",
-    "has_dicom_files", "is_dicom_file", "is_segmentation", "require_highdicom", "series_uid",
+    "DicomSeries", "SEGMENT_CODES", "find_series", "choose_series", "read_series", "series_sha256",
+    "write_segmentation", "has_dicom_files", "is_dicom_file", "is_segmentation", "require_highdicom", "series_uid",
 ]
 
 INSTALL_HINT = "pip install 'atria-cascade[dicom]'"
 HEADER_TAGS = (
-    "SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "Modality", "SeriesNumber", "SeriesDescription",
-    "NumberOfFrames", "ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns", "PatientID",
+    "SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "Modality", "SeriesNumber",
+    "SeriesDescription", "NumberOfFrames", "ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns",
+    "PatientID",
 )
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # the SOP class of a DICOMDIR
 NOT_IMAGES = {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "SR", "PR", "KO", "REG", "DOC"}
@@ -81,7 +83,7 @@ _TYPE_2_COPIED = (
 
 
 def require_highdicom() -> None:
-    """Raises :class:`~cascade.io.InputError` with the install hint when highdicom is missing."""
+    """Raises :class:`~cascade.errors.InputError` with the install hint when highdicom is missing."""
     if importlib.util.find_spec("highdicom") is None:
         raise InputError(f"DICOM SEG output needs highdicom: {INSTALL_HINT}")
 
@@ -129,7 +131,12 @@ class DicomSeries:
 
 def has_dicom_files(folder: str | os.PathLike) -> bool:
     """Whether a folder, or one below it, holds a DICOM file (see :func:`is_dicom_file`)."""
-    return any(is_dicom_file(Path(root) / name) for root, _, names in os.walk(folder) for name in names if not name.startswith("."))
+    return any(
+        is_dicom_file(Path(root) / name)
+        for root, _, names in os.walk(folder)
+        for name in names
+        if not name.startswith(".")
+    )
 
 
 def is_regular_file(path: str | os.PathLike) -> bool:
@@ -231,13 +238,17 @@ def find_series(root: str | os.PathLike, report: Callable[[str], None]) -> list[
         paths = tuple(path for path, _ in slices or members)
         modality, frames = str(first.get("Modality", "")), _number(first.get("NumberOfFrames")) or 1
         series = DicomSeries(
-            uid=uid, study_uid=str(first.get("StudyInstanceUID", "")), folder=Path(os.path.commonpath([p.parent for p in paths])),
+            uid=uid, study_uid=str(first.get("StudyInstanceUID", "")), folder=Path(
+                os.path.commonpath([p.parent for p in paths])
+            ),
             files=paths, number=_number(first.get("SeriesNumber")), description=str(first.get("SeriesDescription", "")),
             distinct_positions=len(slices) == len({
                 tuple(np.round(np.asarray(h.get("ImagePositionPatient", [np.nan] * 3), float), 3)) for _, h in slices}),
         )
         if not slices:
-            report(f"skipped {series.folder}: {series.summary()} is not an image series (Modality {modality or 'unknown'})")
+            report(
+                f"skipped {series.folder}: {series.summary()} is not an image series (Modality {modality or 'unknown'})"
+            )
             continue
         for path, header in members:
             if path not in slice_paths:
@@ -252,7 +263,9 @@ def find_series(root: str | os.PathLike, report: Callable[[str], None]) -> list[
     return found
 
 
-def choose_series(found: Sequence[DicomSeries], uids: Sequence[str] | None, report: Callable[[str], None]) -> list[DicomSeries]:
+def choose_series(
+    found: Sequence[DicomSeries], uids: Sequence[str] | None, report: Callable[[str], None]
+) -> list[DicomSeries]:
     """The series to predict: those named by ``uids``, or one per study (the rule of the module docstring).
 
     Raises:
@@ -369,9 +382,14 @@ def _slice_geometry(datasets: Sequence, name: str) -> tuple[list, np.ndarray]:
             and np.allclose(_vector(dataset, "PixelSpacing", name, 2), spacing, atol=1e-4)
         )
         if not same:
-            raise InputError(f"{name}: slice {dataset.filename} differs from {first.filename} in size, pixel spacing or orientation")
+            raise InputError(
+                f"{name}: slice {dataset.filename} differs from {first.filename} in size, pixel spacing or orientation"
+            )
         if int(dataset.get("SamplesPerPixel", 1)) != 1:
-            raise InputError(f"{name}: slice {dataset.filename} has {dataset.SamplesPerPixel} samples per pixel; expected one intensity")
+            raise InputError(
+                f"{name}: slice {dataset.filename} has {dataset.SamplesPerPixel} "
+                "samples per pixel; expected one intensity"
+            )
     if not (spacing > 0).all():
         raise InputError(f"{name}: PixelSpacing of {first.filename} is {spacing[0]:g} x {spacing[1]:g} mm; a "
                          "broken header: re-export the series")
@@ -386,14 +404,22 @@ def _slice_geometry(datasets: Sequence, name: str) -> tuple[list, np.ndarray]:
     for k, gap in enumerate(gaps):
         files = f"{Path(ordered[k].filename).name} and {Path(ordered[k + 1].filename).name}"
         if gap < POSITION_TOLERANCE_MM:
-            raise InputError(f"{name}: two slices at the same position ({files}): a duplicated slice, or several phases or series in one")
+            raise InputError(
+                f"{name}: two slices at the same position ({files}): a "
+                "duplicated slice, or several phases or series in one"
+            )
         if gap > 1.5 * typical:
-            raise InputError(f"{name}: {gap / typical - 1:.0f} slice(s) missing between {files} ({gap:.3g} mm apart, the others {typical:.3g} mm)")
+            raise InputError(
+                f"{name}: {gap / typical - 1:.0f} slice(s) missing between "
+                f"{files} ({gap:.3g} mm apart, the others {typical:.3g} mm)"
+            )
     step = (positions[-1] - positions[0]) / (len(ordered) - 1)
     off_line = np.linalg.norm(positions - (positions[0] + np.arange(len(ordered))[:, None] * step), axis=1)
     if off_line.max() > POSITION_TOLERANCE_MM:
         worst = Path(ordered[int(off_line.argmax())].filename).name
-        raise InputError(f"{name}: slices are not evenly spaced on one line ({worst} lies {off_line.max():.3g} mm off it)")
+        raise InputError(
+            f"{name}: slices are not evenly spaced on one line ({worst} lies {off_line.max():.3g} mm off it)"
+        )
     affine = np.eye(4)
     affine[:3, 0] = row_cosine * spacing[1]  # X: along a row, one column apart
     affine[:3, 1] = column_cosine * spacing[0]  # Y: along a column, one row apart
@@ -446,7 +472,9 @@ def read_series(series: DicomSeries) -> tuple[nib.Nifti1Image, list]:
         except PermissionError as err:
             raise InputError(f"{path}: permission denied") from err
         except Exception as err:
-            raise InputError(f"{series.name}: {path} is not a readable DICOM file ({type(err).__name__}: {err})") from err
+            raise InputError(
+                f"{series.name}: {path} is not a readable DICOM file ({type(err).__name__}: {err})"
+            ) from err
     _check_one_acquisition(datasets, series.name)
     ordered, affine = _slice_geometry(datasets, series.name)
     slices = []
@@ -454,7 +482,9 @@ def read_series(series: DicomSeries) -> tuple[nib.Nifti1Image, list]:
         try:
             pixels = dataset.pixel_array
         except Exception as err:  # missing decoders, truncated pixel data
-            raise InputError(f"{series.name}: pixel data of {dataset.filename} cannot be decoded ({type(err).__name__}: {err})") from err
+            raise InputError(
+                f"{series.name}: pixel data of {dataset.filename} cannot be decoded ({type(err).__name__}: {err})"
+            ) from err
         slices.append(np.asarray(apply_rescale(pixels, dataset), dtype=np.float32).T)
     data = np.stack(slices, axis=-1)
     ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # DICOM's patient axes are LPS

@@ -33,9 +33,10 @@ from monai.transforms import Compose, Invertd
 from cascade.backends import compile_network, default_precision
 from cascade.bundles import STAGES, MissingCheckpointError, bundle_dir, read_stage_config, stage_config_files, stage_weights
 from cascade.intensity import find_intensity_outliers
-from cascade.io import InputError, check_intensities, file_sha256, read_header
+from cascade.errors import InputError
+from cascade.io import check_intensities, file_sha256, read_header
 from cascade.labels import CLASS_NAMES
-from cascade.settings import STAGE_SETTINGS, stage_overrides
+from cascade.settings import declared_settings, stage_overrides, stage_settings
 from cascade.uncertainty import case_uncertainty, disagreement, label_votes
 from cascade.window_progress import WindowProgress, count_windows
 
@@ -45,11 +46,6 @@ __all__ = ["EnsembleNetwork", "StagePredictor", "CaseResult", "CascadeEngine", "
 # generator's default grid (44 x 576 x 576 at 2.5 x 0.625 x 0.625 mm, the MBAS grid), in a temporary folder.
 CALIBRATION_PHANTOMS, CALIBRATION_PHANTOM_SEED = 2, 11
 CALIBRATION_WINDOWS_PER_CASE = 8
-
-RECORDED_SETTINGS = (
-    "pixdim", "patch_size", "overlap", "tta", "mask_threshold", "keep_largest_component", "gate_margin_mm", "mask_region",
-    "labelled_classes", "review_uncertainty",
-)  # config values a user changes or must know to reproduce a prediction (run.json)
 
 
 def _mismatch(network: torch.nn.Module, state: dict) -> str:
@@ -231,8 +227,10 @@ class StagePredictor:
 
     def record(self) -> dict:
         """What determines this stage's output, for ``run.json``: the config files and checkpoints
-        (paths and SHA-256), the user's overrides, the resolved settings users change, the runtime."""
-        settings = {key: self.parser.get_parsed_content(key) for key in RECORDED_SETTINGS if key in self.parser}
+        (paths and SHA-256), the user's overrides, the resolved settings the bundle declares recorded
+        (``recorded_settings``: those a user changes or must know to reproduce a prediction), the runtime."""
+        recorded = declared_settings(self.bundle, "recorded_settings", self.config_files[1:])
+        settings = {key: self.parser.get_parsed_content(key) for key in recorded}
         return {
             "bundle": str(self.bundle.resolve()),
             "configs": [{"path": str(c.resolve()), "sha256": file_sha256(c)} for c in self.config_files],
@@ -437,7 +435,12 @@ class CascadeEngine:
             InputError: a bad option, a missing bundle, config or checkpoint (the message says
                 how to get weights).
         """
-        unknown = set(settings) - {*STAGE_SETTINGS["localizer"], *STAGE_SETTINGS["segmenter"], "progress", "backend", "precision"}
+        bundles = {stage: Path(path) if path else bundle_dir(stage) for stage, path in zip(STAGES, (localizer, segmenter))}
+        for bundle in bundles.values():
+            if not (bundle / "configs" / "inference.json").is_file():
+                raise InputError(f"{bundle}: not a bundle folder (no configs/inference.json)")
+        declared = stage_settings(bundles)  # what each bundle's inference.json lets a user change
+        unknown = set(settings) - {*declared["localizer"], *declared["segmenter"], "progress", "backend", "precision"}
         if unknown:
             raise TypeError(f"unknown engine settings: {sorted(unknown)}")
         backend = settings.get("backend") or "torch"
@@ -446,13 +449,10 @@ class CascadeEngine:
         precision = settings.get("precision")
         per_stage_precision = precision if isinstance(precision, Mapping) else dict.fromkeys(STAGES, precision)
         precisions = {stage: per_stage_precision.get(stage) or default_precision(backend, stage) for stage in STAGES}
-        per_stage = stage_overrides(settings)
-        bundles = {"localizer": localizer, "segmenter": segmenter}
+        per_stage = stage_overrides(settings, declared)
         predictors, sources = {}, {}
         for stage in stages:
-            bundle = Path(bundles[stage]) if bundles[stage] else bundle_dir(stage)
-            if not (bundle / "configs" / "inference.json").is_file():
-                raise InputError(f"{bundle}: not a bundle folder (no configs/inference.json)")
+            bundle = bundles[stage]
             try:
                 weights = stage_weights(stage, bundle, models=models, folds=folds, pretrained=pretrained)
             except MissingCheckpointError as err:

@@ -42,7 +42,8 @@ import numpy as np
 
 from cascade.annotation import declared_classes, parse_classes
 from cascade.data import is_datalist_file, load_datalist, scan_folder
-from cascade.io import AFFINE_TOLERANCE, InputError, load_nifti, same_geometry, voxel_spacing, write_text_atomic
+from cascade.errors import InputError
+from cascade.io import AFFINE_TOLERANCE, load_nifti, same_geometry, voxel_spacing, write_text_atomic
 from cascade.labels import CLASS_NAMES
 from cascade.metrics import STATUSES, region_recall, score_case
 from cascade.qc import voxel_volume_ml
@@ -185,7 +186,9 @@ def _statistics(values: list[float]) -> dict:
     stats = {"mean": None, "std": None, "median": None, "min": None}
     stats.update(n_valid=int(valid.size), n_undefined=len(values) - int(valid.size))
     if valid.size:
-        stats.update(mean=float(valid.mean()), std=float(valid.std()), median=float(np.median(valid)), min=float(valid.min()))
+        stats.update(
+            mean=float(valid.mean()), std=float(valid.std()), median=float(np.median(valid)), min=float(valid.min())
+        )
     return stats
 
 
@@ -208,7 +211,10 @@ def summarize(rows: list[dict]) -> dict:
         scored = [r for r in class_rows if r["status"] != "not_annotated"]
         summary[name] = {m: _statistics([r[m] for r in scored]) for m in METRIC_COLUMNS}
         summary[name]["status_counts"] = {s: sum(r["status"] == s for r in class_rows) for s in STATUSES}
-    annotated = [name for name in CLASS_NAMES.values() if summary[name]["status_counts"]["not_annotated"] < sum(r["class"] == name for r in rows)]
+    annotated = [
+        name for name in CLASS_NAMES.values()
+        if summary[name]["status_counts"]["not_annotated"] < sum(r["class"] == name for r in rows)
+    ]
     summary["mean"] = {}
     for metric in METRIC_COLUMNS:
         means = [summary[name][metric]["mean"] for name in annotated]
@@ -223,13 +229,17 @@ def annotation_hint(rows: list[dict]) -> str | None:
     Args:
         rows: the rows of :func:`score_pair` of every case.
     """
-    statuses = {name: [r["status"] for r in rows if r["class"] == name and r["status"] != "not_annotated"] for name in CLASS_NAMES.values()}
+    statuses = {
+        name: [r["status"] for r in rows if r["class"] == name and r["status"] != "not_annotated"]
+        for name in CLASS_NAMES.values()
+    }
     absent = [name for name, found in statuses.items() if found and set(found) <= {"empty_truth", "both_empty"}]
     held = [name for name, found in statuses.items() if found and name not in absent]
     if not absent or not held:
         return None
-    return (f"[evaluate] hint: no ground-truth case holds {' or '.join(absent)}; if the labels annotate only {', '.join(held)}, "
-            f"rerun with --annotated {','.join(held)} (the others are then reported as not annotated instead of scored)")
+    return (f"[evaluate] hint: no ground-truth case holds {' or '.join(absent)}; if the labels annotate only "
+            f"{', '.join(held)}, rerun with --annotated {','.join(held)} (the others are then reported as not "
+            "annotated instead of scored)")
 
 
 def format_table(summary: dict) -> str:
@@ -258,7 +268,9 @@ def format_table(summary: dict) -> str:
     )
     silent = {name: summary[name]["status_counts"]["not_annotated"] for name in CLASS_NAMES.values()}
     if any(silent.values()):
-        lines.append("not annotated (not scored): " + ", ".join(f"{name} in {n} case(s)" for name, n in silent.items() if n))
+        lines.append(
+            "not annotated (not scored): " + ", ".join(f"{name} in {n} case(s)" for name, n in silent.items() if n)
+        )
     return "\n".join(lines)
 
 
@@ -294,7 +306,10 @@ def score_gate(case: str, truth: str, regions: dict[str, str]) -> list[dict]:
         if not same_geometry(region, truth_img):
             raise EvaluationError(f"{regions[kind]}: geometry differs from ground truth {truth}")
         recalls[kind] = region_recall(np.asanyarray(region.dataobj) > 0, truth_labels)
-    return [{"case": case, "class": name, "mask_recall": recalls["mask"][name], "gate_recall": recalls["gate"][name]} for name in GATE_CLASSES]
+    return [
+        {"case": case, "class": name, "mask_recall": recalls["mask"][name], "gate_recall": recalls["gate"][name]}
+        for name in GATE_CLASSES
+    ]
 
 
 def _gate_regions(masks: str | os.PathLike, cases: list[str]) -> dict[str, dict[str, str]]:
@@ -308,7 +323,11 @@ def _gate_regions(masks: str | os.PathLike, cases: list[str]) -> dict[str, dict[
         raise EvaluationError(f"{folder}: --masks folder not found")
     regions = {}
     for case in cases:
-        found = {kind: str(folder / f"{case}_{kind}.nii.gz") for kind in ("mask", "gate") if (folder / f"{case}_{kind}.nii.gz").is_file()}
+        found = {
+            kind: str(folder / f"{case}_{kind}.nii.gz")
+            for kind in ("mask", "gate")
+            if (folder / f"{case}_{kind}.nii.gz").is_file()
+        }
         if not found:
             raise EvaluationError(f"{folder / (case + '_gate.nii.gz')}: no stage-1 mask or gate for case {case}")
         regions[case] = found
@@ -317,7 +336,10 @@ def _gate_regions(masks: str | os.PathLike, cases: list[str]) -> dict[str, dict[
 
 def summarize_gates(rows: list[dict]) -> dict:
     """Statistics over cases of ``mask_recall`` and ``gate_recall`` per class (see :func:`score_gate`)."""
-    return {name: {m: _statistics([r[m] for r in rows if r["class"] == name]) for m in GATE_METRICS} for name in GATE_CLASSES}
+    return {
+        name: {m: _statistics([r[m] for r in rows if r["class"] == name]) for m in GATE_METRICS}
+        for name in GATE_CLASSES
+    }
 
 
 def format_gate_table(gates: dict) -> str:
@@ -400,7 +422,9 @@ def evaluate(
     regions = _gate_regions(masks, [case for case, *_ in pairs]) if masks else {}
     print(f"[evaluate] scoring {len(pairs)} case(s) with {min(workers, len(pairs))} worker(s)", flush=True)
     rows = [row for case_rows in _score_all(pairs, workers) for row in case_rows]
-    gate_rows = [row for case, _, truth, _ in pairs if case in regions for row in score_gate(case, truth, regions[case])]
+    gate_rows = [
+        row for case, _, truth, _ in pairs if case in regions for row in score_gate(case, truth, regions[case])
+    ]
     summary = {
         **summarize(rows),
         "cases": len(pairs),

@@ -62,7 +62,9 @@ class OverlapMetric(_CaseShareMetric):
     Inputs are one-hot (B, C, X, Y, Z) tensors; an empty reference gives NaN.
     """
 
-    def __init__(self, include_background: bool = False, reduction: MetricReduction | str = MetricReduction.MEAN) -> None:
+    def __init__(
+        self, include_background: bool = False, reduction: MetricReduction | str = MetricReduction.MEAN
+    ) -> None:
         super().__init__()
         self.include_background = include_background
         self.reduction = reduction
@@ -105,7 +107,10 @@ class GateRecallMetric(_CaseShareMetric):
     """
 
     def __init__(
-        self, margin_mm: float | list[float], spacing: list[float] | None = None, reduction: MetricReduction | str = MetricReduction.MEAN
+        self,
+        margin_mm: float | list[float],
+        spacing: list[float] | None = None,
+        reduction: MetricReduction | str = MetricReduction.MEAN,
     ) -> None:
         super().__init__()
         self.margin_mm = margin_mm
@@ -115,7 +120,8 @@ class GateRecallMetric(_CaseShareMetric):
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         spacing = self.spacing
         if spacing is None:
-            spacing = torch.linalg.norm(torch.as_tensor(y_pred.affine, dtype=torch.float64)[..., :3, :3], dim=-2).reshape(-1, 3)[0].tolist()
+            directions = torch.as_tensor(y_pred.affine, dtype=torch.float64)[..., :3, :3]
+            spacing = torch.linalg.norm(directions, dim=-2).reshape(-1, 3)[0].tolist()
         gate = dilate_mask(y_pred[:, 1:2], margin_voxels(self.margin_mm, spacing)).bool()
         classes = [y == value for value in CLASS_NAMES] + [y > 0]
         dims = tuple(range(1, y.ndim))

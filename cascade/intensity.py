@@ -31,7 +31,10 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
-__all__ = ["SLICE_FACTOR", "SPIKE_FACTOR", "IntensityOutliers", "slice_axis", "find_intensity_outliers", "repair_intensity_outliers", "RepairIntensityOutliersd"]
+__all__ = [
+    "SLICE_FACTOR", "SPIKE_FACTOR", "IntensityOutliers", "slice_axis", "find_intensity_outliers",
+    "repair_intensity_outliers", "RepairIntensityOutliersd",
+]
 
 SLICE_FACTOR = 4.0
 SPIKE_FACTOR = 5.0
@@ -68,8 +71,8 @@ class IntensityOutliers:
             many = len(self.slices) > 1
             which, ratios = ", ".join(map(str, self.slices)), ", ".join(f"{r:.1f}x" for r in self.brightness)
             parts.append(
-                f"slice{'s' if many else ''} {which} along axis {self.axis} {'are' if many else 'is'} {ratios} as bright as the "
-                "median slice (99th percentiles): corrupt, replaced by the nearest sound slice"
+                f"slice{'s' if many else ''} {which} along axis {self.axis} {'are' if many else 'is'} {ratios} as "
+                "bright as the median slice (99th percentiles): corrupt, replaced by the nearest sound slice"
             )
         if self.spikes:
             parts.append(f"{self.spikes} spike voxels above {self.spike_bound:.4g} set to {self.spike_value:.4g}")
@@ -108,7 +111,9 @@ def find_intensity_outliers(volume: np.ndarray, affine: np.ndarray) -> Intensity
     value = float(np.percentile(sound[::2, ::2, ::2] if sound.size > 8**3 else sound, 99.9))
     bound = low + SPIKE_FACTOR * (value - low)
     spikes = int(np.count_nonzero(sound > bound)) if value > low else 0
-    return IntensityOutliers(axis, tuple(np.flatnonzero(corrupt).tolist()), tuple(ratios[corrupt].round(2).tolist()), bound, value, spikes)
+    return IntensityOutliers(
+        axis, tuple(np.flatnonzero(corrupt).tolist()), tuple(ratios[corrupt].round(2).tolist()), bound, value, spikes
+    )
 
 
 def repair_intensity_outliers(volume: np.ndarray, outliers: IntensityOutliers) -> np.ndarray:

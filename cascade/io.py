@@ -23,10 +23,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from cascade.errors import InputError
 from cascade.labels import LABEL_VALUES
 
 __all__ = [
-    "InputError",
     "MAX_INTENSITY",
     "check_intensities",
     "check_geometry",
@@ -47,10 +47,6 @@ __all__ = [
 AFFINE_TOLERANCE = 1e-3  # mm; MBAS headers round-trip through float32
 PLAUSIBLE_SPACING_MM = (0.1, 20.0)  # smallest and largest voxel edge of a human cardiac MRI
 MAX_INTENSITY = 1e15  # |x| above this squares past float32's range (3.4e38) in the variance of z-scoring
-
-
-class InputError(ValueError):
-    """A file that cannot be used as given; the message names the file and the problem."""
 
 
 def _format_zooms(zooms: tuple[float, ...]) -> str:
@@ -120,7 +116,9 @@ def check_geometry(img: nib.Nifti1Image, path: str | os.PathLike) -> None:
     low, high = PLAUSIBLE_SPACING_MM
     if not all(low <= z <= high for z in zooms):
         hint = " (metres instead of millimetres?)" if max(zooms) < low else ""
-        raise InputError(f"{path}: voxel size {_format_zooms(zooms)} mm is outside the plausible {low:g}-{high:g} mm{hint}")
+        raise InputError(
+            f"{path}: voxel size {_format_zooms(zooms)} mm is outside the plausible {low:g}-{high:g} mm{hint}"
+        )
 
 
 def load_nifti(path: str | os.PathLike, *, label: bool = False) -> nib.Nifti1Image:
@@ -264,7 +262,9 @@ def check_writable_folder(folder: str | os.PathLike, what: str) -> None:
                          f"{os.readlink(dangling)}, which does not exist; create that folder or choose another one")
     existing = next(parent for parent in (folder, *folder.absolute().parents) if parent.exists())
     if not existing.is_dir():
-        raise InputError(f"{existing}: {what} {'is' if existing == folder else 'lies under'} an existing file, not a folder")
+        raise InputError(
+            f"{existing}: {what} {'is' if existing == folder else 'lies under'} an existing file, not a folder"
+        )
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass

@@ -92,9 +92,13 @@ class MaskedDiceCELoss(_Loss):
             Scalar loss.
         """
         if target.shape[1] not in (1, 2, 3):
-            raise ValueError(f"target must have 1 (label), 2 (label, mask) or 3 (label, mask, code) channels, got {target.shape[1]}")
+            raise ValueError(
+                f"target must have 1 (label), 2 (label, mask) or 3 (label, mask, code) channels, got {target.shape[1]}"
+            )
         labels = target[:, :1].long()
-        mask = (target[:, 1:2] > 0).to(input.dtype) if target.shape[1] >= 2 else torch.ones_like(target[:, :1], dtype=input.dtype)
+        mask = (target[:, 1:2] > 0).to(input.dtype) if target.shape[1] >= 2 else torch.ones_like(
+            target[:, :1], dtype=input.dtype
+        )
         num_classes = input.shape[1]
         onehot = F.one_hot(labels[:, 0], num_classes).movedim(-1, 1).to(input.dtype)
         log_probs = torch.log_softmax(input, dim=1)

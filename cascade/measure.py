@@ -43,7 +43,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from cascade.io import AFFINE_TOLERANCE, InputError, load_nifti, same_geometry, write_text_atomic
+from cascade.errors import InputError
+from cascade.io import AFFINE_TOLERANCE, load_nifti, same_geometry, write_text_atomic
 from cascade.labels import CLASS_NAMES, LEFT_ATRIUM, RIGHT_ATRIUM, WALL
 from cascade.qc import voxel_volume_ml
 from cascade.surfaces import LPS_FROM_RAS, SURFACE_FORMATS, Surface, class_surface, require_meshio, write_surface
@@ -458,7 +459,8 @@ def measure_cases(
 
 
 def recorded_labelled_classes(labels: str | os.PathLike) -> tuple[int, ...] | None:
-    """The classes the model labels, as ``cascade predict`` recorded them in ``LABELS/run.json``; None without a record."""
+    """The classes the model labels, as ``cascade predict`` recorded them in ``LABELS/run.json``; None
+    without a record."""
     import json
 
     try:

@@ -202,7 +202,10 @@ def score_binary(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) 
 
 
 def score_case(
-    pred_labels: np.ndarray, truth_labels: np.ndarray, spacing: Sequence[float], annotated: Collection[int] | None = None
+    pred_labels: np.ndarray,
+    truth_labels: np.ndarray,
+    spacing: Sequence[float],
+    annotated: Collection[int] | None = None,
 ) -> list[dict]:
     """Per-class scores of one case, one row per class in label order (wall, right_atrium, left_atrium).
 
@@ -224,7 +227,8 @@ def score_case(
     rows = []
     for value, name in CLASS_NAMES.items():
         if annotated is not None and value not in annotated:
-            rows.append({"class": name, **dict.fromkeys(("dice", "hd95_mm", "hd95_monai_vox"), float("nan")), "status": "not_annotated"})
+            unscored = dict.fromkeys(("dice", "hd95_mm", "hd95_monai_vox"), float("nan"))
+            rows.append({"class": name, **unscored, "status": "not_annotated"})
             continue
         scores = score_binary(pred_labels == value, truth_labels == value, spacing)
         del scores["overlap"]

@@ -8,7 +8,7 @@ writes, for stage ``localizer`` or ``segmenter``::
     WORK/<stage>/fold<k>/models/model.pt   a plain state dict that the bundle's network_def loads
     WORK/<stage>/config.json               a config overlay for the bundle's inference.json
 
-What the checks accept (anything else is an :class:`~cascade.io.InputError` naming the file and field):
+What the checks accept (anything else is an :class:`~cascade.errors.InputError` naming the file and field):
 
 - architecture: ``dynamic_network_architectures``' ``ResidualEncoderUNet`` with 3D convolutions with
   bias, ``InstanceNorm3d(eps=1e-5, affine=True)``, ``LeakyReLU(0.01)``, ``BasicBlockD`` blocks and
@@ -29,9 +29,10 @@ What the checks accept (anything else is an :class:`~cascade.io.InputError` nami
 
 The overlay layers the bundle's ``configs/nnunet_preprocessing.json`` (nnU-Net's crop, z-score,
 resampling and resampling of the output back) and ``configs/nnunet_inferer.json`` (nnU-Net's
-sliding-window placement and blending) unless ``preprocessing="monai"`` keeps the bundle's own. MONAI's ``monai.apps.nnunet`` does not fit here: it wraps nnU-Net's own
-predictor (nnunetv2 at run time, argmax only) or builds nnU-Net's network class, while the cascade
-needs the weights in its own (x, y, z) network inside a MONAI bundle pipeline.
+sliding-window placement and blending) unless ``preprocessing="monai"`` keeps the bundle's own.
+MONAI's ``monai.apps.nnunet`` does not fit here: it wraps nnU-Net's own predictor (nnunetv2 at
+run time, argmax only) or builds nnU-Net's network class, while the cascade needs the weights in
+its own (x, y, z) network inside a MONAI bundle pipeline.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from cascade.bundles import STAGES, bundle_dir, read_stage_config
-from cascade.io import InputError
+from cascade.errors import InputError
 from cascade.networks.nnunet_weights import CHECKPOINT_WEIGHTS_KEY, convert_nnunet_state_dict
 
 __all__ = ["NNUNetModel", "ImportReport", "read_nnunet_model", "stage_overlay", "convert_weights", "import_nnunet"]
@@ -132,7 +133,8 @@ class ImportReport:
     def summary(self) -> str:
         lines = [f"{self.stage}: {len(self.folds)} fold(s) {', '.join(self.folds)} -> {self.weights[0].parents[2]}"]
         lines.append(f"labels: {self.labels}")
-        lines += [f"differs from the bundle: {d}" for d in self.differences] or ["same network, spacing and patch size as the bundle"]
+        same = ["same network, spacing and patch size as the bundle"]
+        lines += [f"differs from the bundle: {d}" for d in self.differences] or same
         lines.append(f"config overlay: {self.config}" if self.config else "no config overlay needed")
         return "\n".join(lines)
 
@@ -174,7 +176,9 @@ def _resolve_configuration(plans: dict, name: str, plans_file: Path) -> dict:
     return configuration
 
 
-def read_nnunet_model(model_dir: str | os.PathLike, folds: Sequence[str] | None = None, checkpoint: str = "final") -> NNUNetModel:
+def read_nnunet_model(
+    model_dir: str | os.PathLike, folds: Sequence[str] | None = None, checkpoint: str = "final"
+) -> NNUNetModel:
     """Read an nnU-Net v2 trained-model folder.
 
     Args:
@@ -202,7 +206,10 @@ def read_nnunet_model(model_dir: str | os.PathLike, folds: Sequence[str] | None 
         if not folds:
             raise InputError(f"{folder}: no fold_<k>/{name} with a numbered fold k")
     if not all(str(k).isdigit() for k in folds):
-        raise InputError(f"--folds {','.join(map(str, folds))}: fold numbers only (the work layout has fold<k> folders; nnU-Net's fold_all is not imported)")
+        raise InputError(
+            f"--folds {','.join(map(str, folds))}: fold numbers only (the work "
+            "layout has fold<k> folders; nnU-Net's fold_all is not imported)"
+        )
     checkpoints = {str(int(k)): folder / f"fold_{int(k)}" / name for k in folds}
     for path in checkpoints.values():
         if not path.is_file():
@@ -235,17 +242,27 @@ def _check_architecture(model: NNUNetModel) -> dict:
     """The network arguments in MONAI axis order, after checking the plans' architecture."""
     architecture = model.configuration.get("architecture")
     if architecture is None:
-        raise model.field_error("architecture", "missing (plans from nnU-Net before v2.4: re-run nnUNetv2_plan_experiment)")
+        raise model.field_error(
+            "architecture", "missing (plans from nnU-Net before v2.4: re-run nnUNetv2_plan_experiment)"
+        )
     name = architecture.get("network_class_name")
     if name not in _ACCEPTED_ARCHITECTURES:
-        raise model.field_error("architecture.network_class_name", f"{name!r} is not nnU-Net's ResidualEncoderUNet (the only network the bundles run)")
+        raise model.field_error(
+            "architecture.network_class_name",
+            f"{name!r} is not nnU-Net's ResidualEncoderUNet (the only network the bundles run)",
+        )
     kwargs = architecture.get("arch_kwargs", {})
     for key, accepted in _ACCEPTED_OPS.items():
         if kwargs.get(key) not in accepted:
-            raise model.field_error(f"architecture.arch_kwargs.{key}", f"{kwargs.get(key)!r} is not supported (expected one of {sorted(a for a in accepted if a)})")
+            raise model.field_error(
+                f"architecture.arch_kwargs.{key}",
+                f"{kwargs.get(key)!r} is not supported (expected one of {sorted(a for a in accepted if a)})",
+            )
     norm = kwargs.get("norm_op_kwargs") or {}
     if float(norm.get("eps", 1e-5)) != 1e-5 or not norm.get("affine", False):
-        raise model.field_error("architecture.arch_kwargs.norm_op_kwargs", f"{norm} (expected eps 1e-05 and affine true)")
+        raise model.field_error(
+            "architecture.arch_kwargs.norm_op_kwargs", f"{norm} (expected eps 1e-05 and affine true)"
+        )
     slope = (kwargs.get("nonlin_kwargs") or {}).get("negative_slope", 1e-2)
     if float(slope) != 1e-2:
         raise model.field_error("architecture.arch_kwargs.nonlin_kwargs", f"negative_slope {slope} (expected 0.01)")
@@ -270,7 +287,9 @@ def _check_architecture(model: NNUNetModel) -> dict:
     def per_axis(key: str) -> list[list[int]]:
         values = per_stage(key, n_stages)
         if any(not isinstance(v, list) or len(v) != 3 for v in values):
-            raise model.field_error(f"architecture.arch_kwargs.{key}", f"expected one (z, y, x) triple per stage, got {values!r}")
+            raise model.field_error(
+                f"architecture.arch_kwargs.{key}", f"expected one (z, y, x) triple per stage, got {values!r}"
+            )
         return [_ours_from_network_axes(v, axis_order) for v in values]
 
     return {
@@ -287,25 +306,36 @@ def _check_preprocessing(model: NNUNetModel) -> dict:
     config = model.configuration
     channels = model.dataset.get("channel_names", model.dataset.get("modality", {}))
     if len(channels) != 1:
-        raise model.field_error("channel_names", f"the cascade has one input channel (the LGE image), got {channels}", in_dataset=True)
+        raise model.field_error(
+            "channel_names", f"the cascade has one input channel (the LGE image), got {channels}", in_dataset=True
+        )
     if config.get("normalization_schemes") != ["ZScoreNormalization"]:
-        raise model.field_error("normalization_schemes", f"{config.get('normalization_schemes')} (only ZScoreNormalization is supported)")
+        raise model.field_error(
+            "normalization_schemes", f"{config.get('normalization_schemes')} (only ZScoreNormalization is supported)"
+        )
     if config.get("use_mask_for_norm") not in ([False], None):
         raise model.field_error("use_mask_for_norm", f"{config.get('use_mask_for_norm')} (only [false] is supported)")
     reader = model.plans.get("image_reader_writer", "SimpleITKIO")
     if reader not in _READERS:
-        raise model.field_error("plans.image_reader_writer", f"{reader!r} (supported: {sorted(_READERS)}, which keep the stored voxel order)")
+        raise model.field_error(
+            "plans.image_reader_writer",
+            f"{reader!r} (supported: {sorted(_READERS)}, which keep the stored voxel order)",
+        )
     orders = {}
     for kind in ("data", "probabilities"):
         function = config.get(f"resampling_fn_{kind}")
         if function != _RESAMPLING_FUNCTION:
-            raise model.field_error(f"resampling_fn_{kind}", f"{function!r} (only nnU-Net's {_RESAMPLING_FUNCTION} is supported)")
+            raise model.field_error(
+                f"resampling_fn_{kind}", f"{function!r} (only nnU-Net's {_RESAMPLING_FUNCTION} is supported)"
+            )
         kwargs = config.get(f"resampling_fn_{kind}_kwargs", {})
         if kwargs.get("is_seg", False) or int(kwargs.get("order_z", 0)) not in (0, 1):
             raise model.field_error(f"resampling_fn_{kind}_kwargs", f"{kwargs} (needs is_seg false and order_z 0 or 1)")
         orders[kind] = (int(kwargs.get("order", 3)), int(kwargs.get("order_z", 0)), kwargs.get("force_separate_z"))
     if orders["data"][2] != orders["probabilities"][2]:
-        raise model.field_error("resampling_fn_probabilities_kwargs", "force_separate_z differs from resampling_fn_data_kwargs")
+        raise model.field_error(
+            "resampling_fn_probabilities_kwargs", "force_separate_z differs from resampling_fn_data_kwargs"
+        )
     axis_order = _network_axis_order(model)
     spacing, patch = config.get("spacing"), config.get("patch_size")
     if not isinstance(spacing, list) or len(spacing) != 3 or min(spacing) <= 0:
@@ -327,14 +357,19 @@ def _label_heads(model: NNUNetModel, stage: str) -> tuple[bool, str]:
     """Whether the single sigmoid head needs a zero background logit; and the label mapping, in words."""
     labels = model.dataset.get("labels")
     if not isinstance(labels, dict) or labels.get("background") != 0:
-        raise model.field_error("labels", f"expected nnU-Net v2 labels {{name: value}} with background 0, got {labels}", in_dataset=True)
+        raise model.field_error(
+            "labels", f"expected nnU-Net v2 labels {{name: value}} with background 0, got {labels}", in_dataset=True
+        )
     classes = {name: value for name, value in labels.items() if name not in ("background", "ignore")}
     has_regions = any(isinstance(v, list) and len(v) > 1 for v in classes.values())
     if stage == "segmenter":
         values = sorted(v for v in classes.values() if not isinstance(v, list))
         if has_regions or [0, *values] != list(SEGMENTER_LABELS):
             raise model.field_error(
-                "labels", f"the segmenter needs the softmax classes 0-3 (background, wall, right atrium, left atrium), got {labels}", in_dataset=True
+                "labels",
+                "the segmenter needs the softmax classes 0-3 (background, wall, right atrium, left atrium), "
+                f"got {labels}",
+                in_dataset=True,
             )
         names = sorted(classes, key=classes.get)
         return False, ", ".join(f"{classes[n]} {n!r}" for n in names) + " -> wall, right atrium, left atrium"
@@ -351,7 +386,9 @@ def _label_heads(model: NNUNetModel, stage: str) -> tuple[bool, str]:
     return False, f"label {value} {name!r} -> atria"
 
 
-def convert_weights(network_weights: dict, axis_order: Sequence[int], add_background_logit: bool) -> dict[str, torch.Tensor]:
+def convert_weights(
+    network_weights: dict, axis_order: Sequence[int], add_background_logit: bool
+) -> dict[str, torch.Tensor]:
     """nnU-Net ``ResidualEncoderUNet`` weights -> a :class:`~cascade.networks.ResEncUNet` state dict.
 
     Args:
@@ -389,7 +426,9 @@ def _network_arguments(network: torch.nn.Module) -> dict:
     }
 
 
-def stage_overlay(model: NNUNetModel, bundle: str | os.PathLike, preprocessing: str = "nnunet") -> tuple[dict, list[str]]:
+def stage_overlay(
+    model: NNUNetModel, bundle: str | os.PathLike, preprocessing: str = "nnunet"
+) -> tuple[dict, list[str]]:
     """The config overlay that makes ``bundle`` run ``model``, and the differences in words.
 
     Args:
@@ -413,7 +452,10 @@ def stage_overlay(model: NNUNetModel, bundle: str | os.PathLike, preprocessing: 
     grid = _check_preprocessing(model)
     divisors = [math.prod(s[axis] for s in network_args["strides"]) for axis in range(3)]
     if any(p % d for p, d in zip(grid["patch_size"], divisors)):
-        raise model.field_error("patch_size", f"not divisible by the network's total stride (x, y, z patch {grid['patch_size']}, strides {divisors})")
+        raise model.field_error(
+            "patch_size",
+            f"not divisible by the network's total stride (x, y, z patch {grid['patch_size']}, strides {divisors})",
+        )
     parser = _bundle_parser(bundle, {})
     with torch.device("meta"):
         bundle_network = parser.get_parsed_content("network_def", lazy=False)
@@ -421,8 +463,10 @@ def stage_overlay(model: NNUNetModel, bundle: str | os.PathLike, preprocessing: 
     differences = [f"{k}: bundle {bundle_args[k]}, nnU-Net {v}" for k, v in network_args.items() if bundle_args[k] != v]
     overlay: dict = {}
     if differences:
-        overlay.update({"features_per_stage": network_args["features_per_stage"], "n_blocks_per_stage": network_args["n_blocks_per_stage"]})
-        overlay.update({f"network_def#{k}": network_args[k] for k in ("kernel_sizes", "strides", "n_conv_per_stage_decoder")})
+        overlay.update({key: network_args[key] for key in ("features_per_stage", "n_blocks_per_stage")})
+        overlay.update(
+            {f"network_def#{k}": network_args[k] for k in ("kernel_sizes", "strides", "n_conv_per_stage_decoder")}
+        )
     for key in ("pixdim", "patch_size"):
         if [float(v) for v in parser[key]] != [float(v) for v in grid[key]]:
             differences.append(f"{key} (x, y, z): bundle {parser[key]}, nnU-Net {grid[key]}")
@@ -492,7 +536,9 @@ def import_nnunet(
         try:
             network.load_state_dict(states[fold], strict=True)
         except RuntimeError as err:
-            raise InputError(f"{path}: weights do not fit the network the plans describe ({str(err).splitlines()[0]})") from err
+            raise InputError(
+                f"{path}: weights do not fit the network the plans describe ({str(err).splitlines()[0]})"
+            ) from err
         mirror_axes = _mirror_axes(checkpoint_dict, axis_order)
     if mirror_axes != [0, 1, 2]:  # the engine's test-time mirroring reads "mirror_axes"
         overlay["mirror_axes"] = mirror_axes
@@ -504,4 +550,6 @@ def import_nnunet(
         config_path.write_text(json.dumps(overlay, indent=4) + "\n")
     elif config_path.exists():
         config_path.unlink()
-    return ImportReport(stage, list(model.checkpoints), list(targets.values()), config_path if overlay else None, differences, labels)
+    return ImportReport(
+        stage, list(model.checkpoints), list(targets.values()), config_path if overlay else None, differences, labels
+    )

@@ -110,7 +110,9 @@ class NNUNetSlidingWindowInferer(Inferer):
         starts = nnunet_window_starts(padded, self.roi_size, self.step)
         return [tuple(slice(s, s + p) for s, p in zip(corner, self.roi_size)) for corner in itertools.product(*starts)]
 
-    def __call__(self, inputs: torch.Tensor, network: Callable[[torch.Tensor], torch.Tensor], *args, **kwargs) -> torch.Tensor:
+    def __call__(
+        self, inputs: torch.Tensor, network: Callable[[torch.Tensor], torch.Tensor], *args, **kwargs
+    ) -> torch.Tensor:
         """Blend ``network`` over windows of ``inputs`` (B, C, *spatial) into (B, K, *spatial) outputs."""
         spatial = inputs.shape[2:]
         padding = [max(p - s, 0) for s, p in zip(spatial, self.roi_size)]
@@ -121,9 +123,14 @@ class NNUNetSlidingWindowInferer(Inferer):
         batches = range(0, len(windows), self.sw_batch_size)
         for first in tqdm(batches, desc="windows", unit="batch", leave=False, disable=not self.progress):
             chunk = windows[first : first + self.sw_batch_size]
-            logits = network(torch.cat([padded[(slice(None), slice(None), *w)] for w in chunk]), *args, **kwargs).float()
+            batch_windows = torch.cat([padded[(slice(None), slice(None), *w)] for w in chunk])
+            logits = network(batch_windows, *args, **kwargs).float()
             if output is None:
-                output = torch.zeros((inputs.shape[0], logits.shape[1], *padded.shape[2:]), device=inputs.device, dtype=self.accumulate_dtype)
+                output = torch.zeros(
+                    (inputs.shape[0], logits.shape[1], *padded.shape[2:]),
+                    device=inputs.device,
+                    dtype=self.accumulate_dtype,
+                )
                 counts = torch.zeros(padded.shape[2:], device=inputs.device, dtype=self.accumulate_dtype)
             for index, window in enumerate(chunk):
                 batch = slice(index * inputs.shape[0], (index + 1) * inputs.shape[0])

@@ -53,7 +53,9 @@ __all__ = [
 ANISOTROPY_THRESHOLD = 3.0  # nnunetv2.configuration.ANISO_THRESHOLD
 
 
-def nnunet_output_shape(shape: Sequence[int], spacing: Sequence[float], new_spacing: Sequence[float]) -> tuple[int, ...]:
+def nnunet_output_shape(
+    shape: Sequence[int], spacing: Sequence[float], new_spacing: Sequence[float]
+) -> tuple[int, ...]:
     """The grid size nnU-Net resamples to: ``round(spacing / new_spacing * shape)`` per axis.
 
     Args:
@@ -150,7 +152,10 @@ def resample_nnunet(
             channels.append(_resize(channel, new_shape, order))
             continue
         slice_shape = [s for axis, s in enumerate(new_shape) if axis != separate_axis]
-        slices = [_resize(np.take(channel, k, axis=separate_axis), slice_shape, order) for k in range(channel.shape[separate_axis])]
+        slices = [
+            _resize(np.take(channel, k, axis=separate_axis), slice_shape, order)
+            for k in range(channel.shape[separate_axis])
+        ]
         resized = np.stack(slices, axis=separate_axis)
         if resized.shape[separate_axis] != new_shape[separate_axis]:
             resized = _resample_axis(resized, separate_axis, new_shape[separate_axis], order_z)

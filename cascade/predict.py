@@ -58,15 +58,17 @@ from cascade.data import NoCasesError, case_id, image_datalist, is_datalist_file
 from monai.data import MetaTensor
 
 from cascade.engine import CascadeEngine, CaseResult
+from cascade.errors import InputError
 from cascade.io import (
-    InputError, check_writable_folder, file_sha256, load_nifti, read_header, remove_stale_temporaries, same_geometry, save_nifti_atomic, write_text_atomic,
+    check_writable_folder, file_sha256, load_nifti, read_header, remove_stale_temporaries, same_geometry, save_nifti_atomic, write_text_atomic,
 )
 from cascade.labels import CLASS_NAMES
 from cascade.qc import class_volumes_ml, grid_warnings, orientation_warnings, volume_warnings
+from cascade.run_record import RUN_RECORD_NAME, new_run_record, software_versions, write_run_record
 from cascade.uncertainty import UNCERTAINTY_UNAVAILABLE, needs_review
 
 __all__ = [
-    "REPORT_COLUMNS", "PredictionReport", "read_report", "software_versions", "run_record", "write_run_record",
+    "REPORT_COLUMNS", "PredictionReport", "read_report", "run_record",
     "check_resume_record", "list_inputs", "OUTPUT_FORMATS", "output_kinds", "output_paths", "outputs_sha256",
     "check_output_folder", "check_outputs", "out_of_memory", "predict_cases",
 ]
@@ -76,7 +78,6 @@ REPORT_COLUMNS = (
     "seconds", "uncertainty", "review", "message", "outputs_sha256",
 )
 REPORT_NAME = "predictions.csv"
-RUN_RECORD_NAME = "run.json"
 OUTPUT_FORMATS = ("nifti", "dicom-seg", "both")
 NAME_MAX = 255  # bytes in a file name on the usual file systems (ext4, XFS, APFS, NTFS)
 OUTPUT_SUFFIXES = {
@@ -495,35 +496,13 @@ def _review_cells(result: CaseResult, threshold: float, warnings: Sequence[str])
     return {"uncertainty": uncertainty, "review": str(needs_review(result.uncertainty, threshold, warnings)).lower()}
 
 
-def software_versions(openvino: bool = False) -> dict[str, str]:
-    """Versions of the software that computes a run (OpenVINO's only when it is used)."""
-    import monai
-    import nibabel
-    import torch
-
-    import cascade
-
-    versions = {"cascade": cascade.__version__, "python": sys.version.split()[0], "torch": torch.__version__,
-                "monai": monai.__version__, "nibabel": nibabel.__version__, "numpy": np.__version__}
-    if openvino:
-        import openvino as runtime
-
-        versions["openvino"] = runtime.__version__
-    return versions
-
-
 def run_record(engine: CascadeEngine, command: Sequence[str]) -> dict:
     """What a prediction run was, as nnU-Net keeps its prediction arguments beside the outputs:
     the command line, each stage's weights, configs and settings (:meth:`CascadeEngine.record`),
     and the versions of the software that computed it."""
     stages = engine.record()
     versions = software_versions(openvino=any(stage["backend"] == "openvino" for stage in stages.values()))
-    return {"command": list(command), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions, "stages": stages}
-
-
-def write_run_record(out_dir: Path, record: dict) -> Path:
-    """Write ``OUT/run.json`` atomically."""
-    return write_text_atomic(out_dir / RUN_RECORD_NAME, json.dumps(record, indent=2) + "\n")
+    return new_run_record(command, stages, versions)  # the layout of cascade.run_record
 
 
 def _determining(record: dict) -> dict[str, object]:

@@ -75,7 +75,10 @@ def volume_warnings(source: str, volumes: dict[str, float], labelled: Collection
     warnings = []
     for name, (low, high) in VOLUME_RANGES_ML.items():
         if name in checked and not low <= volumes[name] <= high:
-            warnings.append(f"{source}: {name.replace('_', ' ')} of {volumes[name]:.1f} ml is outside the plausible {low:g}-{high:g} ml")
+            warnings.append(
+                f"{source}: {name.replace('_', ' ')} of {volumes[name]:.1f} "
+                f"ml is outside the plausible {low:g}-{high:g} ml"
+            )
     return warnings
 
 
@@ -85,8 +88,8 @@ def grid_warnings(source: str, affine: np.ndarray) -> list[str]:
     if sizes.max() <= MAX_WALL_VOXEL_MM:
         return []
     size = " x ".join(f"{s:.3g}" for s in sizes)
-    return [f"{source}: voxel size {size} mm is coarser than {MAX_WALL_VOXEL_MM:g} mm on an axis: the 2-3 mm atrial wall "
-            "cannot be resolved there, so wall volume and cavity edges are unreliable"]
+    return [f"{source}: voxel size {size} mm is coarser than {MAX_WALL_VOXEL_MM:g} mm on an axis: the 2-3 mm "
+            "atrial wall cannot be resolved there, so wall volume and cavity edges are unreliable"]
 
 
 def orientation_warnings(source: str, header: object) -> list[str]:

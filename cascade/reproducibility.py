@@ -7,9 +7,9 @@ the trainer's epoch and iteration, not the random generators) then draws differe
 then on than the run it continues would have. :class:`SeedEachEpoch` reseeds at the start of
 every epoch from ``(seed, epoch)`` (torch, numpy, Python, the random transforms and the batch
 sampler's own generator: on a resume ignite creates the loader's iterator before the first epoch
-starts, which draws from torch's global generator at another moment than a running epoch does), so an interrupted and resumed run follows the same random
-stream as an uninterrupted one and ends with the same weights (on a deterministic device; tested
-on the CPU). MONAI has no such handler.
+starts, which draws from torch's global generator at another moment than a running epoch does),
+so an interrupted and resumed run follows the same random stream as an uninterrupted one and ends
+with the same weights (on a deterministic device; tested on the CPU). MONAI has no such handler.
 
 Under ``torch.distributed`` each rank adds its rank to the seed, as the bundles'
 ``multi_gpu_train.json`` does for ``set_determinism``, so ranks draw different patches.
@@ -34,7 +34,8 @@ from monai.transforms import Randomizable
 
 __all__ = ["epoch_seed", "SeedEachEpoch", "latest_epoch_checkpoint"]
 
-EPOCH_CHECKPOINT = re.compile(r"checkpoint_epoch=(\d+)\.pt")  # the name MONAI's CheckpointSaver gives with save_interval
+# the name MONAI's CheckpointSaver gives with save_interval
+EPOCH_CHECKPOINT = re.compile(r"checkpoint_epoch=(\d+)\.pt")
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -83,5 +84,7 @@ def latest_epoch_checkpoint(models_dir: str | os.PathLike) -> Path | None:
     continues the run after epoch ``e``.
     """
     folder = Path(models_dir)
-    found = [(int(m.group(1)), p) for p in folder.glob("checkpoint_epoch=*.pt") if (m := EPOCH_CHECKPOINT.fullmatch(p.name))]
+    found = [
+        (int(m.group(1)), p) for p in folder.glob("checkpoint_epoch=*.pt") if (m := EPOCH_CHECKPOINT.fullmatch(p.name))
+    ]
     return max(found)[1] if found else None

@@ -2,20 +2,15 @@
 
 Values arrive as strings or numbers (python-fire turns ``--overlap 0.5`` into a float and ``2024``
 into an int; MONAI Label passes request params as JSON or strings); the ``as_*`` functions turn
-them into typed values or raise one line naming the setting. :func:`stage_overrides` maps the
-prediction settings onto each stage's config, under the names the configs use (one name per
-switch):
+them into typed values or raise a :class:`~cascade.errors.SettingError` naming the setting, which each caller
+words in its own terms (``--overlap`` on the command line, ``overlap`` in a MONAI Label request).
 
-============== ========= =========
-setting        localizer segmenter
-============== ========= =========
-device         yes       yes
-overlap        yes       yes
-tta            yes       yes
-mask_threshold yes
-gate_margin_mm           yes
-mask_region              yes
-============== ========= =========
+Which settings a stage takes is declared by its bundle, not listed here: each bundle's
+``configs/inference.json`` holds ``user_settings`` (the config ids a user may change, e.g.
+``overlap``) and ``recorded_settings`` (those a run records in ``run.json``), read the way MONAI
+Label's bundle tasks read the config ids a bundle declares (:func:`declared_settings`).
+:func:`stage_overrides` maps the prediction settings onto each stage that declares them, under
+the config ids (one name per switch).
 
 A stage's defaults are its own bundle config's values (:func:`stage_defaults`). The CLI, the
 engine, the MONAI Label app and the bench scripts all go through this module, and so do the
@@ -29,13 +24,13 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from cascade.bundles import STAGES, read_stage_config
-from cascade.io import InputError
+from cascade.bundles import STAGES, bundle_dir, read_stage_config
+from cascade.errors import InputError, SettingError
 
 __all__ = [
     "BACKENDS",
     "PRECISIONS",
-    "STAGE_SETTINGS",
+    "SETTING_DECLARATIONS",
     "as_bool",
     "as_number",
     "as_seed",
@@ -49,24 +44,23 @@ __all__ = [
     "as_classes",
     "check_bundle_run",
     "check_runtime",
+    "declared_settings",
     "resolve_device",
     "stage_overrides",
     "stage_defaults",
+    "stage_settings",
 ]
 
 BACKENDS = ("torch", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8")
-STAGE_SETTINGS = {
-    "localizer": ("device", "overlap", "tta", "mask_threshold"),
-    "segmenter": ("device", "overlap", "tta", "gate_margin_mm", "mask_region"),
-}
+SETTING_DECLARATIONS = ("user_settings", "recorded_settings")  # the config ids of inference.json declaring settings
 
 
 def as_bool(value: bool | str | int, flag: str) -> bool:
     """A boolean setting: fire passes ``--flag false`` on as the string ``"false"``, which is truthy.
 
     Raises:
-        ValueError: the value is not one of true/false, yes/no, 1/0 (any case).
+        SettingError: the value is not one of true/false, yes/no, 1/0 (any case).
     """
     if isinstance(value, bool):
         return value
@@ -75,27 +69,29 @@ def as_bool(value: bool | str | int, flag: str) -> bool:
         return True
     if text in ("false", "no", "0"):
         return False
-    raise ValueError(f"--{flag}: expected true or false, got {value!r}")
+    raise SettingError(flag, f"expected true or false, got {value!r}")
 
 
-def as_number(value: float | int | str | None, flag: str, low: float, high: float, integer: bool = False) -> float | int | None:
+def as_number(
+    value: float | int | str | None, flag: str, low: float, high: float, integer: bool = False
+) -> float | int | None:
     """A numeric setting checked against ``[low, high]``; ``None`` (not given) passes through.
 
     Raises:
-        ValueError: not a number, not an integer where one is needed, or out of range.
+        SettingError: not a number, not an integer where one is needed, or out of range.
     """
     if value is None:
         return None
     if isinstance(value, bool):
-        raise ValueError(f"--{flag}: expected a number, got {value!r}")
+        raise SettingError(flag, f"expected a number, got {value!r}")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"--{flag}: expected a number, got {value!r}") from None
+        raise SettingError(flag, f"expected a number, got {value!r}") from None
     if integer and not number.is_integer():
-        raise ValueError(f"--{flag}: expected a whole number, got {value!r}")
+        raise SettingError(flag, f"expected a whole number, got {value!r}")
     if not low <= number <= high:
-        raise ValueError(f"--{flag}: expected a value in [{low}, {high}], got {value!r}")
+        raise SettingError(flag, f"expected a value in [{low}, {high}], got {value!r}")
     return int(number) if integer else number
 
 
@@ -108,11 +104,11 @@ def as_triple(value: tuple | list | str, flag: str, low: float, high: float, int
     """A three-value setting (``--shape Z Y X``, ``--spacing SZ SY SX``), each value checked by :func:`as_number`.
 
     Raises:
-        ValueError: not three values, or one is not a number in ``[low, high]``.
+        SettingError: not three values, or one is not a number in ``[low, high]``.
     """
     values = value.split(",") if isinstance(value, str) else value if isinstance(value, (tuple, list)) else [value]
     if len(values) != 3:
-        raise ValueError(f"--{flag}: expected three values (Z Y X), got {value!r}")
+        raise SettingError(flag, f"expected three values (Z Y X), got {value!r}")
     return tuple(as_number(v, flag, low, high, integer=integer) for v in values)
 
 
@@ -120,13 +116,13 @@ def as_margin(value: float | str | tuple | list | None) -> float | list[float] |
     """``gate_margin_mm``: one margin in mm or three (X Y Z), each in [0, 50]; ``None`` passes through.
 
     Raises:
-        ValueError: not 1 or 3 numbers in range.
+        SettingError: not 1 or 3 numbers in range.
     """
     if value is None:
         return None
     values = list(value) if isinstance(value, (tuple, list)) else [value]
     if len(values) not in (1, 3):
-        raise ValueError(f"--gate_margin_mm: expected one value or three (X Y Z), got {value!r}")
+        raise SettingError("gate_margin_mm", f"expected one value or three (X Y Z), got {value!r}")
     margins = [as_number(v, "gate_margin_mm", 0.0, 50.0) for v in values]
     return margins[0] if len(margins) == 1 else margins
 
@@ -136,13 +132,16 @@ def as_overlap(value: float | str | tuple | list | None) -> float | dict[str, fl
     each in [0, 0.99]; ``None`` passes through.
 
     Raises:
-        ValueError: not 1 or 2 numbers in range.
+        SettingError: not 1 or 2 numbers in range.
     """
     if value is None:
         return None
-    values = list(value) if isinstance(value, (tuple, list)) else value.split(",") if isinstance(value, str) else [value]
+    if isinstance(value, (tuple, list)):
+        values = list(value)
+    else:
+        values = value.split(",") if isinstance(value, str) else [value]
     if len(values) not in (1, 2):
-        raise ValueError(f"--overlap: expected one value or two (LOCALIZER,SEGMENTER), got {value!r}")
+        raise SettingError("overlap", f"expected one value or two (LOCALIZER,SEGMENTER), got {value!r}")
     overlaps = [as_number(v, "overlap", 0.0, 0.99) for v in values]
     return overlaps[0] if len(overlaps) == 1 else dict(zip(STAGES, overlaps))
 
@@ -177,7 +176,8 @@ def as_uids(value: str | tuple | list | None, flag: str) -> list[str] | None:
     """
     if value is None:
         return None
-    uids = [str(v).strip() for v in value] if isinstance(value, (tuple, list)) else [v.strip() for v in str(value).split(",")]
+    parts = value if isinstance(value, (tuple, list)) else str(value).split(",")
+    uids = [str(v).strip() for v in parts]
     for uid in uids:
         if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", uid) or len(uid) > 64:
             raise InputError(f"--{flag} {uid}: not a DICOM UID (digits and dots, e.g. 1.2.840.113619.2.1)")
@@ -245,23 +245,66 @@ def check_bundle_run(dataset_dir: str | os.PathLike | None, device: object) -> N
                          "or a datalist JSON of `cascade datalist`)")
 
 
-def stage_overrides(settings: Mapping[str, object]) -> dict[str, dict]:
-    """Each stage's config overrides for prediction settings (keys of :data:`STAGE_SETTINGS`).
+def declared_settings(
+    bundle: str | os.PathLike, declaration: str = "user_settings", overlays: Sequence[str | os.PathLike] = ()
+) -> tuple[str, ...]:
+    """The config ids a bundle's ``inference.json`` (with ``overlays``) declares under ``declaration``.
+
+    Args:
+        bundle: bundle folder.
+        declaration: ``user_settings`` (what a user may change) or ``recorded_settings`` (what a
+            run records; :data:`SETTING_DECLARATIONS`).
+        overlays: overlay configs layered over ``inference.json`` (they may change a declaration).
+
+    Raises:
+        InputError: the config declares no such list, or one naming an id the config lacks.
+    """
+    if declaration not in SETTING_DECLARATIONS:
+        raise ValueError(f"declaration must be one of {SETTING_DECLARATIONS}, got {declaration!r}")
+    parser = read_stage_config(bundle, "inference", overlays)
+    names = parser.get(declaration)
+    where = Path(bundle) / "configs" / "inference.json"
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise InputError(f"{where}: no '{declaration}' list of config ids (a bundle of an earlier release? "
+                         "use the installed bundles' configs)")
+    missing = [name for name in names if name not in parser]
+    if missing:
+        raise InputError(f"{where}: '{declaration}' names {', '.join(missing)}, not a config id of this config")
+    return tuple(names)
+
+
+def stage_settings(bundles: Mapping[str, str | os.PathLike | None] | None = None) -> dict[str, tuple[str, ...]]:
+    """Stage -> the settings a user may change, as its bundle declares them (``user_settings``).
+
+    Args:
+        bundles: stage -> bundle folder; a stage not given (or ``None``) is the installed bundle.
+    """
+    bundles = bundles or {}
+    return {stage: declared_settings(bundles.get(stage) or bundle_dir(stage)) for stage in STAGES}
+
+
+def stage_overrides(
+    settings: Mapping[str, object], declared: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, dict]:
+    """Each stage's config overrides for prediction settings.
 
     Args:
         settings: setting -> value, or a mapping stage -> value for a setting the stages take
             differently (e.g. ``overlap`` from :func:`as_overlap`); ``None`` (or a missing key)
             leaves the config's value. The device is a name (:func:`resolve_device`).
+        declared: stage -> the settings it takes (default: the installed bundles' declarations,
+            :func:`stage_settings`); a setting goes only to the stages declaring it.
 
     Returns:
         Stage -> overrides. Every stage is predicted, never trained, from them: the segmenter's
         gate comes from stage 1 (``mask_from_label`` off).
     """
+    declared = stage_settings() if declared is None else declared
     overrides = {}
-    for stage, names in STAGE_SETTINGS.items():
-        chosen = {name: settings.get(name) for name in names}
+    for stage in STAGES:
+        chosen = {name: settings.get(name) for name in declared[stage]}
         chosen = {name: value.get(stage) if isinstance(value, Mapping) else value for name, value in chosen.items()}
-        if chosen["device"] is not None:
+        if chosen.get("device") is not None:
             chosen["device"] = resolve_device(str(chosen["device"]))
         overrides[stage] = {key: value for key, value in chosen.items() if value is not None}
     overrides["segmenter"]["mask_from_label"] = False
@@ -269,9 +312,10 @@ def stage_overrides(settings: Mapping[str, object]) -> dict[str, dict]:
 
 
 def stage_defaults(stage: str, bundle: str | os.PathLike, overlays: Sequence[str | os.PathLike] = ()) -> dict:
-    """A stage's own values of its settings (:data:`STAGE_SETTINGS` but ``device``), from its
-    bundle's ``inference.json`` and ``overlays``, as plain Python values."""
+    """A stage's own values of the settings its bundle declares (``user_settings`` but ``device``),
+    from its bundle's ``inference.json`` and ``overlays``, as plain Python values."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     parser = read_stage_config(bundle, "inference", overlays)
-    return {name: parser.get_parsed_content(name) for name in STAGE_SETTINGS[stage] if name != "device"}
+    names = declared_settings(bundle, "user_settings", overlays)
+    return {name: parser.get_parsed_content(name) for name in names if name != "device"}

@@ -31,7 +31,8 @@ import numpy as np
 from scipy import sparse
 from skimage.measure import marching_cubes
 
-from cascade.io import InputError, write_atomic
+from cascade.errors import InputError
+from cascade.io import write_atomic
 
 __all__ = [
     "SURFACE_FORMATS",
@@ -148,7 +149,7 @@ def class_surface(
 
 
 def require_meshio() -> None:
-    """Raises :class:`~cascade.io.InputError` with the install hint when meshio is missing."""
+    """Raises :class:`~cascade.errors.InputError` with the install hint when meshio is missing."""
     if importlib.util.find_spec("meshio") is None:
         raise InputError(f"--surfaces needs meshio: {INSTALL_HINT}")
 

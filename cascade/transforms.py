@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.transforms import (
-    AsDiscreted, Compose, CropForeground, CropForegroundd, Invertd, KeepLargestConnectedComponent, MapTransform, SpatialResample,
-    Transform,
+    AsDiscreted, Compose, CropForeground, CropForegroundd, Invertd, KeepLargestConnectedComponent, MapTransform,
+    SpatialResample, Transform,
 )
 from monai.utils import TraceKeys, convert_to_dst_type, ensure_tuple_rep, get_torch_dtype_from_string
 from scipy.ndimage import binary_dilation, distance_transform_edt, find_objects
@@ -124,7 +124,8 @@ def dilate_mask(mask: torch.Tensor, radius: float | Sequence[float]) -> torch.Te
 
 
 class DilateMask(Transform):
-    """Dilate a channel-first binary mask with a ball of ``radius`` voxels (one, or per axis); see :func:`dilate_mask`."""
+    """Dilate a channel-first binary mask with a ball of ``radius`` voxels (one, or per axis); see
+    :func:`dilate_mask`."""
 
     backend = [torch.Tensor, np.ndarray]
 
@@ -143,7 +144,9 @@ class DilateMaskd(MapTransform):
 
     backend = DilateMask.backend
 
-    def __init__(self, keys: KeysCollection, radius: float | Sequence[float] = 2, allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self, keys: KeysCollection, radius: float | Sequence[float] = 2, allow_missing_keys: bool = False
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.dilate = DilateMask(radius)
 
@@ -364,10 +367,11 @@ class ThresholdOnInputGridd(MapTransform):
     ``Spacing``/``SpatialResample`` with linear or nearest interpolation), every value the inverse
     would resample is a convex combination of the probabilities at the corners of its cell: outside
     the region within one voxel of a probability at or above ``threshold`` it stays below it. Only
-    that region's boxes (one per cluster of such voxels) are resampled (MONAI's ``SpatialResample``, with the recorded arguments, from the
-    low-resolution grid straight onto the input grid: the orientation steps are permutations and
-    flips, which commute with a threshold), and the rest of the mask is 0: the same mask as the
-    full inverse (tested voxel for voxel). Any other history runs ``Invertd`` and ``AsDiscreted``.
+    that region's boxes (one per cluster of such voxels) are resampled (MONAI's ``SpatialResample``,
+    with the recorded arguments, from the low-resolution grid straight onto the input grid: the
+    orientation steps are permutations and flips, which commute with a threshold), and the rest of
+    the mask is 0: the same mask as the full inverse (tested voxel for voxel). Any other history runs
+    ``Invertd`` and ``AsDiscreted``.
 
     Args:
         keys: keys of (C, X', Y', Z') probabilities on the preprocessed grid.
@@ -385,7 +389,9 @@ class ThresholdOnInputGridd(MapTransform):
         self.orig_keys = ensure_tuple_rep(orig_keys, len(self.keys))
         self.threshold = float(threshold)
         self.full_inverse = Compose([
-            Invertd(keys, transform, orig_keys, nearest_interp=False, to_tensor=True, allow_missing_keys=allow_missing_keys),
+            Invertd(
+                keys, transform, orig_keys, nearest_interp=False, to_tensor=True, allow_missing_keys=allow_missing_keys
+            ),
             AsDiscreted(keys, threshold=self.threshold, allow_missing_keys=allow_missing_keys),
         ])
 
@@ -399,7 +405,9 @@ class ThresholdOnInputGridd(MapTransform):
                 d[key] = self._threshold(d[key], *resampling)
         return d
 
-    def _threshold(self, probabilities: MetaTensor, affine: np.ndarray, shape: tuple[int, ...], arguments: dict) -> MetaTensor:
+    def _threshold(
+        self, probabilities: MetaTensor, affine: np.ndarray, shape: tuple[int, ...], arguments: dict
+    ) -> MetaTensor:
         grid_affine = np.asarray(probabilities.affine, np.float64)
         mask = torch.zeros((probabilities.shape[0], *shape), dtype=torch.float32)
         values = probabilities.as_tensor()
@@ -409,7 +417,9 @@ class ThresholdOnInputGridd(MapTransform):
         for box in _reachable_boxes(candidates, np.linalg.solve(affine, grid_affine), shape):
             box_affine = affine.copy()
             box_affine[:3, 3] = affine[:3, :3] @ [s.start for s in box] + affine[:3, 3]
-            resampled = resample(source, dst_affine=torch.as_tensor(box_affine), spatial_size=[s.stop - s.start for s in box])
+            resampled = resample(
+                source, dst_affine=torch.as_tensor(box_affine), spatial_size=[s.stop - s.start for s in box]
+            )
             region = (slice(None), *box)
             mask[region] = torch.maximum(mask[region], (resampled.as_tensor() >= self.threshold).float())
         result = MetaTensor(mask, meta=dict(probabilities.meta))

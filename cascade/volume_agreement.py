@@ -67,7 +67,9 @@ def volume_rows(metric_rows: list[dict]) -> list[dict]:
 
 def _limits(differences: list[float], unit: str) -> dict:
     values = np.array([d for d in differences if not math.isnan(d)], np.float64)
-    stats = {f"bias_{unit}": None, f"sd_{unit}": None, f"lower_{unit}": None, f"upper_{unit}": None, f"mae_{unit}": None}
+    stats = {
+        f"bias_{unit}": None, f"sd_{unit}": None, f"lower_{unit}": None, f"upper_{unit}": None, f"mae_{unit}": None
+    }
     if values.size:
         stats[f"bias_{unit}"] = float(values.mean())
         stats[f"mae_{unit}"] = float(np.abs(values).mean())

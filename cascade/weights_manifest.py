@@ -16,7 +16,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from cascade.io import InputError, file_sha256, write_text_atomic
+from cascade.errors import InputError
+from cascade.io import file_sha256, write_text_atomic
 
 __all__ = ["MANIFEST_NAME", "read_manifest", "record_shipped_weights", "verify_shipped_weights"]
 

@@ -13,7 +13,8 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 # a DICOM file with preamble and file meta: pydicom 3's argument, or pydicom 2's (MONAI Label 0.8.5's
 # environment, where the live DICOMweb test writes its series, pins pydicom 2)
-SAVE_AS_FILE = {"enforce_file_format": True} if int(pydicom.__version__.split(".")[0]) >= 3 else {"write_like_original": False}
+PYDICOM_3 = int(pydicom.__version__.split(".")[0]) >= 3
+SAVE_AS_FILE = {"enforce_file_format": True} if PYDICOM_3 else {"write_like_original": False}
 
 
 def write_series(
@@ -58,7 +59,8 @@ def write_series(
         ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Phantom^Atria", "PHANTOM", "19700101", "O"
         ds.StudyInstanceUID, ds.StudyID, ds.StudyDate, ds.StudyTime = study_uid, "1", "20261206", "120000"
         ds.AccessionNumber, ds.ReferringPhysicianName = "", ""
-        ds.SeriesInstanceUID, ds.SeriesNumber, ds.SeriesDescription, ds.Modality = series_uid, series_number, description, "MR"
+        ds.SeriesInstanceUID, ds.SeriesNumber = series_uid, series_number
+        ds.SeriesDescription, ds.Modality = description, "MR"
         ds.FrameOfReferenceUID, ds.Manufacturer = frame_uid, "atria-cascade tests"
         ds.InstanceNumber = count - k if reverse_instance_numbers else k + 1
         ds.ImageOrientationPatient = [f"{v:.6f}" for v in orientation]

@@ -73,7 +73,10 @@ def tiny_plans(transpose_forward=(0, 1, 2), **configuration) -> dict:
         "experiment_planner_used": "nnUNetPlannerResEncM",
         "label_manager": "LabelManager",
         "foreground_intensity_properties_per_channel": {
-            "0": {"max": 4.0, "mean": 1.0, "median": 1.0, "min": 0.0, "percentile_00_5": 0.0, "percentile_99_5": 3.0, "std": 0.5}
+            "0": {
+                "max": 4.0, "mean": 1.0, "median": 1.0, "min": 0.0, "percentile_00_5": 0.0, "percentile_99_5": 3.0,
+                "std": 0.5,
+            }
         },
     }
 
@@ -81,7 +84,9 @@ def tiny_plans(transpose_forward=(0, 1, 2), **configuration) -> dict:
 def dataset_json(labels: dict) -> dict:
     dataset = {"channel_names": {"0": "LGE"}, "labels": labels, "numTraining": 16, "file_ending": ".nii.gz"}
     if any(isinstance(v, list) for v in labels.values()):
-        dataset["regions_class_order"] = [v[0] if isinstance(v, list) else v for k, v in labels.items() if k != "background"]
+        dataset["regions_class_order"] = [
+            v[0] if isinstance(v, list) else v for k, v in labels.items() if k != "background"
+        ]
     return dataset
 
 
@@ -95,7 +100,8 @@ def nnunet_network(folder: Path, deep_supervision: bool = False) -> torch.nn.Mod
 
 
 def write_model_folder(folder: Path, labels: dict, plans: dict | None = None, folds=(0,), seed: int = 0) -> Path:
-    """``folder`` as nnU-Net's ``nnUNetTrainer__<plans>__3d_fullres``: dataset.json, plans.json, fold_<k>/checkpoint_final.pth.
+    """``folder`` as nnU-Net's ``nnUNetTrainer__<plans>__3d_fullres``: dataset.json, plans.json,
+    fold_<k>/checkpoint_final.pth.
 
     Weights are nnU-Net's own initialisation (He-normal convolutions, zero biases), seeded per fold.
     """
@@ -112,10 +118,15 @@ def write_model_folder(folder: Path, labels: dict, plans: dict | None = None, fo
             "network_weights": network.state_dict(),
             "optimizer_state": None,
             "grad_scaler_state": None,
-            "logging": {"mean_fg_dice": [np.float64(0.5)], "ema_fg_dice": [np.float64(0.5)], "train_losses": [np.float32(-0.3)]},
+            "logging": {
+                "mean_fg_dice": [np.float64(0.5)], "ema_fg_dice": [np.float64(0.5)], "train_losses": [np.float32(-0.3)]
+            },
             "_best_ema": np.float64(0.5),
             "current_epoch": 1,
-            "init_args": {"plans": plans, "configuration": "3d_fullres", "fold": fold, "dataset_json": dataset, "device": torch.device("cpu")},
+            "init_args": {
+                "plans": plans, "configuration": "3d_fullres", "fold": fold, "dataset_json": dataset,
+                "device": torch.device("cpu"),
+            },
             "trainer_name": "nnUNetTrainer",
             "inference_allowed_mirroring_axes": (0, 1, 2),
         }

@@ -16,7 +16,7 @@ from cascade.annotation import (
 )
 from cascade.data import fold_datalist, load_datalist, make_datalist, write_datalist
 from cascade.evaluation import evaluate
-from cascade.io import InputError
+from cascade.errors import InputError
 from tests.conftest import toy_case, write_nifti
 
 
@@ -93,7 +93,9 @@ def test_mixed_datalist_from_two_folders(tmp_path):
 
 def test_labels_beyond_the_declared_classes_are_refused(tmp_path):
     root = flat_cases(tmp_path / "d", ["c1", "c2"])
-    with pytest.raises(InputError, match=r"c1_label.nii.gz: label values \[1, 2\] are not among the annotated classes \[3\]"):
+    with pytest.raises(
+        InputError, match=r"c1_label.nii.gz: label values \[1, 2\] are not among the annotated classes \[3\]"
+    ):
         make_datalist(root, num_folds=2, annotated="left_atrium")
 
 
@@ -119,4 +121,5 @@ def test_evaluate_reports_unannotated_classes_as_not_annotated(tmp_path):
     # a datalist carries the declaration per case
     path = tmp_path / "list.json"
     write_datalist(make_datalist(truth, num_folds=2, annotated="3"), path, num_folds=2, seed=0)
-    assert evaluate(str(pred), str(path), str(tmp_path / "ev3"), workers=1)["wall"]["status_counts"]["not_annotated"] == 2
+    summary = evaluate(str(pred), str(path), str(tmp_path / "ev3"), workers=1)
+    assert summary["wall"]["status_counts"]["not_annotated"] == 2

@@ -16,7 +16,7 @@ from monai.utils import optional_import
 from cascade.backends import compile_network, default_precision
 from cascade.bundles import bundle_dir
 from cascade.engine import CascadeEngine, StagePredictor
-from cascade.io import InputError
+from cascade.errors import InputError
 from cascade.labels import CLASS_NAMES
 from cascade.metrics import dice
 from cascade.networks import localizer_resenc_unet, segmenter_resenc_unet
@@ -31,7 +31,9 @@ needs_openvino = pytest.mark.skipif(
 
 TINY = {
     "localizer": (lambda: localizer_resenc_unet(features_per_stage=[4, 8, 16, 16], n_blocks_per_stage=1), (64, 64, 8)),
-    "segmenter": (lambda: segmenter_resenc_unet(features_per_stage=[4, 8, 16, 16, 16], n_blocks_per_stage=1), (64, 64, 8)),
+    "segmenter": (
+        lambda: segmenter_resenc_unet(features_per_stage=[4, 8, 16, 16, 16], n_blocks_per_stage=1), (64, 64, 8)
+    ),
 }
 
 
@@ -87,7 +89,9 @@ def test_openvino_fp32_matches_torch_and_bf16_stays_close(stage, tmp_path):
 
 
 _, has_nncf = optional_import("nncf")
-needs_nncf = pytest.mark.skipif(not (has_openvino and has_onnx and has_nncf), reason="the int8 extra is not installed (pip install '.[int8]')")
+needs_nncf = pytest.mark.skipif(
+    not (has_openvino and has_onnx and has_nncf), reason="the int8 extra is not installed (pip install '.[int8]')"
+)
 
 
 @needs_nncf
@@ -102,17 +106,19 @@ def test_int8_is_calibrated_once_cached_by_calibration_and_stays_close(tmp_path)
 
     with pytest.raises(InputError, match="--precision int8: no calibration cases given"):
         compile_network(network, patch, backend="openvino", precision="int8", cache_dir=tmp_path)
-    int8 = compile_network(network, patch, backend="openvino", precision="int8", cache_dir=tmp_path, calibration=calibration, calibration_key="a")
-    assert int8.path.parent.name.startswith("int8-") and (int8.path.parent.parent / "model.xml").is_file()  # beside the fp32 IR
+    int8_options = {"backend": "openvino", "precision": "int8", "cache_dir": tmp_path, "calibration": calibration}
+    int8 = compile_network(network, patch, **int8_options, calibration_key="a")
+    assert int8.path.parent.name.startswith("int8-")
+    assert (int8.path.parent.parent / "model.xml").is_file()  # beside the fp32 IR
     with torch.no_grad():
         reference = network.eval()(batch)
     quantized = int8(batch)
     assert quantized.shape == reference.shape and not torch.equal(quantized, reference)
     assert torch.corrcoef(torch.stack([quantized.flatten(), reference.flatten()]))[0, 1] >= 0.98
     assert (quantized.argmax(1) == reference.argmax(1)).float().mean() >= 0.9
-    again = compile_network(network, patch, backend="openvino", precision="int8", cache_dir=tmp_path, calibration=calibration, calibration_key="a")
+    again = compile_network(network, patch, **int8_options, calibration_key="a")
     assert calls == [1] and again.path == int8.path and not again.exported  # cached: not calibrated again
-    other = compile_network(network, patch, backend="openvino", precision="int8", cache_dir=tmp_path, calibration=calibration, calibration_key="b")
+    other = compile_network(network, patch, **int8_options, calibration_key="b")
     assert calls == [1, 1] and other.path != int8.path and other.path.parent.parent == int8.path.parent.parent
 
 
@@ -124,7 +130,8 @@ def test_int8_cascade_calibrates_on_the_given_cases_and_records_them(tmp_path):
     engine = CascadeEngine.from_options(precision={"localizer": "fp32", "segmenter": "int8"}, **options)
     windows_made = engine.segmenter.calibration_windows()
     patch = tuple(engine.segmenter.parser.get_parsed_content("patch_size"))
-    assert 2 <= len(windows_made) <= 16 and all(w.shape == (1, 1, *patch) and w.dtype == "float32" for w in windows_made)
+    assert 2 <= len(windows_made) <= 16
+    assert all(w.shape == (1, 1, *patch) and w.dtype == "float32" for w in windows_made)
     assert engine.record()["segmenter"]["calibration"] == [str(p) for p in sorted(data.glob("*/*_gt.nii.gz"))]
     assert "calibration" not in engine.record()["localizer"]
     image = sorted(data.glob("*/*_gt.nii.gz"))[0]
@@ -169,7 +176,9 @@ def test_export_is_cached_per_weights_and_patch_and_reused_without_exporting(tmp
 def test_openvino_network_rejects_other_window_shapes(tmp_path):
     network, patch = tiny_network("localizer")
     compiled = compile_network(network, patch, backend="openvino", cache_dir=tmp_path)
-    with pytest.raises(ValueError, match=r"windows of shape \[1, 32, 64, 8\]; this network was compiled for \[1, 64, 64, 8\]"):
+    with pytest.raises(
+        ValueError, match=r"windows of shape \[1, 32, 64, 8\]; this network was compiled for \[1, 64, 64, 8\]"
+    ):
         compiled(windows((32, 64, 8)))
 
 
@@ -182,7 +191,8 @@ def test_missing_openvino_extra_is_a_one_line_error(tmp_path):
         "from cascade.cli import main\n"
         "for blocked in ('openvino', 'onnx'):\n"
         "    sys.modules[blocked] = None\n"
-        f"    sys.argv = ['cascade', 'predict', {str(image)!r}, {str(tmp_path / 'out')!r}, '--demo', '--backend', 'openvino']\n"
+        f"    sys.argv = ['cascade', 'predict', {str(image)!r}, {str(tmp_path / 'out')!r}, '--demo', "
+        "'--backend', 'openvino']\n"
         "    try:\n"
         "        main()\n"
         "    except SystemExit as stop:\n"
@@ -195,7 +205,8 @@ def test_missing_openvino_extra_is_a_one_line_error(tmp_path):
     )
     assert result.stdout.count("exit 1") == 2, result.stdout + result.stderr[-2000:]
     assert [line for line in result.stderr.splitlines() if "error" in line.lower()] == [
-        f"cascade: error: --backend openvino: the {blocked} package is not installed (pip install 'atria-cascade[openvino]')"
+        f"cascade: error: --backend openvino: the {blocked} package is not installed "
+        "(pip install 'atria-cascade[openvino]')"
         for blocked in ("openvino", "onnx")
     ]
     assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
@@ -216,7 +227,9 @@ def torch_predictions(tmp_path_factory) -> list[tuple[Path, object]]:
 def test_openvino_label_maps_agree_with_torch_on_demo_weights(precision, torch_predictions, tmp_path, monkeypatch):
     monkeypatch.setenv("CASCADE_CACHE_DIR", str(tmp_path))
     engine = CascadeEngine.from_options(pretrained="demo", backend="openvino", precision=precision)
-    expected_precisions = {stage: precision or default_precision("openvino", stage) for stage in ("localizer", "segmenter")}
+    expected_precisions = {
+        stage: precision or default_precision("openvino", stage) for stage in ("localizer", "segmenter")
+    }
     assert {"localizer": engine.localizer.precision, "segmenter": engine.segmenter.precision} == expected_precisions
     assert engine.localizer.device.type == "cpu"  # openvino's default device
     for image, expected in torch_predictions:

@@ -22,16 +22,17 @@ from tests.bundle_utils import BUNDLES, config_value, expand
 SHARED_TRAIN = [
     "imports", "ckpt_dir", "output_dir", "fold", "num_folds", "seed", "resume_ckpt", "device", "amp", "num_epochs",
     "iterations_per_epoch", "val_interval", "batch_size", "num_workers", "cache_rate", "learning_rate", "axcodes",
-    "max_samples_per_class",
-    "sw_batch_size", "val_window_overlap", "gate_margin_mm", "optimizer", "lr_scheduler", "initialize", "run", "training",
+    "max_samples_per_class", "sw_batch_size", "val_window_overlap", "gate_margin_mm", "optimizer", "lr_scheduler",
+    "initialize", "run", "training",
     "train#preprocessing", "train#dataset", "train#sampler", "train#dataloader", "train#inferer", "train#handlers",
     "train#trainer", "train#intensity_transforms", "train#grid_transforms", "train#tensor_transforms",
     "validate#preprocessing", "validate#dataset", "validate#dataloader", "validate#inferer",
     "validate#handlers", "validate#evaluator",
 ]
 SHARED_INFERENCE = [
-    "bundle_root", "output_dir", "device", "amp", "num_workers", "axcodes", "sw_batch_size", "overlap", "tta", "gate_margin_mm",
-    "mirror_axes", "loading", "intensity_transforms", "grid_transforms", "tensor_transforms", "preprocessing", "dataset", "dataloader", "inferer", "handlers", "evaluator", "initialize", "run",
+    "bundle_root", "output_dir", "device", "amp", "num_workers", "axcodes", "sw_batch_size", "overlap", "tta",
+    "mirror_axes", "loading", "intensity_transforms", "grid_transforms", "tensor_transforms", "preprocessing",
+    "dataset", "dataloader", "inferer", "handlers", "evaluator", "initialize", "run",
 ]
 
 
@@ -53,7 +54,9 @@ def without_mask(item):
     keys = item.get("keys")
     if not isinstance(keys, list):
         return item
-    per_key = [name for name, value in item.items() if isinstance(value, list) and len(value) == len(keys) and name != "keys"]
+    per_key = [
+        name for name, value in item.items() if isinstance(value, list) and len(value) == len(keys) and name != "keys"
+    ]
     for key in STAGE_KEYS:
         if key in item["keys"]:
             index = item["keys"].index(key)
@@ -91,9 +94,14 @@ def test_augmentations_are_equal_apart_from_the_patch_sampler():
     segmenter = without_mask(config("atria_segmenter", "train")["train"]["random_transforms"])
     crop = "RandCropByLabelClassesd"  # 2 classes at 3:1 (25% foreground) vs wall/RA/LA at 0.5/0.25/0.25
     target = ("ConcatItemsd", "cascade.annotation.AnnotationChanneld")  # the segmenter's gated, partial-label target
-    assert [t for t in localizer if t["_target_"] != crop] == [t for t in segmenter if t["_target_"] not in (crop, *target)]
+    assert [t for t in localizer if t["_target_"] != crop] == [
+        t for t in segmenter if t["_target_"] not in (crop, *target)
+    ]
     assert transform_names(localizer).index(crop) == transform_names(segmenter).index(crop)
-    crops = [{k: v for k, v in t.items() if k != "num_classes"} for side in (localizer, segmenter) for t in side if t["_target_"] == crop]
+    crops = [
+        {k: v for k, v in t.items() if k != "num_classes"}
+        for side in (localizer, segmenter) for t in side if t["_target_"] == crop
+    ]
     assert crops[0] == crops[1]
 
 
@@ -126,7 +134,10 @@ def test_shared_inference_sections_are_equal(path):
 def test_image_preprocessing_is_equal_apart_from_the_gate():
     localizer = without_mask(expand(config("atria_localizer", "inference"), "preprocessing_transforms"))
     segmenter = without_mask(expand(config("atria_segmenter", "inference"), "preprocessing_transforms"))
-    gate = {"CopyItemsd", "Lambdad", "AsDiscreted", "cascade.transforms.DilateMaskd", "cascade.transforms.CropForegroundMinSized"}
+    gate = {
+        "CopyItemsd", "Lambdad", "AsDiscreted", "cascade.transforms.DilateMaskd",
+        "cascade.transforms.CropForegroundMinSized",
+    }
     assert localizer == [t for t in segmenter if t["_target_"] not in gate]
 
 
@@ -139,4 +150,5 @@ def test_bundles_require_the_package_version_there_is(bundle):
     import cascade
 
     metadata = json.loads((BUNDLES[bundle] / "configs" / "metadata.json").read_text())
-    assert metadata["required_packages_version"]["atria-cascade"] == cascade.__version__ == importlib.metadata.version("atria-cascade")
+    installed = importlib.metadata.version("atria-cascade")
+    assert metadata["required_packages_version"]["atria-cascade"] == cascade.__version__ == installed

@@ -25,7 +25,9 @@ SMALL = dict(shape=(24, 160, 160), spacing=(2.5, 1.25, 1.25))
 
 
 def cascade(*args: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cascade.cli", *args], capture_output=True, text=True, timeout=1800, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "cascade.cli", *args], capture_output=True, text=True, timeout=1800, cwd=cwd
+    )
 
 
 def write_la_only(folder, cases: int, seed: int) -> list[str]:
@@ -54,6 +56,8 @@ def crossval_run(tmp_path_factory):
     command = ("crossval", "data,la_only", "--work", "work", "--folds", "2", "--quick")
     first = cascade(*command, cwd=root)  # relative paths, resolved from the working folder
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    finished = [*(root / "work").glob("*/fold*/models/*.pt"), *(root / "work" / "masks").iterdir()]
+    (root / "before_rerun.json").write_text(json.dumps({str(path): path.stat().st_mtime_ns for path in finished}))
     second = cascade(*command, cwd=root)
     assert second.returncode == 0, second.stderr[-3000:]
     return root, first, second
@@ -68,7 +72,8 @@ def test_protocol_outputs(crossval_run):
     assert {e["case"]: e["annotated"] for e in stored if e["case"].startswith("LA_")} == {"LA_001": [3], "LA_002": [3]}
     for entry in stored:
         if entry["case"].startswith("MBAS"):
-            assert (work / entry["image"]).resolve() == (root / "data" / entry["case"] / f"{entry['case']}_gt.nii.gz").resolve()
+            image = root / "data" / entry["case"] / f"{entry['case']}_gt.nii.gz"
+            assert (work / entry["image"]).resolve() == image.resolve()
             assert entry["annotated"] == [1, 2, 3]
         for kind in ("label", "mask", "gate"):
             assert (work / "predictions" / f"{entry['case']}_{kind}.nii.gz").is_file()
@@ -86,14 +91,17 @@ def test_protocol_outputs(crossval_run):
     assert sorted(r["case"] for r in report) == sorted(e["case"] for e in stored)
     summary = json.loads((work / "summary.json").read_text())
     assert summary["cases"] == 6 and set(summary["mean"]) >= {"dice", "hd95_mm", "hd95_monai_vox"}
-    assert summary["wall"]["status_counts"]["not_annotated"] == 2 and summary["wall"]["dice"]["n_valid"] + summary["wall"]["dice"]["n_undefined"] == 4
+    assert summary["wall"]["status_counts"]["not_annotated"] == 2
+    assert summary["wall"]["dice"]["n_valid"] + summary["wall"]["dice"]["n_undefined"] == 4
     assert "HD95 mm" in first.stdout and "HD95 vox" in first.stdout and "Right atrium" in first.stdout
     record = json.loads((work / "run.json").read_text())
     assert record["command"] == ["cascade", "crossval", "data,la_only", "--work", "work", "--folds", "2", "--quick"]
     assert record["settings"] == json.loads((work / "crossval.json").read_text()) and record["versions"]["cascade"]
     for stage in ("localizer", "segmenter"):
         checkpoints = record["stages"][stage]["checkpoints"]
-        assert [Path(c["path"]) for c in checkpoints] == [work / stage / f"fold{k}" / "models" / "model.pt" for k in (0, 1)]
+        assert [Path(c["path"]) for c in checkpoints] == [
+            work / stage / f"fold{k}" / "models" / "model.pt" for k in (0, 1)
+        ]
         assert all(c["sha256"] == hashlib.sha256(Path(c["path"]).read_bytes()).hexdigest() for c in checkpoints)
 
 
@@ -118,7 +126,10 @@ def test_crossval_prediction_equals_cascade_predict_with_the_fold_model(crossval
     root, _, _ = crossval_run
     work = root / "work"
     case = next(e for e in json.loads((work / "datalist.json").read_text())["training"] if e["fold"] == 0)
-    result = cascade("predict", str(work / case["image"]), str(tmp_path / "p"), "--models", "work", "--folds", "0", "--device", "cpu", cwd=root)
+    result = cascade(
+        "predict", str(work / case["image"]), str(tmp_path / "p"), "--models", "work", "--folds", "0",
+        "--device", "cpu", cwd=root,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     ours = np.asanyarray(nib.load(str(tmp_path / "p" / f"{case['case']}_label.nii.gz")).dataobj)
     crossval = np.asanyarray(nib.load(str(work / "predictions" / f"{case['case']}_label.nii.gz")).dataobj)
@@ -129,7 +140,10 @@ def test_fold_ensemble_predicts_unseen_cases(crossval_run, tmp_path):
     """`--models WORK` ensembles every fold found there; the label maps keep the input's geometry."""
     root, _, _ = crossval_run
     write_phantoms(tmp_path / "unseen", cases=2, seed=9090, **SMALL)
-    result = cascade("predict", str(tmp_path / "unseen"), str(tmp_path / "out"), "--models", str(root / "work"), "--device", "cpu", cwd=tmp_path)
+    result = cascade(
+        "predict", str(tmp_path / "unseen"), str(tmp_path / "out"), "--models", str(root / "work"), "--device", "cpu",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "the localizer: " in result.stdout and "folds [0, 1]" in result.stdout
     for case in ("MBAS_001", "MBAS_002"):
@@ -139,7 +153,14 @@ def test_fold_ensemble_predicts_unseen_cases(crossval_run, tmp_path):
 
 
 def test_rerun_skips_finished_steps(crossval_run):
-    _, _, second = crossval_run
+    """A rerun reaches the end (its summary) and leaves every model and stage-1 mask of the first run as it was
+    (the out-of-fold predictions are made again: no report in WORK/predictions vouches for them)."""
+    root, _, second = crossval_run
+    before = json.loads((root / "before_rerun.json").read_text())
+    assert len(before) >= 4 * 2 + 6, sorted(before)  # the models of 2 stages x 2 folds (with finals), a mask per case
+    changed = [path for path, mtime in before.items() if Path(path).stat().st_mtime_ns != mtime]
+    assert not changed, changed
+    assert "cascade predictions of fold 1" in second.stdout and (root / "work" / "summary.json").is_file()
     assert "training" not in second.stdout and "stage-1 masks of fold" not in second.stdout
 
 

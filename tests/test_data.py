@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from cascade.data import assign_folds, discover_cases, fold_datalist, load_datalist, make_datalist, write_datalist
-from cascade.io import InputError
+from cascade.errors import InputError
 from tests.conftest import MBAS_AFFINE, toy_case, write_nifti
 
 
@@ -107,5 +107,6 @@ def test_validation_messages_name_the_file(tmp_path):
 
 
 def test_too_few_cases_for_the_folds_names_the_flags():
-    with pytest.raises(ValueError, match=r"4 cases cannot be split into 5 folds .*use at most 4 folds \(--num_folds 4 for a bundle run, --folds 4 "):
+    message = r"4 cases cannot be split into 5 folds .*use at most 4 folds \(--num_folds 4 for a bundle run, --folds 4 "
+    with pytest.raises(ValueError, match=message):
         assign_folds(["a", "b", "c", "d"], 5)

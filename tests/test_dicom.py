@@ -10,7 +10,7 @@ import pytest
 from monai.data import PydicomReader
 
 from cascade.dicom import SEGMENT_CODES, choose_series, find_series, read_series, write_segmentation
-from cascade.io import InputError
+from cascade.errors import InputError
 from cascade.metrics import dice
 from cascade.phantom import make_phantom
 from cascade.predict import list_inputs
@@ -55,7 +55,8 @@ def test_a_series_reads_as_the_volume_it_was_written_from_and_as_monai_reads_it(
     if not reverse:
         reader = PydicomReader()
         array, meta = reader.get_data(reader.read(str(tmp_path / "series")))
-        assert np.allclose(array, np.asarray(volume.dataobj), atol=1e-3) and np.allclose(meta["affine"], volume.affine, atol=1e-4)
+        assert np.allclose(array, np.asarray(volume.dataobj), atol=1e-3)
+        assert np.allclose(meta["affine"], volume.affine, atol=1e-4)
 
 
 def test_one_series_per_study_by_the_documented_rule_or_by_uid(oblique_phantom, tmp_path):
@@ -64,10 +65,13 @@ def test_one_series_per_study_by_the_documented_rule_or_by_uid(oblique_phantom, 
     study = "1.2.826.0.1.3680043.8.498.1"
     write_series(source, tmp_path / "study" / "lge", study_uid=study, series_uid="1.2.3.24", series_number=7)
     write_series(small, tmp_path / "study" / "sax", study_uid=study, series_uid="1.2.3.8", series_number=9)
-    write_series(small, tmp_path / "study" / "cine", study_uid=study, series_uid="1.2.3.99", duplicate=range(8), series_number=3)
+    write_series(
+        small, tmp_path / "study" / "cine", study_uid=study, series_uid="1.2.3.99", duplicate=range(8), series_number=3
+    )
     (tmp_path / "study" / "notes.txt").write_text("not DICOM")
     chosen = list_inputs(tmp_path / "study")
-    assert [(item["case"], item["series"].uid) for item in chosen] == [("lge", "1.2.3.24")]  # distinct positions, most slices
+    # distinct positions, most slices
+    assert [(item["case"], item["series"].uid) for item in chosen] == [("lge", "1.2.3.24")]
     assert [item["series"].uid for item in list_inputs(tmp_path / "study", ["1.2.3.8"])] == ["1.2.3.8"]
     file_in_sax = next((tmp_path / "study" / "sax").iterdir())
     assert [item["series"].uid for item in list_inputs(file_in_sax)] == ["1.2.3.8"]  # a file stands for its series
@@ -134,7 +138,9 @@ def test_dicom_seg_of_an_empty_or_partial_label_map(oblique_phantom, tmp_path):
     assert [(int(s.SegmentNumber), s.SegmentLabel) for s in seg.SegmentSequence] == [(1, "Left atrium cavity")]
     frames = seg.get_pixels_by_source_instance([d.SOPInstanceUID for d in datasets], combine_segments=True)
     assert np.array_equal(frames == 1, (truth == 3).transpose(2, 1, 0))
-    empty = hd.seg.segread(write_segmentation(np.zeros(truth.shape, np.uint8), datasets, tmp_path / "empty.dcm", [1, 2, 3]))
+    empty = hd.seg.segread(
+        write_segmentation(np.zeros(truth.shape, np.uint8), datasets, tmp_path / "empty.dcm", [1, 2, 3])
+    )
     assert empty.number_of_segments == 3
 
 
@@ -149,7 +155,9 @@ def test_dicom_mistakes_are_one_line(oblique_phantom, tmp_path, cascade_in_proce
     with pytest.raises(InputError, match="--output_format dicom: expected one of nifti, dicom-seg, both"):
         output_kinds(output_format="dicom")
     with pytest.raises(InputError, match="a DICOM SEG output needs DICOM input"):
-        check_outputs(list_inputs(tmp_path / "case.nii.gz"), tmp_path / "out", output_kinds(output_format="both"), False, False)
+        check_outputs(
+            list_inputs(tmp_path / "case.nii.gz"), tmp_path / "out", output_kinds(output_format="both"), False, False
+        )
     cases = [  # through the command line: a broken series fails its case; an option fails before any work
         ([str(tmp_path / "in"), str(tmp_path / "out")], "slice(s) missing"),
         ([str(tmp_path / "in"), str(tmp_path / "out"), "--series", "lge"], "not a DICOM UID"),

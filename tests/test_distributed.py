@@ -45,7 +45,9 @@ def test_ddp_training_on_two_cpu_ranks(cases, tmp_path):
     )
     log = result.stdout + result.stderr
     assert "rank 0 of 2 training on cpu with batch 1" in log and "rank 1 of 2 training on cpu with batch 1" in log
-    assert sorted(p.name for p in (root / "models").iterdir()) == ["checkpoint_epoch=2.pt", "checkpoint_final.pt", "model.pt", "model_final.pt"]
+    assert sorted(p.name for p in (root / "models").iterdir()) == [
+        "checkpoint_epoch=2.pt", "checkpoint_final.pt", "model.pt", "model_final.pt"
+    ]
     assert log.count("Epoch[2] Metrics") == 1  # validation metrics reduced over the ranks, logged by rank 0
 
 

@@ -67,7 +67,9 @@ def test_mirroring_averages_every_flip_and_is_flip_equivariant(windows):
     mirrored = ensemble(windows)
     torch.testing.assert_close(mirrored, expected)
     # averaging over all mirrorings makes the prediction of a flipped window the flipped prediction
-    torch.testing.assert_close(ensemble(torch.flip(windows, (2, 4))), torch.flip(mirrored, (2, 4)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        ensemble(torch.flip(windows, (2, 4))), torch.flip(mirrored, (2, 4)), rtol=1e-4, atol=1e-5
+    )
     assert not torch.allclose(network(torch.flip(windows, (2, 4))), torch.flip(network(windows), (2, 4)), atol=1e-3)
 
 
@@ -77,7 +79,9 @@ def test_mirror_axes_are_checked():
 
 
 def stage(name: str, checkpoints: list[Path], **overrides) -> StagePredictor:
-    return StagePredictor(BUNDLES[f"atria_{name}"], checkpoints, {"device": "$torch.device('cpu')", **overrides}, ["demo"])
+    return StagePredictor(
+        BUNDLES[f"atria_{name}"], checkpoints, {"device": "$torch.device('cpu')", **overrides}, ["demo"]
+    )
 
 
 def test_stage_settings_come_from_the_config(tmp_path):
@@ -93,7 +97,9 @@ def test_initialize_runs_and_amp_is_honoured(phantom_dir):
     os.environ.pop(key, None)
     seen = []
     for amp in (False, True):
-        predictor = stage("localizer", [DEMO["localizer"]], amp=amp, initialize=[f"$os.environ.__setitem__('{key}', '1')"])
+        predictor = stage(
+            "localizer", [DEMO["localizer"]], amp=amp, initialize=[f"$os.environ.__setitem__('{key}', '1')"]
+        )
         predictor.network.members[0].register_forward_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
         image = predictor.load({"image": str(next(phantom_dir.glob("*/*_gt.nii.gz")))})["image"]
         predictor({"image": image[:, :64, :64, :12]})  # one window: autocast runs bf16 slowly on CPUs without it
@@ -111,7 +117,7 @@ def test_checkpoint_ensemble_of_one_model_twice_equals_the_model(phantom_dir):
 
 
 def test_corrupt_checkpoint_is_an_input_error(tmp_path):
-    from cascade.io import InputError
+    from cascade.errors import InputError
 
     broken = tmp_path / "model.pt"
     broken.write_bytes(DEMO["localizer"].read_bytes()[:5000])
@@ -127,9 +133,13 @@ def test_edited_config_values_take_effect_through_cascade_predict(tmp_path):
         shutil.copytree(BUNDLES[f"atria_{name}"], copies[name])
         config = copies[name] / "configs" / "inference.json"
         config.write_text(json.dumps({**json.loads(config.read_text()), **edits}, indent=1))
-    engine = CascadeEngine.from_options(pretrained="demo", localizer=copies["localizer"], segmenter=copies["segmenter"], device="cpu")
+    engine = CascadeEngine.from_options(
+        pretrained="demo", localizer=copies["localizer"], segmenter=copies["segmenter"], device="cpu"
+    )
     assert engine.localizer.inferer.overlap == engine.segmenter.inferer.overlap == 0.25
-    flagged = CascadeEngine.from_options(pretrained="demo", localizer=copies["localizer"], segmenter=copies["segmenter"], overlap=0.0)
+    flagged = CascadeEngine.from_options(
+        pretrained="demo", localizer=copies["localizer"], segmenter=copies["segmenter"], overlap=0.0
+    )
     assert flagged.localizer.inferer.overlap == 0.0
 
     write_phantoms(tmp_path / "data", cases=1, seed=31, **SMALL)
@@ -150,11 +160,15 @@ def test_lower_mask_threshold_gives_a_larger_stage1_mask(phantom_dir, capfd):
     image_path = str(next(phantom_dir.glob("*/*_gt.nii.gz")))
     masks = {}
     for threshold in (0.5, 0.2):
-        engine = CascadeEngine.from_options(pretrained="demo", stages=("localizer",), device="cpu", mask_threshold=threshold, progress=threshold == 0.2)
+        engine = CascadeEngine.from_options(
+            pretrained="demo", stages=("localizer",), device="cpu", mask_threshold=threshold, progress=threshold == 0.2
+        )
         masks[threshold] = engine.localize(engine.read(image_path)[0]).astype(bool)
     assert masks[0.5].any() and masks[0.2].sum() > masks[0.5].sum()
     assert not (masks[0.5] & ~masks[0.2]).any()
-    totals = {int(total) for total in re.findall(r"atria_localizer windows: +\d+%\|.*?\| \d+/(\d+)", capfd.readouterr().err)}
+    totals = {
+        int(total) for total in re.findall(r"atria_localizer windows: +\d+%\|.*?\| \d+/(\d+)", capfd.readouterr().err)
+    }
     assert len(totals) == 1 and totals.pop() > 1
 
 
@@ -175,7 +189,8 @@ def test_window_count_is_what_the_inferer_predicts(inferer, shape):
 
     with WindowProgress(network, "stage", count_windows(inferer, shape)) as counted:
         inferer(torch.rand(1, 1, *shape), counted)
-        assert counted.bar.n == counted.bar.total == sum(calls) and len(calls) == -(-sum(calls) // inferer.sw_batch_size)
+        assert counted.bar.n == counted.bar.total == sum(calls)
+        assert len(calls) == -(-sum(calls) // inferer.sw_batch_size)
 
 
 def test_published_half_precision_weights_serve_as_pretrained(phantom_dir, tmp_path):
@@ -200,7 +215,10 @@ def test_published_half_precision_weights_serve_as_pretrained(phantom_dir, tmp_p
     assert len(half.localizer.network.members) == 2
     assert all(p.dtype == torch.float32 for p in half.localizer.network.parameters())
     full = stage("localizer", [DEMO["localizer"]])
-    masks = [half.localize(half.read(image_path)[0]).astype(bool), full(full.load({"image": image_path}))["pred"][0].numpy().astype(bool)]
+    masks = [
+        half.localize(half.read(image_path)[0]).astype(bool),
+        full(full.load({"image": image_path}))["pred"][0].numpy().astype(bool),
+    ]
     assert masks[0].any() and (masks[0] != masks[1]).mean() < 1e-3
 
 
@@ -226,12 +244,16 @@ def test_localizer_validation_scores_the_mask_the_cascade_hands_on(tmp_path, thr
     network = parser.get_parsed_content("network_def", lazy=False)
     network.load_state_dict(torch.load(DEMO["localizer"], weights_only=True))
     network.eval()
-    item = parser.get_parsed_content("validate#preprocessing")({"image": str(tmp_path / "c.nii.gz"), "label": str(tmp_path / "c_label.nii.gz")})
+    item = parser.get_parsed_content("validate#preprocessing")(
+        {"image": str(tmp_path / "c.nii.gz"), "label": str(tmp_path / "c_label.nii.gz")}
+    )
     with torch.no_grad():
         item["pred"] = parser.get_parsed_content("validate#inferer")(item["image"][None], network)[0]
     validated = parser.get_parsed_content("validate#postprocessing")(item)["pred"][1].numpy().astype(bool)
 
-    engine = CascadeEngine.from_options(pretrained="demo", stages=("localizer",), device="cpu", mask_threshold=threshold, overlap=0.5)
+    engine = CascadeEngine.from_options(
+        pretrained="demo", stages=("localizer",), device="cpu", mask_threshold=threshold, overlap=0.5
+    )
     handed_on = engine.localize(engine.read(tmp_path / "c.nii.gz")[0]).astype(bool)
     assert handed_on.any()
     np.testing.assert_array_equal(validated, handed_on)
@@ -241,11 +263,13 @@ def test_folds_pick_shipped_fold_weights():
     """`--pretrained la2018 --folds 2` is fold 2's model alone (its out-of-fold cases were unseen by it),
     not the five-fold ensemble; a fold the weights do not have is one error naming what is shipped."""
     from cascade.bundles import bundle_dir, stage_weights
-    from cascade.io import InputError
+    from cascade.errors import InputError
 
     for stage in ("localizer", "segmenter"):
         bundle = bundle_dir(stage)
-        assert [c.name for c in stage_weights(stage, bundle, pretrained="la2018").checkpoints] == [f"fold{k}.pt" for k in range(5)]
+        assert [c.name for c in stage_weights(stage, bundle, pretrained="la2018").checkpoints] == [
+            f"fold{k}.pt" for k in range(5)
+        ]
         picked = stage_weights(stage, bundle, folds="2,4", pretrained="la2018")
         assert [c.name for c in picked.checkpoints] == ["fold2.pt", "fold4.pt"] and "folds [2, 4]" in picked.source
         with pytest.raises(InputError, match=r"no fold 7 \(shipped: fold0, fold1, fold2, fold3, fold4\)"):
@@ -257,13 +281,15 @@ def test_folds_pick_shipped_fold_weights():
 def test_weights_of_another_config_say_where_from_which_config_and_what_to_do():
     """The demo weights (trained with configs/demo.json) loaded without their overlay: the message
     names the file, the configs the network was built from, how the two differ, and the fixes."""
-    from cascade.io import InputError
+    from cascade.errors import InputError
 
     with pytest.raises(InputError) as raised:
         StagePredictor(BUNDLES["atria_localizer"], [DEMO["localizer"]], {"device": "$torch.device('cpu')"})
     message = str(raised.value)
     assert message.startswith(f"{DEMO['localizer']}: weights do not fit the network built from ")
     assert str(BUNDLES["atria_localizer"] / "configs" / "inference.json") in message
-    assert re.search(r"tensors of other shapes, e\.g\. [\w.]+: \[\d+(, \d+)*\] in the file, \[\d+(, \d+)*\] in the network", message)
+    assert re.search(
+        r"tensors of other shapes, e\.g\. [\w.]+: \[\d+(, \d+)*\] in the file, \[\d+(, \d+)*\] in the network", message
+    )
     assert "--models WORK" in message and "--pretrained NAME" in message and "--bundle_root" in message
     assert "\n" not in message

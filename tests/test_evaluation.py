@@ -51,7 +51,9 @@ def test_identical_folders_score_perfectly(truth_dir, tmp_path, capsys):
     assert json.loads((out / "summary.json").read_text()) == summary
     assert summary["cases"] == 3 and summary["n_missing"] == 0 == summary["n_extra"]
     assert summary["mean"] == {"dice": 1.0, "hd95_mm": 0.0, "hd95_monai_vox": 0.0}
-    assert summary["wall"]["dice"] == {"mean": 1.0, "std": 0.0, "median": 1.0, "min": 1.0, "n_valid": 3, "n_undefined": 0}
+    assert summary["wall"]["dice"] == {
+        "mean": 1.0, "std": 0.0, "median": 1.0, "min": 1.0, "n_valid": 3, "n_undefined": 0
+    }
     # no temporary files left
     assert sorted(p.name for p in out.iterdir()) == ["bland_altman.png", "metrics.csv", "summary.json", "volumes.csv"]
     printed = capsys.readouterr().out
@@ -177,13 +179,16 @@ def test_gate_recall_of_known_regions(truth_dir, tmp_path, capsys):
             "left_atrium": (1.0, 1.0),
             "atria": ((label > 1).sum() / (label > 0).sum(), (label[:, :, 2:] > 0).sum() / (label > 0).sum()),
         }
-    summary = evaluate(str(flat_predictions(tmp_path)), str(truth_dir), str(tmp_path / "ev"), workers=1, masks=str(masks))
+    summary = evaluate(
+        str(flat_predictions(tmp_path)), str(truth_dir), str(tmp_path / "ev"), workers=1, masks=str(masks)
+    )
     with (tmp_path / "ev" / "gate.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 * len(CASES)
     for row in rows:
         mask_recall, gate_recall = expected[row["case"]][row["class"]]
-        assert float(row["mask_recall"]) == pytest.approx(mask_recall) and float(row["gate_recall"]) == pytest.approx(gate_recall)
+        assert float(row["mask_recall"]) == pytest.approx(mask_recall)
+        assert float(row["gate_recall"]) == pytest.approx(gate_recall)
     assert summary["gate"]["right_atrium"]["gate_recall"]["mean"] == 1.0
     assert summary["gate"]["wall"]["mask_recall"]["mean"] == 0.0
     assert "stage-1 mask" in capsys.readouterr().out

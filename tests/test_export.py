@@ -3,7 +3,7 @@
 Also the model zoo's full verification (`ci/verify_bundle.py -m full` of Project-MONAI/model-zoo)
 as its MONAI calls make it, on a copy of each bundle with random full-size weights in
 `models/model.pt`: the files it requires, the metadata, and `ckpt_export` of `inference.json`
-alone (`verify_net_in_out` is in tests/test_bundles.py).
+alone (`verify_net_in_out` is in tests/test_bundle_runs.py).
 """
 
 from __future__ import annotations
@@ -34,9 +34,15 @@ def demo_network(bundle: str) -> tuple[torch.nn.Module, list[int]]:
 @pytest.mark.parametrize("bundle", sorted(BUNDLES))
 def test_torchscript_and_onnx_exports_equal_the_network(bundle, tmp_path):
     network, patch = demo_network(bundle)
-    common = ["--net_id", "network_def", "--ckpt_file", "models/demo/model.pt", "--meta_file", "configs/metadata.json", "--config_file", DEMO]
+    common = [
+        "--net_id", "network_def", "--ckpt_file", "models/demo/model.pt", "--meta_file", "configs/metadata.json",
+        "--config_file", DEMO,
+    ]
     run_bundle(bundle, "ckpt_export", "--filepath", str(tmp_path / "model.ts"), *common)
-    run_bundle(bundle, "onnx_export", "--filepath", str(tmp_path / "model.onnx"), "--use_trace", "True", "--input_shape", json.dumps([1, 1, *patch]), *common)
+    run_bundle(
+        bundle, "onnx_export", "--filepath", str(tmp_path / "model.onnx"), "--use_trace", "True",
+        "--input_shape", json.dumps([1, 1, *patch]), *common,
+    )
     window = torch.randn(1, 1, *patch, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = network(window)
@@ -62,10 +68,13 @@ def test_model_zoo_full_verification_with_full_size_weights(bundle, tmp_path):
     script.write_text(
         "import sys\nfrom monai.bundle import ckpt_export, verify_metadata\nroot = sys.argv[1]\n"
         "if sys.argv[2]:\n    verify_metadata(meta_file=root + '/configs/metadata.json', filepath=sys.argv[2])\n"
-        "ckpt_export(net_id='network_def', filepath=root + '/models/verify_model.ts', ckpt_file=root + '/models/model.pt',"
-        " meta_file=root + '/configs/metadata.json', config_file=root + '/configs/inference.json', bundle_root=root)\n"
+        "ckpt_export(net_id='network_def', filepath=root + '/models/verify_model.ts',"
+        " ckpt_file=root + '/models/model.pt', meta_file=root + '/configs/metadata.json',"
+        " config_file=root + '/configs/inference.json', bundle_root=root)\n"
     )
     schema = str(SCHEMA) if SCHEMA.is_file() else ""
-    result = subprocess.run([sys.executable, str(script), str(copy), schema], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(script), str(copy), schema], capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     torch.jit.load(str(copy / "models" / "verify_model.ts"))

@@ -19,11 +19,20 @@ def test_installed_package_predicts_with_the_demo_weights(tmp_path):
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, source / name)
     shutil.copytree(REPO / "cascade", source / "cascade", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO / "bundles", source / "bundles", ignore=shutil.ignore_patterns("runs", "eval", "model.pt", "fold*"))
-    shutil.copy(REPO / "bundles/atria_localizer/models/demo/model.pt", source / "bundles/atria_localizer/models/demo/model.pt")
-    shutil.copy(REPO / "bundles/atria_segmenter/models/demo/model.pt", source / "bundles/atria_segmenter/models/demo/model.pt")
+    shutil.copytree(
+        REPO / "bundles", source / "bundles", ignore=shutil.ignore_patterns("runs", "eval", "model.pt", "fold*")
+    )
+    shutil.copy(
+        REPO / "bundles/atria_localizer/models/demo/model.pt", source / "bundles/atria_localizer/models/demo/model.pt"
+    )
+    shutil.copy(
+        REPO / "bundles/atria_segmenter/models/demo/model.pt", source / "bundles/atria_segmenter/models/demo/model.pt"
+    )
     pip = [sys.executable, "-m", "pip", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "wheel"), str(source)], check=True, timeout=300)
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "wheel"), str(source)],
+        check=True, timeout=300,
+    )
     [wheel] = (tmp_path / "wheel").glob("*.whl")
     site = tmp_path / "site"
     subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, timeout=300)
@@ -33,7 +42,10 @@ def test_installed_package_predicts_with_the_demo_weights(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("CASCADE_BUNDLES", None)
     where = subprocess.run(
-        [sys.executable, "-c", "import cascade, cascade.bundles as b; print(cascade.__file__); print(b.bundles_root())"],
+        [
+            sys.executable, "-c",
+            "import cascade, cascade.bundles as b; print(cascade.__file__); print(b.bundles_root())",
+        ],
         cwd=elsewhere, env=env, capture_output=True, text=True, check=True,
     ).stdout.splitlines()
     assert where[0].startswith(str(site)) and where[1] == str(site / "cascade" / "_bundles")

@@ -13,7 +13,8 @@ def test_all_ones_mask_equals_monai_dice_ce(batch, include_background):
     logits = torch.randn(2, 4, 8, 8, 4)
     labels = torch.randint(0, 4, (2, 1, 8, 8, 4))
     expected = DiceCELoss(
-        to_onehot_y=True, softmax=True, include_background=include_background, batch=batch, smooth_nr=1e-5, smooth_dr=1e-5
+        to_onehot_y=True, softmax=True, include_background=include_background, batch=batch,
+        smooth_nr=1e-5, smooth_dr=1e-5,
     )(logits, labels)
     loss = MaskedDiceCELoss(include_background=include_background, batch=batch)
     torch.testing.assert_close(loss(logits, labels), expected)

@@ -294,7 +294,9 @@ def test_measure_command_left_atrium_only(cascade_in_process, tmp_path):
     # a cascade predict folder: its run.json records the classes the model labels (la2018: [3])
     record = {"stages": {"segmenter": {"settings": {"labelled_classes": [LEFT_ATRIUM]}}}}
     (tmp_path / "labels" / "run.json").write_text(json.dumps(record))
-    result = cascade_in_process("measure", tmp_path / "labels", "--images", tmp_path / "images", "--out", tmp_path / "out3")
+    result = cascade_in_process(
+        "measure", tmp_path / "labels", "--images", tmp_path / "images", "--out", tmp_path / "out3"
+    )
     assert result.returncode == 0 and result.stderr == ""
     [row3] = read_csv(tmp_path / "out3" / "measurements.csv")
     assert row3["status"] == "ok" and row3["left_atrium_ml"] == row["left_atrium_ml"] and row3["wall_ml"] == ""

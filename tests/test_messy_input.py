@@ -19,7 +19,8 @@ import pytest
 from cascade.annotation import declared_classes
 from cascade.data import load_datalist
 from cascade.dicom import find_series, read_series, write_segmentation
-from cascade.io import InputError, read_header
+from cascade.errors import InputError
+from cascade.io import read_header
 from cascade.phantom import make_phantom
 from cascade.predict import PredictionReport, check_resume_record, list_inputs, read_report
 from tests.conftest import toy_case, write_nifti
@@ -205,7 +206,7 @@ def test_fifos_are_skipped_unopened(volume, tmp_path):
     os.mkfifo(tmp_path / "dicom" / "lge" / "IM999.dcm")
     os.mkfifo(tmp_path / "lonely.nii.gz")
     script = (
-        "import sys\nfrom cascade.predict import list_inputs\nfrom cascade.io import InputError\n"
+        "import sys\nfrom cascade.predict import list_inputs\nfrom cascade.errors import InputError\n"
         f"print([i['case'] for i in list_inputs({str(tmp_path / 'nifti')!r})])\n"
         f"print([len(i['series'].files) for i in list_inputs({str(tmp_path / 'dicom')!r})])\n"
         f"try:\n    list_inputs({str(tmp_path / 'lonely.nii.gz')!r})\nexcept InputError as err:\n    print(err)\n"
@@ -600,7 +601,9 @@ def test_an_output_folder_that_is_a_link_to_nothing_or_a_foreign_table_is_one_li
     from cascade.io import check_writable_folder
 
     (tmp_path / "out").symlink_to(tmp_path / "gone" / "results")  # e.g. a mount point that is not mounted
-    with pytest.raises(InputError, match=r"out: the output folder is a symbolic link to .*gone/results, which does not exist"):
+    with pytest.raises(
+        InputError, match=r"out: the output folder is a symbolic link to .*gone/results, which does not exist"
+    ):
         check_writable_folder(tmp_path / "out", "the output folder")
     table = tmp_path / "predictions.csv"
     table.write_text("patient,volume\nA,80\n")

@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from cascade.bundles import BUNDLE_NAMES, MissingCheckpointError, bundles_root
-from cascade.io import InputError
+from cascade.errors import InputError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "apps" / "monailabel"))
-from lib.infers.predictors import EngineCache, InferSettings, default_settings, settings_from_request  # noqa: E402
+from lib.infers.predictors import (  # noqa: E402
+    EngineCache, InferSettings, client_settings, default_settings, settings_from_request,
+)
 from lib.weights import weights_from_conf  # noqa: E402
 
 HINT = "start with --conf demo true"
@@ -77,7 +79,8 @@ def test_conflicting_or_bad_options_are_one_line_errors(tmp_path):
         weights_from_conf({"demo": "true", "models": str(tmp_path)}, tmp_path, HINT)
     with pytest.raises(InputError, match="exclude each other"):
         weights_from_conf({"demo": "true", "pretrained": "la2018"}, tmp_path, HINT)
-    assert weights_from_conf({"pretrained": "demo"}, tmp_path, HINT) == weights_from_conf({"demo": "true"}, tmp_path, HINT)
+    demo = weights_from_conf({"demo": "true"}, tmp_path, HINT)
+    assert weights_from_conf({"pretrained": "demo"}, tmp_path, HINT) == demo
     with pytest.raises(InputError, match="not a folder"):
         weights_from_conf({"models": str(tmp_path / "absent")}, tmp_path, HINT)
     with pytest.raises(ValueError, match="true or false"):
@@ -107,6 +110,20 @@ def test_request_settings_accept_client_strings_and_reject_bad_values():
         settings_from_request({"overlap": 0.5, "tta": "maybe", "mask_region": True}, "cpu")
 
 
+def test_client_settings_are_the_declared_settings_the_app_takes(tmp_path):
+    """The app lets a client send its own choice of settings, limited to those the bundles declare."""
+    bundles = {stage: bundles_root() / name for stage, name in BUNDLE_NAMES.items()}
+    assert client_settings(bundles) == ("overlap", "tta", "mask_region")
+    bundles["segmenter"] = tmp_path / "atria_segmenter"
+    shutil.copytree(bundles_root() / "atria_segmenter" / "configs", bundles["segmenter"] / "configs")
+    config = bundles["segmenter"] / "configs" / "inference.json"
+    declared = json.loads(config.read_text())
+    config.write_text(
+        json.dumps({**declared, "user_settings": [n for n in declared["user_settings"] if n != "mask_region"]})
+    )
+    assert client_settings(bundles) == ("overlap", "tta")
+
+
 def test_engine_cache_rebuilds_only_for_new_settings_or_checkpoints(tmp_path):
     model_dir = tmp_path / "model"
     cache = EngineCache(weights_from_conf({"demo": "true"}, model_dir, HINT))
@@ -130,9 +147,14 @@ def test_requests_with_unknown_settings_are_refused_naming_the_key():
     from lib.infers.predictors import SERVER_KEYS, check_request_keys
 
     settings = ["overlap", "tta", "mask_region", "device"]  # a task's config holds MONAI Label's device list too
-    check_request_keys({"model": "atria_cascade", "image": "/x.nii.gz", "overlap": 0, "device": "cpu", "result_extension": ".nrrd"}, settings)
+    request = {
+        "model": "atria_cascade", "image": "/x.nii.gz", "overlap": 0, "device": "cpu", "result_extension": ".nrrd",
+    }
+    check_request_keys(request, settings)
     check_request_keys(dict.fromkeys(SERVER_KEYS), settings)
-    with pytest.raises(InputError, match=r"^unknown setting 'overlapp': this model takes overlap, tta, mask_region and device$"):
+    with pytest.raises(
+        InputError, match=r"^unknown setting 'overlapp': this model takes overlap, tta, mask_region and device$"
+    ):
         check_request_keys({"model": "atria_cascade", "overlapp": 0.5}, settings)
     with pytest.raises(InputError, match="unknown setting 'mask_region'"):  # the localizer task has no stage 2
         check_request_keys({"mask_region": True}, ["overlap", "tta"])

@@ -14,7 +14,7 @@ from monai.bundle import ConfigParser
 
 from cascade.bundles import bundle_dir
 from cascade.engine import StagePredictor
-from cascade.io import InputError
+from cascade.errors import InputError
 from cascade.nnunet_import import import_nnunet
 from cascade.phantom import make_phantom
 from tests.conftest import write_nifti
@@ -38,14 +38,20 @@ def bundle_network(stage: str, work: Path) -> torch.nn.Module:
     return parser.get_parsed_content("network_def", lazy=False).eval()
 
 
-def assert_same_function(model: Path, fold: int, ours: torch.nn.Module, transpose_forward=(0, 1, 2), region: bool = False) -> None:
-    """Our network on (x, y, z) input computes nnU-Net's network on its (z, y, x) input, permuted by transpose_forward."""
+def assert_same_function(
+    model: Path, fold: int, ours: torch.nn.Module, transpose_forward=(0, 1, 2), region: bool = False
+) -> None:
+    """Our network on (x, y, z) input computes nnU-Net's network on its (z, y, x) input, permuted by
+    transpose_forward."""
     reference = nnunet_network(model)
-    reference.load_state_dict(torch.load(model / f"fold_{fold}" / "checkpoint_final.pth", weights_only=False)["network_weights"])
+    reference.load_state_dict(
+        torch.load(model / f"fold_{fold}" / "checkpoint_final.pth", weights_only=False)["network_weights"]
+    )
     image = torch.randn(1, 1, 64, 64, 16, generator=torch.Generator().manual_seed(1))
     to_network = [2 + (2 - axis) for axis in transpose_forward]  # network axis i <- MONAI axis 2 - transpose_forward[i]
     with torch.no_grad():
-        expected = reference(image.permute(0, 1, *to_network)).permute(0, 1, *[2 + to_network.index(2 + a) for a in range(3)])
+        to_ours = [2 + to_network.index(2 + a) for a in range(3)]
+        expected = reference(image.permute(0, 1, *to_network)).permute(0, 1, *to_ours)
         got = ours(image)
     if region:  # one sigmoid region -> softmax over (0, z)
         assert torch.equal(got[:, :1], torch.zeros_like(got[:, :1]))
@@ -78,8 +84,13 @@ def test_cli_writes_folds_and_overlay_that_compute_nnunets_network(tmp_path, cas
 
     again = cascade_in_process("import-nnunet", str(model), "--stage", "segmenter", "--out", str(work), "--folds", "1")
     assert again.returncode == 1
-    assert again.stderr.strip().splitlines() == [f"cascade: error: {work / 'segmenter' / 'fold1' / 'models' / 'model.pt'}: exists (use --overwrite)"]
-    assert cascade_in_process("import-nnunet", str(model), "--stage", "segmenter", "--out", str(work), "--folds", "1", "--overwrite").returncode == 0
+    assert again.stderr.strip().splitlines() == [
+        f"cascade: error: {work / 'segmenter' / 'fold1' / 'models' / 'model.pt'}: exists (use --overwrite)"
+    ]
+    imported = cascade_in_process(
+        "import-nnunet", str(model), "--stage", "segmenter", "--out", str(work), "--folds", "1", "--overwrite"
+    )
+    assert imported.returncode == 0
 
 
 def test_region_localizer_and_transposed_plans(tmp_path):
@@ -113,17 +124,25 @@ def _edited(plans: dict, path: str, value) -> dict:
     return plans
 
 
+PLAIN_UNET = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
+
+
 @pytest.mark.parametrize(
     "stage, labels, edit, message",
     [
-        ("localizer", SEGMENTER_LABELS, None, "dataset.json: labels: the localizer needs one foreground class (one label or one region), got 3"),
-        ("segmenter", LOCALIZER_REGION_LABELS, None, "dataset.json: labels: the segmenter needs the softmax classes 0-3"),
-        ("segmenter", SEGMENTER_LABELS, ("architecture.network_class_name", "dynamic_network_architectures.architectures.unet.PlainConvUNet"),
-         "plans.json: configurations.3d_fullres.architecture.network_class_name: 'dynamic_network_architectures.architectures.unet.PlainConvUNet' is not nnU-Net's ResidualEncoderUNet"),
+        ("localizer", SEGMENTER_LABELS, None,
+         "dataset.json: labels: the localizer needs one foreground class (one label or one region), got 3"),
+        ("segmenter", LOCALIZER_REGION_LABELS, None,
+         "dataset.json: labels: the segmenter needs the softmax classes 0-3"),
+        ("segmenter", SEGMENTER_LABELS, ("architecture.network_class_name", PLAIN_UNET),
+         f"plans.json: configurations.3d_fullres.architecture.network_class_name: '{PLAIN_UNET}' is not nnU-Net's "
+         "ResidualEncoderUNet"),
         ("segmenter", SEGMENTER_LABELS, ("architecture.arch_kwargs.norm_op", "torch.nn.BatchNorm3d"),
-         "plans.json: configurations.3d_fullres.architecture.arch_kwargs.norm_op: 'torch.nn.BatchNorm3d' is not supported"),
+         "plans.json: configurations.3d_fullres.architecture.arch_kwargs.norm_op: 'torch.nn.BatchNorm3d' is not "
+         "supported"),
         ("segmenter", SEGMENTER_LABELS, ("normalization_schemes", ["CTNormalization"]),
-         "plans.json: configurations.3d_fullres.normalization_schemes: ['CTNormalization'] (only ZScoreNormalization is supported)"),
+         "plans.json: configurations.3d_fullres.normalization_schemes: ['CTNormalization'] (only ZScoreNormalization "
+         "is supported)"),
         ("segmenter", SEGMENTER_LABELS, ("patch_size", [16, 64, 60]),
          "plans.json: configurations.3d_fullres.patch_size: not divisible by the network's total stride"),
         ("segmenter", SEGMENTER_LABELS, ("spacing", [1.25, 1.25]),
@@ -142,9 +161,14 @@ def test_mismatch_is_one_line_naming_the_field(tmp_path, stage, labels, edit, me
 
 def test_cli_error_for_missing_checkpoint_and_channels(tmp_path, cascade_in_process):
     model = write_model_folder(tmp_path / MODEL_NAME, SEGMENTER_LABELS)
-    missing = cascade_in_process("import-nnunet", str(model), "--stage", "segmenter", "--out", str(tmp_path / "w"), "--checkpoint", "best")
-    assert missing.returncode == 1 and missing.stderr.strip() == f"cascade: error: {model}: no fold_<k>/checkpoint_best.pth with a numbered fold k"
-    everything = cascade_in_process("import-nnunet", str(model), "--stage", "segmenter", "--out", str(tmp_path / "w"), "--folds", "all")
+    missing = cascade_in_process(
+        "import-nnunet", str(model), "--stage", "segmenter", "--out", str(tmp_path / "w"), "--checkpoint", "best"
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == f"cascade: error: {model}: no fold_<k>/checkpoint_best.pth with a numbered fold k"
+    everything = cascade_in_process(
+        "import-nnunet", str(model), "--stage", "segmenter", "--out", str(tmp_path / "w"), "--folds", "all"
+    )
     assert everything.returncode == 1 and "nnU-Net's fold_all is not imported" in everything.stderr
     dataset = json.loads((model / "dataset.json").read_text())
     dataset["channel_names"] = {"0": "LGE", "1": "cine"}
@@ -163,8 +187,10 @@ def test_two_label_localizer_predicts_on_the_input_grid(tmp_path):
     image, _, affine = make_phantom(5, (14, 100, 90), (3.0, 0.75, 0.75))
     image[:, :6] = 0  # zero-filled rows: outside the non-zero box
     path = write_nifti(tmp_path / "case.nii.gz", image, affine)
-    predictor = StagePredictor(bundle_dir("localizer"), [work / "localizer" / "fold0" / "models" / "model.pt"],
-                               overrides={"device": "$torch.device('cpu')"}, configs=[work / "localizer" / "config.json"])
+    predictor = StagePredictor(
+        bundle_dir("localizer"), [work / "localizer" / "fold0" / "models" / "model.pt"],
+        overrides={"device": "$torch.device('cpu')"}, configs=[work / "localizer" / "config.json"],
+    )
     pred = predictor(predictor.load({"image": str(path)}))["pred"]
     assert pred.shape == (1, *image.shape)
     np.testing.assert_allclose(pred.affine.numpy(), affine, atol=1e-5)
@@ -180,7 +206,9 @@ def test_cascade_predict_runs_imported_stages(tmp_path, cascade_in_process):
         assert cascade_in_process("import-nnunet", str(model), "--stage", stage, "--out", str(work)).returncode == 0
     image, _, affine = make_phantom(6, (14, 100, 90), (3.0, 0.75, 0.75))
     path = write_nifti(tmp_path / "in" / "case.nii.gz", image, affine)
-    result = cascade_in_process("predict", str(path), str(tmp_path / "out"), "--models", str(work), "--device", "cpu", "--save_masks")
+    result = cascade_in_process(
+        "predict", str(path), str(tmp_path / "out"), "--models", str(work), "--device", "cpu", "--save_masks"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"the localizer: {work}, folds [0]" in result.stdout
     labels = nib.load(str(tmp_path / "out" / "case_label.nii.gz"))

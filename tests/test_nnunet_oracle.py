@@ -16,8 +16,9 @@ the absolute probability difference. The maximum is only printed: where the Gaus
 all windows covering a voxel are tiny (the outer slices of a single window along z, patch
 corners), the weighted logits are float16 subnormals with a few significant bits, and a 1e-6
 difference in a logit can change its rounding by a step. The bundle's default float32
-accumulation does not have that rounding and so differs from nnU-Net there; that, too, is printed. Probabilities are compared inside the non-zero box:
-outside it nnU-Net writes background probability 1, while the bundle pads the logits with 0
+accumulation does not have that rounding and so differs from nnU-Net there; that, too, is
+printed. Probabilities are compared inside the non-zero box: outside it nnU-Net writes
+background probability 1, while the bundle pads the logits with 0
 (uniform probabilities); both label it background, and labels are compared everywhere.
 
 Also printed, not asserted beyond "worse": the nnU-Net preprocessing with MONAI's
@@ -93,11 +94,14 @@ def nnunet_predict(model: Path, images: dict[str, Path], out: Path) -> dict[str,
         checkpoint["inference_allowed_mirroring_axes"],
     )
     out.mkdir(parents=True, exist_ok=True)
-    predictor.predict_from_files_sequential([[str(p)] for p in images.values()], str(out), save_probabilities=True, overwrite=True,
-                                             folder_with_segs_from_prev_stage=None)
+    predictor.predict_from_files_sequential(
+        [[str(p)] for p in images.values()], str(out), save_probabilities=True, overwrite=True,
+        folder_with_segs_from_prev_stage=None,
+    )
     results = {}
     for case in images:
-        probabilities = np.load(out / f"{case}.npz")["probabilities"].transpose(0, 3, 2, 1)  # (C, z, y, x) -> (C, x, y, z)
+        # (C, z, y, x) -> (C, x, y, z)
+        probabilities = np.load(out / f"{case}.npz")["probabilities"].transpose(0, 3, 2, 1)
         results[case] = probabilities, np.asanyarray(nib.load(str(out / f"{case}.nii.gz")).dataobj)
     return results
 
@@ -120,7 +124,9 @@ def bundle_probabilities(work: Path, stage: str, item: dict, overrides: dict) ->
         logits = predictor.inferer(image.as_tensor()[None], predictor.network)[0]
     data["pred"] = MetaTensor(logits.float(), meta=image.meta, applied_operations=list(image.applied_operations))
     discrete = (AsDiscreted, ChannelArgmaxd)
-    to_probabilities = Compose(list(itertools.takewhile(lambda t: not isinstance(t, discrete), predictor.postprocessing.transforms)))
+    to_probabilities = Compose(
+        list(itertools.takewhile(lambda t: not isinstance(t, discrete), predictor.postprocessing.transforms))
+    )
     return to_probabilities(data)["pred"].numpy()
 
 
@@ -129,7 +135,9 @@ def nonzero_box(path: Path) -> tuple[slice, ...]:
     return tuple(slice(lo, hi + 1) for lo, hi in zip(nonzero.min(0), nonzero.max(0)))
 
 
-def compare(ours: np.ndarray, reference: np.ndarray, reference_labels: np.ndarray, box: tuple[slice, ...], classes: list[int]) -> dict:
+def compare(
+    ours: np.ndarray, reference: np.ndarray, reference_labels: np.ndarray, box: tuple[slice, ...], classes: list[int]
+) -> dict:
     """Abs probability difference inside ``box`` (max, 99.9th percentile) and per-class Dice of the labels.
 
     One channel is a foreground probability (the localizer's postprocessing keeps that one) and is
@@ -155,10 +163,14 @@ STAGES = {
 
 # the bundle's configurations compared: import mode, inferer override
 MODES = {
-    "nnU-Net preprocessing + nnU-Net inferer, float16 accumulation": ("nnunet", {"inferer#accumulate_dtype": "float16"}),
+    "nnU-Net preprocessing + nnU-Net inferer, float16 accumulation": (
+        "nnunet", {"inferer#accumulate_dtype": "float16"}
+    ),
     "nnU-Net preprocessing + nnU-Net inferer (default, float32)": ("nnunet", {}),
     "nnU-Net preprocessing + MONAI SlidingWindowInferer": ("nnunet", {"inferer": {
-        "_target_": "SlidingWindowInferer", "roi_size": "@patch_size", "sw_batch_size": 1, "overlap": 0.5, "mode": "gaussian"}}),
+        "_target_": "SlidingWindowInferer", "roi_size": "@patch_size", "sw_batch_size": 1, "overlap": 0.5,
+        "mode": "gaussian",
+    }}),
     "bundle default (MONAI preprocessing and inferer)": ("monai", {}),
 }
 
@@ -184,7 +196,8 @@ def test_imported_model_matches_nnunet_predictor(stage, phantoms, tmp_path):
         assert exact["p99.9_abs_probability"] < PROBABILITY_TOLERANCE
         assert min(exact["dice"].values()) >= 0.999
         # the overlays are what close the gap: the bundle's default pipeline is measurably off
-        assert results["bundle default (MONAI preprocessing and inferer)"]["max_abs_probability"] > 10 * exact["max_abs_probability"]
+        bundle_default = results["bundle default (MONAI preprocessing and inferer)"]
+        assert bundle_default["max_abs_probability"] > 10 * exact["max_abs_probability"]
 
 
 def test_inferer_places_and_weights_windows_as_nnunet(tmp_path):
@@ -192,9 +205,13 @@ def test_inferer_places_and_weights_windows_as_nnunet(tmp_path):
     model = write_model_folder(tmp_path / "model", SEGMENTER_LABELS)
     plans_manager = PlansManager(str(model / "plans.json"))
     network = nnunet_network(model)
-    network.load_state_dict(torch.load(model / "fold_0" / "checkpoint_final.pth", weights_only=False)["network_weights"])
-    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False, perform_everything_on_device=False,
-                                device=torch.device("cpu"), allow_tqdm=False)
+    network.load_state_dict(
+        torch.load(model / "fold_0" / "checkpoint_final.pth", weights_only=False)["network_weights"]
+    )
+    predictor = nnUNetPredictor(
+        tile_step_size=0.5, use_gaussian=True, use_mirroring=False, perform_everything_on_device=False,
+        device=torch.device("cpu"), allow_tqdm=False,
+    )
     predictor.manual_initialization(network, plans_manager, plans_manager.get_configuration("3d_fullres"), None,
                                     json.loads((model / "dataset.json").read_text()), "nnUNetTrainer", None)
     image_zyx = torch.randn(1, 20, 110, 50, generator=torch.Generator().manual_seed(0))
@@ -207,7 +224,9 @@ def test_inferer_places_and_weights_windows_as_nnunet(tmp_path):
         "MONAI": SlidingWindowInferer(roi_size=(64, 64, 16), overlap=0.5, mode="gaussian"),
     }.items():
         with torch.no_grad():
-            got = inferer(image_zyx.permute(0, 3, 2, 1)[None], lambda x: network(x.permute(0, 1, 4, 3, 2)).permute(0, 1, 4, 3, 2))
+            got = inferer(
+                image_zyx.permute(0, 3, 2, 1)[None], lambda x: network(x.permute(0, 1, 4, 3, 2)).permute(0, 1, 4, 3, 2)
+            )
         assert got.shape == (1, 4, 50, 110, 20)
         differences[name] = float((got[0] - expected).abs().max())
     print(f"sliding window vs nnU-Net's, max abs logit difference: {differences}")

@@ -18,7 +18,9 @@ from tests.bundle_utils import expand
 REPLACED = {"Orientationd", "Spacingd"}
 ADDED = {"CropForegroundd", "cascade.nnunet_transforms.NNUNetResampled"}
 BOX = "nonzero_box"  # the localizer's record of the non-zero box: probabilities outside it are 0
-PIECES = {"grid_transforms", "inverse_transforms", "label_transforms", "postprocessing_transforms", "train#grid_transforms"}
+PIECES = {
+    "grid_transforms", "inverse_transforms", "label_transforms", "postprocessing_transforms", "train#grid_transforms"
+}
 
 
 def configs(stage: str, name: str) -> dict:
@@ -34,7 +36,9 @@ def as_monai_steps(transforms: list[dict]) -> list[dict]:
     steps = []
     for t in transforms:
         if t["_target_"] == "cascade.transforms.ThresholdOnInputGridd":
-            steps += [{"_target_": "Invertd"}, {"_target_": "AsDiscreted", "keys": t["keys"], "threshold": t["threshold"]}]
+            steps += [
+                {"_target_": "Invertd"}, {"_target_": "AsDiscreted", "keys": t["keys"], "threshold": t["threshold"]}
+            ]
         else:
             steps.append(t)
     return steps
@@ -58,8 +62,12 @@ def test_overlays_change_only_the_documented_steps(stage):
     train, train_overlay = configs(stage, "train"), configs(stage, "nnunet_preprocessing_train")
     assert {key for key in [*overlay, *train_overlay] if "transform" in key} <= PIECES  # pieces, not whole lists
     merged, merged_train = layered(bundle, overlay), layered(train, train_overlay)
-    assert without(expand(merged, "preprocessing_transforms"), ADDED) == without(expand(bundle, "preprocessing_transforms"), REPLACED)
-    post, nnunet_post = as_monai_steps(expand(bundle, "postprocessing_transforms")), expand(merged, "postprocessing_transforms")
+    assert without(expand(merged, "preprocessing_transforms"), ADDED) == without(
+        expand(bundle, "preprocessing_transforms"), REPLACED
+    )
+    post, nnunet_post = as_monai_steps(expand(bundle, "postprocessing_transforms")), expand(
+        merged, "postprocessing_transforms"
+    )
     assert nnunet_post[0]["_target_"] == "Invertd" and without(nnunet_post[1:], set()) == without(post, {"Invertd"})
     deterministic = expand(train, "train#deterministic_transforms")
     assert without(expand(merged_train, "train#deterministic_transforms"), ADDED) == without(deterministic, REPLACED)

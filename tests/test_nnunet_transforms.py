@@ -10,7 +10,9 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, CropForegroundd, Invertd
 
 from cascade.bundles import bundle_dir
-from cascade.nnunet_transforms import NNUNetResample, NNUNetResampled, nnunet_output_shape, resample_nnunet, separate_resampling_axis
+from cascade.nnunet_transforms import (
+    NNUNetResample, NNUNetResampled, nnunet_output_shape, resample_nnunet, separate_resampling_axis,
+)
 
 default_resampling = pytest.importorskip("nnunetv2.preprocessing.resampling.default_resampling")
 
@@ -83,7 +85,10 @@ def test_invertd_undoes_crop_and_resampling_nearest_for_masks():
     assert data["image"].shape[1:] == (21, 22, 14)
     data["pred"] = MetaTensor(torch.cat([data["image"], -data["image"]]), meta=data["image"].meta)
     data["pred"].applied_operations = list(data["image"].applied_operations)
-    inverted = Invertd(keys=["pred", "mask"], transform=preprocessing, orig_keys=["image", "mask"], nearest_interp=[False, True])(data)
+    invert = Invertd(
+        keys=["pred", "mask"], transform=preprocessing, orig_keys=["image", "mask"], nearest_interp=[False, True]
+    )
+    inverted = invert(data)
     assert inverted["pred"].shape == (2, 40, 36, 12) and inverted["mask"].shape == mask.shape
     torch.testing.assert_close(inverted["pred"].affine, image.affine)
     assert not inverted["pred"][:, :5].any()  # outside the crop
@@ -93,7 +98,8 @@ def test_invertd_undoes_crop_and_resampling_nearest_for_masks():
 
 @pytest.mark.parametrize("bundle", ["atria_localizer", "atria_segmenter"])
 def test_training_overlay_preprocesses_to_the_network_grid(bundle, phantom_dir):
-    """configs/nnunet_preprocessing_train.json over train.json: crop, z-score, nnU-Net resampling of image, label (and mask)."""
+    """configs/nnunet_preprocessing_train.json over train.json: crop, z-score, nnU-Net resampling of
+    image, label (and mask)."""
     parser = ConfigParser()
     configs = bundle_dir(bundle.removeprefix("atria_")) / "configs"
     parser.read_config([str(configs / "train.json"), str(configs / "nnunet_preprocessing_train.json")])
@@ -103,6 +109,7 @@ def test_training_overlay_preprocesses_to_the_network_grid(bundle, phantom_dir):
     data = Compose(parser.get_parsed_content("train#deterministic_transforms"))(item)
     assert data["image"].shape[1:] == (100, 100, 24)  # 160 x 1.25 / 2.0, z unchanged
     assert abs(float(data["image"].mean())) < 0.05 and abs(float(data["image"].std()) - 1) < 0.05
-    assert set(torch.unique(data["label"]).tolist()) <= {0.0, 1.0, 2.0, 3.0} and data["label"].shape == data["image"].shape
+    assert set(torch.unique(data["label"]).tolist()) <= {0.0, 1.0, 2.0, 3.0}
+    assert data["label"].shape == data["image"].shape
     if "mask" in data:
         assert data["mask"].sum() > (data["label"] > 0).sum()  # the dilated gate

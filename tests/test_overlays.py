@@ -70,7 +70,9 @@ def test_mednext_overlay_trains_and_predicts_through_a_work_folder(phantom_dir, 
         }
         if stage == "segmenter":
             overrides["mask_from_label"] = True
-        parser = read_stage_config(BUNDLES[bundle], "train", [str(tmp_path / "work" / stage / "config.json")], overrides)
+        parser = read_stage_config(
+            BUNDLES[bundle], "train", [str(tmp_path / "work" / stage / "config.json")], overrides
+        )
         parser.get_parsed_content("initialize")
         parser.get_parsed_content("run")
         assert type(parser.get_parsed_content("network")).__name__ == "MedNeXt"
@@ -83,8 +85,14 @@ def test_mednext_overlay_trains_and_predicts_through_a_work_folder(phantom_dir, 
     assert label.shape == nib.load(image).shape and (label.affine == nib.load(image).affine).all()
 
 
-@pytest.mark.parametrize("name", ["demo", "quick", "la2018", "la2018_gpu", "paper_handoff"])
-def test_overlays_of_one_name_share_the_hand_off(name):
-    localizer, segmenter = (json.loads((BUNDLES[b] / "configs" / f"{name}.json").read_text()) for b in sorted(BUNDLES))
-    if "gate_margin_mm" in localizer or "gate_margin_mm" in segmenter:
-        assert localizer.get("gate_margin_mm") == segmenter.get("gate_margin_mm")
+@pytest.mark.parametrize("overlays", [*STACKS, ["paper_handoff"]], ids=lambda stack: "+".join(stack))
+def test_overlays_of_one_name_share_the_hand_off(overlays):
+    """The gate margin the localizer's gate recall is validated with (its train.json) is the one the
+    segmenter trains and predicts with, for every stack as resolved, whether an overlay sets it or not."""
+    margins = {
+        (bundle, base): parsed(bundle, base, overlays).get_parsed_content("gate_margin_mm")
+        for bundle, base in (
+            ("atria_localizer", "train"), ("atria_segmenter", "train"), ("atria_segmenter", "inference")
+        )
+    }
+    assert len({json.dumps([float(m) for m in margin]) for margin in margins.values()}) == 1, margins

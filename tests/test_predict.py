@@ -19,8 +19,10 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
+from cascade.bundles import bundle_dir
 from cascade.metrics import dice
 from cascade.phantom import make_phantom, write_phantoms
+from cascade.settings import declared_settings
 from cascade.weights_manifest import record_shipped_weights
 from tests.bundle_utils import BUNDLES
 from tests.conftest import labelled_outside_gate, write_nifti
@@ -71,7 +73,9 @@ def test_mbas_naming_overwrite_and_resume(demo_cases, tmp_path, predict):
     out = tmp_path / "out"
     result = predict(str(demo_cases), str(out), "--demo", "--save_masks")
     assert "DEMO weights" in result.stdout
-    assert re.search(r"2 cases done \(0 with warnings\), 0 kept from an earlier run, 0 failed, [\d.]+ s per case", result.stdout)
+    assert re.search(
+        r"2 cases done \(0 with warnings\), 0 kept from an earlier run, 0 failed, [\d.]+ s per case", result.stdout
+    )
     assert sorted(p.name for p in out.iterdir()) == [
         "MBAS_001_gate.nii.gz", "MBAS_001_label.nii.gz", "MBAS_001_mask.nii.gz",
         "MBAS_002_gate.nii.gz", "MBAS_002_label.nii.gz", "MBAS_002_mask.nii.gz", "predictions.csv", "run.json",
@@ -149,7 +153,8 @@ def test_empty_stage1_mask_gives_empty_label_map_and_warning(demo_cases, tmp_pat
         (lambda p: write_nifti(p, np.full((40, 40, 8), np.nan, np.float32)), "NaN"),
         (lambda p: write_nifti(p, np.zeros((40, 40, 8, 2), np.float32)), "expected a 3D volume"),
         (lambda p: p.write_bytes(b"\x1f\x8b not really gzip"), "not a readable NIfTI"),
-        (lambda p: write_nifti(p, np.random.default_rng(0).normal(size=(40, 40, 8)).astype(np.float32) * 1e35), "overflow float32"),
+        (lambda p: write_nifti(p, np.random.default_rng(0).normal(size=(40, 40, 8)).astype(np.float32) * 1e35),
+         "overflow float32"),
     ],
     ids=["nan", "4d", "corrupt", "1e35"],
 )
@@ -167,10 +172,13 @@ def test_bad_input_is_one_error_line_and_no_output(tmp_path, make_input, message
 def test_missing_checkpoint_says_how_to_get_one(demo_cases, tmp_path):
     bundle = tmp_path / "segmenter"
     shutil.copytree(BUNDLES["atria_segmenter"], bundle, ignore=shutil.ignore_patterns("*.pt"))
-    result = cascade_cli("predict", str(demo_cases), str(tmp_path / "out"), "--segmenter", str(bundle), "--device", "cpu")
+    result = cascade_cli(
+        "predict", str(demo_cases), str(tmp_path / "out"), "--segmenter", str(bundle), "--device", "cpu"
+    )
     assert result.returncode == 1
     [line] = error_lines(result)
-    assert "model.pt: checkpoint not found" in line and "--pretrained demo" in line and "monai.bundle run training" in line
+    assert "model.pt: checkpoint not found" in line and "--pretrained demo" in line
+    assert "monai.bundle run training" in line
     assert not (tmp_path / "out").exists()
 
 
@@ -183,7 +191,9 @@ def test_pretrained_la2018_runs_the_shipped_ensemble_on_a_real_like_case(tmp_pat
     write_phantoms(tmp_path / "ph", cases=1, seed=3, shape=(64, 96, 96), spacing=(1.25, 0.625, 0.625))
     source = nib.load(str(tmp_path / "ph" / "MBAS_001" / "MBAS_001_gt.nii.gz"))
     intensities = np.asanyarray(source.dataobj, dtype=np.float64)
-    stored = nib.Nifti1Image(np.round((intensities - intensities.mean()) / intensities.std() * 1000).astype(np.int16), source.affine)
+    stored = nib.Nifti1Image(
+        np.round((intensities - intensities.mean()) / intensities.std() * 1000).astype(np.int16), source.affine
+    )
     stored.header.set_slope_inter(0.001, 0)
     image = tmp_path / "real_like.nii.gz"
     nib.save(stored, str(image))
@@ -192,7 +202,9 @@ def test_pretrained_la2018_runs_the_shipped_ensemble_on_a_real_like_case(tmp_pat
     assert "label only: left_atrium" in result.stdout and "cascade: warning" not in result.stderr
     stages = json.loads((tmp_path / "out" / "run.json").read_text())["stages"]
     for stage, bundle in (("localizer", "atria_localizer"), ("segmenter", "atria_segmenter")):
-        names = [Path(c["path"]).relative_to(BUNDLES[bundle].resolve()).as_posix() for c in stages[stage]["checkpoints"]]
+        names = [
+            Path(c["path"]).relative_to(BUNDLES[bundle].resolve()).as_posix() for c in stages[stage]["checkpoints"]
+        ]
         assert names == [f"models/la2018/fold{k}.pt" for k in range(5)]
         assert stages[stage]["settings"]["tta"] is True
     assert stages["segmenter"]["settings"]["labelled_classes"] == [3]
@@ -205,7 +217,9 @@ def test_pretrained_la2018_runs_the_shipped_ensemble_on_a_real_like_case(tmp_pat
     assert float(row["left_atrium_ml"]) >= 0 and float(row["stage1_ml"]) > 0
 
 
-def header_variants(affine: np.ndarray) -> dict[str, tuple[tuple[np.ndarray | None, int], tuple[np.ndarray | None, int]]]:
+def header_variants(
+    affine: np.ndarray
+) -> dict[str, tuple[tuple[np.ndarray | None, int], tuple[np.ndarray | None, int]]]:
     """(qform, code) and (sform, code) of headers that readers interpret differently."""
     shifted = affine.copy()
     shifted[:3, 3] += [5.0, -3.0, 2.5]
@@ -233,16 +247,23 @@ def test_output_keeps_the_input_header_geometry_for_nibabel_and_simpleitk(tmp_pa
         nib.save(img, str(tmp_path / "in" / f"{name}.nii.gz"))
     predict(str(tmp_path / "in"), str(tmp_path / "out"), "--demo")
     for name in variants:
-        source, output = nib.load(str(tmp_path / "in" / f"{name}.nii.gz")), nib.load(str(tmp_path / "out" / f"{name}_label.nii.gz"))
+        source, output = nib.load(str(tmp_path / "in" / f"{name}.nii.gz")), nib.load(
+            str(tmp_path / "out" / f"{name}_label.nii.gz")
+        )
         for get in ("get_qform", "get_sform"):
-            assert int(getattr(output.header, get)(coded=True)[1]) == int(getattr(source.header, get)(coded=True)[1]), (name, get)
+            assert int(getattr(output.header, get)(coded=True)[1]) == int(getattr(source.header, get)(coded=True)[1]), (
+                name, get
+            )
             np.testing.assert_allclose(getattr(output.header, get)(), getattr(source.header, get)(), atol=1e-5)
         np.testing.assert_allclose(output.header["pixdim"][1:4], source.header["pixdim"][1:4])
         np.testing.assert_allclose(output.affine, source.affine, atol=1e-5)
-        itk_source, itk_output = (sitk.ReadImage(str(path)) for path in (tmp_path / "in" / f"{name}.nii.gz", tmp_path / "out" / f"{name}_label.nii.gz"))
+        paths = (tmp_path / "in" / f"{name}.nii.gz", tmp_path / "out" / f"{name}_label.nii.gz")
+        itk_source, itk_output = (sitk.ReadImage(str(path)) for path in paths)
         assert itk_output.GetSize() == itk_source.GetSize()
         for get in ("GetOrigin", "GetSpacing", "GetDirection"):
-            np.testing.assert_allclose(getattr(itk_output, get)(), getattr(itk_source, get)(), atol=1e-4, err_msg=f"{name} {get}")
+            np.testing.assert_allclose(
+                getattr(itk_output, get)(), getattr(itk_source, get)(), atol=1e-4, err_msg=f"{name} {get}"
+            )
 
 
 def test_run_json_records_the_run_and_resume_refuses_other_settings(demo_cases, tmp_path, predict):
@@ -254,23 +275,40 @@ def test_run_json_records_the_run_and_resume_refuses_other_settings(demo_cases, 
     localizer = record["stages"]["localizer"]
     [checkpoint] = localizer["checkpoints"]
     assert checkpoint["sha256"] == hashlib.sha256(Path(checkpoint["path"]).read_bytes()).hexdigest()
-    assert localizer["settings"]["mask_threshold"] == 0.3 and record["stages"]["segmenter"]["settings"]["labelled_classes"] == [1, 2, 3]
+    assert localizer["settings"]["mask_threshold"] == 0.3
+    assert record["stages"]["segmenter"]["settings"]["labelled_classes"] == [1, 2, 3]
+    for stage, recorded in record["stages"].items():  # what each bundle declares recorded, and only that
+        assert list(recorded["settings"]) == list(declared_settings(bundle_dir(stage), "recorded_settings"))
+    assert "gate_margin_mm" not in localizer["settings"]
+    assert "gate_margin_mm" in record["stages"]["segmenter"]["settings"]
     label = (out / "MBAS_001_label.nii.gz").read_bytes()
 
     refused = cascade_cli("predict", str(case), str(out), "--demo", "--resume", "--device", "cpu")
     assert refused.returncode == 1
     [line] = error_lines(refused)
     assert "run.json: --resume with other settings" in line and "localizer mask_threshold: 0.3 -> 0.2" in line
-    assert (out / "MBAS_001_label.nii.gz").read_bytes() == label and json.loads((out / "run.json").read_text()) == record
+    assert (out / "MBAS_001_label.nii.gz").read_bytes() == label
+    assert json.loads((out / "run.json").read_text()) == record
 
     kept = predict(str(case), str(out), "--demo", "--resume", "--mask_threshold", "0.3")
     assert "1 kept from an earlier run" in kept.stdout
 
 
-def test_overlap_per_stage_reaches_each_stage(demo_cases, tmp_path, predict):
-    """``--overlap LOCALIZER SEGMENTER`` (two tokens, or ``0,0.5``) sets each stage's sliding window."""
+def test_overlap_per_stage_reaches_each_stage(demo_cases, tmp_path, predict, monkeypatch):
+    """``--overlap LOCALIZER SEGMENTER`` (two tokens, or ``0,0.5``) sets each stage's sliding window:
+    the overlap each stage's inferer slides with (told apart by their demo patches), and the one recorded."""
+    from monai.inferers import SlidingWindowInferer
+
+    used, slide = [], SlidingWindowInferer.__call__
+
+    def recording(self, *args, **kwargs):  # MONAI's own inferer, run as is; the overlap it slides with noted
+        used.append((tuple(self.roi_size), self.overlap))
+        return slide(self, *args, **kwargs)
+
+    monkeypatch.setattr(SlidingWindowInferer, "__call__", recording)
     case = demo_cases / "MBAS_001" / "MBAS_001_gt.nii.gz"
     predict(str(case), str(tmp_path / "out"), "--demo", "--overlap", "0", "0.5")
+    assert sorted(set(used)) == [((96, 96, 16), 0.0), ((128, 128, 16), 0.5)]  # localizer, segmenter patches (demo.json)
     stages = json.loads((tmp_path / "out" / "run.json").read_text())["stages"]
     assert (stages["localizer"]["settings"]["overlap"], stages["segmenter"]["settings"]["overlap"]) == (0.0, 0.5)
 
@@ -282,9 +320,17 @@ def test_the_loader_thread_changes_no_label(demo_cases, tmp_path):
 
     engine = CascadeEngine.from_options(pretrained="demo", device="cpu")
     inputs = list_inputs(demo_cases)
-    reports = {prefetch: predict_cases(engine, inputs, tmp_path / str(prefetch), prefetch=prefetch) for prefetch in (True, False)}
+    reports = {
+        prefetch: predict_cases(engine, inputs, tmp_path / str(prefetch), prefetch=prefetch)
+        for prefetch in (True, False)
+    }
     for item in inputs:
-        pipelined, sequential = (np.asarray(nib.load(str(tmp_path / str(p) / f"{item['case']}_label.nii.gz")).dataobj) for p in (True, False))
+        pipelined, sequential = (
+            np.asarray(nib.load(str(tmp_path / str(p) / f"{item['case']}_label.nii.gz")).dataobj) for p in (True, False)
+        )
         assert np.array_equal(pipelined, sequential) and pipelined.any()
-    rows = {p: [(r["case"], r["status"], r["image_sha256"], r["left_atrium_ml"]) for r in report.rows] for p, report in reports.items()}
+    rows = {
+        p: [(r["case"], r["status"], r["image_sha256"], r["left_atrium_ml"]) for r in report.rows]
+        for p, report in reports.items()
+    }
     assert rows[True] == rows[False] and len(rows[True]) == len(inputs)

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cascade.io import InputError, load_nifti, read_header, save_nifti_atomic
+from cascade.errors import InputError
+from cascade.io import load_nifti, read_header, save_nifti_atomic
 from cascade.metrics import dice, hd95_mm, overlap
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -21,7 +22,9 @@ spacings = st.tuples(*[st.floats(0.2, 5.0)] * 3)
 angles = st.tuples(*[st.floats(-np.pi, np.pi)] * 3)
 
 
-def affine_of(spacing: tuple[float, float, float], angle: tuple[float, float, float], origin: float, order: list[int]) -> np.ndarray:
+def affine_of(
+    spacing: tuple[float, float, float], angle: tuple[float, float, float], origin: float, order: list[int]
+) -> np.ndarray:
     affine = np.eye(4)
     affine[:3, :3] = nib.eulerangles.euler2mat(*angle) @ np.diag(spacing)[:, order]
     affine[:3, 3] = origin
@@ -29,8 +32,13 @@ def affine_of(spacing: tuple[float, float, float], angle: tuple[float, float, fl
 
 
 @FUZZ
-@given(shape=shapes, spacing=spacings, angle=angles, origin=st.floats(-300, 300), order=st.permutations([0, 1, 2]), seed=st.integers(0, 2**16))
-def test_saved_label_maps_keep_shape_affine_and_orientation(tmp_path_factory, shape, spacing, angle, origin, order, seed):
+@given(
+    shape=shapes, spacing=spacings, angle=angles, origin=st.floats(-300, 300), order=st.permutations([0, 1, 2]),
+    seed=st.integers(0, 2**16),
+)
+def test_saved_label_maps_keep_shape_affine_and_orientation(
+    tmp_path_factory, shape, spacing, angle, origin, order, seed
+):
     affine = affine_of(spacing, angle, origin, order)
     labels = np.random.default_rng(seed).integers(0, 4, shape).astype(np.uint8)
     path = save_nifti_atomic(labels, affine, tmp_path_factory.mktemp("rt") / "case_label.nii.gz")
@@ -46,7 +54,9 @@ masks = st.integers(0, 2**16).map(lambda seed: np.random.default_rng(seed).rando
 
 @FUZZ
 @given(
-    shape=shapes, spacing=spacings, angle=angles, shift=st.floats(-50, 50), codes=st.tuples(st.sampled_from([0, 1, 2, 3, 4]), st.sampled_from([0, 1, 2, 3, 4]))
+    shape=shapes, spacing=spacings, angle=angles, shift=st.floats(-50, 50), codes=st.tuples(
+        st.sampled_from([0, 1, 2, 3, 4]), st.sampled_from([0, 1, 2, 3, 4])
+    )
 )
 def test_saved_label_maps_keep_any_header_geometry(tmp_path_factory, shape, spacing, angle, shift, codes):
     """Any qform/sform pair (codes 0-4, matrices that disagree): the output's are the input's."""
@@ -58,7 +68,9 @@ def test_saved_label_maps_keep_any_header_geometry(tmp_path_factory, shape, spac
     source.set_sform(sform, codes[1])
     header = nib.Nifti1Header.from_header(source.header)
     labels = np.ones(shape, np.uint8)
-    path = save_nifti_atomic(labels, header.get_best_affine(), tmp_path_factory.mktemp("hdr") / "case_label.nii.gz", header=header)
+    path = save_nifti_atomic(
+        labels, header.get_best_affine(), tmp_path_factory.mktemp("hdr") / "case_label.nii.gz", header=header
+    )
     saved = nib.load(str(path)).header
     for get in ("get_qform", "get_sform"):
         assert int(getattr(saved, get)(coded=True)[1]) == int(getattr(header, get)(coded=True)[1])
@@ -118,7 +130,9 @@ def test_random_bytes_are_a_clean_input_error(tmp_path_factory, data):
 
 
 @FUZZ
-@given(offset=st.integers(0, 347), values=st.binary(min_size=1, max_size=8), suffix=st.sampled_from([".nii", ".nii.gz"]))
+@given(
+    offset=st.integers(0, 347), values=st.binary(min_size=1, max_size=8), suffix=st.sampled_from([".nii", ".nii.gz"])
+)
 def test_random_headers_are_usable_or_a_clean_input_error(tmp_path_factory, offset, values, suffix):
     """A valid file with header bytes overwritten: either still a usable volume, or one InputError."""
     raw = bytearray(valid_nifti_bytes())

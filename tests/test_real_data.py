@@ -43,7 +43,9 @@ def test_la2018_model_labels_real_left_atria(tmp_path):
     report = list(csv.DictReader((tmp_path / "pred" / "predictions.csv").open()))
     assert [r["status"] for r in report] == ["ok"] * 3
     for case in cases:
-        output, source = nib.load(str(tmp_path / "pred" / f"{case}_label.nii.gz")), nib.load(str(DATA / f"{case}.nii.gz"))
+        output, source = nib.load(str(tmp_path / "pred" / f"{case}_label.nii.gz")), nib.load(
+            str(DATA / f"{case}.nii.gz")
+        )
         assert output.shape == source.shape and np.allclose(output.affine, source.affine)
         assert set(np.unique(np.asanyarray(output.dataobj)).tolist()) <= {0, 3}
     cascade("evaluate", str(tmp_path / "pred"), str(data), "--out", str(tmp_path / "ev"), "--annotated", "left_atrium")

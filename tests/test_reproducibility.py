@@ -23,7 +23,9 @@ def train(stage: str, data: Path, root: Path, resume: Path | None = None, stop_a
     }
     if stage == "segmenter":
         overrides["mask_from_label"] = True
-    parser = read_stage_config(bundle_dir(stage), "train", [str(bundle_dir(stage) / "configs" / "quick.json")], overrides)
+    parser = read_stage_config(
+        bundle_dir(stage), "train", [str(bundle_dir(stage) / "configs" / "quick.json")], overrides
+    )
     parser.get_parsed_content("initialize")
     if stop_after_epoch:  # an interruption right after an epoch's checkpoint
         parser.get_parsed_content("train#trainer").add_event_handler(

@@ -25,7 +25,9 @@ SHAPE, SPACING = (24, 160, 160), (2.5, 1.25, 1.25)
 
 
 def cascade(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cascade.cli", *args], capture_output=True, text=True, timeout=900, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "cascade.cli", *args], capture_output=True, text=True, timeout=900, **kwargs
+    )
 
 
 def lines(stream: str, kind: str) -> list[str]:
@@ -46,7 +48,9 @@ def phantom() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return make_phantom(4242, SHAPE, SPACING)
 
 
-def stored_as(image: np.ndarray, affine: np.ndarray, order: tuple[int, int, int], flips: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+def stored_as(
+    image: np.ndarray, affine: np.ndarray, order: tuple[int, int, int], flips: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     """The same world-space image stored with its axes permuted to ``order`` and then ``flips`` reversed."""
     data, matrix = image.transpose(order), affine[:, list(order) + [3]].copy()
     for axis in flips:
@@ -90,7 +94,9 @@ def rotation_about(axis: int, degrees: float) -> np.ndarray:
     return rotation
 
 
-def sampled_on(grid_affine: np.ndarray, shape: tuple[int, int, int], array: np.ndarray, affine: np.ndarray, order: int) -> np.ndarray:
+def sampled_on(
+    grid_affine: np.ndarray, shape: tuple[int, int, int], array: np.ndarray, affine: np.ndarray, order: int
+) -> np.ndarray:
     """``array`` (on ``affine``) sampled at the voxel centres of a grid of ``shape`` on ``grid_affine``."""
     world = grid_affine[:3, :3] @ np.indices(shape).reshape(3, -1) + grid_affine[:3, 3:]
     source = np.linalg.solve(affine[:3, :3], world - affine[:3, 3:])
@@ -117,7 +123,10 @@ def test_a_tilted_grid_labels_like_an_axis_aligned_one(tmp_path, cascade_in_proc
     result = cascade_in_process("predict", str(tmp_path / "in"), str(tmp_path / "out"), "--demo", "--device", "cpu")
     assert result.returncode == 0, result.stderr[-3000:]
     scores = {
-        name: np.array([dice(labels_of(tmp_path / "out" / f"{name}_label.nii.gz") == value, truth[name] == value) for value in (1, 2, 3)])
+        name: np.array([
+            dice(labels_of(tmp_path / "out" / f"{name}_label.nii.gz") == value, truth[name] == value)
+            for value in (1, 2, 3)
+        ])
         for name in tilts
     }
     assert (scores["aligned"] > [0.55, 0.85, 0.8]).all(), scores["aligned"]
@@ -146,15 +155,22 @@ def test_corrupt_slices_and_spikes_do_not_wreck_the_labels_and_are_reported(phan
     assert (rows["clean"]["status"], rows["clean"]["message"]) == ("ok", "")
     # stderr is not a terminal here, as in a batch job's log: one progress line per case, in order
     progress = [line for line in result.stderr.splitlines() if line.startswith("cascade: [")]
-    assert [line.split("]")[0] for line in progress] == [f"cascade: [{i}/5" for i in range(1, 6)] and "/5] clean: ok, " in progress[0]
+    assert [line.split("]")[0] for line in progress] == [f"cascade: [{i}/5" for i in range(1, 6)]
+    assert "/5] clean: ok, " in progress[0]
     assert all(re.search(r"\d+\.\d s; ETA (\d+ min )?\d+ s$", line) for line in progress), progress
     assert "slice 23 along axis 2 is " in rows["saturated"]["message"]
     assert "slice 0 along axis 2 is " in rows["saturated_65535"]["message"]
     assert "40 spike voxels" in rows["spikes"]["message"]
     assert "voxel size 1.25 x 1.25 x 8 mm is coarser than 4 mm on an axis" in rows["thick_slices"]["message"]
-    assert len([line for line in lines(result.stderr, "warning") if "as bright as the median slice" in line or "spike voxels" in line]) == 3
+    warned = [
+        line for line in lines(result.stderr, "warning")
+        if "as bright as the median slice" in line or "spike voxels" in line
+    ]
+    assert len(warned) == 3
     scores = {
-        name: np.array([dice(labels_of(tmp_path / "out" / f"{name}_label.nii.gz") == value, label == value) for value in (1, 2, 3)])
+        name: np.array(
+            [dice(labels_of(tmp_path / "out" / f"{name}_label.nii.gz") == value, label == value) for value in (1, 2, 3)]
+        )
         for name in variants
     }
     for name in variants:
@@ -174,11 +190,16 @@ def test_out_of_memory_is_named_with_the_case_and_its_size(phantom, tmp_path):
     def limit_memory() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
-    result = cascade("predict", str(tmp_path / "in"), str(tmp_path / "out"), "--demo", "--device", "cpu", preexec_fn=limit_memory)
+    result = cascade(
+        "predict", str(tmp_path / "in"), str(tmp_path / "out"), "--demo", "--device", "cpu", preexec_fn=limit_memory
+    )
     assert result.returncode == 1, result.stderr[-3000:]
     [line] = [line for line in lines(result.stderr, "error") if "huge" in line]
-    assert "huge.nii.gz: out of memory on cpu on a volume of 100 x 100 x 100 voxels (1.0 M) covering 1600 x 1600 x 1600 mm" in line
-    assert report(tmp_path / "out")["normal"]["status"] == "ok" and not (tmp_path / "out" / "huge_label.nii.gz").exists()
+    assert (
+        "huge.nii.gz: out of memory on cpu on a volume of 100 x 100 x 100 voxels (1.0 M) covering 1600 x 1600 x 1600 mm"
+    ) in line
+    assert report(tmp_path / "out")["normal"]["status"] == "ok"
+    assert not (tmp_path / "out" / "huge_label.nii.gz").exists()
 
 
 def test_bad_files_are_one_line_each_and_the_rest_of_the_folder_completes(phantom, tmp_path, cascade_in_process):
@@ -202,7 +223,10 @@ def test_bad_files_are_one_line_each_and_the_rest_of_the_folder_completes(phanto
     assert result.returncode == 1
     errors = lines(result.stderr, "error")
     expected = {
-        "metres.nii.gz": "voxel size 0.00125 x 0.00125 x 0.0025 mm is outside the plausible 0.1-20 mm (metres instead of millimetres?)",
+        "metres.nii.gz": (
+            "voxel size 0.00125 x 0.00125 x 0.0025 mm is outside the plausible 0.1-20 mm "
+            "(metres instead of millimetres?)"
+        ),
         "singular.nii.gz": "affine is singular",
         "rgb.nii.gz": "multi-component voxels",
         "corrupt.nii.gz": "not a readable NIfTI file",
@@ -217,7 +241,9 @@ def test_bad_files_are_one_line_each_and_the_rest_of_the_folder_completes(phanto
     assert rows["good"]["status"] == "ok" and float(rows["good"]["left_atrium_ml"]) > 10
     assert rows["constant"]["status"] == "warning" and not labels_of(tmp_path / "out" / "constant_label.nii.gz").any()
     assert {rows[name.split(".")[0]]["status"] for name in expected} == {"failed"}
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["constant_label.nii.gz", "good_label.nii.gz", "predictions.csv", "run.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "constant_label.nii.gz", "good_label.nii.gz", "predictions.csv", "run.json"
+    ]
     assert {p.name: p.read_bytes() for p in source.iterdir()} == before  # inputs never modified
 
 
@@ -246,13 +272,17 @@ def test_inputs_are_never_overwritten_and_resume_checks_outputs(phantom, tmp_pat
         [error] = lines(refused.stderr, "error")
         assert "would replace the input" in error and str(truth) in error
 
-    both = cascade_in_process("predict", str(flat / "case.nii.gz"), str(tmp_path / "out"), "--resume", "--overwrite", "--demo")
+    both = cascade_in_process(
+        "predict", str(flat / "case.nii.gz"), str(tmp_path / "out"), "--resume", "--overwrite", "--demo"
+    )
     assert both.returncode == 1 and "exclude each other" in both.stderr
 
     out = tmp_path / "out"
     out.mkdir()
     (out / "case_label.nii.gz").write_bytes(b"")  # an empty file left by a crash of another tool
-    resumed = cascade_in_process("predict", str(flat / "case.nii.gz"), str(out), "--resume", "--demo", "--device", "cpu")
+    resumed = cascade_in_process(
+        "predict", str(flat / "case.nii.gz"), str(out), "--resume", "--demo", "--device", "cpu"
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "1 cases done" in resumed.stdout and labels_of(out / "case_label.nii.gz").shape == image.shape
     write_nifti(out / "case_label.nii.gz", label[:, :, :10], affine)  # wrong geometry
@@ -274,7 +304,9 @@ def predict_until(phantom, folder: Path, cases: int, first_output: str, **stream
     for index in range(cases):
         write_nifti(folder / "in" / f"case{index}.nii.gz", image, affine)
     out = folder / "out"
-    command = [sys.executable, "-m", "cascade.cli", "predict", str(folder / "in"), str(out), "--demo", "--device", "cpu"]
+    command = [
+        sys.executable, "-m", "cascade.cli", "predict", str(folder / "in"), str(out), "--demo", "--device", "cpu"
+    ]
     process = subprocess.Popen(command, text=True, **streams)
     deadline = time.time() + 600
     while not (out / first_output).exists() and time.time() < deadline and process.poll() is None:
@@ -283,7 +315,9 @@ def predict_until(phantom, folder: Path, cases: int, first_output: str, **stream
 
 
 def test_sigterm_leaves_no_partial_output_and_resume_completes(phantom, tmp_path):
-    process, out = predict_until(phantom, tmp_path, 4, "case0_label.nii.gz", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process, out = predict_until(
+        phantom, tmp_path, 4, "case0_label.nii.gz", stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr[-2000:]
@@ -297,13 +331,16 @@ def test_sigterm_leaves_no_partial_output_and_resume_completes(phantom, tmp_path
 
 
 def test_kill_9_keeps_the_report_of_every_finished_case(phantom, tmp_path):
-    process, out = predict_until(phantom, tmp_path, 3, "predictions.csv", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process, out = predict_until(
+        phantom, tmp_path, 3, "predictions.csv", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     process.kill()
     process.wait(timeout=60)
     rows = report(out)
     assert 1 <= len(rows) < 3
     for case, row in rows.items():
-        assert row["status"] in ("ok", "warning") and float(row["left_atrium_ml"]) > 0 and (out / f"{case}_label.nii.gz").is_file()
+        assert row["status"] in ("ok", "warning") and float(row["left_atrium_ml"]) > 0
+        assert (out / f"{case}_label.nii.gz").is_file()
     stale = out / ".case2_label.nii.gz.k9x2a7q1.nii.gz"  # as a kill between writing and renaming leaves it
     stale.write_bytes(b"partial")
     resumed = cascade("predict", str(tmp_path / "in"), str(out), "--demo", "--resume", "--device", "cpu")
@@ -322,7 +359,8 @@ def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(phantom
     assert result.returncode == 1
     [error] = lines(result.stderr, "error")
     assert error.startswith(f"cascade: error: {blocker}: the output folder") and "not a folder" in error
-    assert blocker.read_text() == "not a folder" and "weights of" not in result.stdout  # refused before loading any model
+    assert blocker.read_text() == "not a folder"
+    assert "weights of" not in result.stdout  # refused before loading any model
 
 
 def test_an_unwritable_cache_folder_is_refused_before_any_work(phantom, tmp_path):
@@ -335,7 +373,10 @@ def test_an_unwritable_cache_folder_is_refused_before_any_work(phantom, tmp_path
     result = cascade("predict", str(source), str(tmp_path / "out"), "--demo", "--backend", "openvino", env=environment)
     assert result.returncode == 1
     [error] = lines(result.stderr, "error")
-    assert error == f"cascade: error: {blocker}: the cache folder of exported networks ($CASCADE_CACHE_DIR) lies under an existing file, not a folder"
+    assert error == (
+        f"cascade: error: {blocker}: the cache folder of exported networks ($CASCADE_CACHE_DIR) lies under an existing "
+        "file, not a folder"
+    )
     assert not (tmp_path / "out").exists() and "weights of" not in result.stdout
 
 
@@ -347,7 +388,9 @@ def test_unreadable_files_and_folders_are_named_as_permission_denied(phantom, tm
     locked.chmod(0)
     result = cascade("predict", str(tmp_path / "in"), str(tmp_path / "out"), "--demo", "--device", "cpu")
     assert result.returncode == 1
-    assert [line for line in lines(result.stderr, "error") if "locked" in line] == [f"cascade: error: {locked}: permission denied"]
+    assert [line for line in lines(result.stderr, "error") if "locked" in line] == [
+        f"cascade: error: {locked}: permission denied"
+    ]
     folder = tmp_path / "in"
     folder.chmod(0)
     try:
@@ -355,7 +398,9 @@ def test_unreadable_files_and_folders_are_named_as_permission_denied(phantom, tm
     finally:
         folder.chmod(0o755)
     [error] = lines(result.stderr, "error")
-    assert result.returncode == 1 and error.startswith(f"cascade: error: {folder}") and error.endswith(": permission denied")
+    assert result.returncode == 1 and error.startswith(f"cascade: error: {folder}") and error.endswith(
+        ": permission denied"
+    )
 
 
 def test_discovery_reports_what_it_skips(tmp_path):
@@ -390,12 +435,15 @@ def test_discovery_reports_what_it_skips(tmp_path):
 
 def test_a_folder_with_nothing_usable_says_why(tmp_path):
     """When every file is skipped, the one error line carries the reasons (nothing is dropped silently)."""
-    from cascade.data import InputError, scan_folder
+    from cascade.errors import InputError
+    from cascade.data import scan_folder
 
     image = np.zeros((8, 8, 4), np.float32)
     write_nifti(tmp_path / "a.nii.gz", image)
     write_nifti(tmp_path / "a_gt.nii.gz", image)
-    with pytest.raises(InputError, match=r"no NIfTI cases found .*skipped a.nii.gz: case 'a' is given by a.nii.gz and a_gt.nii.gz"):
+    with pytest.raises(
+        InputError, match=r"no NIfTI cases found .*skipped a.nii.gz: case 'a' is given by a.nii.gz and a_gt.nii.gz"
+    ):
         scan_folder(tmp_path)
 
 
@@ -404,7 +452,8 @@ def test_a_folder_with_nothing_usable_says_why(tmp_path):
     [
         (["predict", "IN", "OUT", "--ressume"], "unknown flag --ressume (did you mean --resume?)"),
         (["predict", "IN", "OUT", "--device", "gpu"], "--device gpu: expected auto, cpu, cuda or cuda:N"),
-        (["predict", "IN", "OUT", "--gate_margin_mm", "-1"], "--gate_margin_mm: expected a value in [0.0, 50.0], got -1"),
+        (["predict", "IN", "OUT", "--gate_margin_mm", "-1"],
+         "--gate_margin_mm: expected a value in [0.0, 50.0], got -1"),
         (["predict", "IN", "OUT", "--overlap", "1.5"], "--overlap: expected a value in [0.0, 0.99]"),
         (["datalist", "IN", "--out", "OUT_DIR"], "--out is a folder"),
     ],

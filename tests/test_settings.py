@@ -3,32 +3,88 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
-from cascade.bundles import bundle_dir, read_stage_config
-from cascade.settings import STAGE_SETTINGS, as_bool, as_number, as_overlap, stage_defaults, stage_overrides
+from cascade.bundles import STAGES, bundle_dir, read_stage_config
+from cascade.errors import InputError, SettingError
+from cascade.settings import (
+    as_bool, as_number, as_overlap, declared_settings, stage_defaults, stage_overrides, stage_settings,
+)
 
 
 def test_prediction_settings_go_to_the_stages_that_have_them():
-    overrides = stage_overrides({"device": "cpu", "overlap": 0.25, "tta": None, "mask_threshold": 0.3, "gate_margin_mm": 5.0, "mask_region": False})
+    overrides = stage_overrides({
+        "device": "cpu", "overlap": 0.25, "tta": None, "mask_threshold": 0.3, "gate_margin_mm": 5.0,
+        "mask_region": False,
+    })
     assert overrides["localizer"] == {"device": "$torch.device('cpu')", "overlap": 0.25, "mask_threshold": 0.3}
     assert overrides["segmenter"] == {
-        "device": "$torch.device('cpu')", "overlap": 0.25, "gate_margin_mm": 5.0, "mask_region": False, "mask_from_label": False,
+        "device": "$torch.device('cpu')", "overlap": 0.25, "gate_margin_mm": 5.0, "mask_region": False,
+        "mask_from_label": False,
     }
-    for stage, names in STAGE_SETTINGS.items():  # every setting a stage takes is a key of its config
+    assert stage_settings() == {
+        "localizer": ("device", "overlap", "tta", "mask_threshold"),
+        "segmenter": ("device", "overlap", "tta", "gate_margin_mm", "mask_region"),
+    }
+
+
+def test_the_settings_are_those_each_bundle_declares(tmp_path):
+    """A bundle's inference.json declares what a user may change (``user_settings``) and what a run
+    records (``recorded_settings``); a setting it does not declare reaches neither the stage nor the engine."""
+    for stage in STAGES:  # every declared setting is a config id of its bundle
         parser = read_stage_config(bundle_dir(stage))
-        assert all(name in parser for name in names), stage
+        for declaration in ("user_settings", "recorded_settings"):
+            assert declared_settings(bundle_dir(stage), declaration) and all(n in parser for n in parser[declaration])
+    # the localizer has no gate: no dead setting
+    assert "gate_margin_mm" not in read_stage_config(bundle_dir("localizer"))
+    assert "gate_margin_mm" not in declared_settings(bundle_dir("localizer"), "recorded_settings")
+    copies = {stage: tmp_path / stage for stage in STAGES}
+    for stage, copy in copies.items():
+        shutil.copytree(bundle_dir(stage) / "configs", copy / "configs")
+    config = copies["segmenter"] / "configs" / "inference.json"
+    segmenter = json.loads(config.read_text())
+    config.write_text(json.dumps({**segmenter, "user_settings": [n for n in segmenter["user_settings"] if n != "tta"]}))
+    declared = stage_settings(copies)
+    overrides = stage_overrides({"tta": True, "overlap": 0.25}, declared)
+    assert overrides["localizer"] == {"tta": True, "overlap": 0.25}
+    assert overrides["segmenter"] == {"overlap": 0.25, "mask_from_label": False}
+    assert stage_defaults("segmenter", copies["segmenter"]) == {
+        "overlap": 0.5, "gate_margin_mm": [2.5, 2.5, 5.0], "mask_region": True
+    }
+
+    from cascade.engine import CascadeEngine
+
+    config = copies["localizer"] / "configs" / "inference.json"
+    localizer = json.loads(config.read_text())
+    config.write_text(
+        json.dumps({**localizer, "user_settings": [n for n in localizer["user_settings"] if n != "mask_threshold"]})
+    )
+    with pytest.raises(TypeError, match="unknown engine settings: \\['mask_threshold'\\]"):
+        CascadeEngine.from_options(localizer=copies["localizer"], segmenter=copies["segmenter"], mask_threshold=0.3)
+    config.write_text(json.dumps({**localizer, "user_settings": ["overlap", "no_such_id"]}))
+    with pytest.raises(InputError, match="'user_settings' names no_such_id, not a config id"):
+        stage_settings(copies)
+    config.write_text(json.dumps({k: v for k, v in localizer.items() if k != "recorded_settings"}))
+    with pytest.raises(InputError, match="inference.json: no 'recorded_settings' list"):
+        declared_settings(copies["localizer"], "recorded_settings")
 
 
 def test_each_stage_has_its_own_defaults_and_values_are_checked_once():
-    localizer, segmenter = stage_defaults("localizer", bundle_dir("localizer")), stage_defaults("segmenter", bundle_dir("segmenter"))
-    assert set(localizer) == {"overlap", "tta", "mask_threshold"} and set(segmenter) == {"overlap", "tta", "gate_margin_mm", "mask_region"}
-    assert stage_defaults("localizer", bundle_dir("localizer"), ["la2018"])["overlap"] == read_stage_config(bundle_dir("localizer"), overlays=["la2018"])["overlap"]
+    localizer, segmenter = stage_defaults("localizer", bundle_dir("localizer")), stage_defaults(
+        "segmenter", bundle_dir("segmenter")
+    )
+    assert set(localizer) == {"overlap", "tta", "mask_threshold"} and set(segmenter) == {
+        "overlap", "tta", "gate_margin_mm", "mask_region"
+    }
+    la2018 = read_stage_config(bundle_dir("localizer"), overlays=["la2018"])
+    assert stage_defaults("localizer", bundle_dir("localizer"), ["la2018"])["overlap"] == la2018["overlap"]
     assert as_bool("No", "tta") is False and as_number("0.5", "overlap", 0, 0.99) == 0.5
     for bad in ("abc", True, 1.5):
-        with pytest.raises(ValueError, match="^--overlap: expected"):
+        with pytest.raises(SettingError, match="^--overlap: expected") as error:
             as_number(bad, "overlap", 0, 0.99)
+        assert error.value.setting == "overlap" and error.value.problem.startswith("expected")
 
 
 def test_the_old_name_of_a_config_key_still_applies_with_a_deprecation_line(tmp_path):
@@ -52,7 +108,7 @@ def test_overlap_is_one_value_or_one_per_stage():
 
 
 def test_precision_and_series_values_are_parsed_once():
-    from cascade.io import InputError
+    from cascade.errors import InputError
     from cascade.settings import as_precision, as_uids
 
     assert as_precision(None) is None and as_precision("int8") == "int8"

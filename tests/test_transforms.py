@@ -75,7 +75,9 @@ def test_crop_grows_to_min_size_inside_the_image_and_inverts():
     image = MetaTensor(torch.arange(60 * 50 * 20, dtype=torch.float32).reshape(1, 60, 50, 20))
     mask = torch.zeros(1, 60, 50, 20)
     mask[0, 2:10, 20:30, 8:12] = 1
-    crop = CropForegroundMinSized(["image", "mask"], source_key="mask", min_size=[16, 64, 4], margin=1, allow_smaller=True)
+    crop = CropForegroundMinSized(
+        ["image", "mask"], source_key="mask", min_size=[16, 64, 4], margin=1, allow_smaller=True
+    )
     data = crop({"image": image, "mask": MetaTensor(mask)})
     # x: box 1..11 grows to 16 about its centre, shifted back inside the image; y: the image (50)
     # is smaller than 64, so all of it; z: box 7..13 is already longer than 4, unchanged
@@ -120,7 +122,9 @@ def test_channel_argmax_equals_torch_argmax_ties_included():
     probabilities[:, 0, 0, 0] = 1.0  # all channels equal: the first wins
     expected = torch.argmax(probabilities, dim=0, keepdim=True).float()
     torch.testing.assert_close(channel_argmax(probabilities), expected)
-    data = ChannelArgmaxd("pred")({"pred": MetaTensor(probabilities, affine=torch.diag(torch.tensor([2.0, 2.0, 3.0, 1.0])))})
+    data = ChannelArgmaxd("pred")(
+        {"pred": MetaTensor(probabilities, affine=torch.diag(torch.tensor([2.0, 2.0, 3.0, 1.0])))}
+    )
     assert isinstance(data["pred"], MetaTensor) and data["pred"].affine[2, 2] == 3.0
 
 
@@ -160,7 +164,8 @@ def _rotated(degrees: float, axis: int) -> np.ndarray:
 def _scan_grid(rng: np.random.Generator, kind: str) -> tuple[tuple[int, ...], np.ndarray]:
     """A random grid: axis-aligned with flips, tilted, or with swapped storage axes."""
     shape = tuple(int(n) for n in rng.integers([40, 50, 10], [90, 100, 30]))
-    affine = np.diag([rng.choice([-1, 1]) * rng.uniform(0.5, 1.5), rng.choice([-1, 1]) * rng.uniform(0.5, 1.5), rng.uniform(1.5, 3), 1.0])
+    in_plane = [rng.choice([-1, 1]) * rng.uniform(0.5, 1.5) for _ in range(2)]
+    affine = np.diag([*in_plane, rng.uniform(1.5, 3), 1.0])
     affine[:3, 3] = rng.uniform(-50, 50, 3)
     if kind == "tilted":
         affine = _rotated(rng.uniform(-40, 40), int(rng.integers(3))) @ affine
@@ -195,9 +200,11 @@ def test_threshold_on_input_grid_equals_invert_then_threshold(kind):
         probabilities = MetaTensor(torch.as_tensor(field[None], dtype=torch.float32), meta=image.meta,
                                    applied_operations=list(image.applied_operations))
         for threshold in (0.2, 0.5, 0.8):
-            reference = Compose([Invertd("pred", preprocessing, "image", nearest_interp=False, to_tensor=True),
-                                 AsDiscreted("pred", threshold=threshold)])({"pred": probabilities.clone(), "image": image})["pred"]
-            fast = ThresholdOnInputGridd("pred", preprocessing, "image", threshold)({"pred": probabilities.clone(), "image": image})["pred"]
+            full_inverse = Compose([Invertd("pred", preprocessing, "image", nearest_interp=False, to_tensor=True),
+                                    AsDiscreted("pred", threshold=threshold)])
+            reference = full_inverse({"pred": probabilities.clone(), "image": image})["pred"]
+            fast_inverse = ThresholdOnInputGridd("pred", preprocessing, "image", threshold)
+            fast = fast_inverse({"pred": probabilities.clone(), "image": image})["pred"]
             assert fast.shape == reference.shape == (1, *shape) and fast.dtype == reference.dtype
             assert torch.equal(fast.as_tensor(), reference.as_tensor()) and np.allclose(fast.affine, affine)
             assert kind == "tilted" or trial != 1 or fast.sum() > 0  # a tilted scan may not reach the grid's corner

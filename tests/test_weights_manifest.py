@@ -7,7 +7,8 @@ import shutil
 import pytest
 
 from cascade.bundles import bundle_dir, stage_weights
-from cascade.io import InputError, file_sha256
+from cascade.errors import InputError
+from cascade.io import file_sha256
 from cascade.weights_manifest import MANIFEST_NAME, read_manifest, record_shipped_weights
 
 
@@ -35,7 +36,9 @@ def test_damaged_or_unlisted_weights_are_refused_in_one_line(tmp_path, cascade_i
         stage_weights("segmenter", copies["segmenter"], pretrained="demo")
     image = next(phantom_dir.glob("*/*_gt.nii.gz"))
     result = cascade_in_process(
-        "predict", image, tmp_path / "out", "--demo", "--localizer", copies["localizer"], "--segmenter", copies["segmenter"]
+        "predict", image, tmp_path / "out", "--demo", "--localizer", copies["localizer"], "--segmenter", copies[
+            "segmenter"
+        ]
     )
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and str(damaged) in result.stderr
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*_label.nii.gz"))

@@ -33,7 +33,7 @@ from monailabel.tasks.activelearning.random import Random
 
 import cascade
 from cascade.bundles import BUNDLE_NAMES, STAGES
-from cascade.io import InputError
+from cascade.errors import InputError
 from cascade.labels import LABEL_VALUES
 from lib.activelearning import MostUncertain, UncertaintyScoring
 from lib.infers.cascade_tasks import CASCADE_LABELS, AtriaCascadeInfer, AtriaLocalizerInfer

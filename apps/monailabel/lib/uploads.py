@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from cascade.io import InputError, load_nifti
+from cascade.errors import InputError
+from cascade.io import load_nifti
 
 __all__ = ["NIFTI_SUFFIXES", "check_image_upload"]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from cascade.bundles import BUNDLE_NAMES, STAGES, MissingCheckpointError, StageWeights, bundles_root, stage_weights
 from cascade.settings import as_bool
-from cascade.io import InputError
+from cascade.errors import InputError
 
 __all__ = ["ServedWeights", "weights_from_conf"]
 

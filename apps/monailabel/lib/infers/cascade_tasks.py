@@ -21,10 +21,11 @@ from monailabel.utils.others.generic import name_to_device
 
 from cascade.bundles import MissingCheckpointError
 from cascade.engine import CaseResult
-from cascade.io import InputError, save_nifti_atomic
+from cascade.errors import InputError
+from cascade.io import save_nifti_atomic
 from cascade.labels import CLASS_COLOURS, CLASS_NAMES
 
-from lib.infers.predictors import CLIENT_SETTINGS, EngineCache, InferSettings, check_request_keys, default_settings, settings_from_request
+from lib.infers.predictors import EngineCache, InferSettings, check_request_keys, default_settings, settings_from_request
 
 __all__ = ["AtriaCascadeInfer", "AtriaLocalizerInfer", "CASCADE_LABELS", "LOCALIZER_LABELS"]
 
@@ -89,7 +90,7 @@ class _CascadeTask(BasicInferTask):
         try:
             check_request_keys(request, list(self._config))
             # settings the client does not send stay each stage's own config value
-            settings = settings_from_request({key: request[key] for key in CLIENT_SETTINGS if key in request}, name_to_device(request.get("device")))
+            settings = settings_from_request({key: request[key] for key in self._config if key in request}, name_to_device(request.get("device")))
             result = self.predict(image_path, settings)
         except MissingCheckpointError as err:
             logger.error(str(err))

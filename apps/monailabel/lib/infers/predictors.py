@@ -8,20 +8,21 @@ stay the same. A setting the client does not give is each stage's own config val
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from cascade.bundles import STAGES
 from cascade.engine import CascadeEngine, StagePredictor
-from cascade.io import InputError
-from cascade.settings import STAGE_SETTINGS, as_bool, as_number, stage_defaults, stage_overrides
+from cascade.errors import InputError
+from cascade.errors import SettingError
+from cascade.settings import as_bool, as_number, stage_defaults, stage_overrides, stage_settings
 
 from lib.weights import ServedWeights
 
-__all__ = ["CLIENT_SETTINGS", "SERVER_KEYS", "InferSettings", "check_request_keys", "settings_from_request", "default_settings", "EngineCache"]
+__all__ = ["client_settings", "SERVER_KEYS", "InferSettings", "check_request_keys", "settings_from_request", "default_settings", "EngineCache"]
 
-CLIENT_SETTINGS = ("overlap", "tta", "mask_region")
 # Keys an infer request holds without the client naming them: what MONAI Label 0.8.5 itself adds
 # (endpoints/infer.py, MONAILabelApp.infer, batch inference) or reads (timeout, label_tag), and what
 # its 3D Slicer plugin sends besides a task's config (device, result_*, label_info: accepted, not used).
@@ -61,20 +62,32 @@ class InferSettings:
     device: str = "cpu"
 
 
+def client_settings(bundles: Mapping[str, str | os.PathLike]) -> tuple[str, ...]:
+    """The settings a client may send: the fields of :class:`InferSettings` (the app's choice) that
+    a stage's bundle declares in its ``user_settings``, but ``device`` (the server's own key).
+
+    Args:
+        bundles: stage -> bundle folder.
+    """
+    declared = {name for names in stage_settings(bundles).values() for name in names}
+    return tuple(field.name for field in fields(InferSettings) if field.name != "device" and field.name in declared)
+
+
 def default_settings(weights: ServedWeights, stage: str = "segmenter") -> dict:
-    """The client settings of ``stage`` as its inference config (and the served weights'
-    overlays) set them: what a request without settings runs with, as ``cascade predict``."""
+    """The client settings (:func:`client_settings`) of ``stage`` as its inference config (and the
+    served weights' overlays) set them: what a request without settings runs with, as ``cascade predict``."""
     try:
         overlays = weights.served(stage).configs
     except InputError:  # no weights: the bundle's own values
         overlays = []
     defaults = stage_defaults(stage, weights.bundles[stage], overlays)
-    return {name: defaults[name] for name in CLIENT_SETTINGS if name in STAGE_SETTINGS[stage]}
+    return {name: defaults[name] for name in client_settings(weights.bundles) if name in defaults}
 
 
 def settings_from_request(request: Mapping, device: str) -> InferSettings:
     """Read ``overlap``, ``tta`` and ``mask_region`` from a MONAI Label request (values may be
-    strings); those not in ``request`` stay ``None``.
+    strings); those not in ``request`` stay ``None``. ``request`` holds only the task's
+    :func:`client_settings`.
 
     Raises:
         InputError: a value out of range or not a boolean (one line naming the setting).
@@ -86,8 +99,8 @@ def settings_from_request(request: Mapping, device: str) -> InferSettings:
             mask_region=None if request.get("mask_region") is None else as_bool(request["mask_region"], "mask_region"),
             device=device,
         )
-    except ValueError as err:
-        raise InputError(str(err).removeprefix("--")) from err
+    except SettingError as err:  # named as the request names it
+        raise InputError(f"{err.setting}: {err.problem}") from err
 
 
 class EngineCache:
@@ -116,7 +129,7 @@ class EngineCache:
         with self._lock:
             cached = self._stages.get(stage)
             if cached is None or cached[0] != key:
-                overrides = stage_overrides(asdict(settings))[stage]
+                overrides = stage_overrides(asdict(settings), stage_settings(self.weights.bundles))[stage]
                 predictor = StagePredictor(self.weights.bundles[stage], weights.checkpoints, overrides, weights.configs,
                                            uncertainty=stage == "segmenter")
                 self._stages[stage] = cached = (key, predictor)

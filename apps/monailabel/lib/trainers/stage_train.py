@@ -29,7 +29,7 @@ from monailabel.config import settings
 from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 
 from cascade.bundles import read_stage_config
-from cascade.io import InputError
+from cascade.errors import InputError
 
 from lib.weights import ServedWeights
 

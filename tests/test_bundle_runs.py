@@ -109,17 +109,26 @@ def test_localizer_evaluation_writes_per_case_metrics(localizer_run, phantom_dir
         "--bundle_root", str(localizer_run), "--dataset_dir", str(phantom_dir), "--num_folds", "2",
         "--output_dir", str(out),
     )
-    for metric in ("val_mean_dice", "val_hd95_vox", "val_mask_overlap", "val_gate_recall"):  # train.json's validation metrics
+    metrics = {}
+    # train.json's validation metrics
+    for metric in ("val_mean_dice", "val_hd95_vox", "val_mask_overlap", "val_gate_recall"):
         rows = list(csv.DictReader((out / f"{metric}_raw.csv").open()))
         assert len(rows) == 2  # the two validation cases of fold 0
-        assert all(0 <= float(r["mean"]) for r in rows if r["mean"] != "nan")
+        metrics[metric] = {r["filename"]: float(r["mean"]) for r in rows}
+    assert set(metrics["val_mean_dice"]) <= {p.name for p in phantom_dir.iterdir()}
+    for case, dice in metrics["val_mean_dice"].items():
+        overlap, recall, hd95 = (metrics[m][case] for m in ("val_mask_overlap", "val_gate_recall", "val_hd95_vox"))
+        assert 0 <= dice <= 1 and 0 <= overlap <= 1 and 0 <= recall <= 1, (case, dice, overlap, recall)  # no nan either
+        assert recall >= overlap, case  # the dilated mask covers at least what the mask covers
+        assert (0 <= hd95 < np.inf) if dice > 0 else True, (case, hd95)
 
 
 def test_segmenter_evaluation_writes_per_case_metrics(segmenter_run, phantom_dir):
     out = segmenter_run / "evaluation"
     run_bundle(
         "atria_segmenter", "run", "evaluating", "--meta_file", "configs/metadata.json", "--config_file", QUICK_EVAL,
-        "--bundle_root", str(segmenter_run), "--dataset_dir", str(phantom_dir), "--num_folds", "2", "--mask_from_label", "true",
+        "--bundle_root", str(segmenter_run), "--dataset_dir", str(phantom_dir), "--num_folds", "2",
+        "--mask_from_label", "true",
         "--output_dir", str(out),
     )
     for metric in ("val_mean_dice", "val_hd95_vox"):  # train.json's validation metrics
@@ -138,7 +147,9 @@ def test_segmenter_gated_inference(segmenter_run, phantom_dir, mask_region):
         "--mask_from_label", "true", "--mask_region", mask_region,
     )
     parser = ConfigParser()
-    parser.read_config([str(BUNDLES["atria_segmenter"] / "configs" / f"{name}.json") for name in ("inference", "quick")])
+    parser.read_config(
+        [str(BUNDLES["atria_segmenter"] / "configs" / f"{name}.json") for name in ("inference", "quick")]
+    )
     margin = parser.get_parsed_content("gate_margin_mm")
     for case_dir in sorted(phantom_dir.iterdir()):
         label_file = case_dir / f"{case_dir.name}_label.nii.gz"
@@ -185,11 +196,44 @@ def test_bundle_runs_without_weights_or_with_too_few_cases_fail_in_one_line(bund
     environment = {**os.environ, "PYTHONWARNINGS": "ignore"}
     runs = {
         "inference": ["run", "--config_file", "configs/inference.json", "--dataset_dir", str(mbas_dir)],
-        "training": ["run", "training", "--config_file", "configs/train.json", "--dataset_dir", str(mbas_dir), "--mask_from_label", "true"],
+        "training": [
+            "run", "training", "--config_file", "configs/train.json", "--dataset_dir", str(mbas_dir),
+            "--mask_from_label", "true",
+        ],
     }
     for name, args in runs.items():
-        result = subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=copy, capture_output=True, text=True, env=environment, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-m", "monai.bundle", *args], cwd=copy, capture_output=True, text=True, env=environment,
+            timeout=300,
+        )
         assert result.returncode == 1, (name, result.stderr[-2000:])
         [line] = [line for line in result.stderr.splitlines() if line.strip()]
-        expected = "error: ./models/model.pt: checkpoint not found; get weights:" if name == "inference" else "error: 4 cases cannot be split into 5 folds"
+        expected = {
+            "inference": "error: ./models/model.pt: checkpoint not found; get weights:",
+            "training": "error: 4 cases cannot be split into 5 folds",
+        }[name]
         assert line.startswith(expected), (name, line)
+
+
+def test_la2018_bundle_run_says_it_predicts_with_fold_0_alone(tmp_path):
+    """`python -m monai.bundle run` with configs/la2018.json loads fold0.pt, while `cascade predict
+    --pretrained la2018` ensembles the five folds: the run says so in one line, and labels the case."""
+    from cascade.bundles import note_single_fold
+    from tests.conftest import toy_case, write_nifti
+
+    write_nifti(tmp_path / "data" / "MBAS_001" / "MBAS_001_gt.nii.gz", toy_case(seed=1)[0])
+    result = run_bundle(
+        "atria_localizer", "run", "--config_file", config_files("inference", "la2018"),
+        "--meta_file", "configs/metadata.json", "--dataset_dir", str(tmp_path / "data"),
+        "--output_dir", str(tmp_path / "out"), "--device", "$torch.device('cpu')",
+    )
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if "predicts with fold0 alone" in line]
+    assert len(lines) == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "one of the 5 folds of the la2018 weights; " in lines[0]
+    assert "`cascade predict IN OUT --pretrained la2018` ensembles all 5" in lines[0]
+    assert (tmp_path / "out" / "MBAS_001_mask.nii.gz").is_file()
+    for stage in ("localizer", "segmenter"):
+        folder = BUNDLES[f"atria_{stage}"] / "models"
+        fold3 = folder / "la2018" / "fold3.pt"
+        assert note_single_fold(fold3).startswith(f"{fold3}: this bundle run")
+        assert note_single_fold(folder / "demo" / "model.pt") is None  # one model: nothing to say

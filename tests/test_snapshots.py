@@ -1,4 +1,4 @@
-"""The overlay PNGs follow the radiological convention: a marker on the patient's right is drawn on
+"""The PNG snapshots (cascade.snapshots) follow the radiological convention: a marker on the patient's right is drawn on
 the image's left in the axial and coronal planes, anterior and superior are up, and the legend shows
 every class colour."""
 
@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from cascade.labels import CLASS_COLOURS, LEFT_ATRIUM, RIGHT_ATRIUM, WALL
-from cascade.overlay import BORDER, GAP, LEGEND, PIXEL_MM, TITLE, save_overlay_png
+from cascade.snapshots import BORDER, GAP, LEGEND, PIXEL_MM, TITLE, save_overlay_png
 from tests.conftest import MBAS_AFFINE, write_nifti
 
 SHAPE = (40, 36, 12)  # voxels along the file's axes: towards the patient's left, posterior, superior (MBAS_AFFINE)
