@@ -88,7 +88,8 @@ def main() -> None:
         rng = np.random.default_rng(0)
         for case in cases:
             image, label = nib.load(case["image"]), nib.load(case["label"])
-            array, truth, affine = np.asarray(image.dataobj, np.float32), np.asarray(label.dataobj, np.uint8), image.affine
+            array, truth, affine = (np.asarray(image.dataobj, np.float32), np.asarray(label.dataobj, np.uint8),
+                                    image.affine)
             if kind != "clean":
                 array, truth, affine = degrade(array, truth, affine, kind, level, rng)
             write(array, affine, data / f"{case['case']}.nii.gz")

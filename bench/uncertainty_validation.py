@@ -100,9 +100,9 @@ def main() -> None:
     report = catch(np.array([c["review"] for c in cases]), bad)
     held_out = catch(values > grouped_thresholds(cases, args.flag_share), bad)
     threshold = float(np.quantile(values, 1 - args.flag_share))
-    summary = {"cases": len(cases), "dice_mean": float(scores.mean()), "spearman_rho": float(rho), "p_value": float(p_value),
-               "review_column": report, "held_out_threshold": held_out, "threshold_all_cases": threshold,
-               "dice_below": args.dice_below, "flag_share": args.flag_share}
+    summary = {"cases": len(cases), "dice_mean": float(scores.mean()), "spearman_rho": float(rho),
+               "p_value": float(p_value), "review_column": report, "held_out_threshold": held_out,
+               "threshold_all_cases": threshold, "dice_below": args.dice_below, "flag_share": args.flag_share}
     print(f"{len(cases)} cases in {len(args.predictions)} folders, Dice {scores.mean():.3f} +- {scores.std():.3f}; "
           f"uncertainty {values.mean():.4f} (min {values.min():.4f}, max {values.max():.4f})")
     print(f"Spearman rho(uncertainty, Dice) = {rho:.3f} (p = {p_value:.2g})")

@@ -36,7 +36,9 @@ def report_line(line: str) -> None:
     print(f"cascade: {line}", file=sys.stderr)
 
 
-def datalist(data: str, folds: int = 5, out: str = "datalist.json", seed: int | None = None, annotated: str | None = None) -> None:
+def datalist(
+    data: str, folds: int = 5, out: str = "datalist.json", seed: int | None = None, annotated: str | None = None
+) -> None:
     """Validate every labelled case of DATA and write a k-fold datalist JSON.
 
     Args:
@@ -53,8 +55,10 @@ def datalist(data: str, folds: int = 5, out: str = "datalist.json", seed: int | 
     folds = as_number(folds, "folds", 2, 1000, integer=True)
     seed, out = as_seed(seed, DEFAULT_SEED), as_path(out)
     if Path(out).is_dir():
-        raise InputError(f"{out}: --out is a folder; give the datalist file to write, e.g. {Path(out) / 'datalist.json'}")
-    entries = make_datalist(as_paths(data), num_folds=folds, seed=seed, check_values=True, report=report_line, annotated=as_classes(annotated))
+        raise InputError(f"{out}: --out is a folder; give the datalist file to write, "
+                         f"e.g. {Path(out) / 'datalist.json'}")
+    entries = make_datalist(as_paths(data), num_folds=folds, seed=seed, check_values=True, report=report_line,
+                            annotated=as_classes(annotated))
     write_datalist(entries, out, num_folds=folds, seed=seed)
     sizes = [sum(e["fold"] == k for e in entries) for k in range(folds)]
     partial = sum(len(e["annotated"]) < 3 for e in entries)
@@ -91,7 +95,8 @@ def phantom(
 
 
 def evaluate(
-    pred: str, gt: str, out: str, allow_missing: bool = False, workers: int = 2, masks: str | None = None, annotated: str | None = None
+    pred: str, gt: str, out: str, allow_missing: bool = False, workers: int = 2, masks: str | None = None,
+    annotated: str | None = None
 ) -> None:
     """Score predicted label maps against ground truth (Dice, HD95 in both conventions).
 
@@ -111,7 +116,8 @@ def evaluate(
 
     run_evaluation(
         as_path(pred), as_path(gt), as_path(out), allow_missing=as_bool(allow_missing, "allow_missing"),
-        workers=as_number(workers, "workers", 1, 256, integer=True), masks=as_path(masks), annotated=as_classes(annotated),
+        workers=as_number(workers, "workers", 1, 256, integer=True), masks=as_path(masks),
+        annotated=as_classes(annotated),
     )
 
 
@@ -149,12 +155,15 @@ def measure(
     """
     from cascade.annotation import declared_classes
     from cascade.io import check_writable_folder
-    from cascade.measure import REPORT_NAME, measure_cases, pair_labels_images, parse_thresholds, recorded_labelled_classes
+    from cascade.measure import (
+        REPORT_NAME, measure_cases, pair_labels_images, parse_thresholds, recorded_labelled_classes,
+    )
 
     labels, out, images = as_path(labels), as_path(out), as_path(images)
     png, overwrite, debug = as_bool(png, "png"), as_bool(overwrite, "overwrite"), as_bool(debug, "debug")
     thresholds = parse_thresholds(iir_thresholds)
-    classes = (None if annotated else recorded_labelled_classes(labels)) or declared_classes(labels, as_classes(annotated))
+    classes = ((None if annotated else recorded_labelled_classes(labels))
+               or declared_classes(labels, as_classes(annotated)))
     check_writable_folder(out, "the output folder")
     cases = pair_labels_images(labels, images)
     surfaces = None if surfaces is None else str(surfaces)
@@ -290,7 +299,8 @@ def predict(
     from cascade.engine import CascadeEngine
     from cascade.io import check_writable_folder
     from cascade.predict import (
-        REPORT_NAME, PredictionReport, check_output_folder, check_outputs, list_inputs, output_kinds, predict_cases, run_record,
+        REPORT_NAME, PredictionReport, check_output_folder, check_outputs, list_inputs, output_kinds, predict_cases,
+        run_record,
     )
     from cascade.run_record import write_run_record
 
@@ -323,16 +333,18 @@ def predict(
         progress=sys.stderr.isatty(), **settings,
     )
     if save_uncertainty and engine.passes == 1:
-        raise InputError("--save_uncertainty: the segmenter predicts each window once (one model, no --tta), so there is no "
-                         "disagreement to map; add --tta true or use an ensemble (--pretrained la2018, --models with folds)")
+        raise InputError("--save_uncertainty: the segmenter predicts each window once (one model, no --tta), "
+                         "so there is no disagreement to map; add --tta true or use an ensemble "
+                         "(--pretrained la2018, --models with folds)")
     if ranks.rank == 0:
         print("cascade: weights of " + "; ".join(f"the {stage}: {source}" for stage, source in engine.weights.items()))
         if engine.labelled_classes != ALL_CLASSES:
             labelled = ", ".join(CLASS_NAMES[v] for v in engine.labelled_classes)
-            print(f"cascade: these weights label only: {labelled} (trained on partially labelled data; other classes stay 0)")
+            print(f"cascade: these weights label only: {labelled} "
+                  "(trained on partially labelled data; other classes stay 0)")
         if engine.passes == 1:
-            print("cascade: the segmenter predicts each window once (one model, no --tta): predictions.csv's uncertainty "
-                  "and review say n/a (an ensemble or --tta true measures them)")
+            print("cascade: the segmenter predicts each window once (one model, no --tta): "
+                  "predictions.csv's uncertainty and review say n/a (an ensemble or --tta true measures them)")
     record = run_record(engine, ["cascade", *sys.argv[1:]])
     report = predict_cases(
         engine, inputs, out, overwrite=overwrite, resume=resume, kinds=kinds, debug=debug,
@@ -398,7 +410,8 @@ def crossval(
     seed = as_seed(seed, DEFAULT_SEED)
     try:
         run_crossval(
-            as_paths(data), as_path(work), folds=folds, config=config, seed=seed, single_stage=as_bool(single_stage, "single_stage"),
+            as_paths(data), as_path(work), folds=folds, config=config, seed=seed,
+            single_stage=as_bool(single_stage, "single_stage"),
             annotated=as_classes(annotated), command=["cascade", *sys.argv[1:]],
         )
     except TrainingError as err:  # reported as bad input is; the class is imported with the (heavy) training code
@@ -429,7 +442,8 @@ def demo(out: str = "demo_out", cases: int = 2, seed: int = 1000) -> None:
             root / "predictions" / f"{case_dir.name}_label.nii.gz",
             root / "png" / f"{case_dir.name}.png",
         )
-        print(f"overlay (axial | coronal | sagittal, radiological: the patient's right on the left; legend below): {png}")
+        print("overlay (axial | coronal | sagittal, radiological: the patient's right on the left; "
+              f"legend below): {png}")
     print(f"demo finished in {time.perf_counter() - start:.0f} s")
 
 
@@ -461,8 +475,8 @@ def import_nnunet(
     fold_ids = None
     if folds is not None and folds != "":
         fold_ids = [str(k) for k in (folds if isinstance(folds, (tuple, list)) else str(folds).split(","))]
-    report = run_import(as_path(model_dir), stage, as_path(out), folds=fold_ids, checkpoint=checkpoint, preprocessing=preprocessing,
-                        bundle=as_path(bundle), overwrite=as_bool(overwrite, "overwrite"))
+    report = run_import(as_path(model_dir), stage, as_path(out), folds=fold_ids, checkpoint=checkpoint,
+                        preprocessing=preprocessing, bundle=as_path(bundle), overwrite=as_bool(overwrite, "overwrite"))
     print(report.summary())
 
 
@@ -496,7 +510,8 @@ def join_multi_value_flags(argv: list[str]) -> list[str]:
     while i < len(argv):
         token = argv[i]
         values = []
-        while i + 1 + len(values) < len(argv) and len(values) < (3 if token in THREE_VALUE_FLAGS else len(argv)) and _takes(token, argv[i + 1 + len(values)]):
+        while (i + 1 + len(values) < len(argv) and len(values) < (3 if token in THREE_VALUE_FLAGS else len(argv))
+               and _takes(token, argv[i + 1 + len(values)])):
             values.append(argv[i + 1 + len(values)])
         if len(values) > 1:
             joined.append(f"{token}=[{','.join(values)}]")
@@ -566,7 +581,9 @@ def _run(argv: list[str]) -> None:
         sys.exit(1)
     except KeyboardInterrupt as interrupt:
         name = str(interrupt) or "SIGINT"
-        hint = {"predict": " (rerun with --resume to finish)", "crossval": " (rerun the same command to go on)"}.get(argv[0] if argv else "", "")
+        hint = {
+            "predict": " (rerun with --resume to finish)", "crossval": " (rerun the same command to go on)",
+        }.get(argv[0] if argv else "", "")
         print(f"cascade: interrupted by {name}; no partial output was left{hint}", file=sys.stderr)
         sys.exit(143 if name == "SIGTERM" else 130)
 

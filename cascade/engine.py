@@ -31,7 +31,9 @@ from monai.data.utils import dense_patch_slices
 from monai.transforms import Compose, Invertd
 
 from cascade.backends import compile_network, default_precision
-from cascade.bundles import STAGES, MissingCheckpointError, bundle_dir, read_stage_config, stage_config_files, stage_weights
+from cascade.bundles import (
+    STAGES, MissingCheckpointError, bundle_dir, read_stage_config, stage_config_files, stage_weights,
+)
 from cascade.intensity import find_intensity_outliers
 from cascade.errors import InputError
 from cascade.io import check_intensities, file_sha256, read_header
@@ -52,14 +54,17 @@ def _mismatch(network: torch.nn.Module, state: dict) -> str:
     """How a state dict differs from a network's: the first tensor of another shape, missing and unexpected keys."""
     own = network.state_dict()
     shapes = [f"{key}: {list(value.shape)} in the file, {list(own[key].shape)} in the network"
-              for key, value in state.items() if key in own and hasattr(value, "shape") and value.shape != own[key].shape]
+              for key, value in state.items()
+              if key in own and hasattr(value, "shape") and value.shape != own[key].shape]
     missing, unexpected = len(set(own) - set(state)), len(set(state) - set(own))
     parts = ([f"{len(shapes)} tensors of other shapes, e.g. {shapes[0]}"] if shapes else []) + (
         [f"{missing} tensors missing"] if missing else []) + ([f"{unexpected} unexpected"] if unexpected else [])
     return "; ".join(parts) or "tensors of other types"
 
 
-def load_checkpoint(network: torch.nn.Module, checkpoint: str | os.PathLike, configs: Sequence[str | os.PathLike] = ()) -> torch.nn.Module:
+def load_checkpoint(
+    network: torch.nn.Module, checkpoint: str | os.PathLike, configs: Sequence[str | os.PathLike] = ()
+) -> torch.nn.Module:
     """Load a weight file (a state dict, or a MONAI checkpoint with a ``model`` entry) into ``network``.
 
     Args:
@@ -74,7 +79,8 @@ def load_checkpoint(network: torch.nn.Module, checkpoint: str | os.PathLike, con
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for truncated or foreign files
-        raise InputError(f"{checkpoint}: not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0]})") from err
+        raise InputError(f"{checkpoint}: not a readable checkpoint "
+                         f"({type(err).__name__}: {str(err).splitlines()[0]})") from err
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict):
@@ -84,10 +90,10 @@ def load_checkpoint(network: torch.nn.Module, checkpoint: str | os.PathLike, con
     except RuntimeError as err:
         built = f" built from {' + '.join(str(c) for c in configs)}" if configs else ""
         raise InputError(
-            f"{checkpoint}: weights do not fit the network{built} ({_mismatch(network, state)}); they were trained with "
-            "another config: pass the weights with the overlay they were trained with (--models WORK uses WORK/<stage>/config.json; "
-            "shipped weights: --pretrained NAME), or move them away if a training run left them there (train with --bundle_root "
-            "outside the checkout)"
+            f"{checkpoint}: weights do not fit the network{built} ({_mismatch(network, state)}); "
+            "they were trained with another config: pass the weights with the overlay they were trained with "
+            "(--models WORK uses WORK/<stage>/config.json; shipped weights: --pretrained NAME), "
+            "or move them away if a training run left them there (train with --bundle_root outside the checkout)"
         ) from err
     return network
 
@@ -204,7 +210,9 @@ class StagePredictor:
         for checkpoint in checkpoints:
             if not Path(checkpoint).is_file():
                 raise MissingCheckpointError(f"{checkpoint}: checkpoint not found")
-        self.config_files, self.checkpoints, self.overrides = files, [Path(c) for c in checkpoints], dict(overrides or {})
+        self.config_files, self.checkpoints, self.overrides = (
+            files, [Path(c) for c in checkpoints], dict(overrides or {})
+        )
         self.parser = read_stage_config(self.bundle, "inference", configs, self.overrides)
         if "initialize" in self.parser:
             self.parser.get_parsed_content("initialize")
@@ -239,12 +247,14 @@ class StagePredictor:
             "settings": json.loads(json.dumps(settings, default=str)),
             "backend": self.backend,
             "precision": self.precision,
-            **({"calibration": [c["image"] for c in self.calibration] if self.calibration else "phantoms"} if self.precision == "int8" else {}),
+            **({"calibration": [c["image"] for c in self.calibration] if self.calibration else "phantoms"}
+               if self.precision == "int8" else {}),
             "device": str(self.device),
         }
 
     def _network(self, checkpoint: str | os.PathLike) -> Callable[[torch.Tensor], torch.Tensor]:
-        network = load_checkpoint(self.parser.get_parsed_content("network_def", lazy=False), checkpoint, self.config_files)
+        network = load_checkpoint(self.parser.get_parsed_content("network_def", lazy=False), checkpoint,
+                                  self.config_files)
         patch_size = self.parser.get_parsed_content("patch_size")
         if self.precision != "int8":
             return compile_network(network, patch_size, backend=self.backend, precision=self.precision)
@@ -260,8 +270,8 @@ class StagePredictor:
             cases = [f"{CALIBRATION_PHANTOMS} phantoms of seed {CALIBRATION_PHANTOM_SEED}, atria-cascade {__version__}"]
         else:
             cases = sorted(f"{file_sha256(case['image'])} {file_sha256(case['label'])}" for case in self.calibration)
-        return json.dumps({"cases": cases, "configs": configs, "overrides": self.overrides, "per_case": CALIBRATION_WINDOWS_PER_CASE},
-                          sort_keys=True, default=str)
+        return json.dumps({"cases": cases, "configs": configs, "overrides": self.overrides,
+                           "per_case": CALIBRATION_WINDOWS_PER_CASE}, sort_keys=True, default=str)
 
     def calibration_windows(self) -> list[np.ndarray]:
         """Windows of the calibration cases as the network sees them: each case preprocessed by the
@@ -279,7 +289,9 @@ class StagePredictor:
                 write_phantoms(folder, cases=CALIBRATION_PHANTOMS, seed=CALIBRATION_PHANTOM_SEED)
                 cases = labelled_cases(folder)
             for case in cases:
-                image = self.preprocessing(self.load({"image": case["image"], "mask": case["label"]}))["image"].as_tensor()
+                image = self.preprocessing(
+                    self.load({"image": case["image"], "mask": case["label"]})
+                )["image"].as_tensor()
                 shortfall = [max(p - n, 0) for p, n in zip(patch, image.shape[1:])]
                 pad = [side for missing in reversed(shortfall) for side in (missing // 2, missing - missing // 2)]
                 image = torch.nn.functional.pad(image, pad)
@@ -311,7 +323,8 @@ class StagePredictor:
         image = data["image"]
         preprocessed = time.perf_counter()
         batch = image.as_tensor()[None].to(self.device)
-        counted = WindowProgress(self.network, self.bundle.name, count_windows(self.inferer, batch.shape[2:])) if self.progress else nullcontext(self.network)
+        counted = (WindowProgress(self.network, self.bundle.name, count_windows(self.inferer, batch.shape[2:]))
+                   if self.progress else nullcontext(self.network))
         with torch.autocast(self.device.type, enabled=self.amp), counted as network:
             logits = self.inferer(batch, network)
         if self.device.type == "cuda":
@@ -323,7 +336,8 @@ class StagePredictor:
             disputed = disagreement(shares[None])[0] * (data["mask"].as_tensor() > 0 if "mask" in data else 1)
             voxel_mm3 = float(abs(torch.linalg.det(image.affine[:3, :3].double())))
             data["disputed_mm3"] = float(disputed.sum()) * voxel_mm3
-            data["disagreement"] = MetaTensor(disputed, meta=image.meta, applied_operations=list(image.applied_operations))
+            data["disagreement"] = MetaTensor(disputed, meta=image.meta,
+                                              applied_operations=list(image.applied_operations))
         data["pred"] = MetaTensor(logits, meta=image.meta, applied_operations=list(image.applied_operations))
         result = self.postprocessing(data)
         self.seconds = {
@@ -435,7 +449,8 @@ class CascadeEngine:
             InputError: a bad option, a missing bundle, config or checkpoint (the message says
                 how to get weights).
         """
-        bundles = {stage: Path(path) if path else bundle_dir(stage) for stage, path in zip(STAGES, (localizer, segmenter))}
+        bundles = {stage: Path(path) if path else bundle_dir(stage)
+                   for stage, path in zip(STAGES, (localizer, segmenter))}
         for bundle in bundles.values():
             if not (bundle / "configs" / "inference.json").is_file():
                 raise InputError(f"{bundle}: not a bundle folder (no configs/inference.json)")
@@ -466,8 +481,9 @@ class CascadeEngine:
                 from cascade.data import labelled_cases
 
                 cases = labelled_cases(calibration)
-            predictors[stage] = StagePredictor(bundle, weights.checkpoints, per_stage[stage], weights.configs, backend, precisions[stage], cases,
-                                               progress=bool(settings.get("progress")), uncertainty=stage == "segmenter")
+            predictors[stage] = StagePredictor(bundle, weights.checkpoints, per_stage[stage], weights.configs, backend,
+                                               precisions[stage], cases, progress=bool(settings.get("progress")),
+                                               uncertainty=stage == "segmenter")
             sources[stage] = weights.source
         engine = cls(predictors.get("localizer"), predictors.get("segmenter"))
         engine.weights = sources
@@ -476,7 +492,8 @@ class CascadeEngine:
     def record(self) -> dict:
         """Each stage's :meth:`StagePredictor.record` and where its weights came from."""
         stages = {"localizer": self.localizer, "segmenter": self.segmenter}
-        return {stage: {"weights": self.weights.get(stage, ""), **p.record()} for stage, p in stages.items() if p is not None}
+        return {stage: {"weights": self.weights.get(stage, ""), **p.record()}
+                for stage, p in stages.items() if p is not None}
 
     @property
     def labelled_classes(self) -> tuple[int, ...]:
@@ -555,7 +572,9 @@ class CascadeEngine:
         if disagreement_map:
             result.disagreement = self.segmenter.disagreement_on_input_grid(segmented) * (result.gate > 0)
 
-    def predict_image(self, image_path: str | os.PathLike, name: str | None = None, disagreement_map: bool = False) -> CaseResult:
+    def predict_image(
+        self, image_path: str | os.PathLike, name: str | None = None, disagreement_map: bool = False
+    ) -> CaseResult:
         """Run the cascade on one image file.
 
         Args:
@@ -570,7 +589,9 @@ class CascadeEngine:
         image, source = self.read(image_path, name)
         return self.predict_loaded(image, source, name or str(image_path), disagreement_map)
 
-    def predict_loaded(self, image: MetaTensor, source: nib.Nifti1Image, name: str, disagreement_map: bool = False) -> CaseResult:
+    def predict_loaded(
+        self, image: MetaTensor, source: nib.Nifti1Image, name: str, disagreement_map: bool = False
+    ) -> CaseResult:
         """Run the cascade on an image :meth:`read` loaded (``source``: its header, for the outputs'
         geometry; ``name``: how messages name it; ``disagreement_map``: see :meth:`predict_image`)."""
         start = time.perf_counter()
@@ -579,21 +600,24 @@ class CascadeEngine:
         if low == high:
             empty = np.zeros(shape, np.uint8)
             warning = f"{name}: constant intensity {low:g}, not a scan; the label map is empty"
-            return CaseResult(empty, empty, empty, source.affine, source.header, {"stage 1": 0.0, "stage 2": 0.0}, [warning])
+            return CaseResult(empty, empty, empty, source.affine, source.header, {"stage 1": 0.0, "stage 2": 0.0},
+                              [warning])
         outliers = find_intensity_outliers(image[0].numpy(), image.affine.numpy())
         input_warnings = [f"{name}: {outliers.describe()}"] if outliers else []
         if self.localizer is None:  # the single-stage baseline: no gate
             segmented = self._segment(image, None)
             labels, gate = _channel(segmented["pred"]), _channel(segmented["mask"] > 0)
             seconds = {"stage 1": 0.0, "stage 2": time.perf_counter() - start}
-            result = CaseResult(labels, gate, gate, source.affine, source.header, seconds, input_warnings=input_warnings)
+            result = CaseResult(labels, gate, gate, source.affine, source.header, seconds,
+                                input_warnings=input_warnings)
             self._add_uncertainty(result, segmented, disagreement_map)
             return result
         mask = self.localize(image)
         if mask.shape != shape:
             raise RuntimeError(f"{name}: stage-1 output shape {mask.shape} differs from the input {shape}")
         seconds = {"stage 1": time.perf_counter() - start, "stage 2": 0.0}
-        result = CaseResult(np.zeros(shape, np.uint8), mask, np.zeros(shape, np.uint8), source.affine, source.header, seconds, input_warnings=input_warnings)
+        result = CaseResult(np.zeros(shape, np.uint8), mask, np.zeros(shape, np.uint8), source.affine, source.header,
+                            seconds, input_warnings=input_warnings)
         if not mask.any():
             result.warnings.append(f"{name}: the localizer found no atria; the label map is empty")
             return result

@@ -60,7 +60,8 @@ from monai.data import MetaTensor
 from cascade.engine import CascadeEngine, CaseResult
 from cascade.errors import InputError
 from cascade.io import (
-    check_writable_folder, file_sha256, load_nifti, read_header, remove_stale_temporaries, same_geometry, save_nifti_atomic, write_text_atomic,
+    check_writable_folder, file_sha256, load_nifti, read_header, remove_stale_temporaries, same_geometry,
+    save_nifti_atomic, write_text_atomic,
 )
 from cascade.labels import CLASS_NAMES
 from cascade.qc import class_volumes_ml, grid_warnings, orientation_warnings, volume_warnings
@@ -74,18 +75,21 @@ __all__ = [
 ]
 
 REPORT_COLUMNS = (
-    "case", "image", "image_sha256", "status", "shape", "spacing_mm", "stage1_ml", "wall_ml", "right_atrium_ml", "left_atrium_ml",
-    "seconds", "uncertainty", "review", "message", "outputs_sha256",
+    "case", "image", "image_sha256", "status", "shape", "spacing_mm", "stage1_ml", "wall_ml", "right_atrium_ml",
+    "left_atrium_ml", "seconds", "uncertainty", "review", "message", "outputs_sha256",
 )
 REPORT_NAME = "predictions.csv"
 OUTPUT_FORMATS = ("nifti", "dicom-seg", "both")
 NAME_MAX = 255  # bytes in a file name on the usual file systems (ext4, XFS, APFS, NTFS)
 OUTPUT_SUFFIXES = {
-    "label": "_label.nii.gz", "seg": "_seg.dcm", "mask": "_mask.nii.gz", "gate": "_gate.nii.gz", "uncertainty": "_uncertainty.nii.gz",
+    "label": "_label.nii.gz", "seg": "_seg.dcm", "mask": "_mask.nii.gz", "gate": "_gate.nii.gz",
+    "uncertainty": "_uncertainty.nii.gz",
 }
 
 
-def output_kinds(save_masks: bool = False, output_format: str = "nifti", save_uncertainty: bool = False) -> tuple[str, ...]:
+def output_kinds(
+    save_masks: bool = False, output_format: str = "nifti", save_uncertainty: bool = False
+) -> tuple[str, ...]:
     """What is written per case: ``label`` (NIfTI) and/or ``seg`` (DICOM SEG) by ``output_format``
     (one of :data:`OUTPUT_FORMATS`), ``mask`` and ``gate`` with ``save_masks``, ``uncertainty``
     with ``save_uncertainty``.
@@ -119,11 +123,12 @@ def check_outputs(inputs: Sequence[dict], out_dir: Path, kinds: Sequence[str], o
     if "seg" in kinds:
         nifti = next((item for item in inputs if "series" not in item), None)
         if nifti is not None:
-            raise InputError(f"{nifti['image']}: a DICOM SEG output needs DICOM input (it references the source images); "
-                             "use --output_format nifti for NIfTI input")
+            raise InputError(f"{nifti['image']}: a DICOM SEG output needs DICOM input "
+                             "(it references the source images); use --output_format nifti for NIfTI input")
         dicom.require_highdicom()
     if overwrite and resume:
-        raise InputError("--overwrite and --resume exclude each other: --resume keeps finished outputs, --overwrite replaces them")
+        raise InputError("--overwrite and --resume exclude each other: "
+                         "--resume keeps finished outputs, --overwrite replaces them")
     protected = {_real(item[key]): item[key] for item in inputs for key in ("image", "label", "mask") if item.get(key)}
     seen: dict[str, str] = {}
     longest = NAME_MAX - len(".." + "x" * 8)  # write_atomic's temporary name: ".<name>.<8 random characters><suffixes>"
@@ -136,7 +141,8 @@ def check_outputs(inputs: Sequence[dict], out_dir: Path, kinds: Sequence[str], o
                                  f"{longest} bytes with the temporary name); rename the input")
             real = _real(path)
             if real in protected:
-                raise InputError(f"{path}: this output would replace the input {protected[real]}; choose another output folder")
+                raise InputError(f"{path}: this output would replace the input {protected[real]}; "
+                                 "choose another output folder")
             if real in seen:
                 raise InputError(f"{path}: output of both {seen[real]} and {item['image']} (same case id)")
             seen[real] = item["image"]
@@ -173,7 +179,8 @@ def _finished(item: dict, paths: dict[str, Path], recorded: dict) -> bool:
             return False
         if "outputs_sha256" in recorded and not _recorded_outputs_match(recorded["outputs_sha256"] or "", paths):
             return False
-        source = None if "series" in item else read_header(item["image"])  # a series' geometry follows from its checksum
+        # a series' geometry follows from its checksum
+        source = None if "series" in item else read_header(item["image"])
         for kind, path in paths.items():
             if kind == "seg":
                 if not dicom.is_segmentation(path):
@@ -287,12 +294,16 @@ def _failure_message(image: str, err: Exception, device: object) -> str:
                 f"{field_mm[0]:.0f} x {field_mm[1]:.0f} x {field_mm[2]:.0f} mm")
     except InputError:
         size = ""
-    return f"{image}: out of memory on {device}{size}; free memory, use another --device, --tta false or --mask_region true"
+    return (f"{image}: out of memory on {device}{size}; "
+            "free memory, use another --device, --tta false or --mask_region true")
 
 
-def _row(item: dict, result: CaseResult | None = None, seconds: float = 0.0, labelled: Sequence[int] | None = None) -> dict:
+def _row(
+    item: dict, result: CaseResult | None = None, seconds: float = 0.0, labelled: Sequence[int] | None = None
+) -> dict:
     """A report row; the volumes of classes the model does not label (``labelled``: label values) stay empty."""
-    row = {key: "" for key in REPORT_COLUMNS} | {"case": item["case"], "image": item["image"], "image_sha256": item.get("sha256", "")}
+    row = {key: "" for key in REPORT_COLUMNS} | {
+        "case": item["case"], "image": item["image"], "image_sha256": item.get("sha256", "")}
     if result is not None:
         volumes = class_volumes_ml(result.labels, result.mask, result.affine)
         unlabelled = {name for value, name in CLASS_NAMES.items() if labelled is not None and value not in labelled}
@@ -404,8 +415,8 @@ def predict_cases(
                 upcoming = load(index)
             if log_lines:
                 eta = _duration(sum(computed) / len(computed) * (len(inputs) - index)) if computed else "unknown"
-                print(f"cascade: [{index}/{len(inputs)}] {item['case']}: {row['status']}, {time.perf_counter() - start:.1f} s; "
-                      f"ETA {eta}", file=sys.stderr, flush=True)
+                print(f"cascade: [{index}/{len(inputs)}] {item['case']}: {row['status']}, "
+                      f"{time.perf_counter() - start:.1f} s; ETA {eta}", file=sys.stderr, flush=True)
             if report_name:  # after every case: a kill -9 loses at most the case in flight
                 report.write(out_dir / report_name)
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI
@@ -474,7 +485,8 @@ def _predict_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], deb
                     + (result.warnings or volume_warnings(name, volumes, engine.labelled_classes)))
         _save(result, paths, datasets, engine.labelled_classes)
     except Exception as err:  # one bad case must not stop the folder
-        message = str(err) if isinstance(err, InputError) else _failure_message(name, err, (engine.localizer or engine.segmenter).device)
+        message = (str(err) if isinstance(err, InputError)
+                   else _failure_message(name, err, (engine.localizer or engine.segmenter).device))
         tqdm.write(f"cascade: error: {message}", file=sys.stderr)
         if debug:
             traceback.print_exc()
@@ -483,7 +495,8 @@ def _predict_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], deb
         return _row(item) | {"status": "failed", "message": message}
     for warning in warnings:
         tqdm.write(f"cascade: warning: {warning}", file=sys.stderr)
-    row = _row(item, result, time.perf_counter() - start, engine.labelled_classes) | {"outputs_sha256": outputs_sha256(paths)}
+    row = (_row(item, result, time.perf_counter() - start, engine.labelled_classes)
+           | {"outputs_sha256": outputs_sha256(paths)})
     return row | _review_cells(result, engine.review_threshold, warnings) | {
         "status": "warning" if warnings else "ok", "message": "; ".join(warnings)}
 
@@ -556,7 +569,8 @@ def check_resume_record(out_dir: Path, record: dict) -> None:
     old, new = _determining(earlier), _determining(record)
     for key in sorted(set(old) | set(new)):
         if old.get(key) != new.get(key):
-            shown = "other files" if key.endswith(("checkpoints", "configs")) else f"{old.get(key)!r} -> {new.get(key)!r}"
+            shown = ("other files" if key.endswith(("checkpoints", "configs"))
+                     else f"{old.get(key)!r} -> {new.get(key)!r}")
             raise InputError(
                 f"{path}: --resume with other settings than the run that made these outputs ({key}: {shown}); "
                 "rerun with the same settings, use --overwrite, or another output folder"
@@ -577,11 +591,13 @@ def check_output_folder(source: str | os.PathLike, out_dir: str | os.PathLike) -
     """
     out_dir = Path(out_dir)
     if Path(source).is_dir() and _real(source) == _real(out_dir):
-        raise InputError(f"{out_dir}: the output folder is the input folder; predictions would mix with the data there, choose another one")
+        raise InputError(f"{out_dir}: the output folder is the input folder; "
+                         "predictions would mix with the data there, choose another one")
     if Path(source).is_dir() and Path(_real(source)) in Path(_real(out_dir)).parents:
         raise InputError(
-            f"{out_dir}: the output folder lies inside the input folder {source}; label maps there would mix with its cases "
-            "(read back as ground truth or extra cases), choose a folder outside it"
+            f"{out_dir}: the output folder lies inside the input folder {source}; "
+            "label maps there would mix with its cases (read back as ground truth or extra cases), "
+            "choose a folder outside it"
         )
     check_writable_folder(out_dir, "the output folder")
 

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-import numpy as np
 import torch
 
 __all__ = ["label_votes", "disagreement", "case_uncertainty", "needs_review", "UNCERTAINTY_UNAVAILABLE"]
 
-UNCERTAINTY_UNAVAILABLE = "n/a"  # the report's cell where one member predicted (no ensemble, no TTA): no spread to measure
+# the report's cell where one member predicted (no ensemble, no TTA): no spread to measure
+UNCERTAINTY_UNAVAILABLE = "n/a"
 
 
 def label_votes(logits: torch.Tensor, labelled: Collection[int] | None = None) -> torch.Tensor:

@@ -229,13 +229,15 @@ def test_scoring_stores_each_unlabelled_images_uncertainty_and_skips_failures(tm
     assert info[PASSES] == 8 and info[TTA_ADDED] is True and 0.0 < info[UNCERTAINTY] < 1.0
     assert store.infos["MBAS_002"] == {} and store.infos["broken"] == {}  # labelled: not scored; failed: untouched
     [failure] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert failure.startswith(f"uncertainty: broken: not scored: {broken}: not a readable NIfTI file") and "\n" not in failure
+    assert (failure.startswith(f"uncertainty: broken: not scored: {broken}: not a readable NIfTI file")
+            and "\n" not in failure)
     assert any("scoring with test-time mirroring on: 8 passes" in r.getMessage() for r in caplog.records)
 
     again = score_unlabelled(engines, store, settings)  # same weights and settings: nothing to redo
     assert (again["scored"], again["skipped"], again["failed"], again["key"]) == (0, 1, ["broken"], info[KEY])
     mirrored = InferSettings(tta=True, device="cpu")  # what the scoring ran with
-    assert scoring_key(engines, mirrored) == info[KEY] != scoring_key(engines, InferSettings(tta=True, overlap=0.0, device="cpu"))
+    assert (scoring_key(engines, mirrored) == info[KEY]
+            != scoring_key(engines, InferSettings(tta=True, overlap=0.0, device="cpu")))
     publish(tmp_path / "model", "segmenter")  # new weights (the app's training published a model): scores are stale
     assert scoring_key(engines, mirrored) != info[KEY]
 
@@ -243,7 +245,8 @@ def test_scoring_stores_each_unlabelled_images_uncertainty_and_skips_failures(tm
 def test_next_sample_order_serves_the_least_certain_first():
     from lib.uncertainty_scores import UNCERTAINTY, ranked_for_labelling
 
-    infos = {"a": {UNCERTAINTY: 0.05}, "b": {UNCERTAINTY: 0.20}, "c": {}, "d": {UNCERTAINTY: None}, "e": {UNCERTAINTY: 0.20}, "f": {}}
+    infos = {"a": {UNCERTAINTY: 0.05}, "b": {UNCERTAINTY: 0.20}, "c": {}, "d": {UNCERTAINTY: None},
+             "e": {UNCERTAINTY: 0.20}, "f": {}}
     # nothing labelled first, then by uncertainty (ties by id), then not scored (by id)
     assert ranked_for_labelling(infos) == ["d", "b", "e", "a", "c", "f"]
     now = 1_000_000.0

@@ -31,7 +31,8 @@ def test_a_member_votes_as_the_bundle_postprocessing_labels(labelled):
     logits = torch.randn(2, 4, 6, 5, 4, generator=torch.Generator().manual_seed(3)) * 2
     probabilities = torch.softmax(logits, dim=1)
     if labelled is not None:
-        probabilities = torch.stack([MergeIntoBackgroundd("pred", labelled)({"pred": p})["pred"] for p in probabilities])
+        probabilities = torch.stack([MergeIntoBackgroundd("pred", labelled)({"pred": p})["pred"]
+                                     for p in probabilities])
     votes = label_votes(logits, labelled)
     assert torch.equal(votes.argmax(dim=1), probabilities.argmax(dim=1))
     assert torch.equal(votes.sum(dim=1), torch.ones(2, 6, 5, 4))
@@ -98,9 +99,11 @@ def test_one_pass_says_n_a_and_refuses_an_uncertainty_map(tmp_path, oblique_case
     assert "predictions.csv's uncertainty and review say n/a" in result.stdout
     row = rows(tmp_path / "one")["oblique"]
     assert (row["uncertainty"], row["review"]) == ("n/a", "n/a")
-    refused = cascade_in_process("predict", str(oblique_case), str(tmp_path / "map"), "--demo", "--save_uncertainty", "--device", "cpu")
+    refused = cascade_in_process("predict", str(oblique_case), str(tmp_path / "map"), "--demo", "--save_uncertainty",
+                                 "--device", "cpu")
     errors = [line for line in refused.stderr.splitlines() if line.startswith("cascade: error:")]
-    assert refused.returncode != 0 and len(errors) == 1 and "--save_uncertainty" in errors[0] and "--tta true" in errors[0]
+    assert (refused.returncode != 0 and len(errors) == 1 and "--save_uncertainty" in errors[0]
+            and "--tta true" in errors[0])
     assert not (tmp_path / "map").exists() or not any((tmp_path / "map").iterdir())
 
 
@@ -121,9 +124,12 @@ def test_mirroring_gives_an_uncertainty_map_on_the_input_grid(tmp_path, oblique_
     uncertainty = float(row["uncertainty"])
     # the case value is integrated on the network's grid; the stored map is that map resampled to the input grid
     assert uncertainty == pytest.approx(disputed.sum() / np.count_nonzero(labels), rel=0.1)
-    threshold = json.loads((BUNDLES["atria_segmenter"] / "configs" / "inference.json").read_text())["review_uncertainty"]
+    threshold = json.loads(
+        (BUNDLES["atria_segmenter"] / "configs" / "inference.json").read_text()
+    )["review_uncertainty"]
     assert row["review"] == str(uncertainty > threshold or bool(row["message"])).lower()
-    resumed = predict(str(oblique_case), str(out), "--demo", "--tta", "true", "--save_uncertainty", "--save_masks", "--resume")
+    resumed = predict(str(oblique_case), str(out), "--demo", "--tta", "true", "--save_uncertainty", "--save_masks",
+                      "--resume")
     assert "1 kept from an earlier run" in resumed.stdout + resumed.stderr
 
 

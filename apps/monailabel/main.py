@@ -46,7 +46,8 @@ from lib.weights import weights_from_conf
 logger = logging.getLogger(__name__)
 
 MISSING_WEIGHTS_HINT = (
-    "start the server with --conf pretrained la2018 (real scans, left atrium) or --conf demo true (phantoms) for shipped weights, or --conf models WORK for a "
+    "start the server with --conf pretrained la2018 (real scans, left atrium) or --conf demo true (phantoms) "
+    "for shipped weights, or --conf models WORK for a "
     "cross-validation work folder, or train the stage with the app's train task or its bundle"
 )
 
@@ -74,7 +75,9 @@ class AtriaCascadeApp(MONAILabelApp):
     """
 
     def __init__(self, app_dir: str, studies: str, conf: dict) -> None:
-        self.weights = weights_from_conf(conf, conf.get("model_dir") or os.path.join(app_dir, "model"), MISSING_WEIGHTS_HINT)
+        self.weights = weights_from_conf(
+            conf, conf.get("model_dir") or os.path.join(app_dir, "model"), MISSING_WEIGHTS_HINT,
+        )
         for stage in STAGES:
             try:
                 logger.info(f"{stage}: serving {self.weights.served(stage).source}")
@@ -99,7 +102,8 @@ class AtriaCascadeApp(MONAILabelApp):
             self._auto_update_scoring = False
             logger.info("DICOMweb datastore: no automatic scoring (POST /scoring/uncertainty to score)")
         if infer_in_worker_threads(monailabel.endpoints.infer.router):
-            logger.info(f"inference runs off the event loop, {settings.MONAI_LABEL_INFER_CONCURRENCY} at a time (MONAI_LABEL_INFER_CONCURRENCY)")
+            logger.info(f"inference runs off the event loop, {settings.MONAI_LABEL_INFER_CONCURRENCY} at a time "
+                        "(MONAI_LABEL_INFER_CONCURRENCY)")
 
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
@@ -121,7 +125,8 @@ class AtriaCascadeApp(MONAILabelApp):
         ``bin/``, MONAI Label's other SEG writer (pydicom-seg, installed with it) writes it."""
         if shutil.which("itkimage2segimage") or os.path.exists(os.path.join(self.app_dir, "bin", "itkimage2segimage")):
             return
-        logger.info("dcmqi's itkimage2segimage not found: final labels go to the DICOMweb server as DICOM SEG written by pydicom-seg")
+        logger.info("dcmqi's itkimage2segimage not found: final labels go to the DICOMweb server as DICOM SEG "
+                    "written by pydicom-seg")
         monailabel.datastore.dicom.nifti_to_dicom_seg = partial(nifti_to_dicom_seg, use_itk=False)
 
     def infer(self, request: dict, datastore: Datastore | None = None) -> dict:
@@ -130,10 +135,13 @@ class AtriaCascadeApp(MONAILabelApp):
         (400 naming the id; MONAI Label passes an empty path on)."""
         model = request.get("model")
         if model not in self._infers:
-            raise HTTPException(status_code=404, detail=f"unknown model '{model}': this app serves {', '.join(self._infers)}")
+            raise HTTPException(status_code=404,
+                                detail=f"unknown model '{model}': this app serves {', '.join(self._infers)}")
         image = request.get("image")
-        if isinstance(image, str) and not os.path.exists(image) and not (datastore or self.datastore()).get_image_uri(image):
-            raise HTTPException(status_code=400, detail=f"image '{image}' is not in the datastore (GET /datastore/?output=all lists the ids)")
+        if (isinstance(image, str) and not os.path.exists(image)
+                and not (datastore or self.datastore()).get_image_uri(image)):
+            raise HTTPException(status_code=400, detail=f"image '{image}' is not in the datastore "
+                                                        "(GET /datastore/?output=all lists the ids)")
         return super().infer(request, datastore)
 
     def init_infers(self) -> dict[str, InferTask]:

@@ -68,7 +68,8 @@ def free_port() -> int:
 class Server:
     """``monailabel start_server`` in its own process group, stopped on exit (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, studies: Path | str, conf: dict[str, str], work: Path, name: str, workers: int | None = None) -> None:
+    def __init__(self, studies: Path | str, conf: dict[str, str], work: Path, name: str,
+                 workers: int | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = work / f"server-{name}.log"
@@ -78,7 +79,8 @@ class Server:
             command += ["--conf", key, value]
         if workers:
             command += ["--workers", str(workers)]
-        env = {**os.environ, "MONAI_LABEL_SESSION_PATH": str(work / "sessions"), "MONAI_LABEL_DICOMWEB_CACHE_PATH": str(work / "dicomweb-cache")}
+        env = {**os.environ, "MONAI_LABEL_SESSION_PATH": str(work / "sessions"),
+               "MONAI_LABEL_DICOMWEB_CACHE_PATH": str(work / "dicomweb-cache")}
         log("$ " + " ".join(command) + f"  (log {self.log_path})")
         self.log_file = self.log_path.open("w")
         self.process = subprocess.Popen(
@@ -130,9 +132,11 @@ class Server:
         """PUT a file as the multipart ``field`` (``file``: MONAI Label's image upload, ``label``: a
         label) with optional ``params`` JSON; (status, content)."""
         boundary = uuid.uuid4().hex
-        form = f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n\r\n{json.dumps(params)}\r\n'.encode() if params else b""
+        form = (f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n\r\n'
+                f'{json.dumps(params)}\r\n'.encode() if params else b"")
         data = (form + f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{upload.name}"\r\n'
-                f"Content-Type: application/octet-stream\r\n\r\n".encode() + upload.read_bytes() + f"\r\n--{boundary}--\r\n".encode())
+                f"Content-Type: application/octet-stream\r\n\r\n".encode() + upload.read_bytes()
+                + f"\r\n--{boundary}--\r\n".encode())
         request = urllib.request.Request(self.url + path, data=data, method="PUT",
                                          headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
         try:
@@ -148,14 +152,17 @@ class Server:
             data, content_type = json.dumps(body).encode(), "application/json"
         else:
             boundary = uuid.uuid4().hex
-            parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n\r\n{json.dumps(params or {})}\r\n'.encode()]
+            parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n\r\n'
+                     f'{json.dumps(params or {})}\r\n'.encode()]
             if upload is not None:
                 parts.append(
                     f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{upload.name}"\r\n'
                     f"Content-Type: application/octet-stream\r\n\r\n".encode() + upload.read_bytes() + b"\r\n"
                 )
-            data, content_type = b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
-        request = urllib.request.Request(self.url + path, data=data, method="POST", headers={"Content-Type": content_type})
+            data, content_type = (b"".join(parts) + f"--{boundary}--\r\n".encode(),
+                                  f"multipart/form-data; boundary={boundary}")
+        request = urllib.request.Request(self.url + path, data=data, method="POST",
+                                         headers={"Content-Type": content_type})
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, response.read()
@@ -172,22 +179,24 @@ class Orthanc:
     def __init__(self, work: Path) -> None:
         binary = shutil.which("Orthanc")
         if binary is None or not Path(self.PLUGINS, "libOrthancDicomWeb.so").is_file():
-            raise RuntimeError(f"Orthanc with its DICOMweb plugin not found (PATH, {self.PLUGINS}): apt-get install orthanc orthanc-dicomweb")
+            raise RuntimeError(f"Orthanc with its DICOMweb plugin not found (PATH, {self.PLUGINS}): "
+                               "apt-get install orthanc orthanc-dicomweb")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         folder = work / "orthanc"
         folder.mkdir()
         config = {
             "Name": "atria-cascade-live", "HttpPort": self.port, "DicomPort": free_port(), "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False, "StorageDirectory": str(folder / "storage"), "IndexDirectory": str(folder / "index"),
+            "AuthenticationEnabled": False, "StorageDirectory": str(folder / "storage"),
+            "IndexDirectory": str(folder / "index"),
             "Plugins": [self.PLUGINS], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         }
         (folder / "orthanc.json").write_text(json.dumps(config))
         self.log_path = work / "orthanc.log"
         self.log_file = self.log_path.open("w")
         log(f"$ {binary} {folder / 'orthanc.json'}  (log {self.log_path})")
-        self.process = subprocess.Popen([binary, str(folder / "orthanc.json")], stdout=self.log_file, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen([binary, str(folder / "orthanc.json")], stdout=self.log_file,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
 
     def __enter__(self) -> Orthanc:
         deadline = time.monotonic() + 60
@@ -220,7 +229,8 @@ class Orthanc:
     def retrieve(self, study: str, series: str, path: Path) -> Path:
         """The series' single instance (found by QIDO-RS, fetched by Orthanc's REST API), written to ``path``."""
         [instance] = self.qido(f"/studies/{study}/series/{series}/instances")
-        request = urllib.request.Request(self.url + "/tools/lookup", data=instance["00080018"]["Value"][0].encode(), method="POST")
+        request = urllib.request.Request(self.url + "/tools/lookup", data=instance["00080018"]["Value"][0].encode(),
+                                         method="POST")
         with urllib.request.urlopen(request, timeout=30) as response:
             [found] = json.loads(response.read())
         with urllib.request.urlopen(f"{self.url}/instances/{found['ID']}/file", timeout=30) as response:
@@ -244,10 +254,12 @@ def check_same_nifti(result: Path, reference: Path, image: Path, what: str) -> N
     got, want, source = nib.load(result), nib.load(reference), nib.load(image)
     got_array, want_array = np.asanyarray(got.dataobj), np.asanyarray(want.dataobj)
     check(got_array.dtype == np.uint8, f"{what}: uint8 label map")
-    check(got.shape == source.shape and np.allclose(got.affine, source.affine, atol=1e-6), f"{what}: input's shape {got.shape} and affine")
+    check(got.shape == source.shape and np.allclose(got.affine, source.affine, atol=1e-6),
+          f"{what}: input's shape {got.shape} and affine")
     check(np.array_equal(got.affine, want.affine), f"{what}: affine equals the reference's")
     differ = int(np.count_nonzero(got_array != want_array)) if got.shape == want.shape else -1
-    check(differ == 0, f"{what}: equals `cascade predict` voxel for voxel ({differ} voxels differ, labels {np.unique(got_array).tolist()})")
+    check(differ == 0, f"{what}: equals `cascade predict` voxel for voxel "
+                       f"({differ} voxels differ, labels {np.unique(got_array).tolist()})")
 
 
 def infer_to_file(server: Server, task: str, out: Path, image_id: str | None = None, upload: Path | None = None,
@@ -267,7 +279,8 @@ def infer_to_file(server: Server, task: str, out: Path, image_id: str | None = N
 def make_data(work: Path) -> tuple[Path, Path, list[str]]:
     """Phantoms (MBAS layout) and a MONAI Label studies folder of the same files."""
     phantoms, studies = work / "phantoms", work / "studies"
-    run([sys.executable, "-m", "cascade.cli", "phantom", str(phantoms), "--cases", str(CASES), "--seed", "1000", *PHANTOM_GRID], work)
+    run([sys.executable, "-m", "cascade.cli", "phantom", str(phantoms), "--cases", str(CASES), "--seed", "1000",
+         *PHANTOM_GRID], work)
     (studies / "labels" / "final").mkdir(parents=True)
     cases = sorted(p.name for p in phantoms.iterdir())
     for case in cases:
@@ -283,10 +296,13 @@ def check_info(server: Server) -> None:
     models = info.get("models", {})
     check({"atria_cascade", "atria_localizer"} <= set(models), f"/info/ lists the infer tasks {sorted(models)}")
     cascade_info = models["atria_cascade"]
-    check(cascade_info["labels"] == {name: value for value, name in CLASS_NAMES.items()}, f"labels {cascade_info['labels']}")
-    check(cascade_info["label_colors"] == {CLASS_NAMES[v]: list(c) for v, c in CLASS_COLOURS.items()}, "label colours of cascade.labels")
+    check(cascade_info["labels"] == {name: value for value, name in CLASS_NAMES.items()},
+          f"labels {cascade_info['labels']}")
+    check(cascade_info["label_colors"] == {CLASS_NAMES[v]: list(c) for v, c in CLASS_COLOURS.items()},
+          "label colours of cascade.labels")
     check({"overlap", "tta", "mask_region"} <= set(cascade_info["config"]), f"client settings {cascade_info['config']}")
-    check({"atria_localizer", "atria_segmenter"} <= set(info.get("trainers", {})), f"/info/ lists the train tasks {sorted(info['trainers'])}")
+    check({"atria_localizer", "atria_segmenter"} <= set(info.get("trainers", {})),
+          f"/info/ lists the train tasks {sorted(info['trainers'])}")
 
 
 def check_inference(server: Server, work: Path, phantoms: Path, cases: list[str]) -> None:
@@ -295,16 +311,20 @@ def check_inference(server: Server, work: Path, phantoms: Path, cases: list[str]
     for case in cases:
         image = phantoms / case / f"{case}_gt.nii.gz"
         infer_to_file(server, "atria_cascade", results / f"{case}_label.nii.gz", image_id=case)
-        check_same_nifti(results / f"{case}_label.nii.gz", reference / "default" / f"{case}_label.nii.gz", image, f"atria_cascade {case}")
+        check_same_nifti(results / f"{case}_label.nii.gz", reference / "default" / f"{case}_label.nii.gz", image,
+                         f"atria_cascade {case}")
         infer_to_file(server, "atria_localizer", results / f"{case}_mask.nii.gz", image_id=case)
-        check_same_nifti(results / f"{case}_mask.nii.gz", reference / "default" / f"{case}_mask.nii.gz", image, f"atria_localizer {case}")
+        check_same_nifti(results / f"{case}_mask.nii.gz", reference / "default" / f"{case}_mask.nii.gz", image,
+                         f"atria_localizer {case}")
     case = cases[0]
     image = phantoms / case / f"{case}_gt.nii.gz"
     infer_to_file(server, "atria_cascade", results / "upload_label.nii.gz", upload=image)
-    check_same_nifti(results / "upload_label.nii.gz", reference / "default" / f"{case}_label.nii.gz", image, f"atria_cascade {case} uploaded")
+    check_same_nifti(results / "upload_label.nii.gz", reference / "default" / f"{case}_label.nii.gz", image,
+                     f"atria_cascade {case} uploaded")
     settings = {"overlap": 0, "mask_region": False}
     answer = infer_to_file(server, "atria_cascade", results / "settings_label.nii.gz", image_id=case, params=settings)
-    check(answer["settings"] == {"overlap": 0.0, "tta": False, "mask_region": False, "device": "cpu"}, f"settings echoed {answer['settings']}")
+    check(answer["settings"] == {"overlap": 0.0, "tta": False, "mask_region": False, "device": "cpu"},
+          f"settings echoed {answer['settings']}")
     check_same_nifti(results / "settings_label.nii.gz", reference / "overlap0-whole" / f"{case}_label.nii.gz", image,
                      f"atria_cascade {case} with {settings}")
 
@@ -315,8 +335,10 @@ def check_inference(server: Server, work: Path, phantoms: Path, cases: list[str]
     status, content = server.post("/infer/atria_cascade?output=json", upload=broken)
     check(status == 400 and b"not a readable NIfTI" in content, f"broken upload -> HTTP {status} {content.decode()}")
     check_client_mistakes(server, work, case)
-    run([sys.executable, str(APP_DIR / "client_example.py"), server.url, str(image), str(results / "client_label.nii.gz")], work)
-    check_same_nifti(results / "client_label.nii.gz", reference / "default" / f"{case}_label.nii.gz", image, "client_example.py")
+    run([sys.executable, str(APP_DIR / "client_example.py"), server.url, str(image),
+         str(results / "client_label.nii.gz")], work)
+    check_same_nifti(results / "client_label.nii.gz", reference / "default" / f"{case}_label.nii.gz", image,
+                     "client_example.py")
 
 
 def check_client_mistakes(server: Server, work: Path, case: str) -> None:
@@ -324,7 +346,8 @@ def check_client_mistakes(server: Server, work: Path, case: str) -> None:
     status, content = server.post(f"/infer/atria_cascade?image={case}&output=json", params={"overlapp": 0.5})
     check(status == 400 and b"overlapp" in content, f"unknown setting -> HTTP {status} {content.decode()}")
     status, content = server.post("/infer/atria_localizer?image=" + case + "&output=json", params={"mask_region": True})
-    check(status == 400 and b"mask_region" in content, f"stage-2 setting for the localizer -> HTTP {status} {content.decode()}")
+    check(status == 400 and b"mask_region" in content,
+          f"stage-2 setting for the localizer -> HTTP {status} {content.decode()}")
     status, content = server.post("/infer/atria_cascade?image=no_such_case&output=json")
     check(status == 400 and b"no_such_case" in content, f"unknown image id -> HTTP {status} {content.decode()}")
     status, content = server.post(f"/infer/no_such_model?image={case}&output=json")
@@ -332,7 +355,8 @@ def check_client_mistakes(server: Server, work: Path, case: str) -> None:
     text = work / "notes.nii.gz"
     text.write_text("a text file, not an image")
     status, content = server.put("/datastore/?image=notes", text)
-    check(status == 400 and b"not a readable NIfTI" in content, f"text file PUT /datastore/ -> HTTP {status} {content.decode()}")
+    check(status == 400 and b"not a readable NIfTI" in content,
+          f"text file PUT /datastore/ -> HTTP {status} {content.decode()}")
     dicom = work / "slice.dcm"
     dicom.write_bytes(b"\0" * 128 + b"DICM")
     status, content = server.put("/datastore/?image=slice", dicom)
@@ -373,14 +397,15 @@ def check_uncertainty_active_learning(work: Path) -> None:
     import csv
 
     phantoms, studies = work / "phantoms-al", work / "studies-al"
-    run([sys.executable, "-m", "cascade.cli", "phantom", str(phantoms), "--cases", "3", "--seed", "2000", *SMALL_GRID], work)
+    run([sys.executable, "-m", "cascade.cli", "phantom", str(phantoms), "--cases", "3", "--seed", "2000",
+         *SMALL_GRID], work)
     studies.mkdir()
     cases = sorted(p.name for p in phantoms.iterdir())
     for case in cases[:2]:
         shutil.copyfile(phantoms / case / f"{case}_gt.nii.gz", studies / f"{case}.nii.gz")
     nib.save(nib.Nifti1Image(np.full((8, 8, 4), np.nan, np.float32), np.eye(4)), studies / "unusable.nii.gz")
-    run([sys.executable, "-m", "cascade.cli", "predict", str(phantoms), str(work / "reference" / "tta"), "--demo", "--device", "cpu",
-         "--tta", "true"], work)
+    run([sys.executable, "-m", "cascade.cli", "predict", str(phantoms), str(work / "reference" / "tta"),
+         "--demo", "--device", "cpu", "--tta", "true"], work)
     with (work / "reference" / "tta" / "predictions.csv").open() as report:
         reference = {row["case"]: float(row["uncertainty"]) for row in csv.DictReader(report)}
 
@@ -388,13 +413,15 @@ def check_uncertainty_active_learning(work: Path) -> None:
         deadline = time.monotonic() + 30  # the server reloads the datastore file the scoring process wrote
         while not all(stored_infos(server)[case].get("uncertainty_ts", 0) >= int(since) for case in expected):
             if time.monotonic() > deadline:
-                raise AssertionError(f"{when}: the datastore holds no new scores for {expected}: {stored_infos(server)}")
+                raise AssertionError(f"{when}: the datastore holds no new scores for {expected}: "
+                                     f"{stored_infos(server)}")
             time.sleep(1)
         infos = stored_infos(server)
         stored = {case: infos[case]["uncertainty"] for case in expected}
-        check(all(abs(stored[case] - reference[case]) <= 6e-5 and infos[case]["uncertainty_passes"] == 8 for case in expected),
-              f"{when}: stored uncertainties {', '.join(f'{v:.4f}' for v in stored.values())} equal `cascade predict --tta true`'s "
-              f"{', '.join(f'{reference[c]:.4f}' for c in expected)} (8 passes)")
+        check(all(abs(stored[case] - reference[case]) <= 6e-5 and infos[case]["uncertainty_passes"] == 8
+                  for case in expected),
+              f"{when}: stored uncertainties {', '.join(f'{v:.4f}' for v in stored.values())} equal "
+              f"`cascade predict --tta true`'s {', '.join(f'{reference[c]:.4f}' for c in expected)} (8 passes)")
         check("uncertainty" not in infos["unusable"], f"{when}: the unusable image has no stored uncertainty")
         return stored
 
@@ -402,7 +429,8 @@ def check_uncertainty_active_learning(work: Path) -> None:
     with Server(studies, {"demo": "true", "model_dir": str(work / "model-al")}, work, "uncertainty") as server:
         info = server.get("/info/")
         check({"random", "uncertainty"} <= set(info.get("strategies", {})) and "uncertainty" in info.get("scoring", {}),
-              f"/info/ lists the strategies {sorted(info.get('strategies', {}))} and the scoring methods {sorted(info.get('scoring', {}))}")
+              f"/info/ lists the strategies {sorted(info.get('strategies', {}))} "
+              f"and the scoring methods {sorted(info.get('scoring', {}))}")
         task = wait_for_scoring(server)  # MONAI Label starts every scoring method at server start
         check(task.get("status") == "DONE", f"the scoring at server start ended {task.get('status')}")
         check_stored(server, cases[:2], started, "scoring at server start")
@@ -415,25 +443,31 @@ def check_uncertainty_active_learning(work: Path) -> None:
         task = wait_for_scoring(server, json.loads(content)["id"])
         log_lines = server.log_path.read_text()[logged:]
         check(task.get("status") == "DONE" and "'scored': 1, 'skipped': 2, 'failed': ['unusable']" in log_lines,
-              f"POST /scoring/uncertainty ended {task.get('status')}: the new image scored, 2 skipped (scored), the unusable one failed")
-        check("mirroring on: 8 passes" in log_lines, "one model served: the scoring turned test-time mirroring on (8 passes)")
+              f"POST /scoring/uncertainty ended {task.get('status')}: the new image scored, 2 skipped (scored), "
+              "the unusable one failed")
+        check("mirroring on: 8 passes" in log_lines,
+              "one model served: the scoring turned test-time mirroring on (8 passes)")
         [failure] = [line for line in log_lines.splitlines() if "unusable: not scored:" in line]
         check("NaN" in failure, f"the unusable image logged in one line: {failure.split('uncertainty: ', 1)[-1]}")
-        stored = {**check_stored(server, cases[2:], started, "POST /scoring/uncertainty"), **check_stored(server, cases[:2], 0, "all")}
+        stored = {**check_stored(server, cases[2:], started, "POST /scoring/uncertainty"),
+                  **check_stored(server, cases[:2], 0, "all")}
 
         status, content = server.post("/activelearning/random", body={})
-        check(status == 200 and json.loads(content).get("id") in [*cases, "unusable"], "MONAI Label's random strategy still serves")
+        check(status == 200 and json.loads(content).get("id") in [*cases, "unusable"],
+              "MONAI Label's random strategy still serves")
         expected = [*sorted(cases, key=lambda case: -stored[case]), "unusable"]
         for rank, image in enumerate(expected):
             status, content = server.post("/activelearning/uncertainty", body={})
             served = json.loads(content).get("id") if status == 200 else content
             check(served == image, f"next sample {rank + 1}: {served} (" + (
-                f"uncertainty {stored[image]:.4f}, the largest of the unlabelled" if image in stored else "not scored: after the scored") + ")")
+                f"uncertainty {stored[image]:.4f}, the largest of the unlabelled" if image in stored
+                else "not scored: after the scored") + ")")
             label = phantoms / cases[0] / f"{cases[0]}_label.nii.gz"  # any label file: the datastore checks none
             status, content = server.put(f"/datastore/label?image={image}&tag=final", label, field="label")
             check(status == 200, f"{image} labelled (final) -> HTTP {status}")
         status, content = server.post("/activelearning/uncertainty", body={})
-        check(status == 200 and json.loads(content) == {}, f"every image labelled: next sample answers {content.decode()}")
+        check(status == 200 and json.loads(content) == {},
+              f"every image labelled: next sample answers {content.decode()}")
 
 
 def check_concurrency(studies: Path, work: Path, cases: list[str], workers: int = 1, requests: int = 4) -> None:
@@ -442,7 +476,8 @@ def check_concurrency(studies: Path, work: Path, cases: list[str], workers: int 
     event loop, one at a time by default: lib/serving.py); the latencies are logged."""
     import threading
 
-    with Server(studies, {"demo": "true", "model_dir": str(work / "model-concurrency")}, work, "concurrency", workers=workers) as server:
+    with Server(studies, {"demo": "true", "model_dir": str(work / "model-concurrency")}, work, "concurrency",
+                workers=workers) as server:
         for case in cases[:workers]:  # warm every worker's engine cache (the OS picks the worker)
             server.post(f"/infer/atria_cascade?image={case}&output=json")
         results: dict[int, tuple[int, float]] = {}
@@ -464,18 +499,22 @@ def check_concurrency(studies: Path, work: Path, cases: list[str], workers: int 
             time.sleep(0.5)
         for thread in threads:
             thread.join()
-        log(f"{requests} concurrent inferences on {workers} workers: " + ", ".join(f"HTTP {s} in {t:.1f} s" for s, t in sorted(results.values(), key=lambda r: r[1])))
+        log(f"{requests} concurrent inferences on {workers} workers: "
+            + ", ".join(f"HTTP {s} in {t:.1f} s" for s, t in sorted(results.values(), key=lambda r: r[1])))
         log(f"/info/ meanwhile (sent at s, answered in s): {polls}")
-        check(all(status == 200 for status, _ in results.values()) and len(results) == requests, f"{requests} concurrent inferences answer 200")
+        check(all(status == 200 for status, _ in results.values()) and len(results) == requests,
+              f"{requests} concurrent inferences answer 200")
         slowest = max(seconds for _, seconds in polls)
-        check(len(polls) > 1 and slowest < 1.0, f"/info/ answered within {slowest:.2f} s while inferences ran ({len(polls)} polls)")
+        check(len(polls) > 1 and slowest < 1.0,
+              f"/info/ answered within {slowest:.2f} s while inferences ran ({len(polls)} polls)")
 
 
 def check_training_route(server: Server, model_dir: Path, case: str) -> None:
     """Both stages train through MONAI Label's REST API (the segmenter tracked with MLflow in the
     app's default sqlite store); the published localizer is then served."""
     for task in ("atria_localizer", "atria_segmenter"):
-        params = {"max_epochs": 1, "iterations_per_epoch": 1, "val_split": 0.5, **({"tracking": "mlflow"} if task == "atria_segmenter" else {})}
+        params = {"max_epochs": 1, "iterations_per_epoch": 1, "val_split": 0.5,
+                  **({"tracking": "mlflow"} if task == "atria_segmenter" else {})}
         status, content = server.post(f"/train/{task}", body=params)
         check(status == 200, f"/train/{task} {params} accepted")
         task_id = json.loads(content)["id"]
@@ -488,11 +527,13 @@ def check_training_route(server: Server, model_dir: Path, case: str) -> None:
                 raise AssertionError(f"/train/{task} still running after 900 s")
             time.sleep(3)
         details = "".join(state.get("details", []))
-        check(state.get("status") == "DONE", f"/train/{task} finished with status {state.get('status')}" + ("" if state.get("status") == "DONE" else f"\n{details}"))
+        check(state.get("status") == "DONE", f"/train/{task} finished with status {state.get('status')}"
+              + ("" if state.get("status") == "DONE" else f"\n{details}"))
         published = model_dir / task / "model.pt"
         check(published.is_file(), f"{task} published {published}")
         stats = server.get("/info/")["train_stats"][task]
-        check("val_mean_dice" in stats.get("eval", {}).get("metrics", {}), f"{task} train stats {json.dumps(stats.get('eval', {}).get('metrics'))}")
+        check("val_mean_dice" in stats.get("eval", {}).get("metrics", {}),
+              f"{task} train stats {json.dumps(stats.get('eval', {}).get('metrics'))}")
         if "tracking" in params:
             check_mlflow_store(model_dir / task / "mlflow.db")
     status, content = server.post(f"/infer/atria_localizer?image={case}&output=json")
@@ -517,20 +558,24 @@ def check_dicomweb_datastore(work: Path, phantoms: Path, case: str) -> None:
     series_uid, study_uid = str(first.SeriesInstanceUID), str(first.StudyInstanceUID)
     with Orthanc(work) as orthanc:
         orthanc.store(files)
-        check(len(orthanc.qido(f"/series?SeriesInstanceUID={series_uid}")) == 1, f"Orthanc holds the series ({len(files)} slices)")
+        check(len(orthanc.qido(f"/series?SeriesInstanceUID={series_uid}")) == 1,
+              f"Orthanc holds the series ({len(files)} slices)")
         studies = f"{orthanc.url}/dicom-web"
         with Server(studies, {"demo": "true", "model_dir": str(work / "model-dicomweb")}, work, "dicomweb") as server:
             total = server.get("/datastore/").get("total")
             check(total == 1, f"/datastore/ counts the MR series of {studies}: {total}")
             status, content = server.post("/activelearning/random", body={})
             sample = json.loads(content) if status == 200 else {}
-            check(sample.get("id") == series_uid, f"/activelearning/random (Slicer's next sample) gives the series {sample.get('id')}")
+            check(sample.get("id") == series_uid,
+                  f"/activelearning/random (Slicer's next sample) gives the series {sample.get('id')}")
             out = work / "results" / "dicomweb_label.nii.gz"
             start = time.monotonic()
             infer_to_file(server, "atria_cascade", out, image_id=series_uid)
-            log(f"/infer/atria_cascade on the DICOMweb series: {time.monotonic() - start:.1f} s (fetch, conversion and inference, twice)")
+            log(f"/infer/atria_cascade on the DICOMweb series: {time.monotonic() - start:.1f} s "
+                "(fetch, conversion and inference, twice)")
             names = [{"name": CLASS_NAMES[value], "idx": value} for value in (1, 2, 3)]  # as Slicer sends them
-            status, content = server.put(f"/datastore/label?image={series_uid}&tag=final", out, field="label", params={"label_info": names})
+            status, content = server.put(f"/datastore/label?image={series_uid}&tag=final", out, field="label",
+                                         params={"label_info": names})
             check(status == 200, f"the label saved as final -> HTTP {status} {content[:300].decode()}")
         [seg] = orthanc.qido(f"/series?Modality=SEG&StudyInstanceUID={study_uid}") or [None]
         seg_uid = seg["0020000E"]["Value"][0]
@@ -543,12 +588,16 @@ def check_dicomweb_datastore(work: Path, phantoms: Path, case: str) -> None:
         segments = pydicom_seg.MultiClassReader().read(saved).data  # (Z, Y, X) label values
         check(np.array_equal(np.transpose(segments, (2, 1, 0)), np.asanyarray(nib.load(out).dataobj)),
               "the SEG read back with pydicom-seg equals the label map voxel for voxel")
-        got, want, source = nib.load(out), nib.load(work / "reference" / "default" / f"{case}_label.nii.gz"), nib.load(image)
-        check(got.shape == source.shape and np.allclose(got.affine, source.affine, atol=1e-3), f"label map on the series' grid {got.shape}")
+        got, want, source = (nib.load(out), nib.load(work / "reference" / "default" / f"{case}_label.nii.gz"),
+                             nib.load(image))
+        check(got.shape == source.shape and np.allclose(got.affine, source.affine, atol=1e-3),
+              f"label map on the series' grid {got.shape}")
         got_array, want_array = np.asanyarray(got.dataobj), np.asanyarray(want.dataobj)
-        dice = {value: 2 * np.sum((got_array == value) & (want_array == value)) / max(np.sum(got_array == value) + np.sum(want_array == value), 1)
+        dice = {value: 2 * np.sum((got_array == value) & (want_array == value))
+                / max(np.sum(got_array == value) + np.sum(want_array == value), 1)
                 for value in (1, 2, 3)}
-        check(min(dice.values()) >= 0.98, f"agrees with `cascade predict` on the NIfTI file (Dice per class {', '.join(f'{d:.4f}' for d in dice.values())})")
+        check(min(dice.values()) >= 0.98, "agrees with `cascade predict` on the NIfTI file "
+                                          f"(Dice per class {', '.join(f'{d:.4f}' for d in dice.values())})")
 
 
 def check_mlflow_store(store: Path) -> None:
@@ -593,11 +642,13 @@ def check_pretrained_loaded(studies: Path, work: Path) -> None:
         served = weights.served("localizer").checkpoints[0]
         checkpoint = torch.load(served, map_location="cpu", weights_only=True)
         task = RecordingTrainTask(weights, "localizer", num_classes=2)
-        stats = task({"max_epochs": 1, "iterations_per_epoch": 1, "val_split": 0.0, "pretrained": pretrained}, datastore)
+        stats = task({"max_epochs": 1, "iterations_per_epoch": 1, "val_split": 0.0, "pretrained": pretrained},
+                     datastore)
         equal = all(torch.equal(task.recorder.state[k], v) for k, v in checkpoint.items())
         dice = stats["train"]["metrics"]["train_mean_dice"]
-        check(equal == pretrained, f"pretrained={pretrained}: weights at iteration 1 {'equal' if equal else 'differ from'} "
-                                   f"{served} (first-epoch train Dice {dice:.3f})")
+        check(equal == pretrained, f"pretrained={pretrained}: weights at iteration 1 "
+                                   f"{'equal' if equal else 'differ from'} {served} "
+                                   f"(first-epoch train Dice {dice:.3f})")
 
 
 def check_missing_weights(studies: Path, work: Path, case: str) -> None:
@@ -607,7 +658,8 @@ def check_missing_weights(studies: Path, work: Path, case: str) -> None:
         check("atria_cascade" in server.get("/info/")["models"], "without weights atria_cascade is still listed")
         status, content = server.post(f"/infer/atria_cascade?image={case}&output=json")
         detail = json.loads(content).get("detail", "") if content.startswith(b"{") else content.decode()
-        check(status == 503 and str(empty) in detail and "--conf demo true" in detail, f"missing weights -> HTTP {status} {detail}")
+        check(status == 503 and str(empty) in detail and "--conf demo true" in detail,
+              f"missing weights -> HTTP {status} {detail}")
 
 
 def main() -> int:
@@ -620,13 +672,15 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("interrupted by SIGTERM"))  # stop the servers on a kill too
     try:
         # subprocesses run in the work folder, so they import the installed atria-cascade, not a checkout
-        run([sys.executable, "-c", "import cascade; print('[live] atria-cascade imported from', cascade.__file__)"], work)
+        run([sys.executable, "-c", "import cascade; print('[live] atria-cascade imported from', cascade.__file__)"],
+            work)
         phantoms, studies, cases = make_data(work)
         step = "reference predictions"
         run([sys.executable, "-m", "cascade.cli", "predict", str(phantoms), str(work / "reference" / "default"),
              "--demo", "--device", "cpu", "--save_masks"], work)
         run([sys.executable, "-m", "cascade.cli", "predict", str(phantoms / cases[0] / f"{cases[0]}_gt.nii.gz"),
-             str(work / "reference" / "overlap0-whole"), "--demo", "--device", "cpu", "--overlap", "0", "--mask_region", "false"], work)
+             str(work / "reference" / "overlap0-whole"), "--demo", "--device", "cpu", "--overlap", "0",
+             "--mask_region", "false"], work)
         model_dir = work / "model"
         step = "server with demo weights"
         with Server(studies, {"demo": "true", "model_dir": str(model_dir)}, work, "demo") as server:
@@ -649,7 +703,8 @@ def main() -> int:
         check_missing_weights(studies, work, cases[0])
     except BaseException as err:  # any failure or interruption is reported on the closing line
         traceback.print_exc()
-        print(f"monailabel live test: FAIL ({step}: {str(err).splitlines()[0] if str(err) else type(err).__name__})", flush=True)
+        print(f"monailabel live test: FAIL ({step}: {str(err).splitlines()[0] if str(err) else type(err).__name__})",
+              flush=True)
         return 1
     finally:
         if args.keep:

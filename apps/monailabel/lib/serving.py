@@ -34,8 +34,9 @@ def infer_in_worker_threads(router: APIRouter) -> bool:
         if isinstance(route, APIRoute) and "POST" in route.methods and inspect.iscoroutinefunction(route.endpoint):
             endpoint = _run_to_completion(route.endpoint)
             router.routes.remove(route)
-            router.add_api_route(route.path.removeprefix(router.prefix), endpoint, methods=list(route.methods), name=route.name,
-                                 summary=route.summary, response_class=route.response_class, include_in_schema=route.include_in_schema)
+            router.add_api_route(route.path.removeprefix(router.prefix), endpoint, methods=list(route.methods),
+                                 name=route.name, summary=route.summary, response_class=route.response_class,
+                                 include_in_schema=route.include_in_schema)
             replaced = True
     return replaced
 

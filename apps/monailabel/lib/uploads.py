@@ -22,8 +22,8 @@ def check_image_upload(path: str, name: str) -> None:
             naming ``name``.
     """
     if not path.lower().endswith(NIFTI_SUFFIXES):
-        raise InputError(f"{name}: only NIfTI images (.nii, .nii.gz) can be stored here; convert DICOM series with dcm2niix "
-                         "or predict them with `cascade predict` (DICOM in, DICOM SEG out)")
+        raise InputError(f"{name}: only NIfTI images (.nii, .nii.gz) can be stored here; convert DICOM series with "
+                         "dcm2niix or predict them with `cascade predict` (DICOM in, DICOM SEG out)")
     try:
         load_nifti(path)
     except InputError as err:

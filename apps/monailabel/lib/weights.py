@@ -71,7 +71,9 @@ class ServedWeights:
             MissingCheckpointError: a checkpoint does not exist (the message says how to serve weights).
         """
         try:
-            return stage_weights(stage, self.bundles[stage], models=self.models, folds=self.folds, pretrained=self.pretrained)
+            return stage_weights(
+                stage, self.bundles[stage], models=self.models, folds=self.folds, pretrained=self.pretrained,
+            )
         except MissingCheckpointError as err:
             raise MissingCheckpointError(f"{err} ({self.hint})") from err
 

@@ -25,7 +25,9 @@ from cascade.errors import InputError
 from cascade.io import save_nifti_atomic
 from cascade.labels import CLASS_COLOURS, CLASS_NAMES
 
-from lib.infers.predictors import EngineCache, InferSettings, check_request_keys, default_settings, settings_from_request
+from lib.infers.predictors import (
+    EngineCache, InferSettings, check_request_keys, default_settings, settings_from_request,
+)
 
 __all__ = ["AtriaCascadeInfer", "AtriaLocalizerInfer", "CASCADE_LABELS", "LOCALIZER_LABELS"]
 
@@ -90,7 +92,9 @@ class _CascadeTask(BasicInferTask):
         try:
             check_request_keys(request, list(self._config))
             # settings the client does not send stay each stage's own config value
-            settings = settings_from_request({key: request[key] for key in self._config if key in request}, name_to_device(request.get("device")))
+            settings = settings_from_request(
+                {key: request[key] for key in self._config if key in request}, name_to_device(request.get("device")),
+            )
             result = self.predict(image_path, settings)
         except MissingCheckpointError as err:
             logger.error(str(err))
@@ -107,7 +111,10 @@ class _CascadeTask(BasicInferTask):
         return output, {
             "label_names": self.labels,
             "label_colors": self.label_colours,
-            "settings": {key: default if getattr(settings, key) is None else getattr(settings, key) for key, default in self._config.items()},
+            "settings": {
+                key: default if getattr(settings, key) is None else getattr(settings, key)
+                for key, default in self._config.items()
+            },
             "weights": self.engines.weights.source,
             "checkpoints": self.engines.checkpoints(),
             "warnings": warnings,
@@ -157,7 +164,8 @@ class AtriaLocalizerInfer(_CascadeTask):
 
     def __init__(self, engines: EngineCache) -> None:
         super().__init__(
-            engines, LOCALIZER_LABELS, f"Stage 1: atria mask ({engines.weights.source})", default_settings(engines.weights, "localizer"),
+            engines, LOCALIZER_LABELS, f"Stage 1: atria mask ({engines.weights.source})",
+            default_settings(engines.weights, "localizer"),
         )
 
     def predict(self, image_path: str, settings: InferSettings) -> CaseResult:

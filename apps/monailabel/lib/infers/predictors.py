@@ -21,13 +21,17 @@ from cascade.settings import as_bool, as_number, stage_defaults, stage_overrides
 
 from lib.weights import ServedWeights
 
-__all__ = ["client_settings", "SERVER_KEYS", "InferSettings", "check_request_keys", "settings_from_request", "default_settings", "EngineCache"]
+__all__ = [
+    "client_settings", "SERVER_KEYS", "InferSettings", "check_request_keys", "settings_from_request",
+    "default_settings", "EngineCache",
+]
 
 # Keys an infer request holds without the client naming them: what MONAI Label 0.8.5 itself adds
 # (endpoints/infer.py, MONAILabelApp.infer, batch inference) or reads (timeout, label_tag), and what
 # its 3D Slicer plugin sends besides a task's config (device, result_*, label_info: accepted, not used).
 SERVER_KEYS = frozenset({
-    "model", "image", "label", "session", "description", "save_label", "label_tag", "timeout", "_id", "_image_id", "logging",
+    "model", "image", "label", "session", "description", "save_label", "label_tag", "timeout", "_id", "_image_id",
+    "logging",
     "device", "client_id", "result_extension", "result_dtype", "result_compress", "label_info",
 })
 

@@ -168,7 +168,11 @@ class CascadeStageTrainTask(BasicTrainTask):
         ]
 
     def train_key_metric(self, context: Context) -> dict:
-        return {self.TRAIN_METRIC_MEAN_DICE: MeanDice(output_transform=from_engine(["pred", "label"]), include_background=False)}
+        return {
+            self.TRAIN_METRIC_MEAN_DICE: MeanDice(
+                output_transform=from_engine(["pred", "label"]), include_background=False,
+            ),
+        }
 
     def val_post_transforms(self, context: Context):
         return self.parser(context).get_parsed_content("validate#postprocessing")
