@@ -39,7 +39,7 @@ from cascade.errors import InputError
 from cascade.io import check_intensities, file_sha256, read_header
 from cascade.labels import CLASS_NAMES
 from cascade.settings import declared_settings, stage_overrides, stage_settings
-from cascade.uncertainty import case_uncertainty, disagreement, label_votes
+from cascade.uncertainty import add_votes, case_uncertainty, disagreement, label_votes
 from cascade.window_progress import WindowProgress, count_windows
 
 __all__ = ["EnsembleNetwork", "StagePredictor", "CaseResult", "CascadeEngine", "load_checkpoint"]
@@ -150,8 +150,8 @@ class EnsembleNetwork(torch.nn.Module):
                 logits = (torch.flip(logits, dims) if dims else logits).float()
                 total = logits if total is None else total + logits
                 if self.votes:
-                    vote = label_votes(logits, self.labelled)
-                    ballots = vote if ballots is None else ballots + vote
+                    ballots = torch.zeros_like(logits) if ballots is None else ballots
+                    add_votes(ballots, label_votes(logits, self.labelled))
         if self.votes:
             return torch.cat([total, ballots], dim=1) / self.passes
         return total / self.passes

@@ -28,14 +28,14 @@ from collections.abc import Collection, Sequence
 
 import torch
 
-__all__ = ["label_votes", "disagreement", "case_uncertainty", "needs_review", "UNCERTAINTY_UNAVAILABLE"]
+__all__ = ["label_votes", "add_votes", "disagreement", "case_uncertainty", "needs_review", "UNCERTAINTY_UNAVAILABLE"]
 
 # the report's cell where one member predicted (no ensemble, no TTA): no spread to measure
 UNCERTAINTY_UNAVAILABLE = "n/a"
 
 
 def label_votes(logits: torch.Tensor, labelled: Collection[int] | None = None) -> torch.Tensor:
-    """One member's votes: the one-hot of its argmax label per voxel.
+    """One member's vote: its argmax label per voxel.
 
     Args:
         logits: (B, K, X, Y, Z) logits of one member.
@@ -44,15 +44,21 @@ def label_votes(logits: torch.Tensor, labelled: Collection[int] | None = None) -
             so a member votes as the bundle's ``MergeIntoBackgroundd`` + argmax would label.
 
     Returns:
-        (B, K, X, Y, Z) float32 one-hot votes; channels of unlabelled classes are 0.
+        (B, X, Y, Z) int64 label values: 0 or one of ``labelled``.
     """
     channels = logits.shape[1]
-    if labelled is not None and set(range(1, channels)) - set(labelled):
-        merged = [0] + [k for k in range(1, channels) if k not in labelled]
-        logits = logits.float().clone()
-        logits[:, 0] = torch.logsumexp(logits[:, merged], dim=1)
-        logits[:, merged[1:]] = -torch.inf
-    return torch.nn.functional.one_hot(logits.argmax(dim=1), channels).movedim(-1, 1).float()
+    unlabelled = [k for k in range(1, channels) if labelled is not None and k not in labelled]
+    if not unlabelled:
+        return logits.argmax(dim=1)
+    kept = [k for k in range(1, channels) if k not in unlabelled]
+    background = torch.logsumexp(logits[:, [0, *unlabelled]], dim=1, keepdim=True)
+    chosen = torch.cat([background, logits[:, kept]], dim=1).argmax(dim=1)
+    return torch.tensor([0, *kept], device=logits.device)[chosen]
+
+
+def add_votes(ballots: torch.Tensor, votes: torch.Tensor) -> torch.Tensor:
+    """Count one member's :func:`label_votes` into (B, K, X, Y, Z) ``ballots``, in place."""
+    return ballots.scatter_add_(1, votes[:, None], torch.ones_like(votes[:, None], dtype=ballots.dtype))
 
 
 def disagreement(shares: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 from cascade.engine import EnsembleNetwork
 from cascade.phantom import make_phantom, write_phantoms
 from cascade.transforms import MergeIntoBackgroundd
-from cascade.uncertainty import case_uncertainty, disagreement, label_votes, needs_review
+from cascade.uncertainty import add_votes, case_uncertainty, disagreement, label_votes, needs_review
 from tests.bundle_utils import BUNDLES
 from tests.conftest import write_nifti
 
@@ -34,10 +34,10 @@ def test_a_member_votes_as_the_bundle_postprocessing_labels(labelled):
         probabilities = torch.stack([MergeIntoBackgroundd("pred", labelled)({"pred": p})["pred"]
                                      for p in probabilities])
     votes = label_votes(logits, labelled)
-    assert torch.equal(votes.argmax(dim=1), probabilities.argmax(dim=1))
-    assert torch.equal(votes.sum(dim=1), torch.ones(2, 6, 5, 4))
-    unlabelled = [k for k in (1, 2, 3) if labelled is not None and k not in labelled]
-    assert not votes[:, unlabelled].any()
+    assert torch.equal(votes, probabilities.argmax(dim=1))
+    assert set(votes.unique().tolist()) == {0, *(labelled or (1, 2, 3))}
+    ballots = add_votes(add_votes(torch.zeros_like(logits), votes), votes)
+    assert torch.equal(ballots, 2 * torch.nn.functional.one_hot(votes, 4).movedim(-1, 1).float())
 
 
 def constant_member(label: np.ndarray, classes: int = 4):
