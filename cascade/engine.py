@@ -12,10 +12,10 @@ sliding window (:class:`EnsembleNetwork`).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import nullcontext
@@ -27,10 +27,10 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.data.utils import dense_patch_slices
 from monai.transforms import Compose, Invertd
 
 from cascade.backends import compile_network, default_precision
+from cascade.calibration import calibration_key, calibration_windows
 from cascade.bundles import (
     STAGES, MissingCheckpointError, bundle_dir, read_stage_config, stage_config_files, stage_weights,
 )
@@ -43,11 +43,6 @@ from cascade.uncertainty import case_uncertainty, disagreement, label_votes
 from cascade.window_progress import WindowProgress, count_windows
 
 __all__ = ["EnsembleNetwork", "StagePredictor", "CaseResult", "CascadeEngine", "load_checkpoint"]
-
-# The cases --precision int8 is calibrated on by default: `cascade phantom DIR --cases 2 --seed 11` on the
-# generator's default grid (44 x 576 x 576 at 2.5 x 0.625 x 0.625 mm, the MBAS grid), in a temporary folder.
-CALIBRATION_PHANTOMS, CALIBRATION_PHANTOM_SEED = 2, 11
-CALIBRATION_WINDOWS_PER_CASE = 8
 
 
 def _mismatch(network: torch.nn.Module, state: dict) -> str:
@@ -170,8 +165,8 @@ class StagePredictor:
             :func:`cascade.backends.compile_network`).
         precision: ``fp32``, or ``bf16`` or ``int8`` (openvino only).
         calibration: for ``int8``, labelled cases ``{"image", "label"}`` whose windows calibrate
-            the quantization (:meth:`calibration_windows`); default: :data:`CALIBRATION_PHANTOMS`
-            phantoms of seed :data:`CALIBRATION_PHANTOM_SEED`.
+            the quantization (:func:`cascade.calibration.calibration_windows`); default: phantoms
+            (:data:`cascade.calibration.CALIBRATION_PHANTOMS`).
         progress: a bar on stderr over each case's windows, named after the bundle
             (:class:`~cascade.window_progress.WindowProgress`).
         uncertainty: measure how much the ensemble's passes (checkpoints times mirrorings)
@@ -258,47 +253,9 @@ class StagePredictor:
         patch_size = self.parser.get_parsed_content("patch_size")
         if self.precision != "int8":
             return compile_network(network, patch_size, backend=self.backend, precision=self.precision)
-        return compile_network(network, patch_size, backend=self.backend, precision="int8",
-                               calibration=self.calibration_windows, calibration_key=self._calibration_key())
-
-    def _calibration_key(self) -> str:
-        """What the calibration windows depend on: the cases (by checksum) and the stage's configs."""
-        configs = [file_sha256(path) for path in self.config_files]
-        if self.calibration is None:
-            from cascade import __version__
-
-            cases = [f"{CALIBRATION_PHANTOMS} phantoms of seed {CALIBRATION_PHANTOM_SEED}, atria-cascade {__version__}"]
-        else:
-            cases = sorted(f"{file_sha256(case['image'])} {file_sha256(case['label'])}" for case in self.calibration)
-        return json.dumps({"cases": cases, "configs": configs, "overrides": self.overrides,
-                           "per_case": CALIBRATION_WINDOWS_PER_CASE}, sort_keys=True, default=str)
-
-    def calibration_windows(self) -> list[np.ndarray]:
-        """Windows of the calibration cases as the network sees them: each case preprocessed by the
-        stage's config (the segmenter gated by the case's label as its stage-1 mask), padded to the
-        patch like the inferer, and :data:`CALIBRATION_WINDOWS_PER_CASE` of its sliding-window
-        positions (overlap 0.5) spread evenly; (1, C, X, Y, Z) float32 arrays."""
-        from cascade.data import labelled_cases
-        from cascade.phantom import write_phantoms
-
-        patch = [int(n) for n in self.parser.get_parsed_content("patch_size")]
-        windows = []
-        with tempfile.TemporaryDirectory(prefix="cascade-calibration-") as folder:
-            cases = self.calibration
-            if cases is None:
-                write_phantoms(folder, cases=CALIBRATION_PHANTOMS, seed=CALIBRATION_PHANTOM_SEED)
-                cases = labelled_cases(folder)
-            for case in cases:
-                image = self.preprocessing(
-                    self.load({"image": case["image"], "mask": case["label"]})
-                )["image"].as_tensor()
-                shortfall = [max(p - n, 0) for p, n in zip(patch, image.shape[1:])]
-                pad = [side for missing in reversed(shortfall) for side in (missing // 2, missing - missing // 2)]
-                image = torch.nn.functional.pad(image, pad)
-                positions = dense_patch_slices(image.shape[1:], patch, [max(p // 2, 1) for p in patch])
-                chosen = np.unique(np.linspace(0, len(positions) - 1, CALIBRATION_WINDOWS_PER_CASE).round().astype(int))
-                windows += [image[(slice(None), *positions[i])][None].numpy().astype(np.float32) for i in chosen]
-        return windows
+        windows = functools.partial(calibration_windows, self.calibration, self.load, self.preprocessing, patch_size)
+        return compile_network(network, patch_size, backend=self.backend, precision="int8", calibration=windows,
+                               calibration_key=calibration_key(self.calibration, self.config_files, self.overrides))
 
     def load(self, item: Mapping[str, str]) -> dict:
         """Read the files of an item (e.g. ``{"image": path}``) with the config's ``loading`` transforms."""

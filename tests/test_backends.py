@@ -15,6 +15,7 @@ from monai.utils import optional_import
 
 from cascade.backends import compile_network, default_precision
 from cascade.bundles import bundle_dir
+from cascade.calibration import calibration_windows
 from cascade.engine import CascadeEngine, StagePredictor
 from cascade.errors import InputError
 from cascade.labels import CLASS_NAMES
@@ -128,8 +129,9 @@ def test_int8_cascade_calibrates_on_the_given_cases_and_records_them(tmp_path):
     write_phantoms(data, cases=2, seed=321, shape=(24, 160, 160), spacing=(2.5, 1.25, 1.25))
     options = dict(pretrained="demo", device="cpu", backend="openvino", calibration=data)
     engine = CascadeEngine.from_options(precision={"localizer": "fp32", "segmenter": "int8"}, **options)
-    windows_made = engine.segmenter.calibration_windows()
-    patch = tuple(engine.segmenter.parser.get_parsed_content("patch_size"))
+    segmenter = engine.segmenter
+    patch = tuple(segmenter.parser.get_parsed_content("patch_size"))
+    windows_made = calibration_windows(segmenter.calibration, segmenter.load, segmenter.preprocessing, patch)
     assert 2 <= len(windows_made) <= 16
     assert all(w.shape == (1, 1, *patch) and w.dtype == "float32" for w in windows_made)
     assert engine.record()["segmenter"]["calibration"] == [str(p) for p in sorted(data.glob("*/*_gt.nii.gz"))]
