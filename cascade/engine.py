@@ -551,24 +551,51 @@ class CascadeEngine:
     ) -> CaseResult:
         """Run the cascade on an image :meth:`read` loaded (``source``: its header, for the outputs'
         geometry; ``name``: how messages name it; ``disagreement_map``: see :meth:`predict_image`)."""
-        start = time.perf_counter()
-        shape = tuple(source.shape[:3])
-        low, high = float(image.min()), float(image.max())
-        if low == high:
-            empty = np.zeros(shape, np.uint8)
-            warning = f"{name}: constant intensity {low:g}, not a scan; the label map is empty"
-            return CaseResult(empty, empty, empty, source.affine, source.header, {"stage 1": 0.0, "stage 2": 0.0},
-                              [warning])
-        outliers = find_intensity_outliers(image[0].numpy(), image.affine.numpy())
-        input_warnings = [f"{name}: {outliers.describe()}"] if outliers else []
         if self.localizer is None:  # the single-stage baseline: no gate
+            start = time.perf_counter()
+            constant = _constant_image(image, source, name)
+            if constant is not None:
+                return constant
             segmented = self._segment(image, None)
             labels, gate = _channel(segmented["pred"]), _channel(segmented["mask"] > 0)
             seconds = {"stage 1": 0.0, "stage 2": time.perf_counter() - start}
             result = CaseResult(labels, gate, gate, source.affine, source.header, seconds,
-                                input_warnings=input_warnings)
+                                input_warnings=_input_warnings(image, name))
             self._add_uncertainty(result, segmented, disagreement_map)
             return result
+        result = self.localize_loaded(image, source, name)
+        if not result.mask.any() or self.segmenter is None:
+            return result
+        start = time.perf_counter()
+        segmented = self._segment(image, result.mask)
+        result.labels, result.gate = _channel(segmented["pred"]), _channel(segmented["mask"] > 0)
+        self._add_uncertainty(result, segmented, disagreement_map)
+        result.seconds["stage 2"] = time.perf_counter() - start
+        return result
+
+    def localize_image(self, image_path: str | os.PathLike, name: str | None = None) -> CaseResult:
+        """Stage 1 alone on one image file, with the checks and warnings of :meth:`predict_image`
+        (the out-of-fold masks of cross-validation, the localizer task of MONAI Label).
+
+        Returns:
+            A result whose ``mask`` is the stage-1 mask (empty, with a warning, for a constant
+            image or where no atria are found); ``labels`` and ``gate`` are empty.
+
+        Raises:
+            InputError: the image cannot be used (see :meth:`read`).
+        """
+        image, source = self.read(image_path, name)
+        return self.localize_loaded(image, source, name or str(image_path))
+
+    def localize_loaded(self, image: MetaTensor, source: nib.Nifti1Image, name: str) -> CaseResult:
+        """Stage 1 of an image :meth:`read` loaded (see :meth:`localize_image`; arguments as
+        :meth:`predict_loaded`)."""
+        start = time.perf_counter()
+        constant = _constant_image(image, source, name)
+        if constant is not None:
+            return constant
+        input_warnings = _input_warnings(image, name)
+        shape = tuple(source.shape[:3])
         mask = self.localize(image)
         if mask.shape != shape:
             raise RuntimeError(f"{name}: stage-1 output shape {mask.shape} differs from the input {shape}")
@@ -577,10 +604,20 @@ class CascadeEngine:
                             seconds, input_warnings=input_warnings)
         if not mask.any():
             result.warnings.append(f"{name}: the localizer found no atria; the label map is empty")
-            return result
-        start = time.perf_counter()
-        segmented = self._segment(image, mask)
-        result.labels, result.gate = _channel(segmented["pred"]), _channel(segmented["mask"] > 0)
-        self._add_uncertainty(result, segmented, disagreement_map)
-        seconds["stage 2"] = time.perf_counter() - start
         return result
+
+
+def _constant_image(image: MetaTensor, source: nib.Nifti1Image, name: str) -> CaseResult | None:
+    """The empty result, with its warning, of an image of one intensity (not a scan); ``None`` for any other."""
+    low, high = float(image.min()), float(image.max())
+    if low != high:
+        return None
+    empty = np.zeros(tuple(source.shape[:3]), np.uint8)
+    warning = f"{name}: constant intensity {low:g}, not a scan; the label map is empty"
+    return CaseResult(empty, empty, empty, source.affine, source.header, {"stage 1": 0.0, "stage 2": 0.0}, [warning])
+
+
+def _input_warnings(image: MetaTensor, name: str) -> list[str]:
+    """What the bundles' repair of intensity outliers will find in an image, one line naming it."""
+    outliers = find_intensity_outliers(image[0].numpy(), image.affine.numpy())
+    return [f"{name}: {outliers.describe()}"] if outliers else []
