@@ -21,6 +21,7 @@ import torch
 from monai.data.utils import dense_patch_slices
 
 from cascade.io import file_sha256
+from cascade.settings import recorded_overrides
 
 __all__ = [
     "CALIBRATION_PHANTOMS", "CALIBRATION_PHANTOM_SEED", "CALIBRATION_WINDOWS_PER_CASE", "calibration_key",
@@ -39,7 +40,8 @@ def calibration_key(
     Args:
         cases: the labelled cases ``{"image", "label"}``; ``None`` for the default phantoms.
         config_files: the stage's config files (by SHA-256: they set the preprocessing).
-        overrides: the stage's config overrides.
+        overrides: the stage's config overrides (a device as its config expression,
+            :func:`cascade.settings.recorded_overrides`).
 
     Returns:
         A JSON string; equal for equal cases (by checksum), configs, overrides and windows per case.
@@ -51,7 +53,7 @@ def calibration_key(
         names = [f"{CALIBRATION_PHANTOMS} phantoms of seed {CALIBRATION_PHANTOM_SEED}, atria-cascade {__version__}"]
     else:
         names = sorted(f"{file_sha256(case['image'])} {file_sha256(case['label'])}" for case in cases)
-    return json.dumps({"cases": names, "configs": configs, "overrides": overrides,
+    return json.dumps({"cases": names, "configs": configs, "overrides": recorded_overrides(overrides),
                        "per_case": CALIBRATION_WINDOWS_PER_CASE}, sort_keys=True, default=str)
 
 

@@ -38,7 +38,7 @@ from cascade.intensity import find_intensity_outliers
 from cascade.errors import InputError
 from cascade.io import check_intensities, file_sha256, read_header
 from cascade.labels import CLASS_NAMES
-from cascade.settings import declared_settings, stage_overrides, stage_settings
+from cascade.settings import declared_settings, recorded_overrides, stage_overrides, stage_settings
 from cascade.uncertainty import case_uncertainty, disagreement, label_votes
 from cascade.window_progress import WindowProgress, count_windows
 
@@ -238,7 +238,7 @@ class StagePredictor:
             "bundle": str(self.bundle.resolve()),
             "configs": [{"path": str(c.resolve()), "sha256": file_sha256(c)} for c in self.config_files],
             "checkpoints": [{"path": str(c.resolve()), "sha256": file_sha256(c)} for c in self.checkpoints],
-            "overrides": self.overrides,
+            "overrides": recorded_overrides(self.overrides),
             "settings": json.loads(json.dumps(settings, default=str)),
             "backend": self.backend,
             "precision": self.precision,
