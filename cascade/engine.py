@@ -29,7 +29,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd
 
-from cascade.backends import compile_network, default_precision
+from cascade.backends import compile_network
 from cascade.calibration import calibration_key, calibration_windows
 from cascade.bundles import (
     STAGES, MissingCheckpointError, bundle_dir, read_stage_config, stage_config_files, stage_weights,
@@ -38,7 +38,10 @@ from cascade.intensity import find_intensity_outliers
 from cascade.errors import InputError
 from cascade.io import check_intensities, file_sha256, read_header
 from cascade.labels import CLASS_NAMES
-from cascade.settings import declared_settings, recorded_overrides, stage_overrides, stage_settings
+from cascade.runtime import StageRuntime, stage_runtime
+from cascade.settings import (
+    RUNTIME_SETTINGS, declared_settings, recorded_overrides, stage_overrides, stage_settings,
+)
 from cascade.uncertainty import case_uncertainty, disagreement, label_votes
 from cascade.window_progress import WindowProgress, count_windows
 
@@ -161,22 +164,16 @@ class StagePredictor:
         overrides: config ids and values applied after reading (e.g. ``{"overlap": 0}``).
         configs: overlay config files layered over ``inference.json``, in order: a bundle's own
             by name (``"demo"``) or paths.
-        backend: inference runtime of the networks, ``torch`` or ``openvino`` (CPU only; see
-            :func:`cascade.backends.compile_network`).
-        precision: ``fp32``, or ``bf16`` or ``int8`` (openvino only).
-        calibration: for ``int8``, labelled cases ``{"image", "label"}`` whose windows calibrate
-            the quantization (:func:`cascade.calibration.calibration_windows`); default: phantoms
-            (:data:`cascade.calibration.CALIBRATION_PHANTOMS`).
-        progress: a bar on stderr over each case's windows, named after the bundle
-            (:class:`~cascade.window_progress.WindowProgress`).
-        uncertainty: measure how much the ensemble's passes (checkpoints times mirrorings)
-            disagree (:mod:`cascade.uncertainty`); only where there are several passes.
+        runtime: device, backend, precision, int8 calibration, progress bar and uncertainty
+            (:class:`~cascade.runtime.StageRuntime`; :func:`cascade.runtime.stage_runtime` builds it
+            from user settings). Its device is set as the config's ``device``.
 
     The config's ``tta`` (bool) and ``mirror_axes`` set the mirroring, its ``amp`` the autocast
     of inference; its ``initialize`` expressions run once here.
 
     Attributes:
         parser: the parsed config.
+        runtime: as given.
         device: where the network runs.
         network: the :class:`EnsembleNetwork` of the checkpoints.
         seconds: ``preprocessing``, ``inference`` and ``postprocessing`` seconds of the last call.
@@ -193,28 +190,29 @@ class StagePredictor:
         checkpoints: Sequence[str | os.PathLike],
         overrides: Mapping | None = None,
         configs: Sequence[str | os.PathLike] = (),
-        backend: str = "torch",
-        precision: str = "fp32",
-        calibration: Sequence[Mapping[str, str]] | None = None,
-        progress: bool = False,
-        uncertainty: bool = False,
+        runtime: StageRuntime = StageRuntime(),
     ) -> None:
-        self.bundle, self.progress = Path(bundle), progress
-        self.calibration = [dict(case) for case in calibration] if calibration else None
+        overrides = dict(overrides or {})
+        if runtime.device is not None:
+            if "device" in overrides:
+                raise ValueError("the device is given twice: as an override and in the runtime")
+            overrides = {"device": runtime.device, **overrides}
+        self.bundle, self.progress, self.runtime = Path(bundle), runtime.progress, runtime
+        self.calibration = [dict(case) for case in runtime.calibration] if runtime.calibration else None
         files = stage_config_files(self.bundle, "inference", configs)
         for checkpoint in checkpoints:
             if not Path(checkpoint).is_file():
                 raise MissingCheckpointError(f"{checkpoint}: checkpoint not found")
         self.config_files, self.checkpoints, self.overrides = (
-            files, [Path(c) for c in checkpoints], dict(overrides or {})
+            files, [Path(c) for c in checkpoints], overrides
         )
         self.parser = read_stage_config(self.bundle, "inference", configs, self.overrides)
         if "initialize" in self.parser:
             self.parser.get_parsed_content("initialize")
         self.device = self.parser.get_parsed_content("device")
-        if backend != "torch" and self.device.type != "cpu":
-            raise InputError(f"--backend {backend} runs on the CPU; use --device cpu")
-        self.backend, self.precision = backend, precision
+        self.backend, self.precision = runtime.backend, runtime.precision
+        if self.backend != "torch" and self.device.type != "cpu":
+            raise InputError(f"--backend {self.backend} runs on the CPU; use --device cpu")
         self.amp = bool(self.parser.get_parsed_content("amp")) if "amp" in self.parser else False
         self.loading = Compose(self.parser.get_parsed_content("loading"))
         self.preprocessing = Compose(self.parser.get_parsed_content("preprocessing_transforms"))
@@ -224,7 +222,7 @@ class StagePredictor:
         mirror_axes = self.parser.get_parsed_content("mirror_axes") if tta else ()
         members = [self._network(checkpoint) for checkpoint in checkpoints]
         labelled = self.parser.get_parsed_content("labelled_classes") if "labelled_classes" in self.parser else None
-        votes = uncertainty and len(members) * 2 ** len(set(mirror_axes)) > 1
+        votes = runtime.uncertainty and len(members) * 2 ** len(set(mirror_axes)) > 1
         self.network = EnsembleNetwork(members, mirror_axes, votes=votes, labelled=labelled).to(self.device).eval()
         self.seconds: dict[str, float] = {}
 
@@ -412,19 +410,15 @@ class CascadeEngine:
             if not (bundle / "configs" / "inference.json").is_file():
                 raise InputError(f"{bundle}: not a bundle folder (no configs/inference.json)")
         declared = stage_settings(bundles)  # what each bundle's inference.json lets a user change
-        unknown = set(settings) - {*declared["localizer"], *declared["segmenter"], "progress", "backend", "precision"}
+        unknown = set(settings) - {*declared["localizer"], *declared["segmenter"], *RUNTIME_SETTINGS}
         if unknown:
             raise TypeError(f"unknown engine settings: {sorted(unknown)}")
-        backend = settings.get("backend") or "torch"
-        if backend != "torch" and settings.get("device") is None:
-            settings["device"] = "cpu"
-        precision = settings.get("precision")
-        per_stage_precision = precision if isinstance(precision, Mapping) else dict.fromkeys(STAGES, precision)
-        precisions = {stage: per_stage_precision.get(stage) or default_precision(backend, stage) for stage in STAGES}
         per_stage = stage_overrides(settings, declared)
         predictors, sources = {}, {}
         for stage in stages:
             bundle = bundles[stage]
+            runtime = stage_runtime(stage, settings.get("device"), settings.get("backend"), settings.get("precision"),
+                                    calibration, settings.get("progress"))
             try:
                 weights = stage_weights(stage, bundle, models=models, folds=folds, pretrained=pretrained)
             except MissingCheckpointError as err:
@@ -433,14 +427,7 @@ class CascadeEngine:
                     "`python -m monai.bundle run training` (see the bundle's docs/README.md) and pass --models "
                     "or --localizer/--segmenter, or pass --pretrained la2018 or --pretrained demo for shipped weights)"
                 ) from err
-            cases = None
-            if calibration is not None and precisions[stage] == "int8":
-                from cascade.data import labelled_cases
-
-                cases = labelled_cases(calibration)
-            predictors[stage] = StagePredictor(bundle, weights.checkpoints, per_stage[stage], weights.configs, backend,
-                                               precisions[stage], cases, progress=bool(settings.get("progress")),
-                                               uncertainty=stage == "segmenter")
+            predictors[stage] = StagePredictor(bundle, weights.checkpoints, per_stage[stage], weights.configs, runtime)
             sources[stage] = weights.source
         engine = cls(predictors.get("localizer"), predictors.get("segmenter"))
         engine.weights = sources

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKENDS",
     "PRECISIONS",
+    "RUNTIME_SETTINGS",
     "SETTING_DECLARATIONS",
     "as_bool",
     "as_number",
@@ -58,6 +59,8 @@ __all__ = [
 
 BACKENDS = ("torch", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8")
+# Prediction settings that are not config values: they go into a stage's runtime (cascade.runtime.StageRuntime)
+RUNTIME_SETTINGS = ("device", "backend", "precision", "progress")
 SETTING_DECLARATIONS = ("user_settings", "recorded_settings")  # the config ids of inference.json declaring settings
 
 
@@ -306,8 +309,9 @@ def stage_overrides(
     Args:
         settings: setting -> value, or a mapping stage -> value for a setting the stages take
             differently (e.g. ``overlap`` from :func:`as_overlap`); ``None`` (or a missing key)
-            leaves the config's value. The device is a name, passed on as a ``torch.device``
-            (:func:`resolve_device`).
+            leaves the config's value. The device (:data:`RUNTIME_SETTINGS`) is not among them: it
+            reaches the config's ``device`` as a ``torch.device`` through the stage's runtime
+            (:func:`cascade.runtime.stage_runtime`).
         declared: stage -> the settings it takes (default: the installed bundles' declarations,
             :func:`stage_settings`); a setting goes only to the stages declaring it.
 
@@ -318,10 +322,8 @@ def stage_overrides(
     declared = stage_settings() if declared is None else declared
     overrides = {}
     for stage in STAGES:
-        chosen = {name: settings.get(name) for name in declared[stage]}
+        chosen = {name: settings.get(name) for name in declared[stage] if name not in RUNTIME_SETTINGS}
         chosen = {name: value.get(stage) if isinstance(value, Mapping) else value for name, value in chosen.items()}
-        if chosen.get("device") is not None:
-            chosen["device"] = resolve_device(str(chosen["device"]))
         overrides[stage] = {key: value for key, value in chosen.items() if value is not None}
     overrides["segmenter"]["mask_from_label"] = False
     return overrides

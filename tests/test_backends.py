@@ -22,6 +22,7 @@ from cascade.labels import CLASS_NAMES
 from cascade.metrics import dice
 from cascade.networks import localizer_resenc_unet, segmenter_resenc_unet
 from cascade.phantom import write_phantoms
+from cascade.runtime import StageRuntime
 from tests.conftest import toy_case, write_nifti
 
 _, has_openvino = optional_import("openvino")
@@ -245,4 +246,4 @@ def test_openvino_label_maps_agree_with_torch_on_demo_weights(precision, torch_p
 
 def test_openvino_is_refused_on_a_gpu_device():
     with pytest.raises(InputError, match="--backend openvino runs on the CPU; use --device cpu"):
-        StagePredictor(bundle_dir("localizer"), [], overrides={"device": "$torch.device('cuda:0')"}, backend="openvino")
+        StagePredictor(bundle_dir("localizer"), [], runtime=StageRuntime(torch.device("cuda:0"), "openvino"))

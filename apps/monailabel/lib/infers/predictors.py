@@ -1,9 +1,10 @@
 """Request settings and the cached cascade engine shared by the app's infer tasks.
 
 Each stage is a :class:`cascade.engine.StagePredictor` (the bundle's ``inference.json`` and the
-weights' overlays) built with the overrides ``cascade predict`` applies for the same settings
-(:func:`cascade.settings.stage_overrides`), and kept while the settings and the checkpoint files
-stay the same. A setting the client does not give is each stage's own config value.
+weights' overlays) built with the overrides and the runtime ``cascade predict`` applies for the same
+settings (:func:`cascade.settings.stage_overrides`, :func:`cascade.runtime.stage_runtime`), and kept
+while the settings and the checkpoint files stay the same. A setting the client does not give is each
+stage's own config value.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from cascade.bundles import STAGES
 from cascade.engine import CascadeEngine, StagePredictor
 from cascade.errors import InputError
 from cascade.errors import SettingError
+from cascade.runtime import stage_runtime
 from cascade.settings import as_bool, as_number, stage_defaults, stage_overrides, stage_settings
 
 from lib.weights import ServedWeights
@@ -135,7 +137,7 @@ class EngineCache:
             if cached is None or cached[0] != key:
                 overrides = stage_overrides(asdict(settings), stage_settings(self.weights.bundles))[stage]
                 predictor = StagePredictor(self.weights.bundles[stage], weights.checkpoints, overrides, weights.configs,
-                                           uncertainty=stage == "segmenter")
+                                           stage_runtime(stage, settings.device))
                 self._stages[stage] = cached = (key, predictor)
         return cached[1]
 
