@@ -268,7 +268,7 @@ def test_scoring_without_unlabelled_images_needs_no_weights(tmp_path, bundles_wi
         score_unlabelled(engines, store, InferSettings())
 
 
-def test_localize_only_paths_of_the_app_and_crossval_are_the_cascades_stage_one(tmp_path):
+def test_localize_only_paths_of_the_app_and_crossval_are_the_cascades_stage_one(tmp_path, capsys):
     """The app's atria_localizer task and crossval's out-of-fold masks both run CascadeEngine.localize_image:
     a phantom gets the cascade's own stage-1 mask, a constant image an empty mask and predict's warning."""
     import nibabel as nib
@@ -289,12 +289,14 @@ def test_localize_only_paths_of_the_app_and_crossval_are_the_cascades_stage_one(
     shutil.copyfile(demo / "configs" / "demo.json", work / "localizer" / "config.json")
     cases = [{"case": "phantom", "image": str(phantom)}, {"case": "flat", "image": str(constant)}]
     _out_of_fold_masks(work, 0, cases, work / "masks")
+    warned = [line for line in capsys.readouterr().out.splitlines() if "warning" in line]
+    assert warned == [f"[crossval] warning: {constant}: constant intensity 7, not a scan; the label map is empty"]
 
     app = EngineCache(weights_from_conf({"demo": "true"}, tmp_path / "model", HINT))
-    localizer = app.engine(InferSettings(device="cpu"), stages=("localizer",))
     cascade = CascadeEngine.from_options(pretrained="demo", device="cpu")
     for case in cases:
-        served, predicted = localizer.localize_image(case["image"]), cascade.predict_image(case["image"])
+        served = app.localize(case["image"], InferSettings(device="cpu"))  # what the atria_localizer task returns
+        predicted = cascade.predict_image(case["image"])
         stored = np.asanyarray(nib.load(str(work / "masks" / f"{case['case']}_mask.nii.gz")).dataobj)
         np.testing.assert_array_equal(served.mask, predicted.mask)
         np.testing.assert_array_equal(stored, predicted.mask)

@@ -169,7 +169,7 @@ class AtriaLocalizerInfer(_CascadeTask):
         )
 
     def predict(self, image_path: str, settings: InferSettings) -> CaseResult:
-        return self.engines.engine(settings, stages=("localizer",)).localize_image(image_path)
+        return self.engines.localize(image_path, settings)
 
     @staticmethod
     def label_map(result: CaseResult) -> np.ndarray:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 
 from cascade.bundles import STAGES
-from cascade.engine import CascadeEngine, StagePredictor
+from cascade.engine import CascadeEngine, CaseResult, StagePredictor
 from cascade.errors import InputError
 from cascade.errors import SettingError
 from cascade.runtime import stage_runtime
@@ -145,6 +145,16 @@ class EngineCache:
         """The cascade engine of ``stages`` (``("localizer",)`` for stage 1 alone)."""
         predictors = [self.stage(stage, settings) for stage in stages]
         return CascadeEngine(*predictors)
+
+    def localize(self, image_path: str, settings: InferSettings) -> CaseResult:
+        """Stage 1 alone on an image file (the localizer task): :meth:`CascadeEngine.localize_image`, with
+        ``cascade predict``'s checks and warnings (a constant image gets an empty mask and a warning).
+
+        Raises:
+            InputError: the image cannot be used (one line naming the file).
+            MissingCheckpointError: the localizer has no weights.
+        """
+        return self.engine(settings, stages=("localizer",)).localize_image(image_path)
 
     def checkpoints(self) -> dict[str, list[str]]:
         """Stage -> the checkpoint files served now (empty for a stage without weights)."""
