@@ -66,6 +66,7 @@ from cascade.bundles import STAGES, bundle_dir, read_stage_config, stage_weights
 from cascade.data import labelled_cases
 from cascade.engine import StagePredictor
 from cascade.metrics import dice
+from cascade.runtime import StageRuntime
 from cascade.settings import as_overlap
 from cascade.transforms import CropForegroundMinSize, dilate_mask
 
@@ -259,15 +260,15 @@ def cascade_row(args, device, item, weights, features, configs, overlap, region,
     reset_peak_rss()
     stages, labels = {}, {}
     for stage in STAGES:
-        overrides = {"device": f"$torch.device('{device}')", "overlap": overlap[stage], "num_workers": 0, "tta": tta}
+        overrides = {"overlap": overlap[stage], "num_workers": 0, "tta": tta}
         if features[stage] is not None:
             overrides["features_per_stage"] = features[stage]
         if stage == "segmenter":
             overrides["mask_region"] = region == "mask region"
         start = time.perf_counter()
         calibration = labelled_cases(args.calibration) if args.calibration and precision == "int8" else None
-        predictor = StagePredictor(bundle_dir(stage), weights[stage], overrides, configs[stage], backend=backend,
-                                   precision=precision, calibration=calibration)
+        runtime = StageRuntime(device, backend, precision, tuple(calibration) if calibration else None)
+        predictor = StagePredictor(bundle_dir(stage), weights[stage], overrides, configs[stage], runtime)
         build = time.perf_counter() - start  # with the export when the network is not in the cache yet
         predictor.network.members = [TimedNetwork(n) for n in predictor.network.members]
         result = predictor(

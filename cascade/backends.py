@@ -23,7 +23,7 @@ against 16-18 s. ``openvino.convert_model``
 is not used at all: it sends usage telemetry, ``Core.read_model`` does not.
 
 int8: NNCF's post-training quantization of the fp32 IR (the ``int8`` extra), calibrated on windows
-of a documented set of cases (:func:`cascade.engine.StagePredictor` makes them); quantized layers run
+of a documented set of cases (:func:`cascade.calibration.calibration_windows` makes them); quantized layers run
 in int8, the others in fp32. The quantized IR is cached beside the fp32 one, under a key of the
 calibration (``int8-<key>/``), and built again when the calibration changes.
 

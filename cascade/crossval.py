@@ -144,7 +144,8 @@ def _write_overlay(path: Path, stage: str, overlays: list[str]) -> None:
 
 
 def _out_of_fold_masks(work_dir: Path, fold: int, cases: list[dict], masks: Path) -> None:
-    """Stage-1 masks of a fold's validation cases from that fold's localizer."""
+    """Stage-1 masks of a fold's validation cases from that fold's localizer (:meth:`CascadeEngine.localize_image`:
+    an image of one intensity gets an empty mask and a warning, as in ``cascade predict``)."""
     from cascade.engine import CascadeEngine
 
     missing = [case for case in cases if not (masks / f"{case['case']}_mask.nii.gz").is_file()]
@@ -153,10 +154,10 @@ def _out_of_fold_masks(work_dir: Path, fold: int, cases: list[dict], masks: Path
     print(f"[crossval] stage-1 masks of fold {fold}: {len(missing)} case(s)", flush=True)
     engine = CascadeEngine.from_options(models=work_dir, folds=[fold], stages=("localizer",))
     for case in missing:
-        image, source = engine.read(case["image"])
-        save_nifti_atomic(
-            engine.localize(image), source.affine, masks / f"{case['case']}_mask.nii.gz", header=source.header
-        )
+        result = engine.localize_image(case["image"])
+        for warning in result.input_warnings + result.warnings:
+            print(f"[crossval] warning: {warning}", flush=True)
+        save_nifti_atomic(result.mask, result.affine, masks / f"{case['case']}_mask.nii.gz", header=result.header)
 
 
 def _out_of_fold_predictions(

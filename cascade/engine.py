@@ -12,10 +12,10 @@ sliding window (:class:`EnsembleNetwork`).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import nullcontext
@@ -27,10 +27,10 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.data.utils import dense_patch_slices
 from monai.transforms import Compose, Invertd
 
-from cascade.backends import compile_network, default_precision
+from cascade.backends import compile_network
+from cascade.calibration import calibration_key, calibration_windows
 from cascade.bundles import (
     STAGES, MissingCheckpointError, bundle_dir, read_stage_config, stage_config_files, stage_weights,
 )
@@ -38,16 +38,14 @@ from cascade.intensity import find_intensity_outliers
 from cascade.errors import InputError
 from cascade.io import check_intensities, file_sha256, read_header
 from cascade.labels import CLASS_NAMES
-from cascade.settings import declared_settings, stage_overrides, stage_settings
+from cascade.runtime import StageRuntime, stage_runtime
+from cascade.settings import (
+    RUNTIME_SETTINGS, declared_settings, recorded_overrides, stage_overrides, stage_settings,
+)
 from cascade.uncertainty import add_votes, case_uncertainty, disagreement, label_votes
 from cascade.window_progress import WindowProgress, count_windows
 
 __all__ = ["EnsembleNetwork", "StagePredictor", "CaseResult", "CascadeEngine", "load_checkpoint"]
-
-# The cases --precision int8 is calibrated on by default: `cascade phantom DIR --cases 2 --seed 11` on the
-# generator's default grid (44 x 576 x 576 at 2.5 x 0.625 x 0.625 mm, the MBAS grid), in a temporary folder.
-CALIBRATION_PHANTOMS, CALIBRATION_PHANTOM_SEED = 2, 11
-CALIBRATION_WINDOWS_PER_CASE = 8
 
 
 def _mismatch(network: torch.nn.Module, state: dict) -> str:
@@ -166,22 +164,16 @@ class StagePredictor:
         overrides: config ids and values applied after reading (e.g. ``{"overlap": 0}``).
         configs: overlay config files layered over ``inference.json``, in order: a bundle's own
             by name (``"demo"``) or paths.
-        backend: inference runtime of the networks, ``torch`` or ``openvino`` (CPU only; see
-            :func:`cascade.backends.compile_network`).
-        precision: ``fp32``, or ``bf16`` or ``int8`` (openvino only).
-        calibration: for ``int8``, labelled cases ``{"image", "label"}`` whose windows calibrate
-            the quantization (:meth:`calibration_windows`); default: :data:`CALIBRATION_PHANTOMS`
-            phantoms of seed :data:`CALIBRATION_PHANTOM_SEED`.
-        progress: a bar on stderr over each case's windows, named after the bundle
-            (:class:`~cascade.window_progress.WindowProgress`).
-        uncertainty: measure how much the ensemble's passes (checkpoints times mirrorings)
-            disagree (:mod:`cascade.uncertainty`); only where there are several passes.
+        runtime: device, backend, precision, int8 calibration, progress bar and uncertainty
+            (:class:`~cascade.runtime.StageRuntime`; :func:`cascade.runtime.stage_runtime` builds it
+            from user settings). Its device is set as the config's ``device``.
 
     The config's ``tta`` (bool) and ``mirror_axes`` set the mirroring, its ``amp`` the autocast
     of inference; its ``initialize`` expressions run once here.
 
     Attributes:
         parser: the parsed config.
+        runtime: as given.
         device: where the network runs.
         network: the :class:`EnsembleNetwork` of the checkpoints.
         seconds: ``preprocessing``, ``inference`` and ``postprocessing`` seconds of the last call.
@@ -198,28 +190,29 @@ class StagePredictor:
         checkpoints: Sequence[str | os.PathLike],
         overrides: Mapping | None = None,
         configs: Sequence[str | os.PathLike] = (),
-        backend: str = "torch",
-        precision: str = "fp32",
-        calibration: Sequence[Mapping[str, str]] | None = None,
-        progress: bool = False,
-        uncertainty: bool = False,
+        runtime: StageRuntime = StageRuntime(),
     ) -> None:
-        self.bundle, self.progress = Path(bundle), progress
-        self.calibration = [dict(case) for case in calibration] if calibration else None
+        overrides = dict(overrides or {})
+        if runtime.device is not None:
+            if "device" in overrides:
+                raise ValueError("the device is given twice: as an override and in the runtime")
+            overrides = {"device": runtime.device, **overrides}
+        self.bundle, self.progress, self.runtime = Path(bundle), runtime.progress, runtime
+        self.calibration = [dict(case) for case in runtime.calibration] if runtime.calibration else None
         files = stage_config_files(self.bundle, "inference", configs)
         for checkpoint in checkpoints:
             if not Path(checkpoint).is_file():
                 raise MissingCheckpointError(f"{checkpoint}: checkpoint not found")
         self.config_files, self.checkpoints, self.overrides = (
-            files, [Path(c) for c in checkpoints], dict(overrides or {})
+            files, [Path(c) for c in checkpoints], overrides
         )
         self.parser = read_stage_config(self.bundle, "inference", configs, self.overrides)
         if "initialize" in self.parser:
             self.parser.get_parsed_content("initialize")
         self.device = self.parser.get_parsed_content("device")
-        if backend != "torch" and self.device.type != "cpu":
-            raise InputError(f"--backend {backend} runs on the CPU; use --device cpu")
-        self.backend, self.precision = backend, precision
+        self.backend, self.precision = runtime.backend, runtime.precision
+        if self.backend != "torch" and self.device.type != "cpu":
+            raise InputError(f"--backend {self.backend} runs on the CPU; use --device cpu")
         self.amp = bool(self.parser.get_parsed_content("amp")) if "amp" in self.parser else False
         self.loading = Compose(self.parser.get_parsed_content("loading"))
         self.preprocessing = Compose(self.parser.get_parsed_content("preprocessing_transforms"))
@@ -229,7 +222,7 @@ class StagePredictor:
         mirror_axes = self.parser.get_parsed_content("mirror_axes") if tta else ()
         members = [self._network(checkpoint) for checkpoint in checkpoints]
         labelled = self.parser.get_parsed_content("labelled_classes") if "labelled_classes" in self.parser else None
-        votes = uncertainty and len(members) * 2 ** len(set(mirror_axes)) > 1
+        votes = runtime.uncertainty and len(members) * 2 ** len(set(mirror_axes)) > 1
         self.network = EnsembleNetwork(members, mirror_axes, votes=votes, labelled=labelled).to(self.device).eval()
         self.seconds: dict[str, float] = {}
 
@@ -243,7 +236,7 @@ class StagePredictor:
             "bundle": str(self.bundle.resolve()),
             "configs": [{"path": str(c.resolve()), "sha256": file_sha256(c)} for c in self.config_files],
             "checkpoints": [{"path": str(c.resolve()), "sha256": file_sha256(c)} for c in self.checkpoints],
-            "overrides": self.overrides,
+            "overrides": recorded_overrides(self.overrides),
             "settings": json.loads(json.dumps(settings, default=str)),
             "backend": self.backend,
             "precision": self.precision,
@@ -258,47 +251,9 @@ class StagePredictor:
         patch_size = self.parser.get_parsed_content("patch_size")
         if self.precision != "int8":
             return compile_network(network, patch_size, backend=self.backend, precision=self.precision)
-        return compile_network(network, patch_size, backend=self.backend, precision="int8",
-                               calibration=self.calibration_windows, calibration_key=self._calibration_key())
-
-    def _calibration_key(self) -> str:
-        """What the calibration windows depend on: the cases (by checksum) and the stage's configs."""
-        configs = [file_sha256(path) for path in self.config_files]
-        if self.calibration is None:
-            from cascade import __version__
-
-            cases = [f"{CALIBRATION_PHANTOMS} phantoms of seed {CALIBRATION_PHANTOM_SEED}, atria-cascade {__version__}"]
-        else:
-            cases = sorted(f"{file_sha256(case['image'])} {file_sha256(case['label'])}" for case in self.calibration)
-        return json.dumps({"cases": cases, "configs": configs, "overrides": self.overrides,
-                           "per_case": CALIBRATION_WINDOWS_PER_CASE}, sort_keys=True, default=str)
-
-    def calibration_windows(self) -> list[np.ndarray]:
-        """Windows of the calibration cases as the network sees them: each case preprocessed by the
-        stage's config (the segmenter gated by the case's label as its stage-1 mask), padded to the
-        patch like the inferer, and :data:`CALIBRATION_WINDOWS_PER_CASE` of its sliding-window
-        positions (overlap 0.5) spread evenly; (1, C, X, Y, Z) float32 arrays."""
-        from cascade.data import labelled_cases
-        from cascade.phantom import write_phantoms
-
-        patch = [int(n) for n in self.parser.get_parsed_content("patch_size")]
-        windows = []
-        with tempfile.TemporaryDirectory(prefix="cascade-calibration-") as folder:
-            cases = self.calibration
-            if cases is None:
-                write_phantoms(folder, cases=CALIBRATION_PHANTOMS, seed=CALIBRATION_PHANTOM_SEED)
-                cases = labelled_cases(folder)
-            for case in cases:
-                image = self.preprocessing(
-                    self.load({"image": case["image"], "mask": case["label"]})
-                )["image"].as_tensor()
-                shortfall = [max(p - n, 0) for p, n in zip(patch, image.shape[1:])]
-                pad = [side for missing in reversed(shortfall) for side in (missing // 2, missing - missing // 2)]
-                image = torch.nn.functional.pad(image, pad)
-                positions = dense_patch_slices(image.shape[1:], patch, [max(p // 2, 1) for p in patch])
-                chosen = np.unique(np.linspace(0, len(positions) - 1, CALIBRATION_WINDOWS_PER_CASE).round().astype(int))
-                windows += [image[(slice(None), *positions[i])][None].numpy().astype(np.float32) for i in chosen]
-        return windows
+        windows = functools.partial(calibration_windows, self.calibration, self.load, self.preprocessing, patch_size)
+        return compile_network(network, patch_size, backend=self.backend, precision="int8", calibration=windows,
+                               calibration_key=calibration_key(self.calibration, self.config_files, self.overrides))
 
     def load(self, item: Mapping[str, str]) -> dict:
         """Read the files of an item (e.g. ``{"image": path}``) with the config's ``loading`` transforms."""
@@ -455,19 +410,15 @@ class CascadeEngine:
             if not (bundle / "configs" / "inference.json").is_file():
                 raise InputError(f"{bundle}: not a bundle folder (no configs/inference.json)")
         declared = stage_settings(bundles)  # what each bundle's inference.json lets a user change
-        unknown = set(settings) - {*declared["localizer"], *declared["segmenter"], "progress", "backend", "precision"}
+        unknown = set(settings) - {*declared["localizer"], *declared["segmenter"], *RUNTIME_SETTINGS}
         if unknown:
             raise TypeError(f"unknown engine settings: {sorted(unknown)}")
-        backend = settings.get("backend") or "torch"
-        if backend != "torch" and settings.get("device") is None:
-            settings["device"] = "cpu"
-        precision = settings.get("precision")
-        per_stage_precision = precision if isinstance(precision, Mapping) else dict.fromkeys(STAGES, precision)
-        precisions = {stage: per_stage_precision.get(stage) or default_precision(backend, stage) for stage in STAGES}
         per_stage = stage_overrides(settings, declared)
         predictors, sources = {}, {}
         for stage in stages:
             bundle = bundles[stage]
+            runtime = stage_runtime(stage, settings.get("device"), settings.get("backend"), settings.get("precision"),
+                                    calibration, settings.get("progress"))
             try:
                 weights = stage_weights(stage, bundle, models=models, folds=folds, pretrained=pretrained)
             except MissingCheckpointError as err:
@@ -476,14 +427,7 @@ class CascadeEngine:
                     "`python -m monai.bundle run training` (see the bundle's docs/README.md) and pass --models "
                     "or --localizer/--segmenter, or pass --pretrained la2018 or --pretrained demo for shipped weights)"
                 ) from err
-            cases = None
-            if calibration is not None and precisions[stage] == "int8":
-                from cascade.data import labelled_cases
-
-                cases = labelled_cases(calibration)
-            predictors[stage] = StagePredictor(bundle, weights.checkpoints, per_stage[stage], weights.configs, backend,
-                                               precisions[stage], cases, progress=bool(settings.get("progress")),
-                                               uncertainty=stage == "segmenter")
+            predictors[stage] = StagePredictor(bundle, weights.checkpoints, per_stage[stage], weights.configs, runtime)
             sources[stage] = weights.source
         engine = cls(predictors.get("localizer"), predictors.get("segmenter"))
         engine.weights = sources
@@ -594,24 +538,51 @@ class CascadeEngine:
     ) -> CaseResult:
         """Run the cascade on an image :meth:`read` loaded (``source``: its header, for the outputs'
         geometry; ``name``: how messages name it; ``disagreement_map``: see :meth:`predict_image`)."""
-        start = time.perf_counter()
-        shape = tuple(source.shape[:3])
-        low, high = float(image.min()), float(image.max())
-        if low == high:
-            empty = np.zeros(shape, np.uint8)
-            warning = f"{name}: constant intensity {low:g}, not a scan; the label map is empty"
-            return CaseResult(empty, empty, empty, source.affine, source.header, {"stage 1": 0.0, "stage 2": 0.0},
-                              [warning])
-        outliers = find_intensity_outliers(image[0].numpy(), image.affine.numpy())
-        input_warnings = [f"{name}: {outliers.describe()}"] if outliers else []
         if self.localizer is None:  # the single-stage baseline: no gate
+            start = time.perf_counter()
+            constant = _constant_image(image, source, name)
+            if constant is not None:
+                return constant
             segmented = self._segment(image, None)
             labels, gate = _channel(segmented["pred"]), _channel(segmented["mask"] > 0)
             seconds = {"stage 1": 0.0, "stage 2": time.perf_counter() - start}
             result = CaseResult(labels, gate, gate, source.affine, source.header, seconds,
-                                input_warnings=input_warnings)
+                                input_warnings=_input_warnings(image, name))
             self._add_uncertainty(result, segmented, disagreement_map)
             return result
+        result = self.localize_loaded(image, source, name)
+        if not result.mask.any() or self.segmenter is None:
+            return result
+        start = time.perf_counter()
+        segmented = self._segment(image, result.mask)
+        result.labels, result.gate = _channel(segmented["pred"]), _channel(segmented["mask"] > 0)
+        self._add_uncertainty(result, segmented, disagreement_map)
+        result.seconds["stage 2"] = time.perf_counter() - start
+        return result
+
+    def localize_image(self, image_path: str | os.PathLike, name: str | None = None) -> CaseResult:
+        """Stage 1 alone on one image file, with the checks and warnings of :meth:`predict_image`
+        (the out-of-fold masks of cross-validation, the localizer task of MONAI Label).
+
+        Returns:
+            A result whose ``mask`` is the stage-1 mask (empty, with a warning, for a constant
+            image or where no atria are found); ``labels`` and ``gate`` are empty.
+
+        Raises:
+            InputError: the image cannot be used (see :meth:`read`).
+        """
+        image, source = self.read(image_path, name)
+        return self.localize_loaded(image, source, name or str(image_path))
+
+    def localize_loaded(self, image: MetaTensor, source: nib.Nifti1Image, name: str) -> CaseResult:
+        """Stage 1 of an image :meth:`read` loaded (see :meth:`localize_image`; arguments as
+        :meth:`predict_loaded`)."""
+        start = time.perf_counter()
+        constant = _constant_image(image, source, name)
+        if constant is not None:
+            return constant
+        input_warnings = _input_warnings(image, name)
+        shape = tuple(source.shape[:3])
         mask = self.localize(image)
         if mask.shape != shape:
             raise RuntimeError(f"{name}: stage-1 output shape {mask.shape} differs from the input {shape}")
@@ -620,10 +591,20 @@ class CascadeEngine:
                             seconds, input_warnings=input_warnings)
         if not mask.any():
             result.warnings.append(f"{name}: the localizer found no atria; the label map is empty")
-            return result
-        start = time.perf_counter()
-        segmented = self._segment(image, mask)
-        result.labels, result.gate = _channel(segmented["pred"]), _channel(segmented["mask"] > 0)
-        self._add_uncertainty(result, segmented, disagreement_map)
-        seconds["stage 2"] = time.perf_counter() - start
         return result
+
+
+def _constant_image(image: MetaTensor, source: nib.Nifti1Image, name: str) -> CaseResult | None:
+    """The empty result, with its warning, of an image of one intensity (not a scan); ``None`` for any other."""
+    low, high = float(image.min()), float(image.max())
+    if low != high:
+        return None
+    empty = np.zeros(tuple(source.shape[:3]), np.uint8)
+    warning = f"{name}: constant intensity {low:g}, not a scan; the label map is empty"
+    return CaseResult(empty, empty, empty, source.affine, source.header, {"stage 1": 0.0, "stage 2": 0.0}, [warning])
+
+
+def _input_warnings(image: MetaTensor, name: str) -> list[str]:
+    """What the bundles' repair of intensity outliers will find in an image, one line naming it."""
+    outliers = find_intensity_outliers(image[0].numpy(), image.affine.numpy())
+    return [f"{name}: {outliers.describe()}"] if outliers else []

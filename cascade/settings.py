@@ -23,13 +23,18 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cascade.bundles import STAGES, bundle_dir, read_stage_config
 from cascade.errors import InputError, SettingError
 
+if TYPE_CHECKING:
+    import torch
+
 __all__ = [
     "BACKENDS",
     "PRECISIONS",
+    "RUNTIME_SETTINGS",
     "SETTING_DECLARATIONS",
     "as_bool",
     "as_number",
@@ -45,6 +50,7 @@ __all__ = [
     "check_bundle_run",
     "check_runtime",
     "declared_settings",
+    "recorded_overrides",
     "resolve_device",
     "stage_overrides",
     "stage_defaults",
@@ -53,6 +59,8 @@ __all__ = [
 
 BACKENDS = ("torch", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8")
+# Prediction settings that are not config values: they go into a stage's runtime (cascade.runtime.StageRuntime)
+RUNTIME_SETTINGS = ("device", "backend", "precision", "progress")
 SETTING_DECLARATIONS = ("user_settings", "recorded_settings")  # the config ids of inference.json declaring settings
 
 
@@ -204,11 +212,12 @@ def check_runtime(backend: str, precisions: Sequence[str | None]) -> None:
             raise InputError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
 
 
-def resolve_device(device: str) -> str:
+def resolve_device(device: str) -> torch.device:
     """Check a device name: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
 
     Returns:
-        A config expression creating the device, for the bundles' ``device`` key.
+        The device, as the bundles' ``device`` config id takes it (MONAI's ``ConfigParser`` keeps an
+        object given as an override as it is).
 
     Raises:
         InputError: an unknown name, or CUDA asked for on a machine without it.
@@ -228,7 +237,16 @@ def resolve_device(device: str) -> str:
             raise InputError(f"--device {device}: CUDA is not available on this machine")
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
             raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return f"$torch.device('{parsed}')"
+    return parsed
+
+
+def recorded_overrides(overrides: Mapping) -> dict:
+    """Config overrides as run records and cache keys write them: a ``torch.device`` as the config
+    expression creating it (``$torch.device('cpu')``), every other value as it is."""
+    import torch
+
+    return {key: f"$torch.device('{value}')" if isinstance(value, torch.device) else value
+            for key, value in overrides.items()}
 
 
 def check_bundle_run(dataset_dir: str | os.PathLike | None, device: object) -> None:
@@ -291,7 +309,9 @@ def stage_overrides(
     Args:
         settings: setting -> value, or a mapping stage -> value for a setting the stages take
             differently (e.g. ``overlap`` from :func:`as_overlap`); ``None`` (or a missing key)
-            leaves the config's value. The device is a name (:func:`resolve_device`).
+            leaves the config's value. The device (:data:`RUNTIME_SETTINGS`) is not among them: it
+            reaches the config's ``device`` as a ``torch.device`` through the stage's runtime
+            (:func:`cascade.runtime.stage_runtime`).
         declared: stage -> the settings it takes (default: the installed bundles' declarations,
             :func:`stage_settings`); a setting goes only to the stages declaring it.
 
@@ -302,10 +322,8 @@ def stage_overrides(
     declared = stage_settings() if declared is None else declared
     overrides = {}
     for stage in STAGES:
-        chosen = {name: settings.get(name) for name in declared[stage]}
+        chosen = {name: settings.get(name) for name in declared[stage] if name not in RUNTIME_SETTINGS}
         chosen = {name: value.get(stage) if isinstance(value, Mapping) else value for name, value in chosen.items()}
-        if chosen.get("device") is not None:
-            chosen["device"] = resolve_device(str(chosen["device"]))
         overrides[stage] = {key: value for key, value in chosen.items() if value is not None}
     overrides["segmenter"]["mask_from_label"] = False
     return overrides

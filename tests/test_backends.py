@@ -15,12 +15,14 @@ from monai.utils import optional_import
 
 from cascade.backends import compile_network, default_precision
 from cascade.bundles import bundle_dir
+from cascade.calibration import calibration_windows
 from cascade.engine import CascadeEngine, StagePredictor
 from cascade.errors import InputError
 from cascade.labels import CLASS_NAMES
 from cascade.metrics import dice
 from cascade.networks import localizer_resenc_unet, segmenter_resenc_unet
 from cascade.phantom import write_phantoms
+from cascade.runtime import StageRuntime
 from tests.conftest import toy_case, write_nifti
 
 _, has_openvino = optional_import("openvino")
@@ -128,8 +130,9 @@ def test_int8_cascade_calibrates_on_the_given_cases_and_records_them(tmp_path):
     write_phantoms(data, cases=2, seed=321, shape=(24, 160, 160), spacing=(2.5, 1.25, 1.25))
     options = dict(pretrained="demo", device="cpu", backend="openvino", calibration=data)
     engine = CascadeEngine.from_options(precision={"localizer": "fp32", "segmenter": "int8"}, **options)
-    windows_made = engine.segmenter.calibration_windows()
-    patch = tuple(engine.segmenter.parser.get_parsed_content("patch_size"))
+    segmenter = engine.segmenter
+    patch = tuple(segmenter.parser.get_parsed_content("patch_size"))
+    windows_made = calibration_windows(segmenter.calibration, segmenter.load, segmenter.preprocessing, patch)
     assert 2 <= len(windows_made) <= 16
     assert all(w.shape == (1, 1, *patch) and w.dtype == "float32" for w in windows_made)
     assert engine.record()["segmenter"]["calibration"] == [str(p) for p in sorted(data.glob("*/*_gt.nii.gz"))]
@@ -243,4 +246,4 @@ def test_openvino_label_maps_agree_with_torch_on_demo_weights(precision, torch_p
 
 def test_openvino_is_refused_on_a_gpu_device():
     with pytest.raises(InputError, match="--backend openvino runs on the CPU; use --device cpu"):
-        StagePredictor(bundle_dir("localizer"), [], overrides={"device": "$torch.device('cuda:0')"}, backend="openvino")
+        StagePredictor(bundle_dir("localizer"), [], runtime=StageRuntime(torch.device("cuda:0"), "openvino"))

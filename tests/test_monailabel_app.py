@@ -266,3 +266,45 @@ def test_scoring_without_unlabelled_images_needs_no_weights(tmp_path, bundles_wi
     store.labelled.clear()
     with pytest.raises(MissingCheckpointError, match=HINT):
         score_unlabelled(engines, store, InferSettings())
+
+
+def test_localize_only_paths_of_the_app_and_crossval_are_the_cascades_stage_one(tmp_path, capsys):
+    """The app's atria_localizer task and crossval's out-of-fold masks both run CascadeEngine.localize_image:
+    a phantom gets the cascade's own stage-1 mask, a constant image an empty mask and predict's warning."""
+    import nibabel as nib
+    import numpy as np
+
+    from cascade.crossval import _out_of_fold_masks
+    from cascade.engine import CascadeEngine
+    from cascade.phantom import write_phantoms
+    from tests.conftest import write_nifti
+
+    write_phantoms(tmp_path / "data", cases=1, seed=77, shape=(24, 160, 160), spacing=(2.5, 1.25, 1.25))
+    phantom = next((tmp_path / "data").glob("*/*_gt.nii.gz"))
+    constant = write_nifti(tmp_path / "data" / "flat.nii.gz", np.full((40, 40, 12), 7.0, np.float32))
+    work = tmp_path / "work"
+    demo = bundles_root() / BUNDLE_NAMES["localizer"]
+    (work / "localizer" / "fold0" / "models").mkdir(parents=True)
+    shutil.copyfile(demo / "models" / "demo" / "model.pt", work / "localizer" / "fold0" / "models" / "model.pt")
+    shutil.copyfile(demo / "configs" / "demo.json", work / "localizer" / "config.json")
+    cases = [{"case": "phantom", "image": str(phantom)}, {"case": "flat", "image": str(constant)}]
+    _out_of_fold_masks(work, 0, cases, work / "masks")
+    warned = [line for line in capsys.readouterr().out.splitlines() if "warning" in line]
+    assert warned == [f"[crossval] warning: {constant}: constant intensity 7, not a scan; the label map is empty"]
+
+    app = EngineCache(weights_from_conf({"demo": "true"}, tmp_path / "model", HINT))
+    cascade = CascadeEngine.from_options(pretrained="demo", device="cpu")
+    for case in cases:
+        served = app.localize(case["image"], InferSettings(device="cpu"))  # what the atria_localizer task returns
+        predicted = cascade.predict_image(case["image"])
+        stored = np.asanyarray(nib.load(str(work / "masks" / f"{case['case']}_mask.nii.gz")).dataobj)
+        np.testing.assert_array_equal(served.mask, predicted.mask)
+        np.testing.assert_array_equal(stored, predicted.mask)
+        assert not served.labels.any() and not served.gate.any()
+        if case["case"] == "flat":
+            assert served.warnings == predicted.warnings == [
+                f"{constant}: constant intensity 7, not a scan; the label map is empty"
+            ]
+            assert not stored.any()
+        else:
+            assert served.mask.any() and served.warnings == []

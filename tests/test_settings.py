@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from cascade.bundles import STAGES, bundle_dir, read_stage_config
 from cascade.errors import InputError, SettingError
@@ -19,9 +20,10 @@ def test_prediction_settings_go_to_the_stages_that_have_them():
         "device": "cpu", "overlap": 0.25, "tta": None, "mask_threshold": 0.3, "gate_margin_mm": 5.0,
         "mask_region": False,
     })
-    assert overrides["localizer"] == {"device": "$torch.device('cpu')", "overlap": 0.25, "mask_threshold": 0.3}
+    # the device is not a config override: it reaches the config through the stage's runtime (test_runtime.py)
+    assert overrides["localizer"] == {"overlap": 0.25, "mask_threshold": 0.3}
     assert overrides["segmenter"] == {
-        "device": "$torch.device('cpu')", "overlap": 0.25, "gate_margin_mm": 5.0, "mask_region": False,
+        "overlap": 0.25, "gate_margin_mm": 5.0, "mask_region": False,
         "mask_from_label": False,
     }
     assert stage_settings() == {
@@ -119,3 +121,15 @@ def test_precision_and_series_values_are_parsed_once():
     for bad in ("lge", "1..2", "1." + "2" * 70):
         with pytest.raises(InputError, match="not a DICOM UID"):
             as_uids(bad, "series")
+
+
+def test_the_device_reaches_the_config_as_a_device_and_is_recorded_as_before():
+    """No "$torch.device('cpu')" string for the config parser to parse back; run.json keeps its device strings."""
+    from cascade.engine import CascadeEngine
+
+    engine = CascadeEngine.from_options(pretrained="demo", device="cpu", stages=("localizer",))
+    assert type(engine.localizer.parser.config["device"]) is torch.device  # the object itself, not an expression
+    assert engine.localizer.device == torch.device("cpu")
+    record = engine.record()["localizer"]
+    assert record["overrides"]["device"] == "$torch.device('cpu')" and record["device"] == "cpu"
+    assert json.loads(json.dumps(record))["overrides"] == {"device": "$torch.device('cpu')"}

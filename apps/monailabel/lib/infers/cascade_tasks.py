@@ -169,12 +169,7 @@ class AtriaLocalizerInfer(_CascadeTask):
         )
 
     def predict(self, image_path: str, settings: InferSettings) -> CaseResult:
-        engine = self.engines.engine(settings, stages=("localizer",))
-        start = time.perf_counter()
-        image, source = engine.read(image_path)
-        mask = engine.localize(image)
-        empty = np.zeros_like(mask)
-        return CaseResult(empty, mask, empty, source.affine, source.header, {"stage 1": time.perf_counter() - start})
+        return self.engines.localize(image_path, settings)
 
     @staticmethod
     def label_map(result: CaseResult) -> np.ndarray:

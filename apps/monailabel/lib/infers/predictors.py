@@ -1,9 +1,10 @@
 """Request settings and the cached cascade engine shared by the app's infer tasks.
 
 Each stage is a :class:`cascade.engine.StagePredictor` (the bundle's ``inference.json`` and the
-weights' overlays) built with the overrides ``cascade predict`` applies for the same settings
-(:func:`cascade.settings.stage_overrides`), and kept while the settings and the checkpoint files
-stay the same. A setting the client does not give is each stage's own config value.
+weights' overlays) built with the overrides and the runtime ``cascade predict`` applies for the same
+settings (:func:`cascade.settings.stage_overrides`, :func:`cascade.runtime.stage_runtime`), and kept
+while the settings and the checkpoint files stay the same. A setting the client does not give is each
+stage's own config value.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 
 from cascade.bundles import STAGES
-from cascade.engine import CascadeEngine, StagePredictor
+from cascade.engine import CascadeEngine, CaseResult, StagePredictor
 from cascade.errors import InputError
 from cascade.errors import SettingError
+from cascade.runtime import stage_runtime
 from cascade.settings import as_bool, as_number, stage_defaults, stage_overrides, stage_settings
 
 from lib.weights import ServedWeights
@@ -135,7 +137,7 @@ class EngineCache:
             if cached is None or cached[0] != key:
                 overrides = stage_overrides(asdict(settings), stage_settings(self.weights.bundles))[stage]
                 predictor = StagePredictor(self.weights.bundles[stage], weights.checkpoints, overrides, weights.configs,
-                                           uncertainty=stage == "segmenter")
+                                           stage_runtime(stage, settings.device))
                 self._stages[stage] = cached = (key, predictor)
         return cached[1]
 
@@ -143,6 +145,16 @@ class EngineCache:
         """The cascade engine of ``stages`` (``("localizer",)`` for stage 1 alone)."""
         predictors = [self.stage(stage, settings) for stage in stages]
         return CascadeEngine(*predictors)
+
+    def localize(self, image_path: str, settings: InferSettings) -> CaseResult:
+        """Stage 1 alone on an image file (the localizer task): :meth:`CascadeEngine.localize_image`, with
+        ``cascade predict``'s checks and warnings (a constant image gets an empty mask and a warning).
+
+        Raises:
+            InputError: the image cannot be used (one line naming the file).
+            MissingCheckpointError: the localizer has no weights.
+        """
+        return self.engine(settings, stages=("localizer",)).localize_image(image_path)
 
     def checkpoints(self) -> dict[str, list[str]]:
         """Stage -> the checkpoint files served now (empty for a stage without weights)."""
