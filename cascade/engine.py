@@ -42,7 +42,7 @@ from cascade.runtime import StageRuntime, stage_runtime
 from cascade.settings import (
     RUNTIME_SETTINGS, declared_settings, recorded_overrides, stage_overrides, stage_settings,
 )
-from cascade.uncertainty import add_votes, case_uncertainty, disagreement, label_votes
+from cascade.uncertainty import add_votes, case_uncertainty, disagreement, label_votes, vote_groups
 from cascade.window_progress import WindowProgress, count_windows
 
 __all__ = ["EnsembleNetwork", "StagePredictor", "CaseResult", "CascadeEngine", "load_checkpoint"]
@@ -110,9 +110,11 @@ class EnsembleNetwork(torch.nn.Module):
             torch modules (put in eval mode) or compiled runtime models.
         mirror_axes: spatial axes (0, 1, 2 for X, Y, Z) to mirror; every subset is predicted,
             2^len(mirror_axes) passes per member.
-        votes: also return the share of the passes voting for each label
-            (:func:`cascade.uncertainty.label_votes`): the output is then (B, 2K, X, Y, Z), the mean
-            logits followed by the vote shares, so the inferer blends both alike.
+        votes: also return the share of the passes voting for each foreground label
+            (:func:`cascade.uncertainty.label_votes`): the output is then (B, K + G - 1, X, Y, Z),
+            the mean logits followed by the vote shares of the G - 1 foreground groups of
+            :func:`cascade.uncertainty.vote_groups` (background's share is the rest), so the inferer
+            blends both alike.
         labelled: with ``votes``, the label values the weights label (the others vote background).
     """
 
@@ -135,6 +137,12 @@ class EnsembleNetwork(torch.nn.Module):
         self.flips = [combo for n in range(len(dims) + 1) for combo in itertools.combinations(dims, n)]
         self.votes, self.labelled = votes, labelled
 
+    def split_votes(self, output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (K, ...) logits and (G - 1, ...) foreground vote shares of a (K + G - 1, ...) output with votes."""
+        channels = output.shape[0]
+        classes = (channels + 1) // 2 if self.labelled is None else channels - len(set(self.labelled))
+        return output[:classes], output[classes:]
+
     @property
     def passes(self) -> int:
         """Predictions averaged per window: members times mirrorings."""
@@ -148,7 +156,9 @@ class EnsembleNetwork(torch.nn.Module):
                 logits = (torch.flip(logits, dims) if dims else logits).float()
                 total = logits if total is None else total + logits
                 if self.votes:
-                    ballots = torch.zeros_like(logits) if ballots is None else ballots
+                    if ballots is None:
+                        groups = len(vote_groups(logits.shape[1], self.labelled))
+                        ballots = logits.new_zeros((logits.shape[0], groups - 1, *logits.shape[2:]))
                     add_votes(ballots, label_votes(logits, self.labelled))
         if self.votes:
             return torch.cat([total, ballots], dim=1) / self.passes
@@ -287,7 +297,7 @@ class StagePredictor:
         inferred = time.perf_counter()
         logits = logits[0].float().cpu()
         if self.network.votes:
-            logits, shares = logits.tensor_split(2)
+            logits, shares = self.network.split_votes(logits)
             disputed = disagreement(shares[None])[0] * (data["mask"].as_tensor() > 0 if "mask" in data else 1)
             voxel_mm3 = float(abs(torch.linalg.det(image.affine[:3, :3].double())))
             data["disputed_mm3"] = float(disputed.sum()) * voxel_mm3

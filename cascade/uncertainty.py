@@ -28,49 +28,74 @@ from collections.abc import Collection, Sequence
 
 import torch
 
-__all__ = ["label_votes", "add_votes", "disagreement", "case_uncertainty", "needs_review", "UNCERTAINTY_UNAVAILABLE"]
+__all__ = [
+    "vote_groups", "label_votes", "add_votes", "disagreement", "case_uncertainty", "needs_review",
+    "UNCERTAINTY_UNAVAILABLE",
+]
 
 # the report's cell where one member predicted (no ensemble, no TTA): no spread to measure
 UNCERTAINTY_UNAVAILABLE = "n/a"
 
 
+def vote_groups(channels: int, labelled: Collection[int] | None = None) -> list[int]:
+    """The labels a member can vote for: background (with every class the weights do not label merged
+    into it) and each labelled class, as label values in channel order, e.g. ``[0, 3]`` for la2018."""
+    return [0] + [k for k in range(1, channels) if labelled is None or k in labelled]
+
+
 def label_votes(logits: torch.Tensor, labelled: Collection[int] | None = None) -> torch.Tensor:
-    """One member's vote: its argmax label per voxel.
+    """One member's vote: the index in :func:`vote_groups` of its argmax label per voxel.
 
     Args:
         logits: (B, K, X, Y, Z) logits of one member.
         labelled: foreground label values the weights label (default: all); the others are merged
             into background first (their probabilities added to it, i.e. a log-sum-exp of logits),
-            so a member votes as the bundle's ``MergeIntoBackgroundd`` + argmax would label.
+            so a member votes as the bundle's ``MergeIntoBackgroundd`` + argmax would label (ties to
+            the first, as argmax).
 
     Returns:
-        (B, X, Y, Z) int64 label values: 0 or one of ``labelled``.
+        (B, X, Y, Z) uint8 group indices. Computed plane by plane (element-wise operations on the
+        contiguous channel planes), an order of magnitude faster on the CPU than an argmax over
+        the channel axis.
     """
-    channels = logits.shape[1]
-    unlabelled = [k for k in range(1, channels) if labelled is not None and k not in labelled]
-    if not unlabelled:
-        return logits.argmax(dim=1)
-    kept = [k for k in range(1, channels) if k not in unlabelled]
-    background = torch.logsumexp(logits[:, [0, *unlabelled]], dim=1, keepdim=True)
-    chosen = torch.cat([background, logits[:, kept]], dim=1).argmax(dim=1)
-    return torch.tensor([0, *kept], device=logits.device)[chosen]
+    groups = vote_groups(logits.shape[1], labelled)
+    best = logits[:, 0]
+    for k in range(1, logits.shape[1]):
+        if k not in groups:
+            best = torch.logaddexp(best, logits[:, k])
+    winner = torch.zeros(best.shape, dtype=torch.uint8, device=logits.device)
+    for index, k in enumerate(groups[1:], 1):
+        winner.masked_fill_(logits[:, k] > best, index)
+        best = torch.maximum(best, logits[:, k])
+    return winner
 
 
 def add_votes(ballots: torch.Tensor, votes: torch.Tensor) -> torch.Tensor:
-    """Count one member's :func:`label_votes` into (B, K, X, Y, Z) ``ballots``, in place."""
-    return ballots.scatter_add_(1, votes[:, None], torch.ones_like(votes[:, None], dtype=ballots.dtype))
+    """Count one member's :func:`label_votes` into ``ballots``, in place.
+
+    Args:
+        ballots: (B, G - 1, X, Y, Z) votes for each foreground group (background's follow: every
+            member votes once).
+        votes: (B, X, Y, Z) group indices.
+    """
+    for index in range(ballots.shape[1]):
+        ballots[:, index] += votes == index + 1
+    return ballots
 
 
-def disagreement(shares: torch.Tensor) -> torch.Tensor:
+def disagreement(foreground_shares: torch.Tensor) -> torch.Tensor:
     """The share of members against the majority label, per voxel.
 
     Args:
-        shares: (B, K, X, Y, Z) vote shares (the members' mean :func:`label_votes`, after blending).
+        foreground_shares: (B, G - 1, X, Y, Z) shares of the votes for each foreground group (the
+            members' mean :func:`add_votes`, after blending); background's share is the rest.
 
     Returns:
         (B, 1, X, Y, Z) ``1 - max_k shares``, clipped to [0, 1].
     """
-    return (1.0 - shares.amax(dim=1, keepdim=True)).clamp_(0.0, 1.0)
+    background = 1.0 - foreground_shares.sum(dim=1, keepdim=True)
+    majority = torch.maximum(background, foreground_shares.amax(dim=1, keepdim=True))
+    return (1.0 - majority).clamp_(0.0, 1.0)
 
 
 def case_uncertainty(disputed_mm3: float, labelled_mm3: float) -> float | None:

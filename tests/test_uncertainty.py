@@ -14,7 +14,7 @@ import torch
 from cascade.engine import EnsembleNetwork
 from cascade.phantom import make_phantom, write_phantoms
 from cascade.transforms import MergeIntoBackgroundd
-from cascade.uncertainty import add_votes, case_uncertainty, disagreement, label_votes, needs_review
+from cascade.uncertainty import add_votes, case_uncertainty, disagreement, label_votes, needs_review, vote_groups
 from tests.bundle_utils import BUNDLES
 from tests.conftest import write_nifti
 
@@ -33,11 +33,14 @@ def test_a_member_votes_as_the_bundle_postprocessing_labels(labelled):
     if labelled is not None:
         probabilities = torch.stack([MergeIntoBackgroundd("pred", labelled)({"pred": p})["pred"]
                                      for p in probabilities])
-    votes = label_votes(logits, labelled)
+    groups = vote_groups(4, labelled)
+    assert groups == [0, *(labelled or (1, 2, 3))]
+    votes = torch.tensor(groups)[label_votes(logits, labelled).long()]
     assert torch.equal(votes, probabilities.argmax(dim=1))
-    assert set(votes.unique().tolist()) == {0, *(labelled or (1, 2, 3))}
-    ballots = add_votes(add_votes(torch.zeros_like(logits), votes), votes)
-    assert torch.equal(ballots, 2 * torch.nn.functional.one_hot(votes, 4).movedim(-1, 1).float())
+    assert set(votes.unique().tolist()) == set(groups)
+    ballots = add_votes(add_votes(torch.zeros(2, len(groups) - 1, 6, 5, 4), label_votes(logits, labelled)),
+                        label_votes(logits, labelled))
+    assert torch.equal(ballots, 2 * torch.stack([votes == k for k in groups[1:]], dim=1).float())
 
 
 def constant_member(label: np.ndarray, classes: int = 4):
@@ -53,11 +56,14 @@ def test_votes_leave_the_mean_logits_bit_identical():
     plain = EnsembleNetwork(members, mirror_axes=(0, 1, 2))(windows)
     voting = EnsembleNetwork(members, mirror_axes=(0, 1, 2), votes=True)
     both = voting(windows)
-    assert voting.passes == 16 and both.shape == (1, 8, 8, 6, 4)
-    assert torch.equal(both[:, :4], plain)
-    shares = both[:, 4:]
-    assert torch.allclose(shares.sum(dim=1), torch.ones(1, 8, 6, 4))
+    assert voting.passes == 16 and both.shape == (1, 7, 8, 6, 4)  # 4 logits, 3 foreground vote shares
+    logits, shares = voting.split_votes(both[0])
+    assert torch.equal(logits[None], plain)
+    assert (shares >= 0).all() and (shares.sum(dim=0) <= 1 + 1e-6).all()
     assert torch.allclose(shares * 16, (shares * 16).round(), atol=1e-5)  # whole votes of 16 passes
+    binary = EnsembleNetwork(members, mirror_axes=(0, 1, 2), votes=True, labelled=[3])
+    merged = binary(windows)
+    assert merged.shape == (1, 5, 8, 6, 4) and torch.equal(binary.split_votes(merged[0])[0][None], plain)
 
 
 def test_disagreement_is_the_share_against_the_majority_and_the_case_uncertainty_its_relative_volume():
@@ -66,7 +72,7 @@ def test_disagreement_is_the_share_against_the_majority_and_the_case_uncertainty
     radius = np.sqrt((grid**2).sum(axis=0))
     inner, outer = (radius <= 6).astype(np.uint8) * 3, (radius <= 8).astype(np.uint8) * 3
     network = EnsembleNetwork([constant_member(inner), constant_member(inner), constant_member(outer)], votes=True)
-    shares = network(torch.zeros(1, 1, *shape))[:, 4:]
+    shares = network.split_votes(network(torch.zeros(1, 1, *shape))[0])[1][None]
     disputed = disagreement(shares)[0, 0].numpy()
     shell = (radius > 6) & (radius <= 8)
     assert np.allclose(disputed[shell], 1 / 3) and not disputed[~shell].any()
@@ -76,6 +82,7 @@ def test_disagreement_is_the_share_against_the_majority_and_the_case_uncertainty
     assert uncertainty == pytest.approx(shell.sum() / (inner > 0).sum() / 3)
     assert case_uncertainty(1.0, 0.0) is None
     unanimous = EnsembleNetwork([constant_member(inner)] * 3, votes=True)(torch.zeros(1, 1, *shape))[:, 4:]
+    assert unanimous.shape[1] == 3
     assert not disagreement(unanimous).any()
 
 
