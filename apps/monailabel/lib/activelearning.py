@@ -17,7 +17,7 @@ from monailabel.utils.others.generic import name_to_device
 
 from cascade.settings import as_bool, as_number
 
-from lib.infers.predictors import CLIENT_SETTINGS, EngineCache, settings_from_request
+from lib.infers.predictors import EngineCache, client_settings, settings_from_request
 from lib.uncertainty_scores import UNCERTAINTY, ranked_for_labelling, score_unlabelled
 
 __all__ = ["UncertaintyScoring", "MostUncertain"]
@@ -43,8 +43,8 @@ class UncertaintyScoring(ScoringMethod):
         self.engines = engines
 
     def __call__(self, request: dict, datastore: Datastore) -> dict:
-        settings = settings_from_request({key: request[key] for key in CLIENT_SETTINGS if key in request},
-                                         name_to_device(request.get("device")))
+        chosen = {key: request[key] for key in client_settings(self.engines.weights.bundles) if key in request}
+        settings = settings_from_request(chosen, name_to_device(request.get("device")))
         return score_unlabelled(self.engines, datastore, settings, force=as_bool(request.get("force", False), "force"))
 
 
