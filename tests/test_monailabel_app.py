@@ -308,3 +308,46 @@ def test_localize_only_paths_of_the_app_and_crossval_are_the_cascades_stage_one(
             assert not stored.any()
         else:
             assert served.mask.any() and served.warnings == []
+
+
+def imported_names_missing(app: Path) -> list[str]:
+    """Names the app's modules import from ``lib.*`` and ``cascade.*`` that those modules do not define:
+    the modules that import MONAI Label cannot be imported here, so their imports are read, not run."""
+    import ast
+    import importlib
+
+    def defined(path: Path) -> set[str]:
+        names = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names |= {n.id for target in targets for n in ast.walk(target) if isinstance(n, ast.Name)}
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        return names
+
+    missing = []
+    for path in sorted(app.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith(("lib", "cascade")):
+                continue
+            if node.module.startswith("lib"):
+                source = app / (node.module.replace(".", "/") + ".py")
+                names = defined(source if source.exists() else source.with_suffix("") / "__init__.py")
+            else:
+                names = set(dir(importlib.import_module(node.module)))
+            missing += [f"{path.relative_to(app)}: {node.module}.{alias.name}" for alias in node.names
+                        if alias.name not in names]
+    return missing
+
+
+def test_every_name_the_app_imports_exists(tmp_path):
+    app = Path(__file__).resolve().parents[1] / "apps" / "monailabel"
+    assert imported_names_missing(app) == []
+    broken = tmp_path / "app"
+    shutil.copytree(app / "lib", broken / "lib")
+    scoring = broken / "lib" / "activelearning.py"
+    scoring.write_text(scoring.read_text().replace("client_settings,", "CLIENT_SETTINGS,", 1))
+    assert imported_names_missing(broken) == ["lib/activelearning.py: lib.infers.predictors.CLIENT_SETTINGS"]
