@@ -8,9 +8,9 @@ trained weights in ``models/model.pt``); ``--localizer`` / ``--segmenter`` choos
 
 Trained weights are found in one of three places:
 
-- a work folder (``--models WORK``): ``WORK/<stage>/fold<k>/models/model.pt`` as ``cascade
-  crossval`` and ``cascade import-nnunet`` write them, with an optional config overlay
-  ``WORK/<stage>/config.json`` layered over the bundle's configs;
+- a work folder (``--models WORK``): each fold's :func:`fold_checkpoint` under
+  ``WORK/<stage>/fold<k>/models/`` as ``cascade crossval`` and ``cascade import-nnunet`` write them,
+  with an optional config overlay ``WORK/<stage>/config.json`` layered over the bundle's configs;
 - the bundle's ``models/model.pt`` (``models/fold<k>/model.pt`` with ``--folds``);
 - shipped weights (``--pretrained NAME``): every ``models/NAME/*.pt`` of the bundle, or ``fold<k>.pt`` of the
   ``--folds`` given (several are
@@ -46,6 +46,7 @@ __all__ = [
     "bundles_root",
     "bundle_dir",
     "check_weight_choice",
+    "fold_checkpoint",
     "overlay_path",
     "StageWeights",
     "pretrained_names",
@@ -168,15 +169,30 @@ class StageWeights:
     source: str = ""
 
 
+def fold_checkpoint(models: str | os.PathLike, stage: str, fold: int) -> Path:
+    """The weights a work folder's fold stands for: the training's last weights ``model_final.pt``
+    where it has them, else ``model.pt``.
+
+    A bundle training also saves ``model.pt``, the weights with the best validation Dice; in
+    cross-validation that validation set is the fold's own out-of-fold cases, so scoring or shipping
+    the best weights would let the cases that are scored choose the model. As nnU-Net scores and
+    ships its ``checkpoint_final``, the final weights are used. ``model.pt`` alone is a fold of
+    ``cascade import-nnunet`` or an unfinished training (see :func:`unfinished_fold`).
+    """
+    models_dir = Path(models) / stage / f"fold{fold}" / "models"
+    final = models_dir / "model_final.pt"
+    return final if final.is_file() else models_dir / "model.pt"
+
+
 def work_folds(models: str | os.PathLike, stage: str) -> list[int]:
-    """Fold ids with a checkpoint ``WORK/<stage>/fold<k>/models/model.pt``, sorted."""
+    """Fold ids of a work folder's stage with a :func:`fold_checkpoint`, sorted."""
     stage_dir = Path(models) / stage
     if not stage_dir.is_dir():
         return []
     folds = []
     for child in stage_dir.iterdir():
         match = re.fullmatch(r"fold(\d+)", child.name)
-        if match and (child / "models" / "model.pt").is_file():
+        if match and fold_checkpoint(models, stage, int(match.group(1))).is_file():
             folds.append(int(match.group(1)))
     return sorted(folds)
 
@@ -290,7 +306,9 @@ def stage_weights(
         note = ""
         if fold_ids is None:
             if not found:
-                raise MissingCheckpointError(f"{work / stage}: no fold<k>/models/model.pt found for the {stage}")
+                raise MissingCheckpointError(
+                    f"{work / stage}: no fold<k>/models/model_final.pt or model.pt found for the {stage}"
+                )
             unfinished = [k for k in found if unfinished_fold(work, stage, k)]
             if unfinished:
                 finished = [k for k in found if k not in unfinished]
@@ -306,7 +324,7 @@ def stage_weights(
             asked = [k for k in fold_ids if k in found and unfinished_fold(work, stage, k)]
             note = f" (unfinished training: fold(s) {asked}, as --folds asked)" if asked else ""
         overlay = work / stage / "config.json"
-        checkpoints = [work / stage / f"fold{k}" / "models" / "model.pt" for k in fold_ids]
+        checkpoints = [fold_checkpoint(work, stage, k) for k in fold_ids]
         weights = StageWeights(checkpoints, [overlay] if overlay.is_file() else [], f"{work}, folds {fold_ids}{note}")
     else:
         checkpoints = [bundle / "models" / f"fold{k}" / "model.pt" for k in fold_ids or ()]
@@ -330,7 +348,7 @@ def publish_weights(
     ``--pretrained`` checks before loading.
 
     Args:
-        models: work folder of ``cascade crossval`` (``<stage>/fold<k>/models/model.pt``).
+        models: work folder of ``cascade crossval`` (each fold's :func:`fold_checkpoint`).
         stage: ``localizer`` or ``segmenter``.
         name: the ``--pretrained`` name.
         bundle: the stage's bundle folder (default: the repository's).
@@ -348,14 +366,14 @@ def publish_weights(
     overlay_path(bundle, name)
     folds = work_folds(models, stage)
     if not folds:
-        raise MissingCheckpointError(f"{Path(models) / stage}: no fold<k>/models/model.pt found for the {stage}")
+        raise MissingCheckpointError(
+            f"{Path(models) / stage}: no fold<k>/models/model_final.pt or model.pt found for the {stage}"
+        )
     target = bundle / "models" / name
     target.mkdir(parents=True, exist_ok=True)
     written = []
     for k in folds:
-        state = torch.load(
-            Path(models) / stage / f"fold{k}" / "models" / "model.pt", map_location="cpu", weights_only=True
-        )
+        state = torch.load(fold_checkpoint(models, stage, k), map_location="cpu", weights_only=True)
         if isinstance(state.get("model"), dict):  # a MONAI checkpoint rather than a bare state dict
             state = state["model"]
         half = {key: value.half() if value.is_floating_point() else value for key, value in state.items()}

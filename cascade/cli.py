@@ -214,7 +214,8 @@ def predict(
         out: output folder (also gets predictions.csv, one QC row per case, and run.json: the
             command, weights with checksums, settings per stage and software versions).
         models: a work folder of `cascade crossval` or `cascade import-nnunet`: checkpoints
-            <stage>/fold<k>/models/model.pt, every fold found is ensembled (see --folds).
+            <stage>/fold<k>/models/model_final.pt (a training's last weights; else model.pt), every
+            fold found is ensembled (see --folds).
         folds: comma-separated fold ids to ensemble (with --models, or the bundles'
             models/fold<k>/model.pt).
         pretrained: shipped weights: la2018 (trained on 80 real LGE-MRI scans; labels the left

@@ -41,7 +41,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from cascade.bundles import STAGES, bundle_dir, overlay_path
+from cascade.bundles import STAGES, bundle_dir, fold_checkpoint, overlay_path
 from cascade.data import (
     DEFAULT_SEED, assign_folds, is_datalist_file, load_datalist, make_datalist, validate_case, write_datalist,
 )
@@ -117,11 +117,11 @@ def _settings(
 def _write_run_record(work_dir: Path, command: Sequence[str], folds: int) -> None:
     """``WORK/run.json`` in :mod:`cascade.run_record`'s layout: the command line, the software versions,
     per stage (and the single-stage baseline) the bundle, its overlay (``configs``) and each fold's
-    ``model.pt`` (``checkpoints``: what ``cascade predict --models WORK`` ensembles), and the
-    settings (``crossval.json``)."""
+    :func:`~cascade.bundles.fold_checkpoint` (``checkpoints``: what the out-of-fold predictions used and
+    ``cascade predict --models WORK`` ensembles), and the settings (``crossval.json``)."""
     stages = {}
     for stage, bundle in (*((s, s) for s in STAGES), (SINGLE_STAGE, "segmenter")):
-        checkpoints = [work_dir / stage / f"fold{k}" / "models" / "model.pt" for k in range(folds)]
+        checkpoints = [fold_checkpoint(work_dir, stage, k) for k in range(folds)]
         if not any(c.is_file() for c in checkpoints):
             continue
         overlay = work_dir / stage / "config.json"
@@ -171,7 +171,7 @@ def _out_of_fold_predictions(
     print(f"[crossval] {kind} predictions of fold {fold}: {len(cases)} case(s)", flush=True)
     if single_stage:
         root = work_dir / SINGLE_STAGE
-        checkpoint = root / f"fold{fold}" / "models" / "model.pt"
+        checkpoint = fold_checkpoint(work_dir, SINGLE_STAGE, fold)
         segmenter = StagePredictor(bundle_dir("segmenter"), [checkpoint], configs=[root / "config.json"])
         engine = CascadeEngine(None, segmenter)
     else:

@@ -616,3 +616,25 @@ def test_a_fold_given_twice_is_refused():
 
     with pytest.raises(InputError, match=r"--folds 0,0,1: fold\(s\) \[0\] given twice"):
         stage_weights("localizer", bundle_dir("localizer"), folds="0,0,1")
+
+
+def test_a_fold_stands_for_its_final_weights_not_the_best_on_its_own_validation_cases(tmp_path):
+    """`model.pt` is the best validation Dice, chosen on the fold's out-of-fold cases: scoring or
+    shipping it would let the scored cases pick the model, so a finished fold is `model_final.pt`."""
+    import torch
+
+    from cascade.bundles import bundle_dir, publish_weights, stage_weights
+
+    work = tmp_path / "work"
+    models = work / "localizer" / "fold0" / "models"
+    models.mkdir(parents=True)
+    torch.save({"w": torch.zeros(2)}, models / "model.pt")  # the best epoch
+    torch.save({"w": torch.ones(2)}, models / "model_final.pt")  # the last epoch
+    assert stage_weights("localizer", bundle_dir("localizer"), models=work).checkpoints == [models / "model_final.pt"]
+    bundle = tmp_path / "atria_localizer"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "configs" / "mine.json").write_text("{}")
+    published = publish_weights(work, "localizer", "mine", bundle=bundle)
+    assert torch.equal(torch.load(published[0], weights_only=True)["w"], torch.ones(2, dtype=torch.float16))
+    (models / "model_final.pt").unlink()  # an import-nnunet fold: model.pt alone
+    assert stage_weights("localizer", bundle_dir("localizer"), models=work).checkpoints == [models / "model.pt"]

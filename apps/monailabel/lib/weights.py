@@ -6,9 +6,10 @@ weights the same way:
 
 - default: each bundle's ``models/model.pt`` (``models/fold<k>/model.pt`` with ``folds``);
 - ``demo true``: the shipped phantom demo weights ``models/demo/model.pt`` with ``configs/demo.json``;
-- ``models WORK``: a cross-validation or imported work folder, ``WORK/<stage>/fold<k>/models/model.pt``
-  for every fold found (or those in ``folds``), ensembled, with ``WORK/<stage>/config.json`` layered
-  over the bundle's configs when it exists.
+- ``models WORK``: a cross-validation or imported work folder, each fold's
+  :func:`cascade.bundles.fold_checkpoint` (``model_final.pt``, else ``model.pt``) for every fold found
+  (or those in ``folds``), ensembled, with ``WORK/<stage>/config.json`` layered over the bundle's
+  configs when it exists.
 
 A model published by the app's own training (``<model_dir>/atria_<stage>/model.pt``) replaces its
 stage's checkpoints, as MONAI Label's infer tasks pick up what its trainers publish. Weights are
