@@ -26,18 +26,19 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from monai.data import MetaTensor
-from monai.transforms import Compose, Invertd
+from monai.data import ImageReader, MetaTensor
+from monai.transforms import Compose, Invertd, LoadImaged
 
 from cascade.backends import compile_network
 from cascade.calibration import calibration_key, calibration_windows
 from cascade.bundles import (
     STAGES, MissingCheckpointError, bundle_dir, read_stage_config, stage_config_files, stage_weights,
 )
-from cascade.intensity import find_intensity_outliers
+from cascade.intensity import channel_outliers, record_intensity_outliers
 from cascade.errors import InputError
 from cascade.io import check_intensities, file_sha256, read_header
 from cascade.labels import CLASS_NAMES
+from cascade.readers import OpenedNiftiReader
 from cascade.runtime import StageRuntime, stage_runtime
 from cascade.settings import (
     RUNTIME_SETTINGS, declared_settings, recorded_overrides, stage_overrides, stage_settings,
@@ -265,9 +266,15 @@ class StagePredictor:
         return compile_network(network, patch_size, backend=self.backend, precision="int8", calibration=windows,
                                calibration_key=calibration_key(self.calibration, self.config_files, self.overrides))
 
-    def load(self, item: Mapping[str, str]) -> dict:
-        """Read the files of an item (e.g. ``{"image": path}``) with the config's ``loading`` transforms."""
-        return self.loading(dict(item))
+    def load(self, item: Mapping[str, str], reader: ImageReader | None = None) -> dict:
+        """Read the files of an item (e.g. ``{"image": path}``) with the config's ``loading`` transforms
+        (``reader``: the reader its ``LoadImaged`` use, e.g. an :class:`~cascade.readers.OpenedNiftiReader`)."""
+        if reader is None:
+            return self.loading(dict(item))
+        data = dict(item)
+        for transform in self.loading.transforms:
+            data = transform(data, reader) if isinstance(transform, LoadImaged) else transform(data)
+        return data
 
     @torch.no_grad()
     def __call__(self, data: Mapping) -> dict:
@@ -470,50 +477,71 @@ class CascadeEngine:
         return float(self.segmenter.parser.get_parsed_content("review_uncertainty"))
 
     def read(self, image_path: str | os.PathLike, name: str | None = None) -> tuple[MetaTensor, nib.Nifti1Image]:
-        """Check and load an image once for both stages.
+        """Check and load an image file once for both stages.
 
         Args:
             image_path: NIfTI file.
             name: how messages name the input (default ``image_path``).
 
         Returns:
-            The channel-first image as the localizer's ``loading`` transforms read it, and the
-            file's header proxy.
+            See :meth:`read_opened`.
 
         Raises:
-            InputError: a header problem (see :func:`cascade.io.read_header`), a corrupt data
-                block or unusable intensities (:func:`cascade.io.check_intensities`).
+            InputError: a header problem (see :func:`cascade.io.read_header`) or see :meth:`read_opened`.
         """
-        name = name or str(image_path)
-        source = read_header(image_path)
+        return self.read_opened(read_header(image_path), name or str(image_path))
+
+    def read_opened(self, source: nib.Nifti1Image, name: str) -> tuple[MetaTensor, nib.Nifti1Image]:
+        """Load an open NIfTI image (a checked file's proxy, or a DICOM series assembled in memory)
+        with the first stage's ``loading`` transforms, reading its voxels once, and check it.
+
+        Args:
+            source: the image (:class:`~cascade.readers.OpenedNiftiReader` hands it to ``LoadImaged``).
+            name: how messages name the input; recorded as the image's ``filename_or_obj``.
+
+        Returns:
+            The channel-first image, its intensity outliers searched once for both stages
+            (:func:`cascade.intensity.record_intensity_outliers`), and ``source``.
+
+        Raises:
+            InputError: a corrupt data block or unusable intensities (:func:`cascade.io.check_intensities`).
+        """
         try:
-            image = (self.localizer or self.segmenter).load({"image": str(image_path)})["image"]
+            image = (self.localizer or self.segmenter).load({"image": name}, OpenedNiftiReader(source))["image"]
         except Exception as err:  # MONAI wraps reader errors in RuntimeError chains
             raise InputError(f"{name}: not a readable NIfTI file ({type(err).__name__})") from err
         check_intensities(name, image.as_tensor().numpy())
+        record_intensity_outliers(image)
         return image, source
 
     def localize(self, image: MetaTensor) -> np.ndarray:
         """Stage-1 mask (X, Y, Z) uint8 of a loaded image, on its grid."""
+        return _channel(self._localize(image))
+
+    def _localize(self, image: MetaTensor) -> MetaTensor:
+        """The localizer's postprocessed ``pred``: the (1, X, Y, Z) stage-1 mask on the image's grid."""
         if self.localizer is None:
             raise RuntimeError("this engine has no localizer")
-        return _channel(self.localizer({"image": image.clone()})["pred"])
+        return self.localizer({"image": image.clone()})["pred"]
 
     def segment(self, image: MetaTensor, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Stage 2 gated by a stage-1 mask: (labels, gate), uint8 (X, Y, Z) on the image's grid.
 
-        ``mask`` is ``None`` for the single-stage segmenter, whose config makes an all-ones gate.
+        ``mask`` (X, Y, Z) is ``None`` for the single-stage segmenter, whose config makes an all-ones gate.
         """
+        if mask is not None:
+            mask = MetaTensor(torch.as_tensor(mask[None], dtype=torch.float32), meta=deepcopy(image.meta))
         result = self._segment(image, mask)
         return _channel(result["pred"]), _channel(result["mask"] > 0)
 
-    def _segment(self, image: MetaTensor, mask: np.ndarray | None) -> dict:
-        """The segmenter's postprocessed result dictionary (see :meth:`StagePredictor.__call__`)."""
+    def _segment(self, image: MetaTensor, mask: MetaTensor | None) -> dict:
+        """The segmenter's postprocessed result dictionary (see :meth:`StagePredictor.__call__`) for a
+        (1, X, Y, Z) stage-1 mask on the image's grid (``None``: see :meth:`segment`)."""
         if self.segmenter is None:
             raise RuntimeError("this engine has no segmenter")
         data = {"image": image.clone()}
         if mask is not None:
-            data["mask"] = MetaTensor(torch.as_tensor(mask[None], dtype=torch.float32), meta=deepcopy(image.meta))
+            data["mask"] = mask
         return self.segmenter(data)
 
     def _add_uncertainty(self, result: CaseResult, segmented: Mapping, disagreement_map: bool) -> None:
@@ -560,11 +588,11 @@ class CascadeEngine:
                                 input_warnings=_input_warnings(image, name))
             self._add_uncertainty(result, segmented, disagreement_map)
             return result
-        result = self.localize_loaded(image, source, name)
-        if not result.mask.any() or self.segmenter is None:
+        result, stage1 = self._localized(image, source, name)
+        if stage1 is None or not result.mask.any() or self.segmenter is None:
             return result
         start = time.perf_counter()
-        segmented = self._segment(image, result.mask)
+        segmented = self._segment(image, stage1)
         result.labels, result.gate = _channel(segmented["pred"]), _channel(segmented["mask"] > 0)
         self._add_uncertainty(result, segmented, disagreement_map)
         result.seconds["stage 2"] = time.perf_counter() - start
@@ -587,13 +615,21 @@ class CascadeEngine:
     def localize_loaded(self, image: MetaTensor, source: nib.Nifti1Image, name: str) -> CaseResult:
         """Stage 1 of an image :meth:`read` loaded (see :meth:`localize_image`; arguments as
         :meth:`predict_loaded`)."""
+        return self._localized(image, source, name)[0]
+
+    def _localized(
+        self, image: MetaTensor, source: nib.Nifti1Image, name: str
+    ) -> tuple[CaseResult, MetaTensor | None]:
+        """:meth:`localize_loaded`'s result and the stage-1 mask as the localizer made it (a (1, X, Y, Z)
+        MetaTensor, handed to stage 2 as it is); ``None`` for a constant image."""
         start = time.perf_counter()
         constant = _constant_image(image, source, name)
         if constant is not None:
-            return constant
+            return constant, None
         input_warnings = _input_warnings(image, name)
         shape = tuple(source.shape[:3])
-        mask = self.localize(image)
+        stage1 = self._localize(image)
+        mask = _channel(stage1)
         if mask.shape != shape:
             raise RuntimeError(f"{name}: stage-1 output shape {mask.shape} differs from the input {shape}")
         seconds = {"stage 1": time.perf_counter() - start, "stage 2": 0.0}
@@ -601,7 +637,7 @@ class CascadeEngine:
                             seconds, input_warnings=input_warnings)
         if not mask.any():
             result.warnings.append(f"{name}: the localizer found no atria; the label map is empty")
-        return result
+        return result, stage1
 
 
 def _constant_image(image: MetaTensor, source: nib.Nifti1Image, name: str) -> CaseResult | None:
@@ -615,6 +651,6 @@ def _constant_image(image: MetaTensor, source: nib.Nifti1Image, name: str) -> Ca
 
 
 def _input_warnings(image: MetaTensor, name: str) -> list[str]:
-    """What the bundles' repair of intensity outliers will find in an image, one line naming it."""
-    outliers = find_intensity_outliers(image[0].numpy(), image.affine.numpy())
+    """What the bundles' repair of intensity outliers finds in an image, one line naming it."""
+    outliers = channel_outliers(image)[0]
     return [f"{name}: {outliers.describe()}"] if outliers else []

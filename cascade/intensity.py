@@ -18,6 +18,10 @@ brightest slice's 99th percentile is at most 2.2 times the median slice's and th
 2.5 times the 99.9th percentile (both above the minimum), and none is flagged, nor is any of 8
 phantoms; a clean scan passes bit for bit, which keeps weights trained before this step valid.
 Percentiles are taken on every second voxel in plane.
+
+The cascade searches a case once: :func:`record_intensity_outliers` keeps what it found in the
+image's metadata, and both stages' :class:`RepairIntensityOutliers` use that record instead of
+searching again (a bundle run on its own searches itself).
 """
 
 from __future__ import annotations
@@ -33,12 +37,14 @@ from monai.transforms import MapTransform, Transform
 
 __all__ = [
     "SLICE_FACTOR", "SPIKE_FACTOR", "IntensityOutliers", "slice_axis", "find_intensity_outliers",
-    "repair_intensity_outliers", "RepairIntensityOutliersd",
+    "repair_intensity_outliers", "OUTLIERS_META_KEY", "record_intensity_outliers", "channel_outliers",
+    "RepairIntensityOutliers", "RepairIntensityOutliersd",
 ]
 
 SLICE_FACTOR = 4.0
 SPIKE_FACTOR = 5.0
 MIN_SLICES = 8  # fewer slices give no reliable median slice
+OUTLIERS_META_KEY = "intensity_outliers"
 
 
 @dataclass(frozen=True)
@@ -129,22 +135,51 @@ def repair_intensity_outliers(volume: np.ndarray, outliers: IntensityOutliers) -
     return repaired
 
 
+def _grid(image: MetaTensor) -> tuple:
+    return tuple(image.shape), tuple(image.affine.flatten().tolist())
+
+
+def record_intensity_outliers(image: MetaTensor) -> tuple[IntensityOutliers, ...]:
+    """Find the outliers of each channel of a channel-first (C, X, Y, Z) image and keep them in its
+    metadata (``OUTLIERS_META_KEY``, with the grid they were found on) for :func:`channel_outliers`.
+
+    Returns:
+        One :class:`IntensityOutliers` per channel.
+    """
+    affine = image.affine.numpy()
+    found = tuple(find_intensity_outliers(channel, affine) for channel in image.detach().cpu().numpy())
+    image.meta[OUTLIERS_META_KEY] = {"grid": _grid(image), "found": found}
+    return found
+
+
+def channel_outliers(image: torch.Tensor) -> tuple[IntensityOutliers, ...]:
+    """The outliers of each channel of a channel-first image: those :func:`record_intensity_outliers`
+    kept when they were found on this very grid (shape and affine), else searched now."""
+    if isinstance(image, MetaTensor):
+        record = image.meta.get(OUTLIERS_META_KEY)
+        if record is not None and record["grid"] == _grid(image):
+            return record["found"]
+    affine = image.affine.numpy() if isinstance(image, MetaTensor) else np.eye(4)
+    return tuple(find_intensity_outliers(channel, affine) for channel in image.detach().cpu().numpy())
+
+
 class RepairIntensityOutliers(Transform):
     """Repair a channel-first (C, X, Y, Z) image's corrupt slices and spikes, channel by channel.
 
-    The slice axis comes from the image's affine (a ``MetaTensor``; identity otherwise). A clean
-    image is returned as it is.
+    The slice axis comes from the image's affine (a ``MetaTensor``; identity otherwise); the
+    outliers are :func:`channel_outliers`. A clean image is returned as it is.
     """
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        affine = image.affine.numpy() if isinstance(image, MetaTensor) else np.eye(4)
-        channels = image.detach().cpu().numpy()
-        found = [find_intensity_outliers(channel, affine) for channel in channels]
+        found = channel_outliers(image)
         if not any(found):
             return image
+        channels = image.detach().cpu().numpy()
         repaired = np.stack([repair_intensity_outliers(c, f) if f else c for c, f in zip(channels, found)])
         result = image.clone()
         result.copy_(torch.as_tensor(repaired, dtype=image.dtype))
+        if isinstance(result, MetaTensor):
+            result.meta.pop(OUTLIERS_META_KEY, None)  # found in the image before its repair
         return result
 
 

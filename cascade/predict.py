@@ -41,10 +41,9 @@ import io
 import json
 import os
 import sys
-import tempfile
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,13 +298,17 @@ def _failure_message(image: str, err: Exception, device: object) -> str:
 
 
 def _row(
-    item: dict, result: CaseResult | None = None, seconds: float = 0.0, labelled: Sequence[int] | None = None
+    item: dict,
+    result: CaseResult | None = None,
+    volumes: Mapping[str, float] | None = None,
+    seconds: float = 0.0,
+    labelled: Sequence[int] | None = None,
 ) -> dict:
-    """A report row; the volumes of classes the model does not label (``labelled``: label values) stay empty."""
+    """A report row; ``volumes``: the result's :func:`class_volumes_ml`; the volumes of classes the
+    model does not label (``labelled``: label values) stay empty."""
     row = {key: "" for key in REPORT_COLUMNS} | {
         "case": item["case"], "image": item["image"], "image_sha256": item.get("sha256", "")}
     if result is not None:
-        volumes = class_volumes_ml(result.labels, result.mask, result.affine)
         unlabelled = {name for value, name in CLASS_NAMES.items() if labelled is not None and value not in labelled}
         spacing = np.linalg.norm(result.affine[:3, :3], axis=0)
         row.update(
@@ -451,8 +454,9 @@ class _Loaded:
 def _load_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], recorded: dict | None) -> _Loaded:
     """Everything a case needs before the networks: the resume check (with ``recorded``, the earlier
     report's row of the case; ``None`` without ``--resume``), the input's checksum and the checked
-    image. A DICOM series is read and checked once, then handed to the engine as a temporary NIfTI
-    file, so that the bundles' own loading transforms read both kinds of input alike."""
+    image. A DICOM series is read and checked once and handed to the engine in memory
+    (:meth:`CascadeEngine.read_opened`), so that the bundles' own loading transforms read both kinds
+    of input alike."""
     try:
         if recorded is not None and _finished(item, paths, recorded):
             return _Loaded(finished=True)
@@ -461,11 +465,8 @@ def _load_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], record
             image, source = engine.read(item["image"])
             return _Loaded(image=image, source=source, sha256=sha256)
         volume, datasets = dicom.read_series(item["series"])
-        with tempfile.TemporaryDirectory(prefix="cascade-dicom-") as folder:
-            path = Path(folder) / f"{item['case']}.nii"
-            nib.save(volume, path)
-            image, _ = engine.read(path, item["name"])
-        return _Loaded(image=image, source=volume, datasets=datasets, sha256=sha256)
+        image, source = engine.read_opened(volume, item["name"])
+        return _Loaded(image=image, source=source, datasets=datasets, sha256=sha256)
     except Exception as err:
         return _Loaded(error=err)
 
@@ -495,7 +496,7 @@ def _predict_case(engine: CascadeEngine, item: dict, paths: dict[str, Path], deb
         return _row(item) | {"status": "failed", "message": message}
     for warning in warnings:
         tqdm.write(f"cascade: warning: {warning}", file=sys.stderr)
-    row = (_row(item, result, time.perf_counter() - start, engine.labelled_classes)
+    row = (_row(item, result, volumes, time.perf_counter() - start, engine.labelled_classes)
            | {"outputs_sha256": outputs_sha256(paths)})
     return row | _review_cells(result, engine.review_threshold, warnings) | {
         "status": "warning" if warnings else "ok", "message": "; ".join(warnings)}

@@ -293,3 +293,33 @@ def test_weights_of_another_config_say_where_from_which_config_and_what_to_do():
     )
     assert "--models WORK" in message and "--pretrained NAME" in message and "--bundle_root" in message
     assert "\n" not in message
+
+
+def test_a_case_is_opened_once_searched_once_and_loaded_as_the_bundles_load_it(phantom_dir, tmp_path, monkeypatch):
+    """engine.read opens the file by name once (its header check) and hands the open image to the
+    bundles' LoadImaged (OpenedNiftiReader): the same array and affine as LoadImaged reading the
+    file; the intensity outliers are searched once for both stages; a DICOM series assembled in
+    memory loads as the NIfTI file written from it does (no temporary file)."""
+    from cascade import intensity
+
+    engine = CascadeEngine.from_options(pretrained="demo", device="cpu")
+    path = next(phantom_dir.glob("*/*_gt.nii.gz"))
+    opened, searches = [], []
+    load = nib.load
+    monkeypatch.setattr(nib, "load", lambda *args, **kwargs: opened.append(args[0]) or load(*args, **kwargs))
+    search = intensity.find_intensity_outliers
+    monkeypatch.setattr(intensity, "find_intensity_outliers", lambda *args: searches.append(1) or search(*args))
+    image, source = engine.read(path)
+    result = engine.predict_loaded(image, source, str(path))
+    assert opened == [str(path)] and len(searches) == 1 and result.labels.any()
+    monkeypatch.undo()
+    by_name = engine.localizer.load({"image": str(path)})["image"]
+    assert torch.equal(image.as_tensor(), by_name.as_tensor()) and torch.equal(image.affine, by_name.affine)
+
+    in_memory = nib.Nifti1Image(np.asarray(source.dataobj, np.float32), source.affine)
+    nib.save(in_memory, tmp_path / "series.nii")
+    from_memory, kept = engine.read_opened(in_memory, "series 1.2.3")
+    from_file = engine.read(tmp_path / "series.nii")[0]
+    assert kept is in_memory and from_memory.meta["filename_or_obj"] == "series 1.2.3"
+    assert torch.equal(from_memory.as_tensor(), from_file.as_tensor())
+    np.testing.assert_allclose(from_memory.affine.numpy(), from_file.affine.numpy(), atol=1e-5)

@@ -6,7 +6,11 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from cascade.intensity import RepairIntensityOutliersd, find_intensity_outliers, repair_intensity_outliers, slice_axis
+from cascade import intensity
+from cascade.intensity import (
+    OUTLIERS_META_KEY, RepairIntensityOutliersd, channel_outliers, find_intensity_outliers, record_intensity_outliers,
+    repair_intensity_outliers, slice_axis,
+)
 from cascade.phantom import make_phantom
 
 
@@ -51,3 +55,23 @@ def test_a_stack_of_few_slices_is_checked_for_spikes_only():
     image[:, :, 0] = 6 * image.max()
     found = find_intensity_outliers(image, affine)
     assert found.slices == ()
+
+
+def test_a_recorded_search_is_used_on_its_own_grid_only(monkeypatch):
+    """The cascade searches a case once (record_intensity_outliers); the stages' repair uses the
+    record, repairs exactly as a fresh search would, and searches anew on any other grid."""
+    image, _, affine = phantom()
+    image[:, :, 13] = 65535
+    tensor = MetaTensor(torch.as_tensor(image[None]), affine=torch.as_tensor(affine))
+    fresh = RepairIntensityOutliersd("image")({"image": tensor.clone()})["image"]
+    searches = []
+    monkeypatch.setattr(intensity, "find_intensity_outliers",
+                        lambda *args: searches.append(1) or find_intensity_outliers(*args))
+    assert record_intensity_outliers(tensor)[0].slices == (13,) and len(searches) == 1
+    repaired = RepairIntensityOutliersd("image")({"image": tensor})["image"]
+    assert len(searches) == 1 and torch.equal(repaired.as_tensor(), fresh.as_tensor())
+    assert OUTLIERS_META_KEY not in repaired.meta  # the record described the image before its repair
+    assert channel_outliers(tensor[:, :, :, 1:]) != () and len(searches) == 2  # another grid: searched
+    record = {OUTLIERS_META_KEY: tensor.meta[OUTLIERS_META_KEY]}
+    channel_outliers(MetaTensor(tensor.as_tensor(), affine=torch.as_tensor(affine) * 2, meta=record))
+    assert len(searches) == 3
