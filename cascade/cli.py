@@ -289,11 +289,12 @@ def predict(
     from cascade.predict import output_kinds
 
     kinds = output_kinds(save_masks, str(output_format), save_uncertainty)
-    measuring = _measuring(iir_thresholds, surfaces) if measuring else None
+    measure_options = _measure_options(iir_thresholds, surfaces) if measuring else None
     if settings["device"] is not None:
         resolve_device(settings["device"])
     ranks = ranks_from_env()
-    all_inputs = _checked_inputs(input, Path(out), series, settings["backend"], kinds, measuring, overwrite or resume)
+    all_inputs = _checked_inputs(input, Path(out), series, settings["backend"], kinds, measure_options,
+                                overwrite or resume)
     inputs = all_inputs
     if ranks.distributed:  # under torchrun: this rank's share of the cases, on its own device
         inputs = _rank_share(ranks, all_inputs, Path(out), kinds, overwrite, resume)
@@ -306,17 +307,17 @@ def predict(
         _announce_weights(engine)
     report = _predict_share(engine, ranks, inputs, Path(out), kinds, overwrite, resume, debug)
     measured = None
-    if measuring is not None and ranks.rank == 0:
+    if measure_options is not None and ranks.rank == 0:
         from cascade.measure import measure_predictions
 
         measured = measure_predictions(all_inputs, report.rows, Path(out), engine.labelled_classes,
-                                       measuring.thresholds, measuring.surfaces, debug)
+                                       measure_options.thresholds, measure_options.surfaces, debug)
     if report.failed or (measured is not None and measured.failed):  # each failure had its own error line
         sys.exit(1)
 
 
 @dataclass(frozen=True)
-class _Measuring:
+class _MeasureOptions:
     """What ``cascade predict --measure`` measures: the IIR thresholds, the surface format (``None``: none)."""
 
     thresholds: tuple[float, ...]
@@ -378,7 +379,7 @@ def _check_weights_and_runtime(
     check_runtime(settings["backend"], list(precisions.values()) if isinstance(precisions, dict) else [precisions])
 
 
-def _measuring(iir_thresholds: str | float | tuple, surfaces: str | None) -> _Measuring:
+def _measure_options(iir_thresholds: str | float | tuple, surfaces: str | None) -> _MeasureOptions:
     """``--measure``'s options, checked.
 
     Raises:
@@ -386,12 +387,12 @@ def _measuring(iir_thresholds: str | float | tuple, surfaces: str | None) -> _Me
     """
     from cascade.measure import parse_thresholds
 
-    return _Measuring(parse_thresholds(iir_thresholds), None if surfaces is None else str(surfaces))
+    return _MeasureOptions(parse_thresholds(iir_thresholds), None if surfaces is None else str(surfaces))
 
 
 def _checked_inputs(
     input: str, out: Path, series: list[str] | None, backend: str, kinds: tuple[str, ...],
-    measuring: _Measuring | None, replacing: bool,
+    measure_options: _MeasureOptions | None, replacing: bool,
 ) -> list[dict]:
     """The cases to predict, once the output folder (the first file touched), the cache of exported networks
     (openvino) and, with ``--measure``, its outputs are known to take what the run writes.
@@ -408,10 +409,10 @@ def _checked_inputs(
     if backend == "openvino":
         check_writable_folder(default_cache_dir(), "the cache folder of exported networks ($CASCADE_CACHE_DIR)")
     inputs = list_inputs(input, series)
-    if measuring is not None:
+    if measure_options is not None:
         from cascade.measure import check_prediction_measure
 
-        check_prediction_measure(inputs, out, kinds, measuring.surfaces, replacing)
+        check_prediction_measure(inputs, out, kinds, measure_options.surfaces, replacing)
     return inputs
 
 
