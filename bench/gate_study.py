@@ -99,7 +99,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     rules = [parse_rule(r) for r in args.rules]
-    common = {"device": "$torch.device('cpu')"}
+    common = {"device": torch.device("cpu")}
     localizer = stage("localizer", args.localizer, args.config, common)
     segmenters = {}
     with tempfile.TemporaryDirectory() as scratch:

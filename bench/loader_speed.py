@@ -56,7 +56,7 @@ NO_CACHE_COPY = str(Path(__file__).resolve().parent / "configs" / "no_cache_copy
 def training_config(
     stage: str, data: Path, device: torch.device, configs: list[str], no_cache_copy: bool
 ) -> ConfigParser:
-    overrides = {"dataset_dir": str(data), "fold": -1, "device": f"$torch.device('{device}')"}
+    overrides = {"dataset_dir": str(data), "fold": -1, "device": device}
     if stage == "segmenter":
         overrides["mask_from_label"] = True  # the dilated label stands in for stage-1 masks
     return read_stage_config(

@@ -69,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    common = {"device": f"$torch.device('{args.device}')", "overlap": args.overlap, "num_workers": 0}
+    common = {"device": torch.device(args.device), "overlap": args.overlap, "num_workers": 0}
 
     with tempfile.TemporaryDirectory() as scratch:
         data = args.data

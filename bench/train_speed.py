@@ -80,7 +80,7 @@ def build(stage: str, mode: str, args: argparse.Namespace, scratch: Path) -> Con
         "ckpt_dir": str(scratch / "models"), "output_dir": str(scratch / "runs"),
         "dataset_dir": str(args.data), "fold": -1, "num_folds": 2, "num_epochs": 1,
         "iterations_per_epoch": args.iterations,
-        "device": f"$torch.device('{args.device}')", "train#dataset#progress": False,
+        "device": torch.device(args.device), "train#dataset#progress": False,
     }
     if args.num_workers is not None:
         overrides["num_workers"] = args.num_workers

@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import fire
 
@@ -23,6 +25,11 @@ from cascade.settings import (
     as_bool, as_classes, as_margin, as_number, as_overlap, as_path, as_paths, as_precision, as_seed, as_triple, as_uids,
     check_runtime, resolve_device,
 )
+
+if TYPE_CHECKING:  # torch and MONAI come with these: each command imports what it needs when it starts
+    from cascade.distributed import Ranks
+    from cascade.engine import CascadeEngine
+    from cascade.predict import PredictionReport
 
 __all__ = ["main"]
 
@@ -270,7 +277,70 @@ def predict(
         for flag, value in [("demo", demo), ("save_masks", save_masks), ("save_uncertainty", save_uncertainty),
                             ("overwrite", overwrite), ("resume", resume), ("debug", debug)]
     )
-    settings = {
+    settings = _engine_settings(device, overlap, mask_threshold, gate_margin_mm, mask_region, tta, backend, precision)
+    pretrained = _pretrained_choice(pretrained, demo)
+    _check_weights_and_runtime(settings, models, pretrained, localizer, segmenter)
+    series = as_uids(series, "series")
+    measuring = as_bool(measure, "measure")
+    if surfaces is not None and not measuring:
+        raise InputError("--surfaces writes the surfaces of --measure: add --measure")
+
+    from cascade.distributed import ranks_from_env  # the work starts: torch and MONAI are imported from here on
+    from cascade.predict import output_kinds
+
+    kinds = output_kinds(save_masks, str(output_format), save_uncertainty)
+    measure_options = _measure_options(iir_thresholds, surfaces) if measuring else None
+    if settings["device"] is not None:
+        resolve_device(settings["device"])
+    ranks = ranks_from_env()
+    all_inputs = _checked_inputs(input, Path(out), series, settings["backend"], kinds, measure_options,
+                                overwrite or resume)
+    inputs = all_inputs
+    if ranks.distributed:  # under torchrun: this rank's share of the cases, on its own device
+        inputs = _rank_share(ranks, all_inputs, Path(out), kinds, overwrite, resume)
+        settings["device"] = settings["device"] or ranks.device()
+    if pretrained == "demo" and ranks.rank == 0:
+        print("cascade: using the DEMO weights, trained on synthetic phantoms only: not a model of real anatomy")
+    engine = _cascade_engine(settings, models, folds, pretrained, localizer, segmenter, calibration)
+    _check_uncertainty_map(engine, save_uncertainty)
+    if ranks.rank == 0:
+        _announce_weights(engine)
+    report = _predict_share(engine, ranks, inputs, Path(out), kinds, overwrite, resume, debug)
+    measured = None
+    if measure_options is not None and ranks.rank == 0:
+        from cascade.measure import measure_predictions
+
+        measured = measure_predictions(all_inputs, report.rows, Path(out), engine.labelled_classes,
+                                       measure_options.thresholds, measure_options.surfaces, debug)
+    if report.failed or (measured is not None and measured.failed):  # each failure had its own error line
+        sys.exit(1)
+
+
+@dataclass(frozen=True)
+class _MeasureOptions:
+    """What ``cascade predict --measure`` measures: the IIR thresholds, the surface format (``None``: none)."""
+
+    thresholds: tuple[float, ...]
+    surfaces: str | None
+
+
+def _engine_settings(
+    device: str | None,
+    overlap: float | str | tuple[float, float] | None,
+    mask_threshold: float | None,
+    gate_margin_mm: float | tuple[float, float, float] | None,
+    mask_region: bool | None,
+    tta: bool | None,
+    backend: str,
+    precision: str | tuple[str, str] | None,
+) -> dict:
+    """``cascade predict``'s stage settings, checked, as :meth:`CascadeEngine.from_options` takes them
+    (``None``: the config's value).
+
+    Raises:
+        ValueError: a value out of range or not of its type (one line naming the flag).
+    """
+    return {
         "device": None if device is None else str(device),
         "overlap": as_overlap(overlap),
         "mask_threshold": as_number(mask_threshold, "mask_threshold", 0.01, 0.99),
@@ -280,72 +350,137 @@ def predict(
         "backend": str(backend),
         "precision": as_precision(precision),
     }
+
+
+def _pretrained_choice(pretrained: str | None, demo: bool) -> str | None:
+    """The shipped weights asked for: ``--pretrained``, or ``demo`` for ``--demo``.
+
+    Raises:
+        InputError: ``--demo`` with ``--pretrained`` other weights.
+    """
     if demo:
         if pretrained not in (None, "demo"):
             raise InputError(f"--demo and --pretrained {pretrained} exclude each other")
         pretrained = "demo"
-    pretrained = None if pretrained is None else str(pretrained)
+    return None if pretrained is None else str(pretrained)
+
+
+def _check_weights_and_runtime(
+    settings: dict, models: str | None, pretrained: str | None, localizer: str | None, segmenter: str | None
+) -> None:
+    """Refuse, before torch is imported, weights no stage can use and a backend/precision pair that cannot run.
+
+    Raises:
+        InputError: see :func:`cascade.bundles.check_weight_choice` and :func:`cascade.settings.check_runtime`.
+    """
     for stage, bundle in (("localizer", localizer), ("segmenter", segmenter)):
         check_weight_choice(stage, bundle or bundle_dir(stage), models, pretrained)
     precisions = settings["precision"]
     check_runtime(settings["backend"], list(precisions.values()) if isinstance(precisions, dict) else [precisions])
-    series = as_uids(series, "series")
-    measuring = as_bool(measure, "measure")
-    if surfaces is not None and not measuring:
-        raise InputError("--surfaces writes the surfaces of --measure: add --measure")
 
-    from cascade.annotation import ALL_CLASSES  # the work starts: torch and MONAI are imported from here on
+
+def _measure_options(iir_thresholds: str | float | tuple, surfaces: str | None) -> _MeasureOptions:
+    """``--measure``'s options, checked.
+
+    Raises:
+        ValueError: IIR thresholds that are not numbers in range.
+    """
+    from cascade.measure import parse_thresholds
+
+    return _MeasureOptions(parse_thresholds(iir_thresholds), None if surfaces is None else str(surfaces))
+
+
+def _checked_inputs(
+    input: str, out: Path, series: list[str] | None, backend: str, kinds: tuple[str, ...],
+    measure_options: _MeasureOptions | None, replacing: bool,
+) -> list[dict]:
+    """The cases to predict, once the output folder (the first file touched), the cache of exported networks
+    (openvino) and, with ``--measure``, its outputs are known to take what the run writes.
+
+    Raises:
+        InputError: see :func:`cascade.predict.check_output_folder`, :func:`cascade.predict.list_inputs`
+            and :func:`cascade.measure.check_prediction_measure`.
+    """
     from cascade.backends import default_cache_dir
-    from cascade.distributed import ranks_from_env
-    from cascade.engine import CascadeEngine
     from cascade.io import check_writable_folder
-    from cascade.predict import (
-        REPORT_NAME, PredictionReport, check_output_folder, check_outputs, list_inputs, output_kinds, predict_cases,
-        run_record,
-    )
-    from cascade.run_record import write_run_record
+    from cascade.predict import check_output_folder, list_inputs
 
-    kinds = output_kinds(save_masks, str(output_format), save_uncertainty)
-    if measuring:
-        from cascade.measure import check_prediction_measure, measure_predictions, parse_thresholds
-
-        thresholds, surfaces = parse_thresholds(iir_thresholds), None if surfaces is None else str(surfaces)
-    if settings["device"] is not None:
-        resolve_device(settings["device"])
-    ranks = ranks_from_env()
-    check_output_folder(input, out)  # the first file touched: every argument is checked above
-    if settings["backend"] == "openvino":
+    check_output_folder(input, out)  # the first file touched: every argument is checked before
+    if backend == "openvino":
         check_writable_folder(default_cache_dir(), "the cache folder of exported networks ($CASCADE_CACHE_DIR)")
     inputs = list_inputs(input, series)
-    if measuring:
-        check_prediction_measure(inputs, Path(out), kinds, surfaces, overwrite or resume)
-    all_inputs = inputs
-    if ranks.distributed:  # under torchrun: this rank's share of the cases, on its own device
-        ranks.start()
-        check_outputs(inputs, Path(out), kinds, overwrite, resume)
-        ranks.barrier()
-        inputs = ranks.shard(inputs)
-        settings["device"] = settings["device"] or ranks.device()
-    if pretrained == "demo" and ranks.rank == 0:
-        print("cascade: using the DEMO weights, trained on synthetic phantoms only: not a model of real anatomy")
-    engine = CascadeEngine.from_options(
+    if measure_options is not None:
+        from cascade.measure import check_prediction_measure
+
+        check_prediction_measure(inputs, out, kinds, measure_options.surfaces, replacing)
+    return inputs
+
+
+def _rank_share(ranks: Ranks, inputs: list[dict], out: Path, kinds: tuple[str, ...], overwrite: bool,
+                resume: bool) -> list[dict]:
+    """Under torchrun: start the process group, check every output (all ranks, before any writes), and
+    return this rank's share of the cases."""
+    from cascade.predict import check_outputs
+
+    ranks.start()
+    check_outputs(inputs, out, kinds, overwrite, resume)
+    ranks.barrier()
+    return ranks.shard(inputs)
+
+
+def _cascade_engine(
+    settings: dict, models: str | None, folds: str | None, pretrained: str | None, localizer: str | None,
+    segmenter: str | None, calibration: str | None,
+) -> CascadeEngine:
+    """Both stages with the chosen weights and settings (a progress bar over the windows on a terminal)."""
+    from cascade.engine import CascadeEngine
+
+    return CascadeEngine.from_options(
         models=models, folds=folds, pretrained=pretrained, localizer=localizer, segmenter=segmenter,
         calibration=as_path(calibration),
         progress=sys.stderr.isatty(), **settings,
     )
+
+
+def _check_uncertainty_map(engine: CascadeEngine, save_uncertainty: bool) -> None:
+    """Refuse ``--save_uncertainty`` where the segmenter predicts each window once.
+
+    Raises:
+        InputError: ``save_uncertainty`` with one pass per window.
+    """
     if save_uncertainty and engine.passes == 1:
         raise InputError("--save_uncertainty: the segmenter predicts each window once (one model, no --tta), "
                          "so there is no disagreement to map; add --tta true or use an ensemble "
                          "(--pretrained la2018, --models with folds)")
-    if ranks.rank == 0:
-        print("cascade: weights of " + "; ".join(f"the {stage}: {source}" for stage, source in engine.weights.items()))
-        if engine.labelled_classes != ALL_CLASSES:
-            labelled = ", ".join(CLASS_NAMES[v] for v in engine.labelled_classes)
-            print(f"cascade: these weights label only: {labelled} "
-                  "(trained on partially labelled data; other classes stay 0)")
-        if engine.passes == 1:
-            print("cascade: the segmenter predicts each window once (one model, no --tta): "
-                  "predictions.csv's uncertainty and review say n/a (an ensemble or --tta true measures them)")
+
+
+def _announce_weights(engine: CascadeEngine) -> None:
+    """Say which weights run, the classes they label when not all, and when there is no uncertainty to measure."""
+    from cascade.annotation import ALL_CLASSES
+
+    print("cascade: weights of " + "; ".join(f"the {stage}: {source}" for stage, source in engine.weights.items()))
+    if engine.labelled_classes != ALL_CLASSES:
+        labelled = ", ".join(CLASS_NAMES[v] for v in engine.labelled_classes)
+        print(f"cascade: these weights label only: {labelled} "
+              "(trained on partially labelled data; other classes stay 0)")
+    if engine.passes == 1:
+        print("cascade: the segmenter predicts each window once (one model, no --tta): "
+              "predictions.csv's uncertainty and review say n/a (an ensemble or --tta true measures them)")
+
+
+def _predict_share(
+    engine: CascadeEngine, ranks: Ranks, inputs: list[dict], out: Path, kinds: tuple[str, ...], overwrite: bool,
+    resume: bool, debug: bool,
+) -> PredictionReport:
+    """Predict this rank's cases; the report and ``run.json`` are written by the only rank, or under torchrun by
+    rank 0 with every rank's rows; rank 0 prints the summary.
+
+    Raises:
+        KeyboardInterrupt: the run was interrupted (after its report was written).
+    """
+    from cascade.predict import REPORT_NAME, PredictionReport, predict_cases, run_record
+    from cascade.run_record import write_run_record
+
     record = run_record(engine, ["cascade", *sys.argv[1:]])
     report = predict_cases(
         engine, inputs, out, overwrite=overwrite, resume=resume, kinds=kinds, debug=debug,
@@ -355,18 +490,13 @@ def predict(
         report = PredictionReport(ranks.gather(report.rows), report.interrupted)
         ranks.stop()
         if ranks.rank == 0:
-            report.write(Path(out) / REPORT_NAME)
-            write_run_record(Path(out), record)
+            report.write(out / REPORT_NAME)
+            write_run_record(out, record)
     if ranks.rank == 0:
         print(report.summary())
     if report.interrupted:
         raise KeyboardInterrupt(report.interrupted)
-    measured = None
-    if measuring and ranks.rank == 0:
-        classes = engine.labelled_classes
-        measured = measure_predictions(all_inputs, report.rows, Path(out), classes, thresholds, surfaces, debug)
-    if report.failed or (measured is not None and measured.failed):  # each failure had its own error line
-        sys.exit(1)
+    return report
 
 
 def crossval(

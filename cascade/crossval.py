@@ -3,8 +3,10 @@
 Training is a ``python -m monai.bundle run training`` of each bundle's ``train.json`` (no second
 training loop); every prediction is made by :class:`cascade.engine.CascadeEngine` with the fold's
 checkpoints, exactly as ``cascade predict --models WORK --folds k`` makes it. Every training and
-stage-1 mask is skipped when it exists (the out-of-fold predictions are made again: no report in
-``WORK/predictions`` vouches for them), and a training run stopped part-way continues after its last
+stage-1 mask is skipped when it exists, and every out-of-fold prediction that is finished by
+``cascade predict --resume``'s rule (input and output checksums in its fold's report) and was made
+with the fold's present models, configs and settings (its fold's run record; a fold trained again
+has all its predictions made again). A training run stopped part-way continues after its last
 finished epoch with the same random stream (:mod:`cascade.reproducibility`), so an interrupted
 run resumes where it stopped and ends as an uninterrupted one would:
 
@@ -17,7 +19,8 @@ run resumes where it stopped and ends as an uninterrupted one would:
    did not train on the case;
 4. stage 2 for each fold, trained on those masks: ``WORK/segmenter/fold<k>/models/``;
 5. out-of-fold cascade predictions: ``WORK/predictions/<case>_label.nii.gz`` (with the stage-1
-   mask and the gate of each case beside it);
+   mask and the gate of each case beside it), each fold's report ``predictions_fold<k>.csv`` and run
+   record ``run_fold<k>.json`` (what a rerun checks), and all folds' rows in ``WORK/predictions.csv``;
 6. ``cascade evaluate`` against the datalist: ``WORK/evaluation/metrics.csv``, ``WORK/evaluation/gate.csv`` (how much of
    each true class the stage-1 mask and the gate held) and ``WORK/summary.json``; ``WORK/run.json``
    records the command line, settings, each fold's checkpoint (SHA-256) and the software versions;
@@ -161,11 +164,21 @@ def _out_of_fold_masks(work_dir: Path, fold: int, cases: list[dict], masks: Path
 
 
 def _out_of_fold_predictions(
-    work_dir: Path, fold: int, cases: list[dict], predictions: Path, single_stage: bool = False
+    work_dir: Path, fold: int, cases: list[dict], predictions: Path, single_stage: bool = False,
+    command: Sequence[str] = (),
 ) -> list[dict]:
-    """Cascade predictions of a fold's validation cases with that fold's two models (or its single-stage model)."""
+    """Cascade predictions of a fold's validation cases with that fold's two models (or its single-stage model).
+
+    The fold's report ``predictions_fold<k>.csv`` and run record ``run_fold<k>.json`` beside the outputs let a
+    rerun keep what is finished by ``cascade predict --resume``'s rule (input and output checksums in the
+    report); when the record names other models (a fold trained again), other configs or settings, every
+    prediction of the fold is made again. The record is written once the fold is finished.
+
+    Returns:
+        The fold report's rows of ``cases`` (:data:`cascade.predict.REPORT_COLUMNS`), kept ones included.
+    """
     from cascade.engine import CascadeEngine, StagePredictor
-    from cascade.predict import output_kinds, predict_cases
+    from cascade.predict import output_kinds, predict_cases, read_report, run_record, same_labels_record
 
     kind = "single-stage" if single_stage else "cascade"
     print(f"[crossval] {kind} predictions of fold {fold}: {len(cases)} case(s)", flush=True)
@@ -176,8 +189,15 @@ def _out_of_fold_predictions(
         engine = CascadeEngine(None, segmenter)
     else:
         engine = CascadeEngine.from_options(models=work_dir, folds=[fold])
+    record, record_name = run_record(engine, command), f"run_fold{fold}.json"
+    resume = same_labels_record(predictions / record_name, record)
+    if not resume and (predictions / record_name).exists():
+        print(f"[crossval]   fold {fold}'s models, configs or settings changed: every prediction is made again",
+              flush=True)
+    report_name = f"predictions_fold{fold}.csv"
     report = predict_cases(
-        engine, cases, predictions, resume=True, kinds=output_kinds(save_masks=True), report_name=None
+        engine, cases, predictions, overwrite=not resume, resume=resume, kinds=output_kinds(save_masks=True),
+        report_name=report_name,
     )
     if report.interrupted:
         raise KeyboardInterrupt(report.interrupted)
@@ -185,7 +205,9 @@ def _out_of_fold_predictions(
         raise InputError(
             f"fold {fold}: {len(report.failed)} case(s) failed: " + "; ".join(r["message"] for r in report.failed)
         )
-    return report.rows
+    write_run_record(predictions, record, record_name)
+    rows = {row["case"]: row for row in read_report(predictions / report_name)[0]}
+    return [rows[case["case"]] for case in cases]
 
 
 def _cases(data: str | list[str], folds: int, seed: int, annotated: str | None) -> list[dict]:
@@ -264,7 +286,7 @@ def run_crossval(
             if stage == "localizer":
                 _out_of_fold_masks(work_dir, k, validation, masks)
             else:
-                rows += _out_of_fold_predictions(work_dir, k, validation, predictions)
+                rows += _out_of_fold_predictions(work_dir, k, validation, predictions, command=command)
     PredictionReport(rows).write(work_dir / REPORT_NAME)
 
     summary = evaluate(str(predictions), str(datalist_path), str(work_dir / "evaluation"), masks=str(predictions))
@@ -279,7 +301,9 @@ def run_crossval(
             validation = [
                 {"case": e["case"], "image": e["image"], "label": e["label"]} for e in datalist if e["fold"] == k
             ]
-            rows += _out_of_fold_predictions(work_dir, k, validation, root / "predictions", single_stage=True)
+            rows += _out_of_fold_predictions(
+                work_dir, k, validation, root / "predictions", single_stage=True, command=command
+            )
         PredictionReport(rows).write(root / REPORT_NAME)
         print("[crossval] single-stage baseline (no gate), the same budget:", flush=True)
         summary["single_stage"] = evaluate(str(root / "predictions"), str(datalist_path), str(root / "evaluation"))

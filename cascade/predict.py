@@ -68,8 +68,8 @@ from cascade.run_record import RUN_RECORD_NAME, new_run_record, software_version
 from cascade.uncertainty import UNCERTAINTY_UNAVAILABLE, needs_review
 
 __all__ = [
-    "REPORT_COLUMNS", "PredictionReport", "read_report", "run_record",
-    "check_resume_record", "list_inputs", "OUTPUT_FORMATS", "output_kinds", "output_paths", "outputs_sha256",
+    "REPORT_COLUMNS", "PredictionReport", "read_report", "run_record", "check_resume_record", "same_labels_record",
+    "list_inputs", "OUTPUT_FORMATS", "output_kinds", "output_paths", "outputs_sha256",
     "check_output_folder", "check_outputs", "out_of_memory", "predict_cases",
 ]
 
@@ -359,8 +359,8 @@ def predict_cases(
             :func:`list_inputs` (a DICOM series' entry also holds ``series`` and ``name``).
         out_dir: output folder (created).
         overwrite: replace existing outputs.
-        resume: keep finished outputs (see :func:`_finished`; the checksums come from
-            ``OUT/predictions.csv``), redo the others.
+        resume: keep finished outputs (see :func:`_finished`; the checksums come from the earlier
+            report ``OUT/<report_name>``, or ``OUT/predictions.csv`` without ``report_name``), redo the others.
         kinds: the files to write per case (:func:`output_kinds`).
         debug: print the traceback of unexpected errors.
         report_name: file name of the QC report in ``out_dir``; ``None`` writes none.
@@ -376,8 +376,36 @@ def predict_cases(
         InputError: the output rules of :func:`check_outputs`.
     """
     out_dir = Path(out_dir)
+    _check_before_any_case(inputs, out_dir, kinds, overwrite, resume, report_name, record)
+    _prepare_output_folder(inputs, out_dir, kinds, report_name, record)
+    recorded = _earlier_rows(out_dir / (report_name or REPORT_NAME)) if resume else None
+    loader = _CaseLoader(engine, inputs, out_dir, kinds, recorded)
+    report = PredictionReport()
+    try:
+        _predict_in_turn(engine, inputs, out_dir, kinds, debug, report_name, loader, prefetch, report)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI
+        report.interrupted = str(interrupt) or "SIGINT"
+    finally:
+        loader.shutdown()
+        if report_name:
+            report.write(out_dir / report_name)
+    return report
+
+
+def _check_before_any_case(
+    inputs: Sequence[dict], out_dir: Path, kinds: Sequence[str], overwrite: bool, resume: bool,
+    report_name: str | None, record: dict | None,
+) -> None:
+    """The checks of :func:`predict_cases` that come before anything is written: the output rules, a report
+    or run record that could not be replaced (it would stop the run half-way), and with ``resume`` the earlier
+    run's record.
+
+    Raises:
+        InputError: see :func:`check_outputs`, :func:`read_report` and :func:`check_resume_record`; a
+            ``run.json`` that is not a file.
+    """
     check_outputs(inputs, out_dir, kinds, overwrite, resume)
-    if report_name:  # before any case: a report or run record that cannot be replaced stops nothing half-way
+    if report_name:
         read_report(out_dir / report_name)
         record_path = out_dir / RUN_RECORD_NAME
         if record is not None and os.path.lexists(record_path) and not dicom.is_regular_file(record_path):
@@ -385,50 +413,89 @@ def predict_cases(
                              "there: move it away")
     if resume and record is not None:
         check_resume_record(out_dir, record)
+
+
+def _prepare_output_folder(
+    inputs: Sequence[dict], out_dir: Path, kinds: Sequence[str], report_name: str | None, record: dict | None
+) -> None:
+    """Create the output folder, write the run record (with a report) and remove the temporary files a
+    ``kill -9`` of an earlier run left beside the outputs and the report."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if record is not None and report_name:
         write_run_record(out_dir, record)
     outputs = [path for item in inputs for path in output_paths(item["case"], out_dir, kinds).values()]
     for path in outputs + ([out_dir / report_name] if report_name else []):
-        remove_stale_temporaries(path)  # left by a kill -9 of an earlier run
-    report = PredictionReport()
-    recorded = {row["case"]: row for row in read_report(out_dir / REPORT_NAME)[0]} if resume else {}
+        remove_stale_temporaries(path)
+
+
+def _earlier_rows(report: Path) -> dict[str, dict]:
+    """The rows of an earlier report by case (:func:`read_report`), what ``--resume`` checks outputs against."""
+    return {row["case"]: row for row in read_report(report)[0]}
+
+
+class _CaseLoader:
+    """Loads cases (:func:`_load_case`) in one loader thread, so that the next case is read while the
+    networks run on the current one.
+
+    Args:
+        engine: the engine that reads the images.
+        inputs: the cases, as :func:`predict_cases` takes them.
+        out_dir: the output folder.
+        kinds: the files written per case.
+        recorded: with ``--resume``, the earlier report's rows by case; ``None`` without.
+    """
+
+    def __init__(
+        self, engine: CascadeEngine, inputs: Sequence[dict], out_dir: Path, kinds: Sequence[str],
+        recorded: dict[str, dict] | None,
+    ) -> None:
+        self.engine, self.inputs, self.out_dir, self.kinds, self.recorded = engine, inputs, out_dir, kinds, recorded
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cascade-loader")
+
+    def load(self, index: int) -> Future:
+        """Start loading case ``index``; the future's result is its :class:`_Loaded`."""
+        item = self.inputs[index]
+        earlier = None if self.recorded is None else self.recorded.get(item["case"], {})
+        paths = output_paths(item["case"], self.out_dir, self.kinds)
+        return self.executor.submit(_load_case, self.engine, item, paths, earlier)
+
+    def shutdown(self) -> None:
+        """Wait for the case being loaded and drop those not started."""
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _predict_in_turn(
+    engine: CascadeEngine, inputs: Sequence[dict], out_dir: Path, kinds: Sequence[str], debug: bool,
+    report_name: str | None, loader: _CaseLoader, prefetch: bool, report: PredictionReport,
+) -> None:
+    """Predict (or keep) each case in turn, adding its row to ``report`` and writing the report after every
+    case, so that a ``kill -9`` loses at most the case in flight (see :func:`predict_cases`)."""
     log_lines, computed = not sys.stderr.isatty(), []  # without a terminal (a batch job's log): one line per case
-    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cascade-loader")
-
-    def load(index: int) -> Future:
-        item = inputs[index]
-        earlier = recorded.get(item["case"], {}) if resume else None
-        return loader.submit(_load_case, engine, item, output_paths(item["case"], out_dir, kinds), earlier)
-
-    try:
-        upcoming = load(0) if inputs else None
-        for index, item in enumerate(tqdm(inputs, desc="cases", unit="case", file=sys.stderr, disable=None), 1):
-            paths = output_paths(item["case"], out_dir, kinds)
-            start = time.perf_counter()
-            loaded: _Loaded = upcoming.result()
-            upcoming = load(index) if prefetch and index < len(inputs) else None
-            if loaded.finished:
-                row = _row(item) | {"status": "resumed"}
-            else:
-                row = _predict_case(engine, item, paths, debug, loaded)
-                computed.append(time.perf_counter() - start)
-            report.rows.append(row)
-            if not prefetch and index < len(inputs):  # one case at a time: nothing overlaps the networks
-                upcoming = load(index)
-            if log_lines:
-                eta = _duration(sum(computed) / len(computed) * (len(inputs) - index)) if computed else "unknown"
-                print(f"cascade: [{index}/{len(inputs)}] {item['case']}: {row['status']}, "
-                      f"{time.perf_counter() - start:.1f} s; ETA {eta}", file=sys.stderr, flush=True)
-            if report_name:  # after every case: a kill -9 loses at most the case in flight
-                report.write(out_dir / report_name)
-    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI
-        report.interrupted = str(interrupt) or "SIGINT"
-    finally:
-        loader.shutdown(wait=True, cancel_futures=True)
+    upcoming = loader.load(0) if inputs else None
+    for index, item in enumerate(tqdm(inputs, desc="cases", unit="case", file=sys.stderr, disable=None), 1):
+        paths = output_paths(item["case"], out_dir, kinds)
+        start = time.perf_counter()
+        loaded: _Loaded = upcoming.result()
+        upcoming = loader.load(index) if prefetch and index < len(inputs) else None
+        if loaded.finished:
+            row = _row(item) | {"status": "resumed"}
+        else:
+            row = _predict_case(engine, item, paths, debug, loaded)
+            computed.append(time.perf_counter() - start)
+        report.rows.append(row)
+        if not prefetch and index < len(inputs):  # one case at a time: nothing overlaps the networks
+            upcoming = loader.load(index)
+        if log_lines:
+            _log_case(index, len(inputs), item["case"], row["status"], time.perf_counter() - start, computed)
         if report_name:
             report.write(out_dir / report_name)
-    return report
+
+
+def _log_case(index: int, total: int, case: str, status: str, seconds: float, computed: Sequence[float]) -> None:
+    """One line on stderr for a finished case: its status, its time and the expected time left (from the
+    ``computed`` cases' times in seconds; ``unknown`` while none was computed)."""
+    eta = _duration(sum(computed) / len(computed) * (total - index)) if computed else "unknown"
+    print(f"cascade: [{index}/{total}] {case}: {status}, {seconds:.1f} s; ETA {eta}", file=sys.stderr, flush=True)
 
 
 def _duration(seconds: float) -> str:
@@ -567,15 +634,35 @@ def check_resume_record(out_dir: Path, record: dict) -> None:
         raise InputError(f"{path}: not a run record of cascade predict (the settings of the run that made "
                          "these outputs); delete it to --resume without that check, use --overwrite, or another "
                          "output folder")
+    difference = _first_difference(earlier, record)
+    if difference is not None:
+        raise InputError(
+            f"{path}: --resume with other settings than the run that made these outputs ({difference}); "
+            "rerun with the same settings, use --overwrite, or another output folder"
+        )
+
+
+def _first_difference(earlier: dict, record: dict) -> str | None:
+    """The first part that determines the labels (:func:`_determining`, by key) and differs between two run
+    records, as ``key: old -> new`` (``key: other files`` for weights and configs); ``None`` when none does."""
     old, new = _determining(earlier), _determining(record)
     for key in sorted(set(old) | set(new)):
         if old.get(key) != new.get(key):
             shown = ("other files" if key.endswith(("checkpoints", "configs"))
                      else f"{old.get(key)!r} -> {new.get(key)!r}")
-            raise InputError(
-                f"{path}: --resume with other settings than the run that made these outputs ({key}: {shown}); "
-                "rerun with the same settings, use --overwrite, or another output folder"
-            )
+            return f"{key}: {shown}"
+    return None
+
+
+def same_labels_record(path: Path, record: dict) -> bool:
+    """Whether the run record at ``path`` determines the labels as ``record`` does: the same weights and
+    configs (by checksum), backend, precision and settings, as :func:`check_resume_record` compares them.
+    A missing, unreadable or malformed file does not."""
+    try:
+        earlier = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return _well_formed(earlier) and _first_difference(earlier, record) is None
 
 
 def check_output_folder(source: str | os.PathLike, out_dir: str | os.PathLike) -> None:

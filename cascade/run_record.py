@@ -16,6 +16,9 @@ As nnU-Net keeps its prediction arguments beside the outputs, a run writes besid
       },
       ...                                        crossval: "settings" (its crossval.json)
     }
+
+``cascade crossval`` also keeps, per fold, the record of its out-of-fold predictions in predict's layout
+(``WORK/predictions/run_fold<k>.json``), which a rerun compares to decide whether they are still valid.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ def new_run_record(
     return {**record, **extra}
 
 
-def write_run_record(folder: str | os.PathLike, record: Mapping) -> Path:
-    """Write ``FOLDER/run.json`` atomically (no partial file is left if the run stops while writing)."""
-    return write_text_atomic(Path(folder) / RUN_RECORD_NAME, json.dumps(record, indent=2) + "\n")
+def write_run_record(folder: str | os.PathLike, record: Mapping, name: str = RUN_RECORD_NAME) -> Path:
+    """Write ``FOLDER/run.json`` (or ``FOLDER/<name>``) atomically (no partial file is left if the run stops
+    while writing)."""
+    return write_text_atomic(Path(folder) / name, json.dumps(record, indent=2) + "\n")

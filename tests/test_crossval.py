@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,15 @@ def cascade(*args: str, cwd) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "cascade.cli", *args], capture_output=True, text=True, timeout=1800, cwd=cwd
     )
+
+
+COMMAND = ("crossval", "data,la_only", "--work", "work", "--folds", "2", "--quick")
+
+
+def stamp(path: Path) -> list[int]:
+    """A file's modification time and inode: both change when it is written again (atomically or in place)."""
+    status = path.stat()
+    return [status.st_mtime_ns, status.st_ino]
 
 
 def write_la_only(folder, cases: int, seed: int) -> list[str]:
@@ -53,12 +63,13 @@ def crossval_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("crossval")
     write_phantoms(root / "data", cases=4, seed=50, **SMALL)
     write_la_only(root / "la_only", cases=2, seed=60)
-    command = ("crossval", "data,la_only", "--work", "work", "--folds", "2", "--quick")
-    first = cascade(*command, cwd=root)  # relative paths, resolved from the working folder
+    first = cascade(*COMMAND, cwd=root)  # relative paths, resolved from the working folder
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    finished = [*(root / "work").glob("*/fold*/models/*.pt"), *(root / "work" / "masks").iterdir()]
-    (root / "before_rerun.json").write_text(json.dumps({str(path): path.stat().st_mtime_ns for path in finished}))
-    second = cascade(*command, cwd=root)
+    work = root / "work"
+    finished = [*work.glob("*/fold*/models/*.pt"), *(work / "masks").iterdir(),
+                *(work / "predictions").glob("*.nii.gz")]
+    (root / "before_rerun.json").write_text(json.dumps({str(path): stamp(path) for path in finished}))
+    second = cascade(*COMMAND, cwd=root)
     assert second.returncode == 0, second.stderr[-3000:]
     return root, first, second
 
@@ -100,7 +111,7 @@ def test_protocol_outputs(crossval_run):
     for stage in ("localizer", "segmenter"):
         checkpoints = record["stages"][stage]["checkpoints"]
         assert [Path(c["path"]) for c in checkpoints] == [
-            work / stage / f"fold{k}" / "models" / "model.pt" for k in (0, 1)
+            work / stage / f"fold{k}" / "models" / "model_final.pt" for k in (0, 1)
         ]
         assert all(c["sha256"] == hashlib.sha256(Path(c["path"]).read_bytes()).hexdigest() for c in checkpoints)
 
@@ -153,12 +164,13 @@ def test_fold_ensemble_predicts_unseen_cases(crossval_run, tmp_path):
 
 
 def test_rerun_skips_finished_steps(crossval_run):
-    """A rerun reaches the end (its summary) and leaves every model and stage-1 mask of the first run as it was
-    (the out-of-fold predictions are made again: no report in WORK/predictions vouches for them)."""
+    """A rerun reaches the end (its summary) and leaves every model, stage-1 mask and out-of-fold prediction of
+    the first run as it was (each fold's report and run record in WORK/predictions vouch for its predictions)."""
     root, _, second = crossval_run
     before = json.loads((root / "before_rerun.json").read_text())
-    assert len(before) >= 4 * 2 + 6, sorted(before)  # the models of 2 stages x 2 folds (with finals), a mask per case
-    changed = [path for path, mtime in before.items() if Path(path).stat().st_mtime_ns != mtime]
+    # the models of 2 stages x 2 folds (with finals), a mask per case, its label map, mask and gate
+    assert len(before) >= 4 * 2 + 6 + 6 * 3, sorted(before)
+    changed = [path for path, earlier in before.items() if stamp(Path(path)) != earlier]
     assert not changed, changed
     assert "cascade predictions of fold 1" in second.stdout and (root / "work" / "summary.json").is_file()
     assert "training" not in second.stdout and "stage-1 masks of fold" not in second.stdout
@@ -169,3 +181,31 @@ def test_rerun_with_other_settings_is_refused(crossval_run):
     result = cascade("crossval", "data,la_only", "--work", "work", "--folds", "3", "--quick", cwd=root)
     assert result.returncode == 1
     assert "other settings" in result.stderr and "folds 2 -> 3" in result.stderr
+
+
+def test_rerun_predicts_a_retrained_fold_again(crossval_run, tmp_path):
+    """Other weights in a fold (as a training run again would leave) make that fold's out-of-fold predictions
+    again on a rerun, and only that fold's; the combined report holds every case, with the new files' checksums."""
+    root, _, _ = crossval_run
+    shutil.copytree(root, tmp_path / "copy", symlinks=True)  # a moved work folder: the records compare checksums
+    work = tmp_path / "copy" / "work"
+    fold_of = {e["case"]: e["fold"] for e in json.loads((work / "datalist.json").read_text())["training"]}
+    before = {path: stamp(path) for path in (work / "predictions").glob("*.nii.gz")}
+    models = work / "segmenter" / "fold{}" / "models" / "model_final.pt"
+    shutil.copyfile(str(models).format(0), str(models).format(1))
+    result = cascade(*COMMAND, cwd=tmp_path / "copy")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "fold 1's models, configs or settings changed" in result.stdout
+    assert "fold 0's models" not in result.stdout
+    remade = sorted(path.name for path, earlier in before.items() if stamp(path) != earlier)
+    assert remade == sorted(f"{case}_{kind}.nii.gz" for case, fold in fold_of.items() if fold == 1
+                            for kind in ("gate", "label", "mask"))
+    record = json.loads((work / "predictions" / "run_fold1.json").read_text())
+    checkpoints = [c["sha256"] for c in record["stages"]["segmenter"]["checkpoints"]]
+    assert checkpoints == [hashlib.sha256(Path(str(models).format(0)).read_bytes()).hexdigest()]
+    report = {row["case"]: row for row in csv.DictReader((work / "predictions.csv").open())}
+    assert sorted(report) == sorted(fold_of)
+    for case in fold_of:
+        label = work / "predictions" / f"{case}_label.nii.gz"
+        assert f"label={hashlib.sha256(label.read_bytes()).hexdigest()}" in report[case]["outputs_sha256"]
+        assert report[case]["status"] in ("ok", "warning") and report[case]["left_atrium_ml"]

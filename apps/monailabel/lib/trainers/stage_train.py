@@ -113,7 +113,7 @@ class CascadeStageTrainTask(BasicTrainTask):
         if getattr(context, "bundle_parser", None) is None:
             request = context.request
             context.bundle_parser = self._bundle_parser({
-                "device": f"$torch.device('{context.device}')",
+                "device": torch.device(context.device),
                 "amp": self._amp,
                 "num_workers": 0,
                 "num_epochs": context.max_epochs,
