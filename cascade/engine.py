@@ -32,7 +32,7 @@ from monai.transforms import Compose, Invertd, LoadImaged
 from cascade.backends import compile_network
 from cascade.calibration import calibration_key, calibration_windows
 from cascade.bundles import (
-    STAGES, MissingCheckpointError, bundle_dir, read_stage_config, stage_config_files, stage_weights,
+    STAGES, MissingCheckpointError, StageWeights, bundle_dir, read_stage_config, stage_config_files, stage_weights,
 )
 from cascade.intensity import channel_outliers, record_intensity_outliers
 from cascade.errors import InputError
@@ -400,7 +400,8 @@ class CascadeEngine:
         """Build the engine from the options ``cascade predict`` takes.
 
         Args:
-            models: work folder with ``<stage>/fold<k>/models/model.pt`` (see :mod:`cascade.bundles`).
+            models: work folder of ``cascade crossval`` or ``cascade import-nnunet`` (each fold's
+                :func:`cascade.bundles.fold_checkpoint`; see :mod:`cascade.bundles`).
             folds: fold ids to ensemble (default: every fold in ``models``, else ``models/model.pt``).
             pretrained: shipped weights by name (``demo``: phantoms; ``la2018``: real scans, left
                 atrium; see :func:`cascade.bundles.pretrained_names`).
@@ -421,11 +422,7 @@ class CascadeEngine:
             InputError: a bad option, a missing bundle, config or checkpoint (the message says
                 how to get weights).
         """
-        bundles = {stage: Path(path) if path else bundle_dir(stage)
-                   for stage, path in zip(STAGES, (localizer, segmenter))}
-        for bundle in bundles.values():
-            if not (bundle / "configs" / "inference.json").is_file():
-                raise InputError(f"{bundle}: not a bundle folder (no configs/inference.json)")
+        bundles = _bundle_folders(localizer, segmenter)
         declared = stage_settings(bundles)  # what each bundle's inference.json lets a user change
         unknown = set(settings) - {*declared["localizer"], *declared["segmenter"], *RUNTIME_SETTINGS}
         if unknown:
@@ -433,18 +430,12 @@ class CascadeEngine:
         per_stage = stage_overrides(settings, declared)
         predictors, sources = {}, {}
         for stage in stages:
-            bundle = bundles[stage]
             runtime = stage_runtime(stage, settings.get("device"), settings.get("backend"), settings.get("precision"),
                                     calibration, settings.get("progress"))
-            try:
-                weights = stage_weights(stage, bundle, models=models, folds=folds, pretrained=pretrained)
-            except MissingCheckpointError as err:
-                raise MissingCheckpointError(
-                    f"{err} (the {stage} has no trained weights there: train with `cascade crossval` or "
-                    "`python -m monai.bundle run training` (see the bundle's docs/README.md) and pass --models "
-                    "or --localizer/--segmenter, or pass --pretrained la2018 or --pretrained demo for shipped weights)"
-                ) from err
-            predictors[stage] = StagePredictor(bundle, weights.checkpoints, per_stage[stage], weights.configs, runtime)
+            weights = _trained_weights(stage, bundles[stage], models, folds, pretrained)
+            predictors[stage] = StagePredictor(
+                bundles[stage], weights.checkpoints, per_stage[stage], weights.configs, runtime
+            )
             sources[stage] = weights.source
         engine = cls(predictors.get("localizer"), predictors.get("segmenter"))
         engine.weights = sources
@@ -638,6 +629,32 @@ class CascadeEngine:
         if not mask.any():
             result.warnings.append(f"{name}: the localizer found no atria; the label map is empty")
         return result, stage1
+
+
+def _bundle_folders(
+    localizer: str | os.PathLike | None, segmenter: str | os.PathLike | None
+) -> dict[str, Path]:
+    """Each stage's bundle folder (default: the installed one), checked to hold ``configs/inference.json``."""
+    bundles = {stage: Path(path) if path else bundle_dir(stage) for stage, path in zip(STAGES, (localizer, segmenter))}
+    for bundle in bundles.values():
+        if not (bundle / "configs" / "inference.json").is_file():
+            raise InputError(f"{bundle}: not a bundle folder (no configs/inference.json)")
+    return bundles
+
+
+def _trained_weights(
+    stage: str, bundle: Path, models: str | os.PathLike | None, folds: str | int | Sequence[int] | None,
+    pretrained: str | None,
+) -> StageWeights:
+    """:func:`cascade.bundles.stage_weights`, with a missing checkpoint's message saying how to get weights."""
+    try:
+        return stage_weights(stage, bundle, models=models, folds=folds, pretrained=pretrained)
+    except MissingCheckpointError as err:
+        raise MissingCheckpointError(
+            f"{err} (the {stage} has no trained weights there: train with `cascade crossval` or "
+            "`python -m monai.bundle run training` (see the bundle's docs/README.md) and pass --models "
+            "or --localizer/--segmenter, or pass --pretrained la2018 or --pretrained demo for shipped weights)"
+        ) from err
 
 
 def _constant_image(image: MetaTensor, source: nib.Nifti1Image, name: str) -> CaseResult | None:
